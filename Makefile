@@ -1,0 +1,40 @@
+# Tunegraph: `make run` opens the app, `make test` runs the suite. Both set up .venv on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+EXTRAS ?= dev
+
+export QT_API := pyside6
+
+.PHONY: run test demo lint setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: a later `torch>=` then finds it satisfied instead of pulling a CUDA build
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# until the desktop app lands, `make run` runs the headless demo
+run: demo
+
+demo: $(STAMP)
+	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m engine.demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check engine nodes app tests bench
+	$(VENV)/bin/lint-imports
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check engine nodes app tests bench
+	$(VENV)/bin/ruff format --check engine nodes app tests bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,319 @@
+"""The `tunegraph` command line: the headless face of every feature.
+
+A failing command prints one clear sentence on stderr (no traceback unless --debug) and exits
+non-zero. Commands that list or report take --json and print the shapes DESIGN.md fixes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from engine import __version__
+from engine.errors import TunegraphError
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def _store():
+    from engine.store import Store
+
+    return Store()
+
+
+# -- graph compilation -------------------------------------------------------------------------
+def compile_graph(path: str, only: list[str] | None = None):
+    """Compile a graph file; returns (specs, refused) where refused lists (module name, errors),
+    with --only keeping the named Fine-Tune modules."""
+    from nodes import compile as compile_nodes
+    from nodes import load_graph
+
+    result = compile_nodes(load_graph(path), graph_path=path)
+    modules = list(result.modules)
+    if only:
+        names = {m.name for m in modules}
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise TunegraphError(f"{path}: no Fine-Tune module named {unknown[0]!r}.",
+                                 "Modules in this graph: " + ", ".join(sorted(names)))
+        modules = [m for m in modules if m.name in only]
+    specs = [m.spec for m in modules if m.spec is not None]
+    refused = [(m.name, list(m.errors)) for m in modules if m.spec is None]
+    graph_errors = [e for e in result.errors if not e.node_id]
+    if graph_errors and not only:
+        refused.append(("graph", graph_errors))
+    return specs, refused
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from engine import client
+    from engine.estimate_report import estimate_spec
+    from engine.follow import follow_runs
+
+    specs, errors = compile_graph(args.graph, args.only)
+    for spec in specs:
+        if args.device != "auto":
+            spec.resources.device = args.device
+    entries = [{"id": None, "name": name, "state": "refused",
+                "error": {"class": "CompileError", "message": "; ".join(map(str, errs)),
+                          "hint": None}}
+               for name, errs in errors]
+    estimates = []
+    for spec in specs:
+        est = estimate_spec(spec, args.device)
+        estimates.append(est)
+        if not args.json:
+            print(describe_estimate(spec.name, est), file=sys.stderr)
+    for entry in entries:
+        print(f"refused: {entry['error']['message']}", file=sys.stderr)
+    if specs and not args.yes and sys.stdin.isatty():
+        if input(f"Start {len(specs)} run(s)? [Y/n] ").strip().lower() not in ("", "y", "yes"):
+            print("Nothing submitted.", file=sys.stderr)
+            return 1
+    store = _store()
+    submitted = client.submit(store, specs, estimates) if specs else []
+    entries += submitted
+    run_ids = [e["id"] for e in submitted if e["state"] == "queued"]
+    for e in submitted:
+        if e["state"] == "refused":
+            print(f"refused: {e['error']['message']} {e['error'].get('hint') or ''}",
+                  file=sys.stderr)
+    refused = any(e["state"] == "refused" for e in entries)
+    if args.detach:
+        if args.json:
+            _print_json(entries)
+        else:
+            for e in entries:
+                print(f"{e['state']:8} {e['id'] or '-':24} {e['name']}")
+        return 1 if refused or not run_ids else 0
+    if not run_ids:
+        return 1
+    states = follow_runs(store, run_ids, quiet=args.json)
+    if args.json:
+        _print_json([store.run_json(r) for r in run_ids])
+    ok = all(s == "completed" for s in states.values()) and not refused
+    return 0 if ok else 1
+
+
+def describe_estimate(name: str, est: dict) -> str:
+    vram, t = est["vram_gib"], est["time_s"]
+    text = (f"{name}: {est['params']:,} params ({est['trainable_params']:,} trainable), "
+            f"VRAM ~{vram['bf16']} GiB 16-bit / ~{vram['4bit']} GiB 4-bit, mode {est['mode']} "
+            f"({est['mode_reason']}), device {est['device']}, time {t['low']:.0f}-{t['high']:.0f} s, "
+            f"{est['dataset_rows']} rows")
+    return text + "".join(f"\n  warning: {w}" for w in est["warnings"])
+
+
+def cmd_control(args) -> int:
+    from engine import client
+
+    result = client.control(_store(), args.command, args.run)
+    if getattr(args, "json", False):
+        _print_json(result)
+    else:
+        print(f"{args.command}: {result['id']}")
+    return 0
+
+
+def cmd_continue(args) -> int:
+    from engine import client
+
+    entry = client.continue_run(_store(), args.run, args.epochs)
+    if args.json:
+        _print_json(entry)
+    else:
+        print(f"{entry['state']:8} {entry['id']} {entry['name']} (continues {entry['parent']})")
+    return 0
+
+
+def cmd_supervisor(args) -> int:
+    from engine import supervisor
+
+    if args.stop:
+        stopped = supervisor.stop_supervisor()
+        print("Stopped the supervisor." if stopped else "No supervisor was running.")
+        return 0
+    if supervisor.serve_locked() != 0:
+        print("A supervisor already runs for this data directory.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_runs(args) -> int:
+    store = _store()
+    runs = store.list_runs(state=args.state)
+    if args.json:
+        _print_json(runs)
+        return 0
+    if not runs:
+        print("No runs yet.")
+        return 0
+    print(f"{'ID':24} {'STATE':10} {'STEP':>11} {'LOSS':>8}  NAME")
+    for run in runs:
+        step = f"{run['step'] or 0}/{run['max_steps'] or '?'}"
+        loss = run["metrics"]["loss"]
+        print(f"{run['id']:24} {run['state'] or '-':10} {step:>11} "
+              f"{(f'{loss:.4f}' if loss is not None else '-'):>8}  {run['name']}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = _store()
+    run_id = store.resolve(args.run)
+    run = store.run_json(run_id)
+    if args.json:
+        _print_json(run)
+        return 0
+    print(f"{run['name']}  ({run['id']})")
+    print(f"  state     {run['state']}" + (f" ({run['reason']})" if run["reason"] else ""))
+    print(f"  progress  step {run['step']}/{run['max_steps']}  epoch {run['epoch']}")
+    print(f"  device    {run['device']}")
+    m = run["metrics"]
+    print("  metrics   " + "  ".join(f"{k} {v:.4g}" for k, v in m.items() if v is not None))
+    for w in run["warnings"]:
+        print(f"  warning   {w}")
+    if run["error"]:
+        print(f"  error     {run['error']['message']}")
+        if run["error"].get("hint"):
+            print(f"  hint      {run['error']['hint']}")
+    for a in run["artifacts"]:
+        print(f"  artifact  {a['kind']:12} {a['bytes']:>12,} B  {a['path']}")
+    for i, s in enumerate(run["samples"], 1):
+        print(f"  sample {i}  {s['prompt']!r}\n            -> {s['response']!r}")
+    print(f"  run dir   {run['run_dir']}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from engine.follow import print_logs
+
+    store = _store()
+    run_id = store.resolve(args.run)
+    return print_logs(store, run_id, follow=args.follow, as_json=args.json)
+
+
+def cmd_make_tiny_model(args) -> int:
+    from engine.tinymodel import build_tiny_model
+
+    t0 = time.time()
+    out = build_tiny_model(Path(args.dir), seed=args.seed)
+    print(f"Built a tiny Llama in {out} ({time.time() - t0:.1f} s).")
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    from engine.estimate_report import estimate_graph
+
+    specs, errors = compile_graph(args.graph, args.only)
+    entries = estimate_graph(specs, device=args.device)
+    for _, errs in errors:
+        for err in errs:
+            print(f"error: {err}", file=sys.stderr)
+    if args.json:
+        _print_json(entries)
+    else:
+        for e in entries:
+            print(describe_estimate(e["name"], e["estimate"]))
+    return 1 if errors else 0
+
+
+def cmd_rebuild_index(args) -> int:
+    store = _store()
+    store.rebuild()
+    print(f"Rebuilt the index: {len(store.list_runs())} runs.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunegraph", description=(
+        "Tunegraph: fine-tune open LLMs with LoRA/QLoRA by wiring nodes. "
+        "With no command, opens the desktop app."))
+    parser.add_argument("--version", action="version", version=f"tunegraph {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("run", help="compile a graph, submit its runs and follow them")
+    p.add_argument("graph")
+    p.add_argument("--only", action="append", metavar="NAME", help="only this Fine-Tune module")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--cluster", metavar="ADDR", help="a Ray cluster address")
+    p.add_argument("--detach", action="store_true", help="submit and return at once")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("estimate", help="parameters, VRAM, mode and time for each run of a graph")
+    p.add_argument("graph")
+    p.add_argument("--only", action="append", metavar="NAME")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("runs", help="all runs, newest first")
+    p.add_argument("--state", help="only runs in this state (or a comma-separated list)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="one run: state, progress, metrics, samples, artifacts")
+    p.add_argument("run", help="run id, unique id prefix, or unique name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("logs", help="log lines and events of a run")
+    p.add_argument("run")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_logs)
+
+    for action in ("cancel", "pause", "resume"):
+        p = sub.add_parser(action, help=f"{action} a run")
+        p.add_argument("run")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_control)
+
+    p = sub.add_parser("continue", help="a child run from RUN's final checkpoint")
+    p.add_argument("run")
+    p.add_argument("--epochs", type=float, required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_continue)
+
+    p = sub.add_parser("supervisor", help="run (or stop) the background supervisor")
+    p.add_argument("--stop", action="store_true")
+    p.set_defaults(func=cmd_supervisor)
+
+    p = sub.add_parser("make-tiny-model", help="build a tiny random Llama + tokenizer in DIR")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_tiny_model)
+
+    p = sub.add_parser("rebuild-index", help="rebuild the database from the run directories")
+    p.set_defaults(func=cmd_rebuild_index)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except TunegraphError as err:
+        if args.debug:
+            raise
+        print(f"tunegraph: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopped.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `tunegraph logs RUN | head`
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,98 @@
+"""The client side of the supervisor: submit runs and send commands, then read the store.
+
+Every CLI command and the app's bridge go through here. A command is a row in the `commands`
+table; the supervisor (started on demand) takes it and records a result, which `send` waits for.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from engine import paths
+from engine.errors import TunegraphError
+from engine.spec import JobSpec
+from engine.store import Store
+from engine.supervisor import ensure_supervisor
+
+WAIT_S = 60.0
+
+
+def send(store: Store, action: str, run_id: str | None = None, wait: bool = True, **args) -> dict:
+    """Queue a command for the supervisor and (by default) wait for its result."""
+    cmd_id = store.add_command(action, run_id, **args)
+    ensure_supervisor()
+    if not wait:
+        return {"ok": True, "id": cmd_id}
+    deadline = time.time() + WAIT_S
+    while time.time() < deadline:
+        cmd = store.command(cmd_id)
+        if cmd and cmd.get("done_at"):
+            return cmd.get("result") or {"ok": True}
+        time.sleep(0.05)
+    raise TunegraphError(f"the supervisor did not answer the {action} command in {WAIT_S:.0f} s",
+                         "See supervisor.log in the data directory.")
+
+
+def submit(store: Store, specs: list[JobSpec], estimates: list[dict | None] | None = None,
+           parent: str | None = None) -> list[dict]:
+    """Freeze each spec into a run and hand it to the supervisor.
+
+    Returns one entry per spec: {"id", "name", "state"} with state queued or refused (then also
+    "error"), as `tunegraph run --detach --json` prints them.
+    """
+    from engine.runs import create_run
+
+    estimates = estimates or [None] * len(specs)
+    entries = []
+    for spec, est in zip(specs, estimates, strict=True):
+        run_id = create_run(spec, store, parent=parent, estimate=est)
+        result = send(store, "submit", run_id, estimate=est)
+        entry = {"id": run_id, "name": spec.name, "state": result.get("state", "queued")}
+        if entry["state"] == "refused":
+            entry["error"] = result.get("error")
+        entries.append(entry)
+    return entries
+
+
+def control(store: Store, action: str, ref: str) -> dict:
+    """cancel / pause / resume a run by id, prefix or name; raises with the supervisor's reason."""
+    run_id = store.resolve(ref)
+    result = send(store, action, run_id)
+    if not result.get("ok", True):
+        raise TunegraphError(f"cannot {action} {ref}: {result.get('error')}")
+    return {"id": run_id, **result}
+
+
+def continue_run(store: Store, ref: str, epochs: float) -> dict:
+    """A child run that starts from RUN's final checkpoint and trains `epochs` more epochs."""
+    from engine.supervisor import has_checkpoint
+
+    run_id = store.resolve(ref)
+    run = store.run_json(run_id)
+    if run["state"] != "completed":
+        raise TunegraphError(f"cannot continue {ref}: it is {run['state']}, not completed")
+    parent_dir = paths.runs_dir() / run_id
+    if not has_checkpoint(parent_dir):
+        raise TunegraphError(f"cannot continue {ref}: it kept no checkpoint",
+                             "Set save_steps above 0 so runs keep a checkpoint.")
+    spec = JobSpec.load(parent_dir / "spec.json")
+    spec.name = f"{spec.name} (+{epochs:g} ep)"
+    spec.training.epochs = spec.training.epochs + epochs
+    if spec.training.max_steps:
+        raise TunegraphError(f"cannot continue {ref}: it was limited by max_steps, not epochs",
+                             "Set max_steps to 0 on the training config to train by epochs.")
+    entry = submit_child(store, spec, parent_dir, run_id)
+    return entry
+
+
+def submit_child(store: Store, spec: JobSpec, parent_dir, parent_id: str) -> dict:
+    from engine.runs import create_run
+
+    run_id = create_run(spec, store, parent=parent_id)
+    last = max((p for p in (parent_dir / "checkpoints").iterdir()
+                if p.name.startswith("checkpoint-")), key=lambda p: int(p.name.split("-")[1]))
+    shutil.copytree(last, paths.runs_dir() / run_id / "checkpoints" / last.name)
+    result = send(store, "submit", run_id)
+    return {"id": run_id, "name": spec.name, "state": result.get("state", "queued"),
+            "parent": parent_id}

@@ -1,0 +1,67 @@
+"""Control requests from the supervisor to a worker: `control.json` in the run directory.
+
+`{"action": "pause" | "cancel", "at": ts}`, written atomically by the supervisor and polled by the
+worker's training callback at every step (portable, works on Windows). SIGTERM/SIGINT only set a flag
+(no I/O inside a signal handler); the callback then treats them as a cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+CONTROL_FILE = "control.json"
+ACTIONS = ("pause", "cancel")
+
+
+def request(run_dir: Path | str, action: str) -> None:
+    """Ask the worker of `run_dir` to pause or cancel (atomic write)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown control action {action!r}")
+    path = Path(run_dir) / CONTROL_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"action": action, "at": time.time()}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def clear(run_dir: Path | str) -> None:
+    """Forget a request (before a resumed worker starts)."""
+    (Path(run_dir) / CONTROL_FILE).unlink(missing_ok=True)
+
+
+class Control:
+    """The worker side: what has been asked of this run, checked cheaply at every step."""
+
+    def __init__(self, run_dir: Path | str):
+        self.path = Path(run_dir) / CONTROL_FILE
+        self._signalled = False
+        self._mtime = 0.0
+        self._action: str | None = None
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, frame):  # no I/O here: just a flag
+            self._signalled = True
+
+        signal.signal(signal.SIGTERM, handler)
+        if hasattr(signal, "SIGBREAK"):  # Windows console close
+            signal.signal(signal.SIGBREAK, handler)
+
+    def action(self) -> str | None:
+        """'pause', 'cancel' or None. A signal counts as cancel."""
+        if self._signalled:
+            return "cancel"
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return self._action
+        if mtime != self._mtime:
+            self._mtime = mtime
+            try:
+                action = json.loads(self.path.read_text(encoding="utf-8")).get("action")
+            except (OSError, ValueError):
+                action = None
+            self._action = action if action in ACTIONS else None
+        return self._action

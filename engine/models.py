@@ -1,0 +1,148 @@
+"""Base-model sources: a hub id, a local folder, `gguf:PATH`, or `builtin:tiny-llama`.
+
+`resolve_source` is cheap (no torch) and tells what a source is; `load_tokenizer` and `load_model`
+do the real loading in the worker. The HF token comes from the keyring, never from the spec.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import ModelError
+from engine.spec import BaseModelSpec
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class ResolvedSource:
+    kind: str  # "builtin" | "folder" | "gguf" | "hub"
+    location: str  # folder path, gguf file path or hub id
+    gguf_file: str | None = None  # file name inside `location` for gguf sources
+
+
+def resolve_source(spec: BaseModelSpec, build_builtin: bool = True) -> ResolvedSource:
+    """Classify a base-model source and check it exists; raises ModelError naming what is wrong."""
+    source = spec.source.strip()
+    if source.startswith("builtin:"):
+        from engine.tinymodel import resolve_builtin
+
+        if not build_builtin:
+            return ResolvedSource("builtin", source)
+        return ResolvedSource("builtin", str(resolve_builtin(source)))
+    if source.startswith("gguf:"):
+        path = Path(source[len("gguf:"):]).expanduser()
+        if not path.is_file():
+            raise ModelError(f"Base model: the GGUF file {path} does not exist.",
+                             "Choose an existing .gguf file.")
+        return ResolvedSource("gguf", str(path.parent), gguf_file=path.name)
+    path = Path(source).expanduser()
+    if path.exists() or source.startswith((".", "/", "~")) or os.sep in source[:1]:
+        if not path.is_dir():
+            raise ModelError(f"Base model: the folder {path} does not exist.",
+                             "Choose a model folder, a hub id, a gguf: file or builtin:tiny-llama.")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"Base model: the folder {path} has no config.json, so it is not a "
+                             "Hugging Face model folder.",
+                             "Pick the folder that holds config.json and the weights.")
+        return ResolvedSource("folder", str(path))
+    if HUB_ID.match(source):
+        return ResolvedSource("hub", source)
+    raise ModelError(f"Base model: {source!r} is neither an existing folder nor a hub id "
+                     "like org/name.", "Use a hub id, a local folder, gguf:PATH or "
+                     "builtin:tiny-llama.")
+
+
+def _hub_kwargs(spec: BaseModelSpec, resolved: ResolvedSource) -> dict:
+    kwargs: dict = {"trust_remote_code": spec.trust_remote_code}
+    if resolved.kind == "hub":
+        from engine.secrets import get_hf_token
+
+        if spec.revision:
+            kwargs["revision"] = spec.revision
+        token = get_hf_token()
+        if token:
+            kwargs["token"] = token
+    if resolved.gguf_file:
+        kwargs["gguf_file"] = resolved.gguf_file
+    return kwargs
+
+
+def _load_failed(what: str, spec: BaseModelSpec, exc: Exception) -> ModelError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = None
+    if "offline" in text.lower() or "connect" in text.lower() or "couldn't find" in text.lower():
+        hint = ("The model is not in the local cache and the hub cannot be reached; download it "
+                "once while online or choose a local folder.")
+    elif "401" in text or "gated" in text.lower() or "token" in text.lower():
+        hint = "The repository may be gated: add your Hugging Face token in Settings."
+    return ModelError(f"Base model {spec.source!r}: could not load the {what}: {text}", hint)
+
+
+def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource):
+    """The base model's tokenizer, with a pad token distinct from EOS where the vocabulary allows."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(resolved.location, **_hub_kwargs(spec, resolved))
+    except Exception as exc:  # the library raises many types; the user needs one sentence
+        raise _load_failed("tokenizer", spec, exc) from exc
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        # Our labels come from the assistant mask, never from "is not pad", so pad = eos would not
+        # hide EOS from training; still prefer a distinct pad token where the vocabulary has one.
+        for candidate in ("<pad>", "<|finetune_right_pad_id|>", "<|endoftext|>", "<unk>"):
+            tid = tok.convert_tokens_to_ids(candidate)
+            usable = tid is not None and tid != tok.eos_token_id
+            if usable and (candidate == "<unk>" or tid != tok.unk_token_id):
+                tok.pad_token = candidate
+                break
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def load_model(spec: BaseModelSpec, resolved: ResolvedSource, dtype, quantization_config=None,
+               device_map=None):
+    """The base model as AutoModelForCausalLM in `dtype` (or 4-bit when a config is given)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = _hub_kwargs(spec, resolved)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype, **kwargs)
+    except Exception as exc:
+        raise _load_failed("model", spec, exc) from exc
+
+
+def linear_module_names(model) -> list[str]:
+    """Short names of the Linear-like modules LoRA can adapt (e.g. q_proj, v_proj)."""
+    import torch
+
+    names = set()
+    for full, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit",
+                                                                             "Linear8bitLt"):
+            names.add(full.rsplit(".", 1)[-1])
+    out_name = getattr(model.get_output_embeddings(), "__class__", None)
+    if out_name is not None:
+        names.discard("lm_head")
+    return sorted(names)
+
+
+def check_target_modules(model, targets: list[str]) -> None:
+    """Raise ModelError when a LoRA target names no module of this model, listing those that exist."""
+    if targets == ["all-linear"] or "all-linear" in targets:
+        return
+    existing = linear_module_names(model)
+    missing = [t for t in targets if t not in existing]
+    if missing:
+        raise ModelError(
+            f"LoRA config: target module {', '.join(missing)} is not in this model.",
+            "Modules that exist: " + ", ".join(existing) + " (or use all-linear).")

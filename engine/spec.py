@@ -1,0 +1,260 @@
+"""Job specs: what one Fine-Tune module asks the engine to do, frozen at submission.
+
+Each part is a dataclass whose fields carry their help text, range and choices as metadata; the node
+catalogue (`nodes/`) builds its parameters from these, so a knob is declared once. `JobSpec.validate`
+raises `SpecError` naming the field (e.g. `training.learning_rate`) and the value. JSON is written
+with sorted keys and a `format_version`; `JobSpec.from_dict` migrates older versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import SpecError
+
+FORMAT_VERSION = 1
+
+BASE_MODEL_HELP = (
+    "A Hugging Face hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local model folder, "
+    "gguf:/path/to/model.gguf, or builtin:tiny-llama (a tiny random model for trying things out)."
+)
+DATASET_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+QUANTIZATIONS = ("auto", "none", "4bit")
+DEVICES = ("auto", "cuda", "cpu")
+TARGETS = ("local", "cluster")
+GGUF_QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
+CHECKPOINTING = ("auto", "on", "off")
+
+
+def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+          choices: tuple[str, ...] | None = None, label: str | None = None,
+          widget: str | None = None) -> Any:
+    """A dataclass field with the metadata the node catalogue and validation use."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "label": label,
+            "widget": widget}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class BaseModelSpec:
+    source: str = param("builtin:tiny-llama", BASE_MODEL_HELP, label="Model", widget="model")
+    revision: str = param("", "Hub revision (branch, tag or commit); empty for the default branch.")
+    trust_remote_code: bool = param(
+        False, "Run code shipped with the model repository. Only for sources you trust.")
+
+
+@dataclass
+class DatasetSpec:
+    path: str = param("", "A .jsonl, .json, .csv or .parquet file.", label="File", widget="file")
+    format: str = param("auto", "Row format; auto detects OpenAI messages, ShareGPT, Alpaca, "
+                        "prompt/completion or plain text.", choices=DATASET_FORMATS)
+    columns: dict[str, str] = param(
+        {}, "Column mapping from the format's names to this file's, e.g. {\"messages\": \"chat\"}.",
+        widget="mapping")
+    max_rows: int = param(0, "Use at most this many rows (0 = all).", min=0)
+
+
+@dataclass
+class TrainingSpec:
+    epochs: float = param(3.0, "Passes over the training data.", min=0.01, max=1000)
+    max_steps: int = param(0, "Stop after this many optimizer steps (0 = use epochs).", min=0)
+    learning_rate: float = param(2e-4, "Peak learning rate of AdamW.", min=1e-8, max=1.0)
+    micro_batch_size: int = param(4, "Sequences per forward pass on one device.", min=1, max=1024)
+    grad_accum: int = param(1, "Micro batches accumulated per optimizer step.", min=1, max=1024)
+    max_seq_length: int = param(
+        0, "Tokens per example; longer ones are truncated (0 = min(model context, 2048)).", min=0)
+    warmup_ratio: float = param(0.03, "Fraction of steps spent warming the learning rate up.",
+                                min=0.0, max=0.5)
+    lr_scheduler: str = param("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
+    weight_decay: float = param(0.0, "AdamW weight decay.", min=0.0, max=1.0)
+    save_steps: int = param(50, "Write a checkpoint every this many steps (0 = only at the end).",
+                            min=0)
+    save_total_limit: int = param(2, "Checkpoints kept on disk (older ones are deleted).", min=1)
+    eval_split: float = param(0.05, "Fraction of rows held out for evaluation (0 = none).",
+                              min=0.0, max=0.5)
+    eval_steps: int = param(0, "Evaluate every this many steps (0 = once per epoch).", min=0)
+    early_stopping_patience: int = param(
+        0, "Stop after this many evaluations without improvement (0 = off).", min=0)
+    keep_best: bool = param(False, "At the end, keep the checkpoint with the lowest eval loss.")
+    seed: int = param(42, "Random seed for LoRA init, shuffling and the eval split.", min=0)
+    packing: bool = param(True, "Padding-free batches: sequences are concatenated without padding "
+                          "and attention never crosses their borders.")
+    precision: str = param("auto", "Compute precision (auto: bf16 on GPUs that support it, else "
+                           "fp16 on GPUs, fp32 on CPU).", choices=PRECISIONS)
+    gradient_checkpointing: str = param(
+        "auto", "Recompute activations to save memory (auto: on for GPUs, off on CPU).",
+        choices=CHECKPOINTING)
+
+
+@dataclass
+class LoraSpec:
+    r: int = param(16, "LoRA rank.", min=1, max=1024)
+    alpha: int = param(32, "LoRA scaling numerator (scale = alpha / r).", min=1, max=4096)
+    dropout: float = param(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9)
+    target_modules: list[str] = param(
+        ["q_proj", "v_proj"], "Module names to adapt, or all-linear.", widget="modules")
+    quantization: str = param(
+        "auto", "4bit loads the base in NF4 (QLoRA, CUDA only); auto picks 4-bit when 16-bit "
+        "would not fit the GPU.", choices=QUANTIZATIONS)
+
+
+@dataclass
+class ResourceSpec:
+    device: str = param("auto", "Where to train: auto (a GPU when there is one), cuda or cpu.",
+                        choices=DEVICES)
+    gpu_count: int = param(1, "GPUs for this run (more than 1 trains with DDP).", min=1, max=64)
+    target: str = param("local", "This workstation or a Ray cluster.", choices=TARGETS)
+
+
+@dataclass
+class ExportSpec:
+    adapter_zip: bool = param(True, "Zip the adapter with tokenizer, chat template and model card.")
+    gguf: bool = param(False, "Merge into the base and write a quantized GGUF bundle for Ollama.")
+    quant: str = param("Q4_K_M", "GGUF quantization.", choices=GGUF_QUANTS)
+    merged: bool = param(False, "Also keep the merged 16-bit Hugging Face folder.")
+    ollama_name: str = param("", "Install into Ollama under this name when ollama is on PATH.")
+
+
+@dataclass
+class JobSpec:
+    """One Fine-Tune module: everything a worker needs, and nothing secret."""
+
+    name: str
+    base_model: BaseModelSpec = field(default_factory=BaseModelSpec)
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    export: ExportSpec = field(default_factory=ExportSpec)
+    node_uuid: str = ""
+    origin_uuid: str = ""  # the Fine-Tune node this one was duplicated from, if any
+    graph_path: str = ""
+    format_version: int = FORMAT_VERSION
+
+    # -- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobSpec:
+        data = migrate(dict(data))
+        parts = {
+            "base_model": BaseModelSpec, "training": TrainingSpec, "lora": LoraSpec,
+            "resources": ResourceSpec, "export": ExportSpec,
+        }
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.name in parts:
+                value = _build(parts[f.name], value, f.name)
+            elif f.name == "datasets":
+                value = [_build(DatasetSpec, d, f"datasets[{i}]") for i, d in enumerate(value)]
+            kwargs[f.name] = value
+        if "name" not in kwargs:
+            raise SpecError("name", None, "a job spec needs a name")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> JobSpec:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise SpecError for the first field holding a value we cannot run with."""
+        if not self.name.strip():
+            raise SpecError("name", self.name, "the run needs a name")
+        if not self.base_model.source.strip():
+            raise SpecError("base_model.source", self.base_model.source,
+                            "choose a base model", BASE_MODEL_HELP)
+        if not self.datasets:
+            raise SpecError("datasets", [], "connect at least one dataset")
+        for i, ds in enumerate(self.datasets):
+            if not ds.path.strip():
+                raise SpecError(f"datasets[{i}].path", ds.path, "choose a dataset file")
+            check_fields(ds, f"datasets[{i}]")
+        for part in ("base_model", "training", "lora", "resources", "export"):
+            check_fields(getattr(self, part), part)
+        if not self.lora.target_modules:
+            raise SpecError("lora.target_modules", [], "name at least one module, or all-linear")
+        if self.training.max_steps == 0 and self.training.epochs <= 0:
+            raise SpecError("training.epochs", self.training.epochs,
+                            "must be above 0 when max_steps is 0")
+
+
+def check_fields(obj: Any, prefix: str) -> None:
+    """Check every field of a spec part against its declared type, range and choices."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}.{f.name}"
+        meta = f.metadata
+        if not meta:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise SpecError(name, value, "must be true or false")
+        elif isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(name, value, "must be a number")
+            if isinstance(default, int) and not isinstance(default, bool) and value != int(value):
+                raise SpecError(name, value, "must be a whole number")
+            low, high = meta.get("min"), meta.get("max")
+            if low is not None and value < low:
+                raise SpecError(name, value, f"must be at least {low:g}")
+            if high is not None and value > high:
+                raise SpecError(name, value, f"must be at most {high:g}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise SpecError(name, value, "must be text")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise SpecError(name, value, "must be one of " + ", ".join(choices))
+
+
+def _build(cls: type, value: Any, name: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise SpecError(name, value, "must be an object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise SpecError(f"{name}.{unknown[0]}", value[unknown[0]],
+                        "is not a known field; known fields: " + ", ".join(sorted(known)))
+    return cls(**value)
+
+
+def migrate(data: dict) -> dict:
+    """Bring a spec dict of any earlier format_version up to FORMAT_VERSION."""
+    version = data.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise SpecError("format_version", version,
+                        f"this Tunegraph reads spec formats up to {FORMAT_VERSION}",
+                        "Update Tunegraph to open this run.")
+    data["format_version"] = FORMAT_VERSION
+    return data
+
+
+PARTS: dict[str, type] = {
+    "base_model": BaseModelSpec, "dataset": DatasetSpec, "training": TrainingSpec,
+    "lora": LoraSpec, "resources": ResourceSpec, "export": ExportSpec,
+}

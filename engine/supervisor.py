@@ -1,0 +1,428 @@
+"""The supervisor: one background process per data directory that owns the queue and the workers.
+
+Clients (CLI commands, the app's bridge) only add rows to the `commands` table and read the store.
+The supervisor takes those commands, places queued runs on GPUs by VRAM holds (or CPU slots),
+starts detached workers, ingests both event logs of every live run, turns dead workers into
+`failed`/`retrying` states, and writes `supervisor.jsonl` (its only writer). An exclusive lock on
+`<data_dir>/supervisor.lock` keeps it single; it exits after `idle_exit_s` with nothing to do.
+It imports no torch: estimates arrive with the submit command or come from a helper process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine import control, hardware, paths, runs, scheduler
+from engine.events import LIVE_STATES, SUPERVISOR_LOG, TERMINAL_STATES, EventLog, run_state
+from engine.spec import JobSpec
+from engine.store import Store
+
+LOCK_FILE = "supervisor.lock"
+TICK_S = 0.25
+CANCEL_GRACE_S = 1.0
+MAX_ATTEMPTS = 3
+HOLD_MARGIN = 1.1
+log = logging.getLogger("tunegraph.supervisor")
+
+
+class Supervisor:
+    def __init__(self, store: Store | None = None, idle_exit_s: float | None = None):
+        self.store = store or Store()
+        self.idle_exit_s = idle_exit_s if idle_exit_s is not None else float(
+            os.environ.get("TUNEGRAPH_SUPERVISOR_IDLE", "180"))
+        self.procs: dict[str, subprocess.Popen | None] = {}  # live workers we watch
+        self.placements: dict[str, scheduler.Placement] = {}
+        self.attempts: dict[str, int] = {}
+        self.cancelling: dict[str, float] = {}
+        self.suspended: set[int] = set()
+        self._stop = False
+        self._last_busy = time.time()
+
+    # -- logs ------------------------------------------------------------------------------------
+    def emit(self, run_id: str, kind: str, **data) -> None:
+        with EventLog(paths.runs_dir() / run_id / SUPERVISOR_LOG) as elog:
+            elog.emit(kind, **data)
+        self.store.ingest(paths.runs_dir() / run_id)
+
+    def state(self, run_id: str) -> str | None:
+        return run_state(paths.runs_dir() / run_id)[0]
+
+    # -- main loop -------------------------------------------------------------------------------
+    def serve(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        self.reconcile()
+        while not self._stop:
+            busy = self.tick()
+            now = time.time()
+            if busy:
+                self._last_busy = now
+            elif now - self._last_busy > self.idle_exit_s:
+                log.info("idle for %.0f s: exiting", self.idle_exit_s)
+                break
+            time.sleep(TICK_S)
+
+    def tick(self) -> bool:
+        """One round: commands, workers, scheduling. Returns True while anything is live."""
+        for cmd in self.store.take_commands():
+            try:
+                result = self.handle(cmd)
+            except Exception as exc:  # a bad command must not take the supervisor down
+                log.exception("command %s failed", cmd)
+                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            self.store.finish_command(cmd["id"], result)
+        self.watch_workers()
+        self.schedule()
+        queued = self.store.list_runs(state="queued")
+        return bool(self.procs or queued)
+
+    # -- commands --------------------------------------------------------------------------------
+    def handle(self, cmd: dict) -> dict:
+        action, run_id = cmd["action"], cmd.get("run_id")
+        args = cmd.get("args") or {}
+        if action == "submit":
+            return self.submit(run_id, args.get("estimate"))
+        if action == "cancel":
+            return self.cancel(run_id)
+        if action == "pause":
+            return self.pause(run_id)
+        if action == "resume":
+            return self.resume(run_id)
+        if action == "suspend_gpu":
+            self.suspended.add(int(args["gpu"]))
+            return {"ok": True}
+        if action == "unsuspend_gpu":
+            self.suspended.discard(int(args["gpu"]))
+            return {"ok": True}
+        if action == "stop":
+            self._stop = True
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {action!r}"}
+
+    def submit(self, run_id: str, estimate: dict | None) -> dict:
+        run_dir = paths.runs_dir() / run_id
+        spec = JobSpec.load(run_dir / "spec.json")
+        meta = read_submission(run_dir)
+        if estimate is None:
+            estimate = meta.get("estimate") or estimate_in_helper(run_dir)
+        gpus = hardware.gpus()
+        refused = scheduler.refusal(estimate, gpus, spec.resources.gpu_count,
+                                    spec.resources.device != "cpu")
+        if refused:
+            message = f"{spec.name}: {refused.message}"
+            error = {"class": "RefusedError", "message": message, "hint": refused.hint}
+            self.emit(run_id, "error", **error)
+            self.emit(run_id, "status", state="refused", reason=message,
+                      parent=meta.get("parent"), created_at=meta.get("created_at"))
+            return {"ok": True, "state": "refused", "error": error}
+        self.emit(run_id, "status", state="queued", parent=meta.get("parent"),
+                  created_at=meta.get("created_at"), estimate=estimate)
+        return {"ok": True, "state": "queued"}
+
+    def cancel(self, run_id: str) -> dict:
+        state = self.state(run_id)
+        if state in TERMINAL_STATES:
+            return {"ok": False, "error": f"the run is already {state}"}
+        if run_id in self.procs or (state in LIVE_STATES and state != "queued"):
+            control.request(paths.runs_dir() / run_id, "cancel")
+            self.cancelling[run_id] = time.time()
+            self.kill(run_id)
+        else:
+            self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
+        return {"ok": True}
+
+    def pause(self, run_id: str) -> dict:
+        state = self.state(run_id)
+        if state == "queued":
+            return {"ok": False, "error": "a queued run cannot be paused; cancel it instead"}
+        if state not in ("starting", "training"):
+            return {"ok": False, "error": f"only a training run can be paused (it is {state})"}
+        control.request(paths.runs_dir() / run_id, "pause")
+        return {"ok": True}
+
+    def resume(self, run_id: str) -> dict:
+        state = self.state(run_id)
+        run_dir = paths.runs_dir() / run_id
+        if state not in ("paused", "failed"):
+            return {"ok": False, "error": f"only a paused or failed run can be resumed "
+                                          f"(it is {state})"}
+        if state == "failed" and not has_checkpoint(run_dir):
+            return {"ok": False, "error": "the run has no checkpoint to resume from"}
+        control.clear(run_dir)
+        self.attempts.pop(run_id, None)
+        self.emit(run_id, "status", state="queued", reason="resumed")
+        return {"ok": True, "state": "queued"}
+
+    # -- workers ---------------------------------------------------------------------------------
+    def schedule(self) -> None:
+        queued = sorted(self.store.list_runs(state="queued"),
+                        key=lambda r: (r["created_at"] or 0, r["id"]))
+        gpus = hardware.gpus()
+        for run in queued:
+            run_id = run["id"]
+            if run_id in self.procs:
+                continue
+            spec = JobSpec.load(paths.runs_dir() / run_id / "spec.json")
+            held = self.held()
+            cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
+            place = scheduler.place(run["estimate"], gpus, held, self.suspended,
+                                    spec.resources.gpu_count, spec.resources.device != "cpu",
+                                    hardware.cpu_slots() - cpu_busy)
+            if place is None:
+                continue  # FIFO per resource: later, smaller runs may still fit elsewhere
+            self.start(run_id, place, gpus)
+
+    def held(self) -> dict[int, float]:
+        held: dict[int, float] = {}
+        for h in self.store.holds():
+            for gpu in str(h["gpu"]).split(","):
+                if gpu not in ("", "cpu"):
+                    held[int(gpu)] = held.get(int(gpu), 0.0) + float(h["gib"])
+        return held
+
+    def start(self, run_id: str, place: scheduler.Placement, gpus) -> None:
+        run_dir = paths.runs_dir() / run_id
+        control.clear(run_dir)
+        env = {"TUNEGRAPH_THREADS": str(hardware.cpu_threads_per_run())}
+        if place.device == "cuda" and not any(g.fake for g in gpus):
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in place.gpus)
+        gpu_key = ",".join(str(i) for i in place.gpus) if place.gpus else "cpu"
+        self.store.set_hold(run_id, gpu_key, place.hold_gib)
+        self.emit(run_id, "schedule", message=place.message, gpus=place.gpus,
+                  hold_gib=place.hold_gib, device=place.device)
+        self.placements[run_id] = place
+        self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
+        self.procs[run_id] = runs.start_worker(run_dir, env)
+
+    def kill(self, run_id: str) -> None:
+        proc = self.procs.get(run_id)
+        runs.kill_worker_tree(paths.runs_dir() / run_id, grace=CANCEL_GRACE_S)
+        if proc is not None:
+            try:
+                proc.wait(timeout=CANCEL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def watch_workers(self) -> None:
+        for run_id in list(self.procs):
+            run_dir = paths.runs_dir() / run_id
+            self.store.ingest(run_dir)
+            proc = self.procs[run_id]
+            alive = proc.poll() is None if proc is not None else runs.worker_alive(run_dir)
+            if alive:
+                self.tighten_hold(run_id)
+                continue
+            self.finish(run_id, proc.returncode if proc is not None else None)
+
+    def tighten_hold(self, run_id: str) -> None:
+        place = self.placements.get(run_id)
+        if not place or place.device != "cuda":
+            return
+        peaks = [m.get("peak_mem_gib") for m in self.store.metrics(run_id)[-5:]]
+        peaks = [p for p in peaks if p]
+        if not peaks:
+            return
+        tightened = round(max(peaks) * HOLD_MARGIN, 2)
+        if tightened < place.hold_gib - 0.05:
+            place.hold_gib = tightened
+            self.store.set_hold(run_id, ",".join(map(str, place.gpus)), tightened)
+            self.emit(run_id, "schedule", message=f"hold tightened to {tightened:.1f} GiB "
+                      f"(measured peak {max(peaks):.1f} GiB)", hold_gib=tightened)
+
+    def finish(self, run_id: str, returncode: int | None) -> None:
+        """A worker exited: release its hold and settle states the worker could not write."""
+        run_dir = paths.runs_dir() / run_id
+        self.store.ingest(run_dir)
+        self.procs.pop(run_id, None)
+        self.placements.pop(run_id, None)
+        self.store.release_hold(run_id)
+        state, data = run_state(run_dir)
+        if run_id in self.cancelling:
+            self.cancelling.pop(run_id)
+            if state != "cancelled":
+                self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
+            return
+        if state in TERMINAL_STATES or state == "paused":
+            if state == "failed" and self.transient(run_id):
+                self.retry(run_id, data.get("reason") or "failed")
+            return
+        # the worker died without saying why (killed, crashed hard)
+        reason = f"the worker exited with code {returncode}" if returncode is not None else \
+            "the worker died"
+        if state == "starting" and self.attempts.get(run_id, 0) < MAX_ATTEMPTS:
+            self.retry(run_id, f"{reason} while loading")
+            return
+        self.emit(run_id, "status", state="failed", reason=f"interrupted: {reason}",
+                  resumable=has_checkpoint(run_dir))
+
+    def transient(self, run_id: str) -> bool:
+        """A CUDA out-of-memory at the very first step is worth another try (fragmentation)."""
+        if self.attempts.get(run_id, 0) >= MAX_ATTEMPTS:
+            return False
+        errors = self.store.events(run_id, kinds=["error"])
+        if not errors:
+            return False
+        last = errors[-1]["data"] if "data" in errors[-1] else errors[-1]
+        run = self.store.run_json(run_id)
+        return "OutOfMemoryError" in str(last.get("class")) and (run["step"] or 0) <= 1
+
+    def retry(self, run_id: str, reason: str) -> None:
+        attempt = self.attempts.get(run_id, 0)
+        self.emit(run_id, "status", state="retrying", reason=f"{reason} (attempt {attempt} of "
+                  f"{MAX_ATTEMPTS})")
+        self.emit(run_id, "status", state="queued", reason="retrying")
+
+    # -- crash recovery --------------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """On start: re-adopt live workers, settle dead ones, restore holds."""
+        for run_dir in sorted(paths.runs_dir().iterdir()):
+            if not (run_dir / "spec.json").is_file():
+                continue
+            self.store.ingest(run_dir)
+            run_id = run_dir.name
+            state, _ = run_state(run_dir)
+            if state not in LIVE_STATES or state == "queued":
+                continue
+            if state == "retrying":
+                self.emit(run_id, "status", state="queued", reason="retrying")
+                continue
+            if runs.worker_alive(run_dir):
+                hold = next((h for h in self.store.holds() if h["run_id"] == run_id), None)
+                gpus = [int(g) for g in str(hold["gpu"]).split(",") if g.isdigit()] if hold \
+                    else []
+                self.placements[run_id] = scheduler.Placement(
+                    "cuda" if gpus else "cpu", gpus, float(hold["gib"]) if hold else 0.0,
+                    "re-adopted")
+                self.procs[run_id] = None
+                self.emit(run_id, "log", level="info",
+                          message="supervisor restarted: re-adopted the live worker")
+            else:
+                self.store.release_hold(run_id)
+                self.emit(run_id, "status", state="failed",
+                          reason="interrupted: the worker died while nobody was watching",
+                          resumable=has_checkpoint(run_dir))
+        live = set(self.procs)
+        for h in self.store.holds():
+            if h["run_id"] not in live:
+                self.store.release_hold(h["run_id"])
+
+
+def read_submission(run_dir: Path) -> dict:
+    """What the client recorded at submission: parent, created_at, estimate."""
+    try:
+        return json.loads((Path(run_dir) / "submission.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    ckpt = Path(run_dir) / "checkpoints"
+    return ckpt.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+
+
+def estimate_in_helper(run_dir: Path) -> dict | None:
+    """Estimate a run in a helper process (the supervisor never imports torch)."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "engine.estimate_report", str(run_dir)],
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode == 0:
+            return json.loads(out.stdout)
+    except (subprocess.TimeoutExpired, ValueError):
+        pass
+    return None
+
+
+# -- process management --------------------------------------------------------------------------
+def lock_path() -> Path:
+    return paths.data_dir() / LOCK_FILE
+
+
+def supervisor_pid() -> int | None:
+    """The pid of the live supervisor of this data directory, or None."""
+    import psutil
+
+    try:
+        info = json.loads(lock_path().read_text(encoding="utf-8"))
+        proc = psutil.Process(info["pid"])
+        if abs(proc.create_time() - info["create_time"]) < 1.0 and proc.is_running() and \
+                proc.status() != psutil.STATUS_ZOMBIE:
+            return info["pid"]
+    except (OSError, ValueError, KeyError, psutil.Error):
+        pass
+    return None
+
+
+def ensure_supervisor(timeout: float = 20.0) -> int:
+    """Start the background supervisor for this data directory unless one runs; returns its pid."""
+    pid = supervisor_pid()
+    if pid:
+        return pid
+    kwargs: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
+                    "stderr": open(paths.data_dir() / "supervisor.log", "ab")}
+    if os.name == "nt":
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | 0x00000008
+    else:
+        kwargs["start_new_session"] = True
+    subprocess.Popen([sys.executable, "-m", "engine", "supervisor"], **kwargs)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pid = supervisor_pid()
+        if pid:
+            return pid
+        time.sleep(0.05)
+    raise RuntimeError("the supervisor did not start; see supervisor.log in the data directory")
+
+
+def stop_supervisor(timeout: float = 10.0) -> bool:
+    """End the supervisor at once (workers keep running). True if one was stopped."""
+    import psutil
+
+    pid = supervisor_pid()
+    if not pid:
+        return False
+    proc = psutil.Process(pid)
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    return True
+
+
+def serve_locked(idle_exit_s: float | None = None) -> int:
+    """Run the supervisor in this process if no other holds the lock; 0 when it ran."""
+    import psutil
+
+    path = lock_path()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return 1
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(),
+                             "create_time": psutil.Process().create_time()}).encode())
+    logging.basicConfig(filename=paths.data_dir() / "supervisor.log", level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        Supervisor(idle_exit_s=idle_exit_s).serve()
+    finally:
+        os.ftruncate(fd, 0)
+        os.close(fd)
+    return 0
+

@@ -1,0 +1,37 @@
+"""Node catalogue (Qt-free declarations) and the graph -> JobSpec compiler.
+
+- `CATALOGUE`: one `NodeDecl` per node kind (ports and parameters generated from `engine.spec`);
+- `compile(graph, graph_path)`: a serialized graph dict -> `CompileResult` (specs + errors);
+- `load_graph` / `save_graph` / `GraphBuilder`: graph files (NodeGraphQt session JSON).
+"""
+
+from nodes.catalogue import (
+    CATALOGUE,
+    FINE_TUNE,
+    KINDS,
+    NODE_TYPES,
+    TYPE_PREFIX,
+    InputPort,
+    NodeDecl,
+    OutputPort,
+    Parameter,
+    PortRef,
+    decl_for_type,
+)
+from nodes.compiler import CompileError, CompileResult, ModuleResult, compile
+from nodes.graphfile import (
+    GRAPH_FORMAT_VERSION,
+    GraphBuilder,
+    GraphFileError,
+    load_graph,
+    migrate_graph,
+    new_uuid,
+    save_graph,
+)
+
+__all__ = [
+    "CATALOGUE", "FINE_TUNE", "KINDS", "NODE_TYPES", "TYPE_PREFIX", "InputPort", "NodeDecl",
+    "OutputPort", "Parameter", "PortRef", "decl_for_type", "CompileError", "CompileResult",
+    "ModuleResult", "compile", "GRAPH_FORMAT_VERSION", "GraphBuilder", "GraphFileError",
+    "load_graph", "migrate_graph", "new_uuid", "save_graph",
+]

@@ -1,0 +1,331 @@
+"""The node catalogue: one Qt-free declaration per node kind.
+
+Every parameter is generated from the field metadata of the matching `engine.spec` dataclass
+(help, min, max, choices, label, widget), so a knob is declared once. The app turns these
+declarations into NodeGraphQt classes and property panels; the compiler reads them to check and
+coerce the values stored in a graph file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from engine.spec import (
+    BaseModelSpec,
+    DatasetSpec,
+    ExportSpec,
+    LoraSpec,
+    ResourceSpec,
+    TrainingSpec,
+)
+
+TYPE_PREFIX = "tunegraph."
+"""Node `type_` in graph files is TYPE_PREFIX + kind, e.g. `tunegraph.FineTune`."""
+
+PARAMETER_TYPES = ("str", "int", "float", "bool", "choice", "file", "list", "mapping")
+
+_ACRONYMS = {"gpu": "GPU", "lr": "LR", "seq": "sequence", "gguf": "GGUF", "zip": "ZIP", "r": "Rank"}
+
+
+class PortRef(NamedTuple):
+    """An output port of a node kind, e.g. PortRef("BaseModel", "model")."""
+
+    kind: str
+    port: str
+
+    @property
+    def node_type(self) -> str:
+        """The NodeGraphQt node type holding this port, e.g. `tunegraph.BaseModel`."""
+        return TYPE_PREFIX + self.kind
+
+
+@dataclass(frozen=True)
+class InputPort:
+    """An input port: which outputs it accepts, whether it is required or takes several."""
+
+    name: str
+    label: str
+    accepts: tuple[PortRef, ...]
+    required: bool = True
+    multiple: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class OutputPort:
+    """An output port; every output may feed several inputs (a shared dataset)."""
+
+    name: str
+    label: str
+    multiple: bool = True
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One editable value of a node, stored in the node's `custom` dict under `name`."""
+
+    name: str
+    type: str  # one of PARAMETER_TYPES
+    default: Any
+    help: str
+    label: str
+    widget: str  # the spec's widget hint, else the type name ("file", "model", "modules", ...)
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def default_value(self) -> Any:
+        """A fresh copy of the default (lists and mappings are never shared)."""
+        return type(self.default)(self.default) if isinstance(self.default, (list, dict)) \
+            else self.default
+
+    def coerce(self, value: Any) -> Any:
+        """Convert a stored value to the declared type; raise ValueError saying what is wrong.
+
+        Graph files may hold numbers as strings (NodeGraphQt's spinbox stores text), lists as
+        comma-separated text and mappings as JSON text. Range and choices are not checked here:
+        that is `engine.spec.check_fields`' job.
+        """
+        return _COERCE[self.type](value)
+
+
+@dataclass(frozen=True)
+class NodeDecl:
+    """A node kind: its label, colour, ports and parameters, and the spec part it fills."""
+
+    kind: str
+    label: str
+    help: str
+    colour: tuple[int, int, int]
+    inputs: tuple[InputPort, ...]
+    outputs: tuple[OutputPort, ...]
+    parameters: tuple[Parameter, ...]
+    spec_class: type
+    spec_part: str  # the JobSpec attribute this node fills: base_model, datasets, training, ...
+
+    @property
+    def type_(self) -> str:
+        """The NodeGraphQt node type, e.g. `tunegraph.FineTune`."""
+        return TYPE_PREFIX + self.kind
+
+    def parameter(self, name: str) -> Parameter | None:
+        """The parameter called `name`, or None."""
+        return next((p for p in self.parameters if p.name == name), None)
+
+    def input(self, name: str) -> InputPort | None:
+        """The input port called `name`, or None."""
+        return next((p for p in self.inputs if p.name == name), None)
+
+    def output(self, name: str) -> OutputPort | None:
+        """The output port called `name`, or None."""
+        return next((p for p in self.outputs if p.name == name), None)
+
+    def custom_defaults(self) -> dict[str, Any]:
+        """Every key a node of this kind keeps in `custom`, with its default.
+
+        The app's generated NodeGraphQt class must create exactly these properties: NodeGraphQt's
+        deserializer refuses a custom key the class does not declare.
+        """
+        values: dict[str, Any] = {"uuid": ""}
+        if self.kind == "FineTune":
+            values["origin_uuid"] = ""
+        values.update((p.name, p.default_value()) for p in self.parameters)
+        return values
+
+
+# -- parameters from engine.spec field metadata -------------------------------------------------
+def parameters_of(spec_class: type) -> tuple[Parameter, ...]:
+    """Node parameters generated from a spec dataclass's fields and their metadata."""
+    params = []
+    for f in dataclasses.fields(spec_class):
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        ptype = _type_of(default, meta)
+        params.append(Parameter(
+            name=f.name, type=ptype, default=default, help=meta.get("help") or "",
+            label=meta.get("label") or _label_of(f.name), widget=meta.get("widget") or ptype,
+            min=meta.get("min"), max=meta.get("max"), choices=meta.get("choices"),
+        ))
+    return tuple(params)
+
+
+def _type_of(default: Any, meta: Any) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, list):
+        return "list"
+    if isinstance(default, dict):
+        return "mapping"
+    if meta.get("choices"):
+        return "choice"
+    if meta.get("widget") == "file":
+        return "file"
+    return "str"
+
+
+def _label_of(name: str) -> str:
+    words = [_ACRONYMS.get(w, w) for w in name.split("_")]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+# -- coercion -----------------------------------------------------------------------------------
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", ""}
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _as_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return number
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        number = _as_number(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {value!r}") from None
+    if number != int(number):
+        raise ValueError(f"must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _as_float(value: Any) -> float:
+    return _as_number(value)
+
+
+def _as_str(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"must be text, got {value!r}")
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"is not a valid JSON list ({e.msg}): {value!r}") from None
+        else:
+            return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise ValueError(f"must be a list of names or comma-separated text, got {value!r}")
+
+
+def _as_mapping(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f'must be a JSON object such as {{"messages": "chat"}} ({e.msg}), got {value!r}'
+            ) from None
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                       for k, v in value.items()):
+        return dict(value)
+    raise ValueError(f'must map names to names, such as {{"messages": "chat"}}, got {value!r}')
+
+
+_COERCE = {
+    "str": _as_str, "file": _as_str, "choice": _as_str, "int": _as_int, "float": _as_float,
+    "bool": _as_bool, "list": _as_list, "mapping": _as_mapping,
+}
+
+
+# -- the catalogue ------------------------------------------------------------------------------
+def _feeder(kind: str, label: str, help: str, colour: tuple[int, int, int], output: str,
+            output_label: str, spec_class: type, spec_part: str) -> NodeDecl:
+    return NodeDecl(kind=kind, label=label, help=help, colour=colour, inputs=(),
+                    outputs=(OutputPort(output, output_label),),
+                    parameters=parameters_of(spec_class), spec_class=spec_class,
+                    spec_part=spec_part)
+
+
+_FEEDERS = (
+    _feeder("BaseModel", "Base model", "The open LLM to fine-tune.", (52, 86, 139), "model",
+            "model", BaseModelSpec, "base_model"),
+    _feeder("Dataset", "Dataset", "A file of training examples; connect several to mix them.",
+            (46, 125, 95), "dataset", "dataset", DatasetSpec, "datasets"),
+    _feeder("TrainingConfig", "Training config",
+            "How long and how fast to train: epochs, batch size, learning rate, checkpoints.",
+            (140, 98, 38), "training_config", "training config", TrainingSpec, "training"),
+    _feeder("LoraConfig", "LoRA config",
+            "The adapter: rank, scaling, target modules and 4-bit quantization.",
+            (112, 64, 140), "lora_config", "LoRA config", LoraSpec, "lora"),
+    _feeder("Export", "Export",
+            "What to deliver after training: adapter ZIP, GGUF bundle, merged model.",
+            (130, 60, 70), "export", "export", ExportSpec, "export"),
+)
+_BY_KIND = {d.kind: d for d in _FEEDERS}
+
+
+def _input(name: str, kind: str, *, required: bool = True, multiple: bool = False) -> InputPort:
+    feeder = _BY_KIND[kind]
+    return InputPort(name=name, label=feeder.label, accepts=(PortRef(kind, feeder.outputs[0].name),),
+                     required=required, multiple=multiple, help=feeder.help)
+
+
+FINE_TUNE = NodeDecl(
+    kind="FineTune", label="Fine-Tune",
+    help="One fine-tuning run. Its name is the run's name; duplicate it to try a variation.",
+    colour=(150, 40, 40),
+    inputs=(
+        _input("base_model", "BaseModel"),
+        _input("dataset", "Dataset", multiple=True),
+        _input("training_config", "TrainingConfig"),
+        _input("lora_config", "LoraConfig"),
+        _input("export", "Export", required=False),
+    ),
+    outputs=(), parameters=parameters_of(ResourceSpec), spec_class=ResourceSpec,
+    spec_part="resources",
+)
+
+CATALOGUE: dict[str, NodeDecl] = {FINE_TUNE.kind: FINE_TUNE, **_BY_KIND}
+"""Every node kind by name, Fine-Tune first."""
+
+KINDS: tuple[str, ...] = tuple(CATALOGUE)
+NODE_TYPES: tuple[str, ...] = tuple(d.type_ for d in CATALOGUE.values())
+
+
+def decl_for_type(node_type: str) -> NodeDecl | None:
+    """The declaration for a graph file's `type_` (e.g. `tunegraph.Dataset`), or None."""
+    if not isinstance(node_type, str) or not node_type.startswith(TYPE_PREFIX):
+        return None
+    return CATALOGUE.get(node_type[len(TYPE_PREFIX):])

@@ -1,0 +1,70 @@
+"""Shared fixtures: an isolated data directory, the tiny model built once per session, and a
+guard that fails any test leaving a child process behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def tg_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own TUNEGRAPH_HOME; the builtin tiny model is shared via a symlink."""
+    home = tmp_path_factory.mktemp("tg-home")
+    monkeypatch.setenv("TUNEGRAPH_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    shared = os.environ.get("TUNEGRAPH_TEST_MODELS")
+    if shared:
+        (home / "models").symlink_to(shared, target_is_directory=True)
+    return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_models(tmp_path_factory):
+    """One models/ folder for the whole session, so builtin:tiny-llama is built once."""
+    models = tmp_path_factory.mktemp("shared-models")
+    os.environ["TUNEGRAPH_TEST_MODELS"] = str(models)
+    yield models
+    os.environ.pop("TUNEGRAPH_TEST_MODELS", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama with a sentencepiece tokenizer, built once per session."""
+    from engine.tinymodel import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model(out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    """Fail a test that leaves a child process of this one running."""
+    yield
+    import psutil
+
+    me = psutil.Process()
+    alive = [p for p in me.children(recursive=True) if p.is_running()
+             and p.status() != psutil.STATUS_ZOMBIE]
+    if alive:
+        for p in alive:
+            p.kill()
+        pytest.fail("test left processes behind: " + ", ".join(
+            f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in alive))
