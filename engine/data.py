@@ -10,6 +10,7 @@ transformers' Trainer. `preview_rows` shows what a Dataset node's first rows loo
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,8 @@ def prepare_datasets(spec: JobSpec, tokenizer: Any, max_seq_length: int) -> Prep
     token and its pad a different token (engine.templates.prepare_tokenizer): save this tokenizer
     with the adapter. Raises DataError naming the file and line or row of any bad input.
     """
+    if max_seq_length < 1:
+        raise ValueError(f"max_seq_length must be at least 1, got {max_seq_length}")
     setup = prepare_tokenizer(tokenizer)
     stats = DataStats()
     examples: list[_Example] = []
@@ -220,10 +223,11 @@ def preview_rows(ds: DatasetSpec, tokenizer: Any, n: int = 3,
                  max_seq_length: int = 2048) -> list[PreviewRow]:
     """The dataset's first `n` rows through the chat template, as trained/untrained pieces.
 
-    Uses the template a run would (prepare_tokenizer sets it on the tokenizer).
+    Uses the template a run would (prepare_tokenizer sets it on the tokenizer). Only the first
+    `n` rows are checked, so the preview stays quick on large files.
     """
     setup = prepare_tokenizer(tokenizer)
-    rows, fmt = load_dataset_rows(ds)
+    rows, fmt = load_dataset_rows(dataclasses.replace(ds, max_rows=min(ds.max_rows or n, n)))
     encoder = Encoder(tokenizer, setup.template, max_seq_length)
     out = []
     for index, row in enumerate(rows[:n]):

@@ -17,7 +17,10 @@ class TunegraphError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message} {self.hint}" if self.hint else self.message
+        if not self.hint:
+            return self.message
+        stop = "" if self.message.rstrip().endswith((".", "!", "?", ":")) else "."
+        return f"{self.message}{stop} {self.hint}"
 
     def as_dict(self) -> dict:
         """The `error` event / JSON shape: class, message, hint."""

@@ -81,7 +81,9 @@ def single_token_id(tokenizer: Any, text: str | None) -> int | None:
     if not text:
         return None
     ids = tokenizer.encode(text, add_special_tokens=False)
-    return ids[0] if len(ids) == 1 else None
+    if len(ids) != 1 or (ids[0] == tokenizer.unk_token_id and text != tokenizer.unk_token):
+        return None
+    return ids[0]
 
 
 def adds_bos(tokenizer: Any) -> bool:
@@ -122,9 +124,12 @@ def end_of_turn_token(tokenizer: Any, template: str) -> str | None:
     """The token the template writes right after an assistant answer (e.g. `<|im_end|>`,
     `<|eot_id|>`, `<end_of_turn>`), found by rendering a probe chat; None if there is none."""
     probe = "Tunegraph probe answer"
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "probe"}, {"role": "assistant", "content": probe}],
-        chat_template=template, tokenize=False)
+    try:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "probe"}, {"role": "assistant", "content": probe}],
+            chat_template=template, tokenize=False)
+    except Exception:  # a template with rules of its own (e.g. a required system turn)
+        return None
     at = rendered.rfind(probe)
     if at < 0:
         return None

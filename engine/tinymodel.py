@@ -26,7 +26,6 @@ BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = ("tiny-llama",)
 VOCAB_SIZE = 1536
 BOS, EOS, UNK, PAD = "<s>", CHATML_END, "<unk>", "<pad>"
-_BUILD_VERSION = 1  # bump when the recipe changes, so a cached builtin model is rebuilt
 
 # Words for the tokenizer's training text: everyday English plus the chat and support vocabulary
 # of the sample dataset, so common words are single tokens.
@@ -140,9 +139,14 @@ def _write_tokenizer(out_dir: Path, seed: int) -> None:
     tokenizer.add_special_tokens({"additional_special_tokens": [CHATML_START, CHATML_END]})
     tokenizer.chat_template = chatml_template(CHATML_END, BOS)
     tokenizer.save_pretrained(out_dir)
-    # llama.cpp's converter reads add_bos_token from here; transformers 5 no longer writes it
+    # llama.cpp's converter reads add_bos_token and the special tokens' types from here, and
+    # transformers 5 no longer writes them: without added_tokens_decoder, <|im_end|> would become
+    # a NORMAL token in the GGUF and prompts would tokenize differently there.
     saved = json.loads((out_dir / "tokenizer_config.json").read_text())
-    saved.update(add_bos_token=True, add_eos_token=False)
+    saved.update(add_bos_token=True, add_eos_token=False, added_tokens_decoder={
+        str(i): {"content": t.content, "lstrip": t.lstrip, "rstrip": t.rstrip,
+                 "normalized": t.normalized, "single_word": t.single_word, "special": t.special}
+        for i, t in sorted(tokenizer.added_tokens_decoder.items())})
     (out_dir / "tokenizer_config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     if not (out_dir / "tokenizer.model").exists():  # the GGUF converter needs it
         raise ModelError(f"tokenizer.model missing from {out_dir} after saving the tokenizer")
@@ -158,6 +162,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +184,13 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     model.generation_config = GenerationConfig(
         bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD],
         do_sample=False, max_new_tokens=64)
-    model.save_pretrained(out_dir)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Writing model shards" bar for one small file is noise
+    try:
+        model.save_pretrained(out_dir)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return out_dir
 
 

@@ -231,6 +231,12 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
 
     data = prepare_datasets(spec, tokenizer, max_len)
     tokenizer.chat_template = data.chat_template
+    if data.added_tokens:  # a pad token the vocabulary lacked
+        model.resize_token_embeddings(len(tokenizer))
+    model.generation_config.eos_token_id = end_of_turn_ids(tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    for note in data.notes:
+        log.emit("log", level="info", message=note)
     for warning in data.stats.warnings:
         log.emit("log", level="warning", message=warning)
     log.emit("log", level="info", message="Data: " + json.dumps(stats_dict(data.stats)))
@@ -305,9 +311,13 @@ def generate_samples(model, tokenizer, prompts: list[dict], device: str) -> list
     stop_ids = end_of_turn_ids(tokenizer)
     samples = []
     for item in prompts[:3]:
-        messages = item["messages"]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)
+        if "messages" in item:
+            messages = item["messages"]
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=True)
+        else:  # plain-text data: continue the text
+            messages = [{"role": "user", "content": item["text"]}]
+            ids = tokenizer(item["text"], return_tensors="pt")
         input_ids = ids["input_ids"].to(model.device)
         out = model.generate(input_ids=input_ids, attention_mask=ids["attention_mask"].to(
             model.device), max_new_tokens=SAMPLE_MAX_NEW_TOKENS, do_sample=False,

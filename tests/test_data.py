@@ -235,6 +235,30 @@ def test_fallback_template_for_a_base_without_one(tmp_path, tokenizer):
     assert trained_text(tokenizer, data.train[0]).endswith("welcome.<|im_end|>")
 
 
+def test_fallback_maps_the_end_of_turn_onto_an_existing_eos(tmp_path):
+    """A base with no ChatML tokens: its own EOS ends turns and nothing is added."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "<unk> <s> </s> hi there is the shop open yes until 20 you are terse".split()
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
+                                  eos_token="</s>")
+    tok.add_special_tokens({"eos_token": "</s>", "bos_token": "<s>"})
+    size = len(tok)
+    setup = prepare_tokenizer(tok)
+    assert setup.origin == FALLBACK_ORIGIN and setup.end_of_turn == "</s>" == tok.eos_token
+    assert setup.added_tokens == 0 and len(tok) == size
+    assert tok.pad_token == "<unk>"
+    chat = [{"role": "user", "content": "is the shop open"},
+            {"role": "assistant", "content": "yes until 20"}]
+    path = write_jsonl(tmp_path / "c.jsonl", [{"messages": chat}])
+    row = prepare_datasets(job(path), tok, 64).train[0]
+    trained = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
+    assert tok.convert_ids_to_tokens(trained) == ["yes", "until", "20", "</s>"]
+
+
 def test_pad_equal_to_eos_is_replaced_without_new_tokens(tokenizer):
     tokenizer.pad_token = tokenizer.eos_token
     setup = prepare_tokenizer(tokenizer)

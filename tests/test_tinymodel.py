@@ -4,6 +4,7 @@ built reproducibly and once."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -53,6 +54,15 @@ def test_special_tokens(tokenizer, tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert model.generation_config.eos_token_id == im_end
     assert model.config.vocab_size == len(tokenizer)
+
+
+def test_tokenizer_config_carries_what_the_gguf_converter_reads(tiny_model_dir):
+    """llama.cpp's converter types tokens from added_tokens_decoder (special -> CONTROL) and reads
+    add_bos_token; without them <|im_end|> would be an ordinary token in the GGUF."""
+    config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
+    assert config["add_bos_token"] is True and config["add_eos_token"] is False
+    special = {v["content"] for v in config["added_tokens_decoder"].values() if v["special"]}
+    assert {"<s>", "</s>", "<unk>", "<pad>", "<|im_start|>", "<|im_end|>"} <= special
 
 
 def test_fast_tokenizer_matches_sentencepiece_model(tokenizer, tiny_model_dir):
