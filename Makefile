@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,chat
 
 export QT_API := pyside6
 
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: a later `torch>=` then finds it satisfied instead of pulling a CUDA build
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	# the official HF->GGUF converter, isolated: its own `gguf` module clashes with PyPI gguf
+	$(PY) -m engine.setup_tools
 	touch $(STAMP)
 
 setup: $(STAMP)

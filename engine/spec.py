@@ -117,7 +117,7 @@ class ResourceSpec:
 @dataclass
 class ExportSpec:
     adapter_zip: bool = param(True, "Zip the adapter with tokenizer, chat template and model card.")
-    gguf: bool = param(False, "Merge into the base and write a quantized GGUF bundle for Ollama.")
+    gguf: bool = param(True, "Merge into the base and write a quantized GGUF bundle for Ollama.")
     quant: str = param("Q4_K_M", "GGUF quantization.", choices=GGUF_QUANTS)
     merged: bool = param(False, "Also keep the merged 16-bit Hugging Face folder.")
     ollama_name: str = param("", "Install into Ollama under this name when ollama is on PATH.")

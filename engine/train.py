@@ -283,7 +283,12 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     modelcard.write(adapter_dir / "README.md", spec, stats_dict(data.stats), final_metrics,
                     samples, data.template_origin, trainable)
     log.emit("artifact", **artifacts.describe_dir(adapter_dir, "adapter_dir"))
-    return []
+
+    log.emit("status", state="exporting")
+    from engine.export import export_after_training
+
+    return export_after_training(spec, run_dir, log,
+                                 cancel=lambda: control.action() == "cancel")
 
 
 def _targets(targets: list[str]):

@@ -67,7 +67,9 @@ def test_worker_process_trains_and_saves_a_loadable_adapter(tmp_path, tiny_model
     events = list(read_events(run_dir / "events.jsonl"))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     states = [e["state"] for e in events if e.kind == "status"]
-    assert states == ["starting", "training", "evaluating", "completed"]
+    assert states == ["starting", "training", "evaluating", "exporting", "completed"]
+    assert next(e for e in events if e.kind == "status" and e["state"] == "completed"
+                )["warnings"] == []
     metrics = [e for e in events if e.kind == "metric"]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
     for m in metrics:
@@ -78,8 +80,10 @@ def test_worker_process_trains_and_saves_a_loadable_adapter(tmp_path, tiny_model
     assert any(e.kind == "eval" and e["eval_loss"] > 0 for e in events)
     samples = [e for e in events if e.kind == "sample"]
     assert len(samples) == 3 and all(s["prompt"] for s in samples)
-    artifact = next(e for e in events if e.kind == "artifact")
-    assert artifact["artifact_kind"] == "adapter_dir" and artifact["bytes"] > 0
+    kinds = {e["artifact_kind"]: e for e in events if e.kind == "artifact"}
+    assert {"adapter_dir", "adapter_zip", "gguf", "gguf_bundle"} <= set(kinds)
+    assert all(a["bytes"] > 0 and len(a["sha256"]) == 64 for a in kinds.values())
+    assert "library" in kinds["gguf_bundle"]["path"]
     assert run_state(run_dir)[0] == "completed"
     pid = json.loads((run_dir / "worker.pid").read_text())
     assert pid["pid"] > 0 and pid["create_time"] > 0
