@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# until the desktop app lands, `make run` runs the headless demo
-run: demo
+# opens the desktop app; GRAPH=path/to/graph.tunegraph.json opens that graph
+run: $(STAMP)
+	$(PY) -m engine $(GRAPH)
 
 demo: $(STAMP)
 	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m engine.demo

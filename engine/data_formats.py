@@ -84,8 +84,11 @@ def _read_table(path: Path, loader: str) -> Any:
     import datasets
 
     datasets.disable_progress_bars()
-    logging.getLogger("datasets").setLevel(logging.ERROR)
     cache = paths.data_dir() / "cache" / "datasets"
+    # the readers log their failures before raising; ours is the one message the user gets
+    log = logging.getLogger("datasets")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
     try:
         return datasets.load_dataset(loader, data_files=str(path), split="train",
                                      cache_dir=str(cache), keep_in_memory=True)
@@ -95,6 +98,8 @@ def _read_table(path: Path, loader: str) -> Any:
         elif path.suffix.lower() == ".json":
             _raise_bad_json(path)
         raise DataError(f"cannot read the file: {_root_cause(exc)}", str(path)) from exc
+    finally:
+        log.setLevel(level)
 
 
 def _raise_bad_jsonl_line(path: Path) -> None:

@@ -1,0 +1,366 @@
+"""The canvas: a NodeGraphQt graph of Tunegraph nodes, its file, and live compile results.
+
+`Canvas` is the one API the window, the palette, the properties panel, Duplicate and the tests use
+to build and change graphs. Every change (edit, connection, undo…) schedules a debounced
+re-compile; the result is painted on the nodes (red error badge, lineage line) and emitted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from NodeGraphQt import NodeGraph
+from PySide6 import QtCore
+
+from app.decorations import NodeDecorations
+from app.node_factory import TunegraphNode, decl_of, error_text, register_all
+from nodes import compile as compile_graph
+from nodes.catalogue import CATALOGUE, FINE_TUNE, decl_for_type
+from nodes.compiler import CompileResult
+from nodes.graphfile import (
+    CANVAS_ONLY_SETTINGS,
+    GRAPH_FORMAT_VERSION,
+    graph_dir,
+    load_graph,
+    migrate_graph,
+    new_uuid,
+    resolve_file,
+    save_graph,
+)
+from nodes.lineage import lineage_diff
+
+GRAPH_SUFFIX = ".tunegraph.json"
+DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+COMPILE_DELAY_MS = 150
+
+
+class Canvas(QtCore.QObject):
+    """A NodeGraph with Tunegraph's node classes, the graph's file and its compile state."""
+
+    compiled = QtCore.Signal(object)  # CompileResult
+    selection_changed = QtCore.Signal(list)  # the selected nodes
+    dirty_changed = QtCore.Signal(bool)
+    path_changed = QtCore.Signal(object)  # Path | None
+    node_edited = QtCore.Signal(object, str)  # node, property name
+    graph_file_dropped = QtCore.Signal(str)
+
+    def __init__(self, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.graph = NodeGraph(self)
+        register_all(self.graph)
+        self.graph.set_background_color(30, 32, 36)
+        self.graph.set_grid_color(42, 45, 50)
+        self.path: Path | None = None
+        self.is_template = False  # opened from the examples: Save asks where to save
+        self.result = CompileResult()
+        self.lineage: dict[str, str] = {}  # Fine-Tune node id -> lineage text
+        self._decorations: dict[str, NodeDecorations] = {}
+        self._timer = QtCore.QTimer(self, singleShot=True, interval=COMPILE_DELAY_MS)
+        self._timer.timeout.connect(self.recompile)
+        g = self.graph
+        for signal in (g.port_connected, g.port_disconnected, g.nodes_deleted):
+            signal.connect(self.schedule_compile)
+        g.node_created.connect(self._on_node_created)
+        g.property_changed.connect(self._on_property_changed)
+        g.node_selection_changed.connect(self._on_selection)
+        g.node_selected.connect(self._on_selection)
+        g.undo_stack().indexChanged.connect(self.schedule_compile)
+        # our own drop handling: palette kinds and files (NodeGraphQt would try to import any
+        # dropped file as a session)
+        self.viewer.data_dropped.disconnect(g._on_node_data_dropped)
+        self.viewer.data_dropped.connect(self._on_drop)
+        g.undo_stack().cleanChanged.connect(self._on_clean_changed)
+
+    # -- the widget ------------------------------------------------------------------------------
+    @property
+    def widget(self):
+        """The QWidget showing the graph."""
+        return self.graph.widget
+
+    @property
+    def viewer(self):
+        return self.graph.viewer()
+
+    def view_centre(self) -> tuple[float, float]:
+        """The scene position at the centre of the visible canvas."""
+        viewer = self.viewer
+        point = viewer.mapToScene(viewer.viewport().rect().center())
+        return point.x(), point.y()
+
+    def fit_all(self, margin: float = 40.0) -> None:
+        """Zoom so every node (with its badges and lineage lines) is in view, never above 1:1."""
+        views = [n.view for n in self.graph.all_nodes()]
+        if not views:
+            return
+        viewer = self.viewer
+        rect = viewer._combined_rect(views).adjusted(-margin, -margin, margin, margin)
+        viewer._scene_range = rect
+        viewer._update_scene()
+        if viewer.get_zoom() > 0.1:
+            viewer.reset_zoom(rect.center())
+
+    # -- building --------------------------------------------------------------------------------
+    def add_node(self, kind: str, name: str | None = None, pos: tuple[float, float] | None = None,
+                 **params: Any) -> TunegraphNode:
+        """Add a node of `kind` with a fresh uuid, a unique name and `params` set; one undo step."""
+        decl = CATALOGUE[kind]
+        unknown = set(params) - {p.name for p in decl.parameters}
+        if unknown:
+            raise ValueError(f"{kind} has no parameter {sorted(unknown)[0]!r}")
+        self.graph.begin_undo(f"add {decl.label}")
+        node = self.graph.create_node(decl.type_, name=self.unique_name(name or decl.label),
+                                      pos=list(pos) if pos else list(self.view_centre()))
+        for key, value in params.items():
+            self.set_param(node, key, value)
+        self.graph.end_undo()
+        return node
+
+    def connect_nodes(self, source: TunegraphNode, target: TunegraphNode, port: str) -> None:
+        """Connect `source`'s output to `target`'s input `port` (one undo step)."""
+        out = source.output_ports()[0]
+        out.connect_to(target.get_input(port))
+
+    def set_param(self, node: TunegraphNode, name: str, value: Any) -> None:
+        """Set a declared parameter (coerced to its type when possible) as one undo step."""
+        param = decl_of(node).parameter(name)
+        if param is None:
+            raise ValueError(f"{decl_of(node).kind} has no parameter {name!r}")
+        try:
+            value = param.coerce(value)
+        except ValueError:
+            pass  # keep what the user typed; the compiler names the problem on the node
+        if isinstance(value, (list, dict)):
+            value = type(value)(value)
+        node.set_property(name, value)
+
+    def rename(self, node: TunegraphNode, name: str) -> None:
+        """Rename a node (NodeGraphQt keeps names unique by appending a number)."""
+        if name.strip() and name != node.name():
+            node.set_name(name.strip())
+
+    def unique_name(self, name: str, taken: set[str] | None = None) -> str:
+        """`name`, or `name 2`, `name 3`… so no node (nor a name in `taken`) has it."""
+        used = {n.name() for n in self.graph.all_nodes()} | (taken or set())
+        name = " ".join(name.split())
+        if name not in used:
+            return name
+        number = 2
+        while f"{name} {number}" in used:
+            number += 1
+        return f"{name} {number}"
+
+    def nodes(self, kind: str | None = None) -> list[TunegraphNode]:
+        """Our nodes (of one kind), ordered by position."""
+        found = [n for n in self.graph.all_nodes() if decl_of(n) is not None
+                 and (kind is None or decl_of(n).kind == kind)]
+        return sorted(found, key=lambda n: (n.pos()[0], n.pos()[1]))
+
+    def node_by_name(self, name: str) -> TunegraphNode | None:
+        return self.graph.get_node_by_name(name)
+
+    def selected(self) -> list[TunegraphNode]:
+        return [n for n in self.graph.selected_nodes() if decl_of(n) is not None]
+
+    def select(self, nodes: list) -> None:
+        """Select exactly `nodes` (selection is not an undo step)."""
+        for node in self.graph.all_nodes():
+            node.view.setSelected(node in nodes)
+        self.selection_changed.emit(self.selected())
+
+    def delete_nodes(self, nodes: list) -> None:
+        """Delete nodes as one undo step."""
+        if nodes:
+            self.graph.delete_nodes(nodes)
+
+    def upstream(self, node: TunegraphNode) -> list[TunegraphNode]:
+        """Every node feeding `node`, directly or not (each once)."""
+        seen: dict[str, TunegraphNode] = {}
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            for feeders in current.connected_input_nodes().values():
+                for feeder in feeders:
+                    if feeder.id not in seen and feeder is not node:
+                        seen[feeder.id] = feeder
+                        stack.append(feeder)
+        return list(seen.values())
+
+    def modules_of(self, nodes: list) -> list[TunegraphNode]:
+        """Fine-Tune modules among `nodes` or fed by them (for "run selected")."""
+        found: dict[str, TunegraphNode] = {}
+        for node in nodes:
+            if decl_of(node) is FINE_TUNE:
+                found[node.id] = node
+        for module in self.nodes(FINE_TUNE.kind):
+            if any(f.id in {n.id for n in nodes} for f in self.upstream(module)):
+                found[module.id] = module
+        return sorted(found.values(), key=lambda n: (n.pos()[0], n.pos()[1]))
+
+    def drop_files(self, paths: list[str], pos: tuple[float, float]) -> list[TunegraphNode]:
+        """Dataset nodes for dropped data files; a dropped graph file asks to be opened."""
+        created = []
+        x, y = pos
+        for text in paths:
+            path = Path(text)
+            if path.name.endswith(GRAPH_SUFFIX):
+                self.graph_file_dropped.emit(str(path))
+            elif path.suffix.lower() in DATASET_SUFFIXES:
+                created.append(self.add_node("Dataset", name=path.stem, pos=(x, y),
+                                             path=str(path.resolve())))
+                y += 110
+        return created
+
+    def _on_drop(self, mime: QtCore.QMimeData, pos: QtCore.QPoint) -> None:
+        from app.palette import kind_from_mime
+
+        kind = kind_from_mime(mime)
+        if kind is not None:
+            self.add_node(kind, pos=(pos.x(), pos.y()))
+        elif mime.hasUrls():
+            self.drop_files([u.toLocalFile() for u in mime.urls() if u.isLocalFile()],
+                            (pos.x(), pos.y()))
+
+    # -- the file --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The graph as a graph-file dict (what Save writes and `nodes.compile` reads)."""
+        data = json.loads(json.dumps(self.graph.serialize_session(), default=list))
+        for key in CANVAS_ONLY_SETTINGS:
+            data.get("graph", {}).pop(key, None)
+        data.setdefault("connections", [])
+        data["tunegraph"] = {"format_version": GRAPH_FORMAT_VERSION}
+        return data
+
+    def load_dict(self, data: dict, path: str | Path | None = None,
+                  template: bool = False) -> None:
+        """Replace the canvas with a graph dict (checked and migrated like a graph file)."""
+        data = _canvas_ready(migrate_graph(data, path or "<graph>"))
+        self.graph.deserialize_session(data, clear_session=True, clear_undo_stack=True)
+        self._fix_uuids()
+        self.graph.undo_stack().clear()
+        self.graph.undo_stack().setClean()
+        self.path = Path(path).resolve() if path else None
+        self.is_template = template
+        self.path_changed.emit(self.path)
+        self.dirty_changed.emit(False)
+        self.recompile()
+
+    def load_file(self, path: str | Path, template: bool = False) -> None:
+        """Open a graph file (raises GraphFileError naming the file)."""
+        self.load_dict(load_graph(path), path, template=template)
+
+    def new_graph(self) -> None:
+        self.load_dict({"tunegraph": {"format_version": GRAPH_FORMAT_VERSION}})
+
+    def save_file(self, path: str | Path) -> Path:
+        """Save to `path`; relative dataset/model paths are rebased when the folder changes."""
+        path = Path(path).resolve()
+        data = self.to_dict()
+        if self.path is not None and graph_dir(self.path) != graph_dir(path):
+            data = absolute_paths(data, self.path)
+        save_graph(data, path)
+        self.path, self.is_template = path, False
+        self.graph.undo_stack().setClean()
+        self.path_changed.emit(self.path)
+        self.dirty_changed.emit(False)
+        return path
+
+    @property
+    def dirty(self) -> bool:
+        return not self.graph.undo_stack().isClean()
+
+    def _fix_uuids(self) -> None:
+        """Give nodes without a uuid, or sharing one, a fresh one (pasted or hand-edited files)."""
+        seen: set[str] = set()
+        for node in self.nodes():
+            uuid = node.get_property("uuid")
+            if not uuid or uuid in seen:
+                node.set_property("uuid", new_uuid(), push_undo=False)
+            seen.add(node.get_property("uuid"))
+
+    # -- compile ---------------------------------------------------------------------------------
+    def schedule_compile(self, *args) -> None:
+        self._timer.start()
+
+    def recompile(self) -> CompileResult:
+        """Compile now, paint errors and lineage on the nodes, emit `compiled`."""
+        self._timer.stop()
+        data = self.to_dict()
+        self.result = compile_graph(data, self.path)
+        self.lineage = {}
+        for node in self.nodes(FINE_TUNE.kind):
+            lineage = lineage_diff(data, node.id)
+            if lineage is not None:
+                self.lineage[node.id] = lineage.text()
+        for node in self.nodes():
+            decorations = self._decorations.get(node.id)
+            if decorations is None or decorations.node is not node:
+                decorations = self._decorations[node.id] = NodeDecorations(node)
+            decorations.show_errors([error_text(decl_of(node), e)
+                                     for e in self.result.errors_for(node.id)])
+            decorations.show_lineage(self.lineage.get(node.id, ""))
+        self.compiled.emit(self.result)
+        return self.result
+
+    def errors_of(self, node) -> list:
+        return self.result.errors_for(node.id)
+
+    def module_ok(self, node) -> bool:
+        """True when a Fine-Tune module compiled to a spec (Run allowed)."""
+        return any(m.node_id == node.id and m.spec is not None for m in self.result.modules)
+
+    # -- signals ---------------------------------------------------------------------------------
+    def _on_property_changed(self, node, name: str, value) -> None:
+        if name in ("selected", "pos"):
+            return
+        self.schedule_compile()
+        self.node_edited.emit(node, name)
+
+    def _on_node_created(self, node) -> None:
+        """Every new node gets its stable uuid, however it was created (palette, Tab search)."""
+        if decl_of(node) is not None and not node.get_property("uuid"):
+            node.set_property("uuid", new_uuid(), push_undo=False)
+        self.schedule_compile()
+
+    def _on_clean_changed(self, clean: bool) -> None:
+        self.dirty_changed.emit(not clean)
+
+    def _on_selection(self, *args) -> None:
+        self.selection_changed.emit(self.selected())
+
+
+def _canvas_ready(data: dict) -> dict:
+    """A migrated graph dict NodeGraphQt can deserialize: every declared custom key present, no
+    unknown ones (its deserializer refuses keys the class lacks)."""
+    data = json.loads(json.dumps(data))
+    for node in data.get("nodes", {}).values():
+        decl = decl_for_type(node.get("type_")) if isinstance(node, dict) else None
+        if decl is None:
+            continue
+        defaults = decl.custom_defaults()
+        custom = node.get("custom") if isinstance(node.get("custom"), dict) else {}
+        node["custom"] = {k: custom.get(k, v) for k, v in defaults.items()}
+    return data
+
+
+def absolute_paths(data: dict, graph_path: str | Path) -> dict:
+    """A copy of `data` whose relative file paths (datasets, `gguf:` and folder bases) are made
+    absolute against `graph_path`'s folder, so the graph can be saved or estimated elsewhere."""
+    from nodes.graphfile import resolve_model_source
+
+    base = graph_dir(graph_path)
+    data = json.loads(json.dumps(data))
+    for node in data.get("nodes", {}).values():
+        decl = decl_for_type(node.get("type_"))
+        if decl is None:
+            continue
+        for param in decl.parameters:
+            value = node["custom"].get(param.name)
+            if not isinstance(value, str):
+                continue
+            if param.widget == "file":
+                node["custom"][param.name] = resolve_file(value, base)
+            elif param.widget == "model":
+                node["custom"][param.name] = resolve_model_source(value, base)
+    return data

@@ -1,0 +1,220 @@
+"""Dataset preview: stats of the selected Dataset node's file and its first rows rendered through
+the base model's chat template, with the trained tokens highlighted, so a wrong template or mask
+shows before any GPU time is spent. The work runs in `python -m engine.preview_report`."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.canvas import Canvas
+from app.node_factory import decl_of
+from app.processes import JsonProcess
+from nodes.catalogue import FINE_TUNE
+from nodes.graphfile import graph_dir, resolve_file, resolve_model_source
+
+DEFAULT_BASE = "builtin:tiny-llama"
+DELAY_MS = 400
+TRAINED_BG = "#1f5130"
+PROMPT_FG = "#9aa0a8"
+
+
+class Histogram(QtWidgets.QWidget):
+    """Token-length distribution as bars (bins from the preview report)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.bins: list[list[int]] = []
+        self.limit = 0
+        self.setMinimumHeight(70)
+        self.setToolTip("Token length of each example (after the chat template)")
+
+    def set_bins(self, bins: list[list[int]], limit: int) -> None:
+        self.bins, self.limit = bins, limit
+        self.update()
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt override
+        if not self.bins:
+            return
+        p = QtGui.QPainter(self)
+        rect = self.rect().adjusted(2, 4, -2, -16)
+        top = max(c for _, c in self.bins) or 1
+        width = rect.width() / len(self.bins)
+        p.setPen(QtCore.Qt.PenStyle.NoPen)
+        p.setBrush(QtGui.QColor(88, 166, 112))
+        for i, (_, count) in enumerate(self.bins):
+            h = rect.height() * count / top
+            p.drawRect(QtCore.QRectF(rect.left() + i * width + 1, rect.bottom() - h,
+                                     width - 2, h))
+        p.setPen(QtGui.QColor(154, 160, 168))
+        p.drawText(QtCore.QRectF(rect.left(), rect.bottom() + 2, rect.width(), 14),
+                   QtCore.Qt.AlignmentFlag.AlignLeft, "0")
+        step = self.bins[1][0] if len(self.bins) > 1 else 1
+        end = self.bins[-1][0] + step
+        p.drawText(QtCore.QRectF(rect.left(), rect.bottom() + 2, rect.width(), 14),
+                   QtCore.Qt.AlignmentFlag.AlignRight, f"{end} tokens")
+        p.end()
+
+
+class DatasetPreview(QtWidgets.QWidget):
+    """Follows the canvas selection; previews one Dataset node at a time."""
+
+    def __init__(self, canvas: Canvas, parent=None):
+        super().__init__(parent)
+        self.canvas = canvas
+        self.node = None
+        self.request: dict | None = None
+        self.report: dict | None = None
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        self.title = QtWidgets.QLabel()
+        self.title.setWordWrap(True)
+        layout.addWidget(self.title)
+        self.stats = QtWidgets.QLabel()
+        self.stats.setWordWrap(True)
+        self.stats.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        layout.addWidget(self.stats)
+        self.histogram = Histogram()
+        layout.addWidget(self.histogram)
+        self.rows = QtWidgets.QTextBrowser()
+        layout.addWidget(self.rows, 1)
+        self.process = JsonProcess(self)
+        self.process.finished.connect(self._on_report)
+        self.process.failed.connect(self._on_failed)
+        self.timer = QtCore.QTimer(self, singleShot=True, interval=DELAY_MS)
+        self.timer.timeout.connect(self._run)
+        canvas.selection_changed.connect(self._on_selection)
+        canvas.node_edited.connect(self._on_edited)
+        self._idle("Select a Dataset node to see its rows as the model will see them.")
+
+    # -- state -----------------------------------------------------------------------------------
+    def _idle(self, text: str) -> None:
+        self.title.setText(f"<span style='color:{PROMPT_FG}'>{html.escape(text)}</span>")
+        self.stats.clear()
+        self.histogram.set_bins([], 0)
+        self.histogram.setVisible(False)
+        self.rows.clear()
+        self.rows.setVisible(False)
+
+    def _on_selection(self, nodes: list) -> None:
+        datasets = [n for n in nodes if decl_of(n) is not None and decl_of(n).kind == "Dataset"]
+        if len(datasets) == 1 and datasets[0] is not self.node:
+            self.show_node(datasets[0])
+
+    def _on_edited(self, node, _name: str) -> None:
+        if node is self.node or (self.node is not None and decl_of(node) is not None
+                                 and decl_of(node).kind in ("BaseModel", "TrainingConfig")):
+            self.timer.start()
+
+    def show_node(self, node) -> None:
+        """Preview `node` (a Dataset node) after a short delay."""
+        self.node = node
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self.process.cancel()
+
+    # -- the helper process -----------------------------------------------------------------------
+    def build_request(self, node) -> dict:
+        """What engine.preview_report needs: dataset, the base model of a module it feeds."""
+        base = graph_dir(self.canvas.path)
+        dataset = {p.name: node.get_property(p.name) for p in decl_of(node).parameters}
+        dataset["path"] = resolve_file(str(dataset.get("path") or ""), base)
+        request = {"dataset": dataset, "base_model": {"source": DEFAULT_BASE}, "rows": 3,
+                   "max_seq_length": 0, "note": ""}
+        module = next((m for m in self.canvas.nodes(FINE_TUNE.kind)
+                       if node in self.canvas.upstream(m)), None)
+        feeders = {p.name(): ns for p, ns in module.connected_input_nodes().items()} \
+            if module else {}
+        if feeders.get("base_model"):
+            model = feeders["base_model"][0]
+            request["base_model"] = {p.name: model.get_property(p.name)
+                                     for p in decl_of(model).parameters}
+            request["base_model"]["source"] = resolve_model_source(
+                str(request["base_model"]["source"] or ""), base)
+        else:
+            request["note"] = ("Not connected to a module with a base model: showing "
+                               f"{DEFAULT_BASE}'s chat template.")
+        if feeders.get("training_config"):
+            seq = feeders["training_config"][0].get_property("max_seq_length")
+            request["max_seq_length"] = int(seq) if str(seq).isdigit() else 0
+        return request
+
+    def _run(self) -> None:
+        node = self.node
+        if node is None or node.id not in {n.id for n in self.canvas.nodes()}:
+            self._idle("Select a Dataset node to see its rows as the model will see them.")
+            return
+        if not str(node.get_property("path") or "").strip():
+            self._idle(f"“{node.name()}” has no file yet: choose one in Properties.")
+            return
+        self.request = self.build_request(node)
+        self.title.setText(f"<b>{html.escape(node.name())}</b> — reading "
+                           f"{html.escape(self.request['dataset']['path'])}…")
+        self.process.start("engine.preview_report", [json.dumps(self.request)])
+
+    def _on_failed(self, message: str) -> None:
+        self._idle(f"Preview failed: {message}")
+
+    def _on_report(self, report: dict) -> None:
+        self.show_report(report)
+
+    # -- rendering --------------------------------------------------------------------------------
+    def show_report(self, report: dict) -> None:
+        """Render a preview report (the shape engine.preview_report prints)."""
+        self.report = report
+        name = self.node.name() if self.node is not None else "Dataset"
+        if report.get("error"):
+            err = report["error"]
+            self._idle(f"{name}: {err.get('message')} {err.get('hint') or ''}".strip())
+            return
+        note = (self.request or {}).get("note") or ""
+        base = ((self.request or {}).get("base_model") or {}).get("source", DEFAULT_BASE)
+        self.title.setText(f"<b>{html.escape(name)}</b> <span style='color:{PROMPT_FG}'>as seen by "
+                           f"{html.escape(str(base))}</span>"
+                           + (f"<br><span style='color:{PROMPT_FG}'>{html.escape(note)}</span>"
+                              if note else ""))
+        self.stats.setText(stats_html(report))
+        tokens = report.get("tokens") or {}
+        self.histogram.set_bins(tokens.get("histogram") or [], report.get("max_seq_length") or 0)
+        self.histogram.setVisible(bool(tokens))
+        self.rows.setHtml(rows_html(report.get("preview") or []))
+        self.rows.setVisible(True)
+
+
+def stats_html(report: dict) -> str:
+    tokens = report.get("tokens") or {}
+    parts = [f"<b>{report.get('rows', 0):,}</b> rows · format <b>{report.get('format')}</b>"]
+    if tokens:
+        parts.append(f"{tokens['min']}–{tokens['max']} tokens per row (mean "
+                     f"{tokens['mean']:.0f}), of which ≈ {tokens['trained_mean']:.0f} trained")
+    truncated, limit = report.get("truncated_rows") or 0, report.get("max_seq_length")
+    parts.append(f"<span style='color:#f0c46e'>{truncated} rows longer than {limit} tokens will be "
+                 "truncated</span>" if truncated else f"no row is longer than {limit} tokens")
+    parts += [f"<span style='color:#f0c46e'>⚠ {html.escape(w)}</span>"
+              for w in report.get("warnings") or []]
+    return "<br>".join(parts)
+
+
+def rows_html(preview: list[dict]) -> str:
+    """Rows as HTML: trained text on green, prompt text grey, special tokens kept visible."""
+    blocks = [f"<p style='color:{PROMPT_FG}'>Green = trained tokens (what the model learns to "
+              "write); grey = prompt, not trained.</p>"]
+    for number, row in enumerate(preview, 1):
+        head = f"Example {number} · {row.get('tokens')} tokens"
+        if row.get("truncated"):
+            head += " · <span style='color:#f0c46e'>truncated</span>"
+        body = "".join(
+            f"<span style='background:{TRAINED_BG};color:#e9f7ee'>{_text(t)}</span>" if trained
+            else f"<span style='color:{PROMPT_FG}'>{_text(t)}</span>"
+            for t, trained in row.get("segments") or [])
+        blocks.append(f"<p><b>{head}</b></p><pre style='white-space:pre-wrap;"
+                      f"font-family:monospace'>{body}</pre>")
+    return "".join(blocks)
+
+
+def _text(text: str) -> str:
+    return html.escape(text)

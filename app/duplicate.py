@@ -1,0 +1,140 @@
+"""Deep duplicate of a Fine-Tune module, and sweeps (one deep copy per value of one parameter).
+
+NodeGraphQt's own `duplicate_nodes` keeps a copy wired to the original feeders, so editing the
+copy's training config would change the original's. Here the module and every node feeding it
+are serialized, only the connections inside that set are kept, and the set is deserialized to the
+right of the graph with fresh uuids and unique names, inside one undo macro.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from app.canvas import Canvas
+from app.node_factory import TunegraphNode, decl_of
+from nodes.catalogue import FINE_TUNE, Parameter
+from nodes.graphfile import new_uuid
+from nodes.lineage import SHORT_LABELS, format_value
+
+GAP = 120.0
+SWEEP_TYPES = ("int", "float", "choice", "str", "bool", "file", "list")
+
+
+def deep_duplicate(canvas: Canvas, module: TunegraphNode, suffix: str = " (copy)",
+                   x_offset: float | None = None) -> TunegraphNode:
+    """Copy `module` and all its feeders; returns the new Fine-Tune node (one undo step)."""
+    canvas.graph.begin_undo(f'duplicate "{module.name()}"')
+    try:
+        copy = _duplicate(canvas, module, suffix, x_offset)
+    finally:
+        canvas.graph.end_undo()
+    canvas.select([copy])
+    canvas.recompile()
+    return copy
+
+
+def _duplicate(canvas: Canvas, module: TunegraphNode, suffix: str,
+               x_offset: float | None) -> TunegraphNode:
+    if decl_of(module) is not FINE_TUNE:
+        raise ValueError("only Fine-Tune modules are duplicated with their feeders")
+    members = [module, *canvas.upstream(module)]
+    ids = {n.id for n in members}
+    full = canvas.to_dict()
+    nodes = {i: full["nodes"][i] for i in [module.id] + [n.id for n in members[1:]]}
+    connections = [c for c in full["connections"] if c["out"][0] in ids and c["in"][0] in ids]
+    if x_offset is None:
+        right = max((n.view.x() + n.view.width for n in canvas.graph.all_nodes()), default=0.0)
+        left = min(n.view.x() for n in members)
+        x_offset = right + GAP - left
+    taken: set[str] = set()
+    for node_id, node in nodes.items():
+        node["name"] = canvas.unique_name(f"{node['name']}{suffix}", taken)
+        taken.add(node["name"])
+        node["pos"] = [node["pos"][0] + x_offset, node["pos"][1]]
+        node["selected"] = False
+        custom = node["custom"]
+        if node_id == module.id:
+            custom["origin_uuid"] = module.get_property("uuid")
+        custom["uuid"] = new_uuid()
+    data = {"graph": {}, "nodes": json.loads(json.dumps(nodes)), "connections": connections}
+    for node in canvas.graph.all_nodes():
+        node.view.setSelected(False)
+    created = dict(zip(nodes, canvas.graph._deserialize(data, adjust_graph_style=False),
+                       strict=True))
+    return created[module.id]
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepParameter:
+    """A parameter a sweep can vary: `port` is "" for the Fine-Tune node's own parameters."""
+
+    port: str
+    param: Parameter
+    current: Any
+
+    @property
+    def key(self) -> str:
+        return f"{self.port}.{self.param.name}" if self.port else self.param.name
+
+    @property
+    def short(self) -> str:
+        return SHORT_LABELS.get(self.param.name, self.param.name.replace("_", " "))
+
+    def title(self) -> str:
+        where = f" ({self.port.replace('_', ' ')})" if self.port else ""
+        return f"{self.param.label}{where} — now {format_value(self.current)}"
+
+
+def sweep_parameters(canvas: Canvas, module: TunegraphNode) -> list[SweepParameter]:
+    """The parameters of `module` and of its directly connected feeders (single ones)."""
+    out = [SweepParameter("", p, module.get_property(p.name)) for p in FINE_TUNE.parameters
+           if p.type in SWEEP_TYPES]
+    for port, feeders in module.connected_input_nodes().items():
+        if len(feeders) != 1 or decl_of(feeders[0]) is None:
+            continue
+        feeder = feeders[0]
+        out += [SweepParameter(port.name(), p, feeder.get_property(p.name))
+                for p in decl_of(feeder).parameters if p.type in SWEEP_TYPES]
+    order = {"training_config": 0, "lora_config": 1, "": 2}
+    return sorted(out, key=lambda s: order.get(s.port, 3))
+
+
+def parse_values(param: Parameter, text: str) -> list[Any]:
+    """Comma- or space-separated values (";" for lists), each checked against the type."""
+    if param.type == "list":  # each value is itself a comma list: separate values with ";"
+        parts = [p.strip() for p in text.split(";") if p.strip()]
+    else:
+        parts = text.replace(";", ",").replace(",", " ").split()
+    if not parts:
+        raise ValueError("give at least one value")
+    values = []
+    for part in parts:
+        value = param.coerce(part.strip())
+        if param.choices and value not in param.choices:
+            raise ValueError(f"{part!r} is not one of {', '.join(param.choices)}")
+        values.append(value)
+    return values
+
+
+def duplicate_as_sweep(canvas: Canvas, module: TunegraphNode, sweep: SweepParameter,
+                       values: list[Any]) -> list[TunegraphNode]:
+    """One deep copy of `module` per value, named by the value (one undo step for all)."""
+    copies = []
+    canvas.graph.begin_undo(f'sweep {sweep.short} of "{module.name()}"')
+    try:
+        for value in values:
+            suffix = f" · {sweep.short} {format_value(value)}"
+            copy = _duplicate(canvas, module, suffix, None)
+            target = copy
+            if sweep.port:
+                target = copy.connected_input_nodes()[copy.get_input(sweep.port)][0]
+            canvas.set_param(target, sweep.param.name, value)
+            copies.append(copy)
+    finally:
+        canvas.graph.end_undo()
+    canvas.select(copies)
+    canvas.recompile()
+    return copies

@@ -1,0 +1,27 @@
+"""`tunegraph` with no command (or with a graph file) opens the desktop app here."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Open the main window (with the graph file in `argv[0]`, if any); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from PySide6 import QtWidgets
+
+    from app.main_window import MainWindow
+    from app.theme import apply_theme
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["tunegraph"])
+    app.setApplicationName("Tunegraph")
+    app.setOrganizationName("Tunegraph")
+    apply_theme(app)
+    window = MainWindow()
+    window.show()
+    window.open_initial(argv[0] if argv else None)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""The main window: canvas in the centre, palette, properties and dataset preview docks, the runs
+and chat docks that later parts fill, file handling, Duplicate / sweep, Run and its confirmation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.canvas import Canvas
+from app.confirm_dialog import ConfirmRunsDialog
+from app.dataset_preview import DatasetPreview
+from app.duplicate import deep_duplicate, duplicate_as_sweep, sweep_parameters
+from app.main_window_files import FileActions
+from app.node_factory import decl_of
+from app.palette import Palette
+from app.properties import PropertiesPanel
+from app.settings_store import SettingsStore
+from app.sweep_dialog import SweepDialog
+from engine.errors import TunegraphError
+from nodes.catalogue import CATALOGUE, FINE_TUNE
+
+Submit = Callable[[list, list], list]
+
+
+def default_submit(specs: list, estimates: list) -> list[dict]:
+    """Hand runs to the background supervisor (started on demand)."""
+    from engine import client
+    from engine.store import Store
+
+    return client.submit(Store(), specs, estimates)
+
+
+class SubmitThread(QtCore.QThread):
+    """Runs a submission off the UI thread (the supervisor may take a moment to start)."""
+
+    submitted = QtCore.Signal(list)
+    failed = QtCore.Signal(str)
+
+    def __init__(self, submit: Submit, specs: list, estimates: list, parent: QtCore.QObject):
+        super().__init__(parent)
+        self.submit, self.specs, self.estimates = submit, specs, estimates
+
+    def run(self) -> None:
+        try:
+            self.submitted.emit(self.submit(self.specs, self.estimates))
+        except TunegraphError as err:
+            self.failed.emit(str(err))
+        except Exception as err:  # a dialog gets one sentence; the trace goes to stderr
+            import traceback
+
+            traceback.print_exc()
+            self.failed.emit(f"{type(err).__name__}: {err}")
+
+
+class MainWindow(FileActions, QtWidgets.QMainWindow):
+    def __init__(self, settings: SettingsStore | None = None, submit: Submit | None = None):
+        super().__init__()
+        self.settings = settings or SettingsStore()
+        self.submit = submit or default_submit
+        self.submit_threads: list[SubmitThread] = []
+        self.confirm_dialog: ConfirmRunsDialog | None = None
+        self.setWindowTitle("Tunegraph")
+        self.resize(1440, 900)
+        self.canvas = Canvas(self)
+        self.setCentralWidget(self.canvas.widget)
+        self._build_docks()
+        self._build_actions()
+        self._build_menus()
+        self._build_context_menus()
+        self.status = QtWidgets.QLabel()
+        self.statusBar().addPermanentWidget(self.status, 1)
+        self.canvas.compiled.connect(self._on_compiled)
+        self.canvas.selection_changed.connect(self._update_actions)
+        self.canvas.dirty_changed.connect(self._update_title)
+        self.canvas.path_changed.connect(self._update_title)
+        self.palette.add_requested.connect(self.add_node)
+        self.properties.run_requested.connect(self._on_run_requested)
+        self.canvas.graph_file_dropped.connect(self.open_file)
+        geometry, state = self.settings.window_layout()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        self._update_title()
+        self._update_actions()
+
+    # -- layout ----------------------------------------------------------------------------------
+    def _dock(self, title: str, widget: QtWidgets.QWidget, area, name: str):
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_docks(self) -> None:
+        area = QtCore.Qt.DockWidgetArea
+        self.palette = Palette()
+        self.palette_dock = self._dock("Nodes", self.palette, area.LeftDockWidgetArea, "palette")
+        self.properties = PropertiesPanel(self.canvas)
+        self.properties_dock = self._dock("Properties", self.properties,
+                                          area.RightDockWidgetArea, "properties")
+        self.preview = DatasetPreview(self.canvas)
+        self.preview_dock = self._dock("Dataset preview", self.preview,
+                                       area.RightDockWidgetArea, "preview")
+        self.runs_panel = QtWidgets.QWidget()
+        runs_layout = QtWidgets.QVBoxLayout(self.runs_panel)
+        runs_label = QtWidgets.QLabel("Runs appear here once you start them: select a Fine-Tune "
+                                      "node and press Run (Ctrl+R).")
+        runs_label.setObjectName("placeholder")
+        runs_label.setWordWrap(True)
+        runs_layout.addWidget(runs_label)
+        self.runs_list = QtWidgets.QListWidget()
+        self.runs_list.setVisible(False)
+        runs_layout.addWidget(self.runs_list, 1)
+        self.runs_dock = self._dock("Runs", self.runs_panel, area.BottomDockWidgetArea, "runs")
+        chat_label = QtWidgets.QLabel("Chat with finished models appears here.")
+        chat_label.setObjectName("placeholder")
+        self.chat_dock = self._dock("Chat", chat_label, area.BottomDockWidgetArea, "chat")
+        self.tabifyDockWidget(self.runs_dock, self.chat_dock)
+        self.runs_dock.raise_()
+        self.resizeDocks([self.palette_dock, self.properties_dock], [190, 420],
+                         QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.runs_dock], [110], QtCore.Qt.Orientation.Vertical)
+        self.resizeDocks([self.properties_dock, self.preview_dock], [330, 520],
+                         QtCore.Qt.Orientation.Vertical)
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QtGui.QAction:
+        action = QtGui.QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QtGui.QKeySequence(shortcut))
+        action.setToolTip(f"{tip or text}" + (f" ({action.shortcut().toString()})"
+                                              if shortcut is not None else ""))
+        action.setStatusTip(tip or text)
+        action.triggered.connect(lambda _checked=False: slot())
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        keys = QtGui.QKeySequence.StandardKey
+        self.new_action = self._action("New", self.new_file, keys.New, "Start an empty graph")
+        self.open_action = self._action("Open…", self.open_file, keys.Open, "Open a graph file")
+        self.save_action = self._action("Save", self.save, keys.Save, "Save the graph")
+        self.save_as_action = self._action("Save As…", self.save_as, keys.SaveAs,
+                                           "Save the graph under a new name")
+        self.quit_action = self._action("Quit", self.close, keys.Quit)
+        stack = self.canvas.graph.undo_stack()
+        self.undo_action = self._action("Undo", stack.undo, keys.Undo)
+        self.redo_action = self._action("Redo", stack.redo, keys.Redo)
+        self.undo_action.setEnabled(stack.canUndo())
+        self.redo_action.setEnabled(stack.canRedo())
+        stack.canUndoChanged.connect(self.undo_action.setEnabled)
+        stack.canRedoChanged.connect(self.redo_action.setEnabled)
+        stack.undoTextChanged.connect(self._on_undo_text)
+        stack.redoTextChanged.connect(self._on_redo_text)
+        self.duplicate_action = self._action(
+            "Duplicate", self.duplicate_selected, "Ctrl+D",
+            "Copy the selected Fine-Tune module with all nodes feeding it")
+        self.sweep_action = self._action(
+            "Duplicate as sweep…", self.sweep_selected, "Ctrl+Shift+D",
+            "One copy of the selected module per value of a parameter")
+        self.delete_action = QtGui.QAction("Delete", self)
+        self.delete_action.setShortcuts([QtGui.QKeySequence(QtCore.Qt.Key.Key_Delete),
+                                         QtGui.QKeySequence(QtCore.Qt.Key.Key_Backspace)])
+        self.delete_action.setShortcutContext(
+            QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.delete_action.triggered.connect(self.delete_selected)
+        self.canvas.widget.addAction(self.delete_action)
+        self.run_action = self._action("Run selected", self.run_selected, "Ctrl+R",
+                                       "Run the selected Fine-Tune modules")
+        self.run_all_action = self._action("Run all", self.run_all, "Ctrl+Shift+R",
+                                           "Run every Fine-Tune module without errors")
+        self.fit_action = self._action("Fit view", self.fit_view, "F", "Show the whole graph")
+        toolbar = self.addToolBar("Main")
+        toolbar.setObjectName("main-toolbar")
+        toolbar.setMovable(False)
+        for action in (self.new_action, self.open_action, self.save_action, None,
+                       self.undo_action, self.redo_action, None, self.duplicate_action,
+                       self.sweep_action, None, self.run_action, self.run_all_action, None,
+                       self.fit_action):
+            if action is None:
+                toolbar.addSeparator()
+            else:
+                toolbar.addAction(action)
+
+    def _on_undo_text(self, text: str) -> None:
+        self.undo_action.setToolTip(f"Undo {text}" if text else "Undo")
+
+    def _on_redo_text(self, text: str) -> None:
+        self.redo_action.setToolTip(f"Redo {text}" if text else "Redo")
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addActions([self.new_action, self.open_action])
+        self.recent_menu = file_menu.addMenu("Open Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        file_menu.addActions([self.save_action, self.save_as_action])
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        edit = bar.addMenu("&Edit")
+        edit.addActions([self.undo_action, self.redo_action])
+        edit.addSeparator()
+        edit.addActions([self.duplicate_action, self.sweep_action, self.delete_action])
+        add = bar.addMenu("&Nodes")
+        for decl in CATALOGUE.values():
+            action = add.addAction(f"Add {decl.label}")
+            action.setStatusTip(decl.help)
+            action.triggered.connect(lambda _c=False, k=decl.kind: self.add_node(k))
+        run = bar.addMenu("&Run")
+        run.addActions([self.run_action, self.run_all_action])
+        view = bar.addMenu("&View")
+        view.addAction(self.fit_action)
+        view.addSeparator()
+        for dock in (self.palette_dock, self.properties_dock, self.preview_dock, self.runs_dock,
+                     self.chat_dock):
+            view.addAction(dock.toggleViewAction())
+
+    def _build_context_menus(self) -> None:
+        menu = self.canvas.graph.get_context_menu("nodes")
+        self.node_run_actions = []
+        for decl in CATALOGUE.values():
+            if decl is FINE_TUNE:
+                run = menu.add_command("Run this module…", self._ctx_run, node_type=decl.type_)
+                self.node_run_actions.append(run.qaction)
+                menu.add_command("Duplicate", self._ctx_duplicate, node_type=decl.type_)
+                menu.add_command("Duplicate as sweep…", self._ctx_sweep, node_type=decl.type_)
+            menu.add_command("Delete", self._ctx_delete, node_type=decl.type_)
+        graph_menu = self.canvas.graph.get_context_menu("graph")
+        for decl in CATALOGUE.values():
+            graph_menu.add_command(f"Add {decl.label}",
+                                   lambda _g=None, k=decl.kind: self._ctx_add(k))
+        self.canvas.graph.context_menu_prompt.connect(self._on_context_menu)
+
+    def _on_context_menu(self, _menu, node) -> None:
+        ok = node is not None and decl_of(node) is FINE_TUNE and self.canvas.module_ok(node)
+        for action in self.node_run_actions:
+            action.setEnabled(ok)
+
+    def _ctx_run(self, _graph, node) -> None:
+        self.run_modules([node])
+
+    def _ctx_duplicate(self, _graph, node) -> None:
+        deep_duplicate(self.canvas, node)
+
+    def _ctx_sweep(self, _graph, node) -> None:
+        self.sweep(node)
+
+    def _ctx_delete(self, _graph, node) -> None:
+        nodes = self.canvas.selected()
+        self.canvas.delete_nodes(nodes if node in nodes else [node])
+
+    def _ctx_add(self, kind: str) -> None:
+        pos = self.canvas.viewer.mapToScene(
+            self.canvas.viewer.mapFromGlobal(QtGui.QCursor.pos()))
+        self.canvas.add_node(kind, pos=(pos.x(), pos.y()))
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def add_node(self, kind: str):
+        x, y = self.canvas.view_centre()
+        node = self.canvas.add_node(kind, pos=(x - 80, y - 30))
+        self.canvas.select([node])
+        return node
+
+    def selected_module(self):
+        modules = [n for n in self.canvas.selected() if decl_of(n) is FINE_TUNE]
+        return modules[0] if len(modules) == 1 else None
+
+    def duplicate_selected(self):
+        module = self.selected_module()
+        if module is None:
+            self.statusBar().showMessage("Select one Fine-Tune node to duplicate.", 4000)
+            return None
+        copy = deep_duplicate(self.canvas, module)
+        self.statusBar().showMessage(f"Duplicated “{module.name()}” as “{copy.name()}”.", 4000)
+        return copy
+
+    def sweep_selected(self) -> None:
+        module = self.selected_module()
+        if module is None:
+            self.statusBar().showMessage("Select one Fine-Tune node to sweep.", 4000)
+            return
+        self.sweep(module)
+
+    def sweep(self, module) -> None:
+        dialog = SweepDialog(module.name(), sweep_parameters(self.canvas, module), self)
+        if dialog.exec() == QtWidgets.QDialog.DialogCode.Accepted:
+            parameter, values = dialog.choice()
+            copies = duplicate_as_sweep(self.canvas, module, parameter, values)
+            self.statusBar().showMessage(f"Created {len(copies)} copies of “{module.name()}”.",
+                                         4000)
+
+    def delete_selected(self) -> None:
+        self.canvas.delete_nodes(self.canvas.selected())
+
+    def fit_view(self) -> None:
+        self.canvas.fit_all()
+
+    # -- runs ------------------------------------------------------------------------------------
+    def run_selected(self) -> ConfirmRunsDialog | None:
+        modules = self.canvas.modules_of(self.canvas.selected())
+        if not modules:
+            self.statusBar().showMessage("Select a Fine-Tune node (or nodes feeding one) to run, "
+                                         "or use Run all.", 5000)
+            return None
+        return self.run_modules(modules)
+
+    def run_all(self) -> ConfirmRunsDialog | None:
+        return self.run_modules(self.canvas.nodes(FINE_TUNE.kind))
+
+    def run_modules(self, nodes: list, estimates: list[dict] | None = None
+                    ) -> ConfirmRunsDialog | None:
+        """Open the confirmation for these modules (those with errors are listed, not run)."""
+        result = self.canvas.recompile()
+        ids = {n.id for n in nodes}
+        chosen = [m for m in result.modules if m.node_id in ids]
+        ready = [m for m in chosen if m.spec is not None]
+        if not ready:
+            self.statusBar().showMessage("Nothing to run: fix the errors marked on the nodes "
+                                         "first.", 5000)
+            return None
+        skipped = [m for m in chosen if m.spec is None]
+        dialog = ConfirmRunsDialog(ready, skipped, self.canvas.to_dict(), self.canvas.path,
+                                   estimates=estimates, parent=self)
+        dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.start_requested.connect(self.start_runs)
+        dialog.destroyed.connect(self._forget_dialog)
+        self.confirm_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _on_run_requested(self, node) -> None:
+        self.run_modules([node])
+
+    def _forget_dialog(self, *_args) -> None:
+        self.confirm_dialog = None
+
+    def start_runs(self, specs: list, estimates: list) -> SubmitThread:
+        """Submit in a background thread; results land in the Runs dock."""
+        thread = SubmitThread(self.submit, specs, estimates, self)
+        thread.submitted.connect(self._on_submitted)
+        thread.failed.connect(self._on_submit_failed)
+        thread.finished.connect(self._on_thread_finished)
+        self.submit_threads.append(thread)
+        self.statusBar().showMessage(f"Submitting {len(specs)} run(s)…")
+        thread.start()
+        return thread
+
+    def _on_submitted(self, entries: list) -> None:
+        self.runs_list.setVisible(True)
+        for entry in entries:
+            text = f"{entry.get('state')}: {entry.get('name')}  ({entry.get('id')})"
+            if entry.get("error"):
+                text += f" — {entry['error'].get('message')}"
+            self.runs_list.addItem(text)
+        queued = sum(e.get("state") == "queued" for e in entries)
+        self.statusBar().showMessage(f"{queued} run(s) queued.", 5000)
+        self.runs_dock.raise_()
+
+    def _on_submit_failed(self, message: str) -> None:
+        self.statusBar().showMessage("Submission failed.", 5000)
+        QtWidgets.QMessageBox.warning(self, "Could not start the runs", message)
+
+    def _on_thread_finished(self) -> None:
+        self.submit_threads = [t for t in self.submit_threads if t.isRunning()]
+
+    # -- compile state ---------------------------------------------------------------------------
+    def _on_compiled(self, result) -> None:
+        modules = result.modules
+        ok = sum(m.spec is not None for m in modules)
+        bad = len(modules) - ok
+        nodes_with_errors = len({e.node_id for e in result.errors})
+        if not modules:
+            text = "No Fine-Tune node yet: add one from the palette and connect its inputs."
+        elif bad:
+            text = (f"{ok} of {len(modules)} modules ready · {nodes_with_errors} node(s) need "
+                    "attention (red badges; hover for details)")
+        else:
+            text = f"All {ok} modules ready to run (Ctrl+Shift+R runs all)"
+        self.status.setText(text)
+        self._update_actions()
+
+    def _update_actions(self, *_args) -> None:
+        selected = self.canvas.selected()
+        module = self.selected_module()
+        self.duplicate_action.setEnabled(module is not None)
+        self.sweep_action.setEnabled(module is not None)
+        self.delete_action.setEnabled(bool(selected))
+        modules = self.canvas.modules_of(selected)
+        self.run_action.setEnabled(bool(modules) and all(self.canvas.module_ok(m)
+                                                         for m in modules))
+        self.run_all_action.setEnabled(any(m.spec is not None for m in self.canvas.result.modules))
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if not self.maybe_save():
+            event.ignore()
+            return
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Stop helper processes and threads; save the window layout."""
+        self.preview.stop()
+        if self.confirm_dialog is not None:
+            self.confirm_dialog.reject()
+        for thread in self.submit_threads:
+            thread.wait()
+        self.submit_threads = []
+        self.settings.save_window_layout(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+

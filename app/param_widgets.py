@@ -1,0 +1,271 @@
+"""One editor widget per declared parameter type: text, int, float, choice, bool, file, model
+source, list of target modules, column mapping.
+
+Each editor emits `committed(value)` once the user finishes an edit (Enter, focus out, a click),
+never on every keystroke, so one edit is one undo step. NodeGraphQt's own INT/FLOAT editors lose
+edits (shared/NOTES.md); these call `Canvas.set_param`, which stores typed values.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6 import QtCore, QtWidgets
+
+from nodes.catalogue import Parameter
+
+INT_LIMIT = 2_147_483_647
+COMMON_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                  "all-linear")
+MODEL_SUGGESTIONS = ("builtin:tiny-llama", "Qwen/Qwen2.5-0.5B-Instruct",
+                     "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Llama-3.2-1B-Instruct",
+                     "google/gemma-3-270m-it", "microsoft/Phi-4-mini-instruct")
+DATASET_FILTER = "Datasets (*.jsonl *.json *.csv *.parquet);;All files (*)"
+
+
+class ParamEditor(QtWidgets.QWidget):
+    """Base editor: `set_value` shows a stored value without emitting; `committed` on edit."""
+
+    committed = QtCore.Signal(object)
+
+    def __init__(self, param: Parameter, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.param = param
+        self.layout_ = QtWidgets.QHBoxLayout(self)
+        self.layout_.setContentsMargins(0, 0, 0, 0)
+        self.setToolTip(tooltip_for(param))
+
+    def set_value(self, value: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def set_error(self, message: str) -> None:
+        """Outline the editor in red with the message as tooltip ("" clears it)."""
+        self.setProperty("error", bool(message))
+        self.setStyleSheet("QLineEdit, QSpinBox, QComboBox { border: 1px solid #dc3535; }"
+                           if message else "")
+        self.setToolTip(tooltip_for(self.param) + (f"\n\n⚠ {message}" if message else ""))
+
+
+class TextEditor(ParamEditor):
+    def __init__(self, param: Parameter, parent=None):
+        super().__init__(param, parent)
+        self.edit = QtWidgets.QLineEdit()
+        self.layout_.addWidget(self.edit)
+        self.edit.editingFinished.connect(self._commit)
+
+    def _commit(self) -> None:
+        self.committed.emit(self.edit.text())
+
+    def set_value(self, value: Any) -> None:
+        self.edit.setText(_text(value, self.param))
+
+
+class FloatEditor(TextEditor):
+    """Free text so `2e-4` can be typed; a value that is not a number is still stored and then
+    named by the compiler on the node."""
+
+    def _commit(self) -> None:
+        text = self.edit.text().strip()
+        try:
+            self.committed.emit(float(text))
+        except ValueError:
+            self.committed.emit(text)
+
+
+class IntEditor(ParamEditor):
+    def __init__(self, param: Parameter, parent=None):
+        super().__init__(param, parent)
+        self.spin = QtWidgets.QSpinBox()
+        low = int(param.min) if param.min is not None else -INT_LIMIT
+        high = int(min(param.max, INT_LIMIT)) if param.max is not None else INT_LIMIT
+        self.spin.setRange(low, high)
+        self.spin.setKeyboardTracking(False)  # valueChanged on Enter/focus-out/arrows only
+        self.spin.setAccelerated(True)
+        self.layout_.addWidget(self.spin)
+        self.spin.valueChanged.connect(lambda v: self.committed.emit(int(v)))
+
+    def set_value(self, value: Any) -> None:
+        try:
+            number = int(self.param.coerce(value))
+        except ValueError:
+            number = self.param.default
+        self.spin.blockSignals(True)
+        self.spin.setValue(number)
+        self.spin.blockSignals(False)
+
+
+class BoolEditor(ParamEditor):
+    def __init__(self, param: Parameter, parent=None):
+        super().__init__(param, parent)
+        self.box = QtWidgets.QCheckBox()
+        self.layout_.addWidget(self.box)
+        self.box.toggled.connect(lambda on: self.committed.emit(bool(on)))
+
+    def set_value(self, value: Any) -> None:
+        try:
+            checked = self.param.coerce(value)
+        except ValueError:
+            checked = False
+        self.box.blockSignals(True)
+        self.box.setChecked(bool(checked))
+        self.box.blockSignals(False)
+
+
+class ChoiceEditor(ParamEditor):
+    def __init__(self, param: Parameter, parent=None):
+        super().__init__(param, parent)
+        self.combo = QtWidgets.QComboBox()
+        self.combo.addItems(list(param.choices or ()))
+        self.layout_.addWidget(self.combo)
+        self.combo.activated.connect(lambda _i: self.committed.emit(self.combo.currentText()))
+
+    def set_value(self, value: Any) -> None:
+        self.combo.blockSignals(True)
+        if self.combo.findText(str(value)) < 0:
+            self.combo.addItem(str(value))
+        self.combo.setCurrentText(str(value))
+        self.combo.blockSignals(False)
+
+
+class FileEditor(TextEditor):
+    def __init__(self, param: Parameter, parent=None):
+        super().__init__(param, parent)
+        self.edit.setPlaceholderText("path/to/data.jsonl")
+        button = QtWidgets.QToolButton(text="Browse…")
+        button.setToolTip("Choose a .jsonl, .json, .csv or .parquet file")
+        button.clicked.connect(self._browse)
+        self.layout_.addWidget(button)
+
+    def _browse(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a dataset", "",
+                                                        DATASET_FILTER)
+        if path:
+            self.edit.setText(path)
+            self._commit()
+
+
+class ModelEditor(ParamEditor):
+    """A hub id, a local folder, gguf:PATH or builtin:tiny-llama, with suggestions."""
+
+    def __init__(self, param: Parameter, parent=None):
+        super().__init__(param, parent)
+        self.combo = QtWidgets.QComboBox(editable=True)
+        self.combo.addItems(list(MODEL_SUGGESTIONS))
+        self.combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
+        self.combo.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
+                                 QtWidgets.QSizePolicy.Policy.Fixed)
+        self.layout_.addWidget(self.combo, 1)
+        button = QtWidgets.QToolButton(text="Folder…")
+        button.setToolTip("Choose a local model folder")
+        button.clicked.connect(self._browse)
+        self.layout_.addWidget(button)
+        self.combo.lineEdit().editingFinished.connect(self._commit)
+        self.combo.activated.connect(lambda _i: self._commit())
+
+    def _commit(self) -> None:
+        self.committed.emit(self.combo.currentText().strip())
+
+    def _browse(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a model folder")
+        if path:
+            self.combo.setCurrentText(path)
+            self._commit()
+
+    def set_value(self, value: Any) -> None:
+        self.combo.blockSignals(True)
+        self.combo.setCurrentText(str(value or ""))
+        self.combo.blockSignals(False)
+
+
+class ModulesEditor(TextEditor):
+    """Comma-separated module names, with a menu of the usual ones to tick."""
+
+    def __init__(self, param: Parameter, parent=None):
+        super().__init__(param, parent)
+        self.edit.setPlaceholderText("q_proj, v_proj")
+        button = QtWidgets.QToolButton(text="▾")
+        button.setToolTip("Pick common module names")
+        button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.menu = QtWidgets.QMenu(button)
+        for name in COMMON_MODULES:
+            action = self.menu.addAction(name)
+            action.setCheckable(True)
+            action.toggled.connect(lambda on, n=name: self._toggle(n, on))
+        self.menu.aboutToShow.connect(self._sync_menu)
+        button.setMenu(self.menu)
+        self.layout_.addWidget(button)
+
+    def current(self) -> list[str]:
+        return [p.strip() for p in self.edit.text().split(",") if p.strip()]
+
+    def _commit(self) -> None:
+        self.committed.emit(self.current())
+
+    def _sync_menu(self) -> None:
+        names = set(self.current())
+        for action in self.menu.actions():
+            action.blockSignals(True)
+            action.setChecked(action.text() in names)
+            action.blockSignals(False)
+
+    def _toggle(self, name: str, on: bool) -> None:
+        names = [n for n in self.current() if n != name]
+        if on:
+            names = [name] if name == "all-linear" else [n for n in names if n != "all-linear"] \
+                + [name]
+        self.edit.setText(", ".join(names))
+        self._commit()
+
+
+class MappingEditor(TextEditor):
+    def __init__(self, param: Parameter, parent=None):
+        super().__init__(param, parent)
+        self.edit.setPlaceholderText('{"messages": "chat"}  (empty: the format\'s own names)')
+
+
+EDITORS = {"str": TextEditor, "int": IntEditor, "float": FloatEditor, "bool": BoolEditor,
+           "choice": ChoiceEditor, "file": FileEditor, "list": ModulesEditor,
+           "mapping": MappingEditor}
+
+
+def make_editor(param: Parameter, parent: QtWidgets.QWidget | None = None) -> ParamEditor:
+    """The editor for a parameter (by widget hint first, then by type)."""
+    if param.widget == "model":
+        return ModelEditor(param, parent)
+    if param.widget == "file":
+        return FileEditor(param, parent)
+    return EDITORS.get(param.type, TextEditor)(param, parent)
+
+
+def tooltip_for(param: Parameter) -> str:
+    """Help text plus range, choices and default."""
+    parts = [param.help]
+    if param.min is not None or param.max is not None:
+        low = _number(param.min) if param.min is not None else "…"
+        high = _number(param.max) if param.max is not None else "…"
+        parts.append(f"Range: {low} to {high}.")
+    parts.append(f"Default: {_text(param.default, param) or '(empty)'}.")
+    return "\n".join(p for p in parts if p)
+
+
+def _number(value: float) -> str:
+    return format_float(float(value)) if value != int(value) else str(int(value))
+
+
+def format_float(value: float) -> str:
+    """Full precision, readable: 2e-4, 0.05, 3.0."""
+    if value != 0 and abs(value) < 0.01:
+        mantissa, exponent = f"{value:.10e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return repr(float(value))
+
+
+def _text(value: Any, param: Parameter) -> str:
+    if param.type == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_float(float(value))
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value) if value else ""
+    return "" if value is None else str(value)
