@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("Tunegraph")
     app.setOrganizationName("Tunegraph")
     apply_theme(app)
+    from app.tools import apply_theme_setting
+    from engine import settings
+
+    apply_theme_setting(settings.load().theme)
     window = MainWindow()
     window.show()
     window.open_initial(argv[0] if argv else None)

@@ -59,12 +59,16 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.settings = settings or SettingsStore()
         self.submit = submit or default_submit
         self.submit_threads: list[SubmitThread] = []
+        self.last_submitted: list[dict] = []
         self.confirm_dialog: ConfirmRunsDialog | None = None
         self.setWindowTitle("Tunegraph")
         self.resize(1440, 900)
         self.canvas = Canvas(self)
         self.setCentralWidget(self.canvas.widget)
         self._build_docks()
+        from app.run_views import install_run_views
+
+        self.run_views = install_run_views(self)  # run panel, runs tab, run details, compare
         self._build_actions()
         self._build_menus()
         self._build_context_menus()
@@ -77,6 +81,9 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.palette.add_requested.connect(self.add_node)
         self.properties.run_requested.connect(self._on_run_requested)
         self.canvas.graph_file_dropped.connect(self.open_file)
+        from app.tools import install_tools
+
+        self.tools = install_tools(self)  # chat pane, library, hardware view, settings
         geometry, state = self.settings.window_layout()
         if geometry is not None:
             self.restoreGeometry(geometry)
@@ -110,9 +117,6 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         runs_label.setObjectName("placeholder")
         runs_label.setWordWrap(True)
         runs_layout.addWidget(runs_label)
-        self.runs_list = QtWidgets.QListWidget()
-        self.runs_list.setVisible(False)
-        runs_layout.addWidget(self.runs_list, 1)
         self.runs_dock = self._dock("Runs", self.runs_panel, area.BottomDockWidgetArea, "runs")
         chat_label = QtWidgets.QLabel("Chat with finished models appears here.")
         chat_label.setObjectName("placeholder")
@@ -347,12 +351,12 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         return thread
 
     def _on_submitted(self, entries: list) -> None:
-        self.runs_list.setVisible(True)
-        for entry in entries:
-            text = f"{entry.get('state')}: {entry.get('name')}  ({entry.get('id')})"
-            if entry.get("error"):
-                text += f" — {entry['error'].get('message')}"
-            self.runs_list.addItem(text)
+        self.last_submitted = list(entries)
+        self.run_views.bridge.refresh()  # the new runs appear in the run panel at once
+        refused = [e for e in entries if e.get("state") == "refused"]
+        if refused:
+            QtWidgets.QMessageBox.warning(self, "Some runs were refused", "\n".join(
+                f"{e.get('name')}: {(e.get('error') or {}).get('message')}" for e in refused))
         queued = sum(e.get("state") == "queued" for e in entries)
         self.statusBar().showMessage(f"{queued} run(s) queued.", 5000)
         self.runs_dock.raise_()
@@ -401,6 +405,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
     def shutdown(self) -> None:
         """Stop helper processes and threads; save the window layout."""
         self.preview.stop()
+        self.tools.shutdown()
+        self.run_views.shutdown()
         if self.confirm_dialog is not None:
             self.confirm_dialog.reject()
         for thread in self.submit_threads:

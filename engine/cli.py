@@ -26,6 +26,13 @@ def _store():
     return Store()
 
 
+def _run_out(run: dict) -> dict:
+    """A run in exactly the DESIGN.md "JSON shapes" keys (the store adds a few of its own)."""
+    from engine.store import RUN_KEYS
+
+    return {key: run[key] for key in RUN_KEYS}
+
+
 # -- graph compilation -------------------------------------------------------------------------
 def compile_graph(path: str, only: list[str] | None = None):
     """Compile a graph file; returns (specs, refused) where refused lists (module name, errors),
@@ -96,7 +103,7 @@ def cmd_run(args) -> int:
         return 1
     states = follow_runs(store, run_ids, quiet=args.json)
     if args.json:
-        _print_json([store.run_json(r) for r in run_ids])
+        _print_json([_run_out(store.run_json(r)) for r in run_ids])
     ok = all(s == "completed" for s in states.values()) and not refused
     return 0 if ok else 1
 
@@ -149,7 +156,7 @@ def cmd_runs(args) -> int:
     store = _store()
     runs = store.list_runs(state=args.state)
     if args.json:
-        _print_json(runs)
+        _print_json([_run_out(run) for run in runs])
         return 0
     if not runs:
         print("No runs yet.")
@@ -166,9 +173,10 @@ def cmd_runs(args) -> int:
 def cmd_show(args) -> int:
     store = _store()
     run_id = store.resolve(args.run)
+    store.ingest(Path(store.run_json(run_id)["run_dir"]))  # fresh even with no supervisor
     run = store.run_json(run_id)
     if args.json:
-        _print_json(run)
+        _print_json(_run_out(run))
         return 0
     print(f"{run['name']}  ({run['id']})")
     print(f"  state     {run['state']}" + (f" ({run['reason']})" if run["reason"] else ""))
@@ -187,6 +195,17 @@ def cmd_show(args) -> int:
     for i, s in enumerate(run["samples"], 1):
         print(f"  sample {i}  {s['prompt']!r}\n            -> {s['response']!r}")
     print(f"  run dir   {run['run_dir']}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from engine.run_diff import diff_json, diff_runs, format_diff
+
+    runs, stats = diff_runs(_store(), args.runs)
+    if args.json:
+        _print_json(diff_json(runs, stats, differences_only=not args.all))
+    else:
+        print(format_diff(runs, stats, differences_only=not args.all))
     return 0
 
 
@@ -265,14 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
+    p = sub.add_parser("diff", help="config, LoRA, data and metric differences between runs")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--all", action="store_true", help="also list equal fields")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
+
     p = sub.add_parser("logs", help="log lines and events of a run")
     p.add_argument("run")
     p.add_argument("--follow", "-f", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_logs)
 
-    for action in ("cancel", "pause", "resume"):
-        p = sub.add_parser(action, help=f"{action} a run")
+    helps = {"cancel": "cancel a run (not reversible; no adapter)",
+             "pause": "pause a run at the next step (checkpoint kept; resume later)",
+             "resume": "resume a paused or failed run from its checkpoint",
+             "stop": "end training now and deliver the adapter (the best checkpoint when the "
+                     "run keeps one)"}
+    for action in ("cancel", "pause", "resume", "stop"):
+        p = sub.add_parser(action, help=helps[action])
         p.add_argument("run")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=cmd_control)
@@ -292,14 +322,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_tiny_model)
 
+    from engine.cli_export import add_parsers as add_export_parsers
+
+    add_export_parsers(sub)
+
     p = sub.add_parser("rebuild-index", help="rebuild the database from the run directories")
     p.set_defaults(func=cmd_rebuild_index)
     return parser
 
 
+def open_app(argv: list[str]) -> int:
+    """`tunegraph` and `tunegraph GRAPH`: the desktop app (the only place the CLI imports Qt)."""
+    if argv and not Path(argv[0]).is_file():
+        print(f"tunegraph: {argv[0]}: no such graph file or command (see tunegraph --help)",
+              file=sys.stderr)
+        return 2
+    try:
+        from app.main import main as app_main
+    except ImportError as err:
+        print(f"tunegraph: the desktop app cannot start: {err}", file=sys.stderr)
+        return 1
+    return app_main(argv[:1])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    commands = next(a.choices for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction))
+    if not argv or (not argv[0].startswith("-") and argv[0] not in commands):
+        return open_app(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

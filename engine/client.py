@@ -25,10 +25,14 @@ def send(store: Store, action: str, run_id: str | None = None, wait: bool = True
     if not wait:
         return {"ok": True, "id": cmd_id}
     deadline = time.time() + WAIT_S
+    checked = time.time()
     while time.time() < deadline:
         cmd = store.command(cmd_id)
         if cmd and cmd.get("done_at"):
             return cmd.get("result") or {"ok": True}
+        if time.time() - checked > 1.0:  # the supervisor may have exited idle just before
+            ensure_supervisor()           # taking the command: a new one takes it
+            checked = time.time()
         time.sleep(0.05)
     raise TunegraphError(f"the supervisor did not answer the {action} command in {WAIT_S:.0f} s",
                          "See supervisor.log in the data directory.")
@@ -68,6 +72,8 @@ def continue_run(store: Store, ref: str, epochs: float) -> dict:
     """A child run that starts from RUN's final checkpoint and trains `epochs` more epochs."""
     from engine.supervisor import has_checkpoint
 
+    if not epochs > 0:
+        raise TunegraphError(f"cannot continue {ref}: --epochs must be above 0, not {epochs:g}")
     run_id = store.resolve(ref)
     run = store.run_json(run_id)
     if run["state"] != "completed":
@@ -82,17 +88,25 @@ def continue_run(store: Store, ref: str, epochs: float) -> dict:
     if spec.training.max_steps:
         raise TunegraphError(f"cannot continue {ref}: it was limited by max_steps, not epochs",
                              "Set max_steps to 0 on the training config to train by epochs.")
-    entry = submit_child(store, spec, parent_dir, run_id)
-    return entry
+    return submit_child(store, spec, parent_dir, run_id, run["estimate"])
 
 
-def submit_child(store: Store, spec: JobSpec, parent_dir, parent_id: str) -> dict:
+def submit_child(store: Store, spec: JobSpec, parent_dir, parent_id: str,
+                 estimate: dict | None = None) -> dict:
+    """Submit `spec` as a child of `parent_id`, starting from the parent's last checkpoint.
+
+    The parent's estimate is reused: the child trains the same model with the same batch shape,
+    so it holds the same memory.
+    """
     from engine.runs import create_run
+    from engine.supervisor import checkpoints
 
-    run_id = create_run(spec, store, parent=parent_id)
-    last = max((p for p in (parent_dir / "checkpoints").iterdir()
-                if p.name.startswith("checkpoint-")), key=lambda p: int(p.name.split("-")[1]))
+    last = checkpoints(parent_dir)[-1]
+    run_id = create_run(spec, store, parent=parent_id, estimate=estimate)
     shutil.copytree(last, paths.runs_dir() / run_id / "checkpoints" / last.name)
-    result = send(store, "submit", run_id)
-    return {"id": run_id, "name": spec.name, "state": result.get("state", "queued"),
-            "parent": parent_id}
+    result = send(store, "submit", run_id, estimate=estimate)
+    entry = {"id": run_id, "name": spec.name, "state": result.get("state", "queued"),
+             "parent": parent_id}
+    if entry["state"] == "refused":
+        entry["error"] = result.get("error")
+    return entry

@@ -1,6 +1,7 @@
 """Control requests from the supervisor to a worker: `control.json` in the run directory.
 
-`{"action": "pause" | "cancel", "at": ts}`, written atomically by the supervisor and polled by the
+`{"action": "pause" | "cancel" | "stop", "at": ts}` (stop: end training now, then evaluate,
+keep the best checkpoint when the run keeps one, and deliver the adapter as for a finished run), written atomically by the supervisor and polled by the
 worker's training callback at every step (portable, works on Windows). SIGTERM/SIGINT only set a flag
 (no I/O inside a signal handler); the callback then treats them as a cancel.
 """
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 CONTROL_FILE = "control.json"
-ACTIONS = ("pause", "cancel")
+ACTIONS = ("pause", "cancel", "stop")
 
 
 def request(run_dir: Path | str, action: str) -> None:
@@ -50,7 +51,7 @@ class Control:
             signal.signal(signal.SIGBREAK, handler)
 
     def action(self) -> str | None:
-        """'pause', 'cancel' or None. A signal counts as cancel."""
+        """'pause', 'cancel', 'stop' or None. A signal counts as cancel."""
         if self._signalled:
             return "cancel"
         try:

@@ -184,7 +184,7 @@ def estimate(spec: JobSpec, device: str = "cpu", gpu_total_gib: float | None = N
         spec.training.gradient_checkpointing == "auto" and device == "cuda")
     vram = {"bf16": peak_vram_gib(shape, spec, False, checkpointing, seq),
             "4bit": peak_vram_gib(shape, spec, True, checkpointing, seq)}
-    warnings: list[str] = []
+    warnings: list[str] = gguf_warnings(spec)
     if device == "cuda" and gpu_total_gib:
         mode, reason = choose_mode(spec, device, gpu_total_gib=gpu_total_gib)
     else:
@@ -208,6 +208,17 @@ def estimate(spec: JobSpec, device: str = "cpu", gpu_total_gib: float | None = N
     return Estimate(params=shape.params, trainable_params=trainable_params(shape, spec),
                     vram_gib=vram, mode=mode, mode_reason=reason, device=device, time_s=times,
                     dataset_rows=rows, warnings=warnings)
+
+
+def gguf_warnings(spec: JobSpec) -> list[str]:
+    """The confirm step's warning for a `gguf:` base that was itself quantized (e.g. Q4_K_M)."""
+    source = spec.base_model.source.strip()
+    if not source.startswith("gguf:"):
+        return []
+    from engine.gguf_base import gguf_path, quantized_warning
+
+    warning = quantized_warning(gguf_path(source[len("gguf:"):]))
+    return [warning] if warning else []
 
 
 def steps_per_epoch(rows: int, spec: JobSpec) -> int:

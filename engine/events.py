@@ -132,6 +132,22 @@ class EventLog:
         self.close()
 
 
+class NullLog:
+    """The event log of a DDP rank other than 0: only rank 0 speaks for the run."""
+
+    def emit(self, kind: str, /, **data: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> NullLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def read_events(path: Path | str, after_seq: int = 0) -> Iterator[Event]:
     """Yield the complete events of a log with seq > after_seq; a torn last line is skipped."""
     path = Path(path)

@@ -128,9 +128,15 @@ def require_adapter(run_dir: Path, spec: JobSpec | None = None) -> Path:
 
 # -- disk space -------------------------------------------------------------------------------------
 def model_bytes_16bit(spec: JobSpec) -> int:
-    """The base model's size in 16-bit (2 bytes per parameter, counted from config.json)."""
+    """The base model's size in 16-bit (2 bytes per parameter, counted from config.json, or from
+    the tensor table of a GGUF base: parsing a GGUF's config takes half a minute)."""
     from engine.estimate import load_config, model_shape
 
+    source = spec.base_model.source.strip()
+    if source.startswith("gguf:"):
+        from engine.gguf_base import gguf_path, parameter_count
+
+        return 2 * parameter_count(gguf_path(source[len("gguf:"):]))
     return 2 * model_shape(load_config(spec)).params
 
 

@@ -16,7 +16,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
-from engine import gguf_tools, ollama
+from engine import gguf_base, gguf_tools, ollama
 from engine.errors import ExportError, RunCancelled, TunegraphError
 from engine.export import ExportJob, base_file, register, safe_name
 from engine.spec import ExportSpec
@@ -28,7 +28,10 @@ def merged_and_gguf(job: ExportJob, options: ExportSpec) -> list[str]:
     label = "GGUF export" if options.gguf else "Merged model export"
     warnings: list[str] = []
     try:
-        if options.gguf:  # fail before the costly merge when the converter cannot take the model
+        source = gguf_source(job)
+        if options.gguf and source is not None:  # written by gguf_base, not the converter
+            gguf_base.check_exportable(source)
+        elif options.gguf:  # fail before the costly merge when the converter cannot take the model
             gguf_tools.converter_dir()
             gguf_tools.check_architecture(_base_architecture(job))
         job.say("Export: merging the adapter into the base model (16-bit)", 0.1)
@@ -58,6 +61,16 @@ def _failed(job: ExportJob, label: str, exc: BaseException) -> list[str]:
     return [warning]
 
 
+def gguf_source(job: ExportJob) -> Path | None:
+    """The base GGUF file when the run's base is a `gguf:` source, else None."""
+    from engine.models import resolve_source
+
+    if not job.spec.base_model.source.strip().startswith("gguf:"):
+        return None
+    resolved = resolve_source(job.spec.base_model)
+    return Path(resolved.location) / str(resolved.gguf_file)
+
+
 def _base_architecture(job: ExportJob) -> str | None:
     from engine.estimate import load_config
 
@@ -78,6 +91,11 @@ def merge_adapter(job: ExportJob) -> Path:
 
     spec = job.spec
     out = job.work_dir / f"{safe_name(spec.name)}-merged"
+    source = gguf_source(job)
+    if source is not None:  # a GGUF base: dequantized, merged in float32, saved in float16
+        gguf_base.merge_and_save(spec.base_model, source, job.adapter_dir, out)
+        finish_tokenizer_files(job, out)
+        return out
     resolved = resolve_source(spec.base_model)
     dtype = (
         torch.float16 if _config_dtype(load_config(spec, resolved)) == "float16" else torch.bfloat16
@@ -209,19 +227,31 @@ def convert_and_quantize(job: ExportJob, merged: Path, quant: str) -> tuple[Path
     def show(line: str) -> None:
         job.progress(line, None)
 
-    job.say("Export: converting the merged model to GGUF (F16)", 0.35)
-    f16 = gguf_tools.convert_to_gguf(
+    source = gguf_source(job)
+    if source is not None:  # keep the source file's metadata and tokenizer, as the run used them
+        job.say(f"Export: writing the merged tensors into a GGUF from {source.name} (F16)", 0.35)
+        f16 = gguf_base.write_merged_gguf(
+            source, merged, job.adapter_dir, job.work_dir / f"{name}-F16.gguf", on_line=show
+        )
+        job.check_cancel()
+    else:
+        job.say("Export: converting the merged model to GGUF (F16)", 0.35)
+        f16 = _convert(job, merged, name, show)
+    if quant == "F16":
+        return f16, f16
+    job.say(f"Export: quantizing to {quant}", 0.55)
+    out = job.work_dir / f"{name}-{quant}.gguf"
+    return f16, gguf_tools.quantize(f16, out, quant, cancel=job.cancel, on_line=show)
+
+
+def _convert(job: ExportJob, merged: Path, name: str, show) -> Path:
+    return gguf_tools.convert_to_gguf(
         merged,
         job.work_dir / f"{name}-F16.gguf",
         model_name=job.spec.name,
         cancel=job.cancel,
         on_line=show,
     )
-    if quant == "F16":
-        return f16, f16
-    job.say(f"Export: quantizing to {quant}", 0.55)
-    out = job.work_dir / f"{name}-{quant}.gguf"
-    return f16, gguf_tools.quantize(f16, out, quant, cancel=job.cancel, on_line=show)
 
 
 def write_ollama_bundle(

@@ -34,10 +34,9 @@ def resolve_source(spec: BaseModelSpec, build_builtin: bool = True) -> ResolvedS
             return ResolvedSource("builtin", source)
         return ResolvedSource("builtin", str(resolve_builtin(source)))
     if source.startswith("gguf:"):
-        path = Path(source[len("gguf:"):]).expanduser()
-        if not path.is_file():
-            raise ModelError(f"Base model: the GGUF file {path} does not exist.",
-                             "Choose an existing .gguf file.")
+        from engine.gguf_base import gguf_path
+
+        path = gguf_path(source[len("gguf:"):])  # a file, or pypi:PACKAGE shipping one
         return ResolvedSource("gguf", str(path.parent), gguf_file=path.name)
     path = Path(source).expanduser()
     if path.exists() or source.startswith((".", "/", "~")) or os.sep in source[:1]:
@@ -50,6 +49,9 @@ def resolve_source(spec: BaseModelSpec, build_builtin: bool = True) -> ResolvedS
                              "Pick the folder that holds config.json and the weights.")
         return ResolvedSource("folder", str(path))
     if HUB_ID.match(source):
+        from engine.settings import check_hub_id
+
+        check_hub_id(source, spec.revision or None)  # offline mode: only cached models
         return ResolvedSource("hub", source)
     raise ModelError(f"Base model: {source!r} is neither an existing folder nor a hub id "
                      "like org/name.", "Use a hub id, a local folder, gguf:PATH or "
@@ -87,7 +89,14 @@ def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(resolved.location, **_hub_kwargs(spec, resolved))
+        if resolved.kind == "gguf":  # rebuilt from the GGUF, with a family template if it has none
+            from engine.gguf_base import load_tokenizer as load_gguf_tokenizer
+
+            tok = load_gguf_tokenizer(Path(resolved.location) / resolved.gguf_file)
+        else:
+            tok = AutoTokenizer.from_pretrained(resolved.location, **_hub_kwargs(spec, resolved))
+    except ModelError:
+        raise
     except Exception as exc:  # the library raises many types; the user needs one sentence
         raise _load_failed("tokenizer", spec, exc) from exc
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
@@ -116,7 +125,13 @@ def load_model(spec: BaseModelSpec, resolved: ResolvedSource, dtype, quantizatio
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
+        if resolved.kind == "gguf" and quantization_config is None:
+            from engine.gguf_base import load_model as load_gguf_model
+
+            return load_gguf_model(Path(resolved.location) / resolved.gguf_file, dtype)
         return AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype, **kwargs)
+    except ModelError:
+        raise
     except Exception as exc:
         raise _load_failed("model", spec, exc) from exc
 

@@ -13,7 +13,12 @@ import platformdirs
 def data_dir() -> Path:
     """The data directory (created on first use)."""
     home = os.environ.get("TUNEGRAPH_HOME")
-    path = Path(home).expanduser() if home else Path(platformdirs.user_data_dir("Tunegraph", False))
+    if home:
+        path = Path(home).expanduser()
+    else:
+        from engine.settings import chosen_data_dir  # the folder picked in Settings, if any
+
+        path = chosen_data_dir() or Path(platformdirs.user_data_dir("Tunegraph", False))
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
 

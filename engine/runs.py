@@ -38,12 +38,18 @@ def create_run(spec: JobSpec, store, parent: str | None = None, estimate: dict |
     return run_id
 
 
-def worker_command(run_dir: Path) -> list[str]:
+def worker_command(run_dir: Path, processes: int = 1) -> list[str]:
+    """The worker's command line; several processes train with DDP under torchrun."""
+    if processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={processes}", "-m", "engine.worker", str(run_dir)]
     return [sys.executable, "-m", "engine.worker", str(run_dir)]
 
 
-def start_worker(run_dir: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start `python -m engine.worker RUN_DIR` in its own process group, output to worker.log."""
+def start_worker(run_dir: Path, env: dict | None = None, processes: int = 1
+                 ) -> subprocess.Popen:
+    """Start `python -m engine.worker RUN_DIR` (under torchrun for processes > 1) in its own
+    process group, output to worker.log."""
     run_dir = Path(run_dir)
     (run_dir / PID_FILE).unlink(missing_ok=True)
     out = open(run_dir / LOG_FILE, "ab")
@@ -54,7 +60,7 @@ def start_worker(run_dir: Path, env: dict | None = None) -> subprocess.Popen:
     else:
         kwargs["start_new_session"] = True
     try:
-        return subprocess.Popen(worker_command(run_dir), **kwargs)
+        return subprocess.Popen(worker_command(run_dir, processes), **kwargs)
     finally:
         out.close()
 

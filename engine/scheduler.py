@@ -37,26 +37,34 @@ def need_gib(estimate: dict | None) -> tuple[float, float]:
     return need, four
 
 
-def refusal(estimate: dict | None, gpus: list[Gpu], gpu_count: int, wants_gpu: bool
-            ) -> Refusal | None:
-    """Why a run can never fit this machine, or None."""
-    usable = [g for g in gpus]
-    if not wants_gpu or not usable:
+def refusal(estimate: dict | None, gpus: list[Gpu], gpu_count: int, wants_gpu: bool, *,
+            requires_gpu: bool = False) -> Refusal | None:
+    """Why a run can never fit this machine, or None.
+
+    The run is judged in the mode it will train in (its estimate's `mode`): a run forced to a
+    16-bit base that only 4-bit would fit is refused too, since it would wait forever.
+    `requires_gpu` (device cuda) refuses a run on a machine without a GPU.
+    """
+    if requires_gpu and not gpus:
+        return Refusal("asks for a CUDA GPU, this machine has none",
+                       "Set device to auto or cpu on the Fine-Tune node.")
+    if not wants_gpu or not gpus:
         return None
-    if gpu_count > len(usable):
-        return Refusal(f"asks for {gpu_count} GPUs, this machine has {len(usable)}",
-                       f"Set GPU count to {len(usable)} or fewer.")
+    if gpu_count > len(gpus):
+        return Refusal(f"asks for {gpu_count} GPUs, this machine has {len(gpus)}",
+                       f"Set GPU count to {len(gpus)} or fewer.")
     need, four = need_gib(estimate)
-    largest = max(g.total_gib for g in usable)
-    limit = largest * HEADROOM
-    best = min(need, four) if four else need
-    if best > limit:
-        return Refusal(
-            f"needs ~{need:.1f} GiB ({four:.1f} GiB in 4-bit), largest GPU has "
-            f"{largest:.0f} GiB",
-            "Enable 4-bit, or lower micro batch size / max sequence length, or use a "
-            "smaller base model.")
-    return None
+    sixteen = float(((estimate or {}).get("vram_gib") or {}).get("bf16") or 0.0)
+    largest = max(g.total_gib for g in gpus)
+    if need <= largest * HEADROOM:
+        return None
+    smaller = "lower micro batch size / max sequence length, or use a smaller base model."
+    if four and four <= largest * HEADROOM:
+        hint = "Enable 4-bit (quantization 4bit or auto on the LoRA config node), or " + smaller
+    else:
+        hint = smaller[0].upper() + smaller[1:]
+    return Refusal(f"needs ~{sixteen or need:.1f} GiB ({four:.1f} GiB in 4-bit), largest GPU "
+                   f"has {largest:.0f} GiB (a run may use {HEADROOM:.0%} of it)", hint)
 
 
 def place(estimate: dict | None, gpus: list[Gpu], held: dict[int, float], suspended: set[int],

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from engine import control, hardware, paths, runs, scheduler
+from engine import control, hardware, paths, runs, scheduler, settings
+from engine.errors import TunegraphError
 from engine.events import LIVE_STATES, SUPERVISOR_LOG, TERMINAL_STATES, EventLog, run_state
 from engine.spec import JobSpec
 from engine.store import Store
@@ -28,6 +30,7 @@ LOCK_FILE = "supervisor.lock"
 TICK_S = 0.25
 CANCEL_GRACE_S = 1.0
 MAX_ATTEMPTS = 3
+ESTIMATE_TIMEOUT_S = 300.0
 HOLD_MARGIN = 1.1
 log = logging.getLogger("tunegraph.supervisor")
 
@@ -41,7 +44,9 @@ class Supervisor:
         self.placements: dict[str, scheduler.Placement] = {}
         self.attempts: dict[str, int] = {}
         self.cancelling: dict[str, float] = {}
-        self.suspended: set[int] = set()
+        # run -> (estimate helper, submit command id, started at)
+        self.estimating: dict[str, tuple[subprocess.Popen, int, float]] = {}
+        self.suspended: set[int] = set(user_settings().suspended_gpus)
         self._stop = False
         self._last_busy = time.time()
 
@@ -58,15 +63,34 @@ class Supervisor:
     def serve(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.reconcile()
-        while not self._stop:
-            busy = self.tick()
-            now = time.time()
-            if busy:
-                self._last_busy = now
-            elif now - self._last_busy > self.idle_exit_s:
-                log.info("idle for %.0f s: exiting", self.idle_exit_s)
-                break
-            time.sleep(TICK_S)
+        try:
+            while not self._stop:
+                try:
+                    busy = self.tick()
+                except Exception:  # e.g. the database stayed locked: log it, try again
+                    log.exception("supervisor tick failed")
+                    busy = True
+                now = time.time()
+                if busy:
+                    self._last_busy = now
+                elif now - self._last_busy > self.idle_exit_s:
+                    log.info("idle for %.0f s: exiting", self.idle_exit_s)
+                    break
+                time.sleep(TICK_S)
+        finally:
+            self.abandon_estimates()
+
+    def abandon_estimates(self) -> None:
+        """On exit: submits still waiting for their estimate are refused, never left hanging."""
+        for run_id, (helper, cmd_id, _) in list(self.estimating.items()):
+            helper.kill()
+            helper.wait()
+            message = "the supervisor stopped before the run was estimated"
+            error = {"class": "RefusedError", "message": message, "hint": "Submit it again."}
+            self.emit(run_id, "error", **error)
+            self.emit(run_id, "status", state="refused", reason=message)
+            self.store.finish_command(cmd_id, {"ok": True, "state": "refused", "error": error})
+        self.estimating.clear()
 
     def tick(self) -> bool:
         """One round: commands, workers, scheduling. Returns True while anything is live."""
@@ -76,22 +100,32 @@ class Supervisor:
             except Exception as exc:  # a bad command must not take the supervisor down
                 log.exception("command %s failed", cmd)
                 result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            self.store.finish_command(cmd["id"], result)
+            if result is not None:  # None: answered later (a submit waiting for its estimate)
+                self.store.finish_command(cmd["id"], result)
+        self.watch_estimates()
         self.watch_workers()
         self.schedule()
         queued = self.store.list_runs(state="queued")
-        return bool(self.procs or queued)
+        return bool(self.procs or queued or self.estimating)
 
     # -- commands --------------------------------------------------------------------------------
-    def handle(self, cmd: dict) -> dict:
+    def handle(self, cmd: dict) -> dict | None:
         action, run_id = cmd["action"], cmd.get("run_id")
         args = cmd.get("args") or {}
         if action == "submit":
-            return self.submit(run_id, args.get("estimate"))
+            estimate = args.get("estimate") or read_submission(paths.runs_dir() / run_id).get(
+                "estimate")
+            if estimate is None:  # estimated in a helper process; the loop goes on meanwhile
+                self.estimating[run_id] = (start_estimate(paths.runs_dir() / run_id), cmd["id"],
+                                           time.time())
+                return None
+            return self.submit(run_id, estimate)
         if action == "cancel":
             return self.cancel(run_id)
         if action == "pause":
             return self.pause(run_id)
+        if action == "stop":
+            return self.pause(run_id, "stop")
         if action == "resume":
             return self.resume(run_id)
         if action == "suspend_gpu":
@@ -105,15 +139,39 @@ class Supervisor:
             return {"ok": True}
         return {"ok": False, "error": f"unknown command {action!r}"}
 
+    def watch_estimates(self) -> None:
+        """Submit the runs whose estimate helper has finished, and answer their commands."""
+        for run_id, (helper, cmd_id, started) in list(self.estimating.items()):
+            if helper.poll() is None:
+                if time.time() - started < ESTIMATE_TIMEOUT_S:
+                    continue
+                helper.kill()  # submitted without an estimate: it holds nothing
+                helper.wait()
+            del self.estimating[run_id]
+            try:
+                result = self.submit(run_id, read_estimate(helper))
+            except Exception as exc:  # noqa: BLE001 - the client must get an answer
+                log.exception("submit of %s failed", run_id)
+                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            self.store.finish_command(cmd_id, result)
+
     def submit(self, run_id: str, estimate: dict | None) -> dict:
         run_dir = paths.runs_dir() / run_id
         spec = JobSpec.load(run_dir / "spec.json")
         meta = read_submission(run_dir)
-        if estimate is None:
-            estimate = meta.get("estimate") or estimate_in_helper(run_dir)
         gpus = hardware.gpus()
         refused = scheduler.refusal(estimate, gpus, spec.resources.gpu_count,
-                                    spec.resources.device != "cpu")
+                                    spec.resources.device != "cpu",
+                                    requires_gpu=spec.resources.device == "cuda")
+        wants_gpu = spec.resources.device != "cpu" and bool(gpus)
+        if not refused and wants_gpu and user_settings().gpu_policy == "refuse":
+            free_now = scheduler.place(estimate, gpus, self.held(), self.suspended,
+                                       spec.resources.gpu_count, True, 0)
+            if free_now is None:
+                refused = scheduler.Refusal(
+                    "every GPU is busy and the GPU policy is to refuse rather than queue",
+                    "Start it again when a GPU is free, or set the GPU policy to queue in "
+                    "Settings.")
         if refused:
             message = f"{spec.name}: {refused.message}"
             error = {"class": "RefusedError", "message": message, "hint": refused.hint}
@@ -137,13 +195,15 @@ class Supervisor:
             self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
         return {"ok": True}
 
-    def pause(self, run_id: str) -> dict:
+    def pause(self, run_id: str, action: str = "pause") -> dict:
         state = self.state(run_id)
+        if state == "queued" and run_id in self.procs:
+            state = "starting"  # its worker is up but has not said so yet
         if state == "queued":
             return {"ok": False, "error": "a queued run cannot be paused; cancel it instead"}
         if state not in ("starting", "training"):
             return {"ok": False, "error": f"only a training run can be paused (it is {state})"}
-        control.request(paths.runs_dir() / run_id, "pause")
+        control.request(paths.runs_dir() / run_id, action)
         return {"ok": True}
 
     def resume(self, run_id: str) -> dict:
@@ -168,7 +228,13 @@ class Supervisor:
             run_id = run["id"]
             if run_id in self.procs:
                 continue
-            spec = JobSpec.load(paths.runs_dir() / run_id / "spec.json")
+            try:
+                spec = JobSpec.load(paths.runs_dir() / run_id / "spec.json")
+            except (OSError, ValueError, TunegraphError) as err:  # must not hold up the rest
+                self.emit(run_id, "error", **{"class": type(err).__name__, "message": str(err),
+                                              "hint": "Submit the run again."})
+                self.emit(run_id, "status", state="failed", reason=str(err))
+                continue
             held = self.held()
             cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
             place = scheduler.place(run["estimate"], gpus, held, self.suspended,
@@ -189,16 +255,24 @@ class Supervisor:
     def start(self, run_id: str, place: scheduler.Placement, gpus) -> None:
         run_dir = paths.runs_dir() / run_id
         control.clear(run_dir)
-        env = {"TUNEGRAPH_THREADS": str(hardware.cpu_threads_per_run())}
-        if place.device == "cuda" and not any(g.fake for g in gpus):
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in place.gpus)
+        drop_torn_checkpoints(run_dir)  # no worker of this run is alive here
+        prefs = user_settings()
+        env = settings.worker_env({}, prefs)  # offline mode, threads
+        env["TUNEGRAPH_THREADS"] = str(prefs.cpu_threads or hardware.cpu_threads_per_run())
+        if place.device == "cuda":
+            env["TUNEGRAPH_GPU_IDS"] = ",".join(str(i) for i in place.gpus)
+            if not any(g.fake for g in gpus):
+                env["CUDA_VISIBLE_DEVICES"] = env["TUNEGRAPH_GPU_IDS"]
         gpu_key = ",".join(str(i) for i in place.gpus) if place.gpus else "cpu"
         self.store.set_hold(run_id, gpu_key, place.hold_gib)
         self.emit(run_id, "schedule", message=place.message, gpus=place.gpus,
                   hold_gib=place.hold_gib, device=place.device)
         self.placements[run_id] = place
         self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
-        self.procs[run_id] = runs.start_worker(run_dir, env)
+        processes = JobSpec.load(run_dir / "spec.json").resources.gpu_count
+        if processes > 1 and place.device == "cpu":  # DDP on the CPU (gloo): split the cores
+            env["TUNEGRAPH_THREADS"] = str(max(1, int(env["TUNEGRAPH_THREADS"]) // processes))
+        self.procs[run_id] = runs.start_worker(run_dir, env, processes)
 
     def kill(self, run_id: str) -> None:
         proc = self.procs.get(run_id)
@@ -225,6 +299,8 @@ class Supervisor:
         place = self.placements.get(run_id)
         if not place or place.device != "cuda":
             return
+        if not str(self.store.run_json(run_id)["device"] or "").startswith("cuda"):
+            return  # a worker on the CPU (fake GPUs) measures RAM, not VRAM
         peaks = [m.get("peak_mem_gib") for m in self.store.metrics(run_id)[-5:]]
         peaks = [p for p in peaks if p]
         if not peaks:
@@ -288,8 +364,10 @@ class Supervisor:
             self.store.ingest(run_dir)
             run_id = run_dir.name
             state, _ = run_state(run_dir)
-            if state not in LIVE_STATES or state == "queued":
+            if state not in LIVE_STATES:
                 continue
+            if state == "queued" and not runs.worker_alive(run_dir):
+                continue  # still waiting for a place (a worker just started is adopted below)
             if state == "retrying":
                 self.emit(run_id, "status", state="queued", reason="retrying")
                 continue
@@ -314,6 +392,14 @@ class Supervisor:
                 self.store.release_hold(h["run_id"])
 
 
+def user_settings() -> settings.Settings:
+    """The user's settings; defaults when the file is unreadable (never stop the queue)."""
+    try:
+        return settings.load()
+    except Exception:
+        return settings.Settings()
+
+
 def read_submission(run_dir: Path) -> dict:
     """What the client recorded at submission: parent, created_at, estimate."""
     try:
@@ -322,21 +408,61 @@ def read_submission(run_dir: Path) -> dict:
         return {}
 
 
-def has_checkpoint(run_dir: Path) -> bool:
-    ckpt = Path(run_dir) / "checkpoints"
-    return ckpt.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest step first.
+
+    A worker killed while saving leaves a folder without `trainer_state.json` (the Trainer
+    writes it last): that one cannot be resumed from and does not count.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    found = []
+    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        step = path.name.split("-", 1)[1]
+        if step.isdigit() and _complete_checkpoint(path):
+            found.append((int(step), path))
+    return [path for _, path in sorted(found)]
 
 
-def estimate_in_helper(run_dir: Path) -> dict | None:
-    """Estimate a run in a helper process (the supervisor never imports torch)."""
+def _complete_checkpoint(path: Path) -> bool:
     try:
-        out = subprocess.run([sys.executable, "-m", "engine.estimate_report", str(run_dir)],
-                             capture_output=True, text=True, timeout=300)
-        if out.returncode == 0:
-            return json.loads(out.stdout)
-    except (subprocess.TimeoutExpired, ValueError):
-        pass
-    return None
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """True when the run can be resumed: it has a complete checkpoint."""
+    return bool(checkpoints(run_dir))
+
+
+def drop_torn_checkpoints(run_dir: Path) -> None:
+    """Delete checkpoint folders a dead worker left half-written, so a new worker resumes from
+    the latest complete one (the Trainer takes the highest-numbered folder)."""
+    complete = set(checkpoints(run_dir))
+    for path in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
+        if path.is_dir() and path not in complete:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def start_estimate(run_dir: Path) -> subprocess.Popen:
+    """Estimate a run in a helper process (the supervisor never imports torch)."""
+    return subprocess.Popen([sys.executable, "-m", "engine.estimate_report", str(run_dir)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def read_estimate(helper: subprocess.Popen) -> dict | None:
+    """The estimate a finished helper printed, or None when it failed."""
+    out = helper.stdout.read() if helper.stdout else ""
+    if helper.stdout:
+        helper.stdout.close()
+    if helper.returncode != 0:
+        return None
+    try:
+        return json.loads(out)
+    except ValueError:
+        return None
 
 
 # -- process management --------------------------------------------------------------------------
@@ -364,13 +490,13 @@ def ensure_supervisor(timeout: float = 20.0) -> int:
     pid = supervisor_pid()
     if pid:
         return pid
-    kwargs: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
-                    "stderr": open(paths.data_dir() / "supervisor.log", "ab")}
+    kwargs: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
     if os.name == "nt":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | 0x00000008
     else:
         kwargs["start_new_session"] = True
-    subprocess.Popen([sys.executable, "-m", "engine", "supervisor"], **kwargs)
+    with open(paths.data_dir() / "supervisor.log", "ab") as err:
+        subprocess.Popen([sys.executable, "-m", "engine", "supervisor"], stderr=err, **kwargs)
     deadline = time.time() + timeout
     while time.time() < deadline:
         pid = supervisor_pid()

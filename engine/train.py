@@ -95,7 +95,7 @@ class EventCallback(TrainerCallback):
         self._last_log_t: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.log.emit("status", state="training", device=self.device)
+        self.log.emit("status", state="training", device=device_label(self.device))
         self._last_step_t = self._last_log_t = time.time()
         self._last_tokens = state.num_input_tokens_seen or 0
         self.log.emit("progress", step=state.global_step, max_steps=state.max_steps, eta_s=None,
@@ -112,7 +112,7 @@ class EventCallback(TrainerCallback):
             eta = round(per_step * max(state.max_steps - state.global_step, 0), 1)
         self.log.emit("progress", step=state.global_step, max_steps=state.max_steps, eta_s=eta,
                       epoch=round(state.epoch or 0.0, 4))
-        action = self.ctl.action()
+        action = agree(self.ctl.action(), args.device)
         if action == "pause":
             control.should_save = True  # a checkpoint at this step, then stop
             control.should_training_stop = True
@@ -120,6 +120,13 @@ class EventCallback(TrainerCallback):
         elif action == "cancel":
             control.should_training_stop = True
             self.stopped = "cancel"
+        elif action == "stop" and self.stopped != "stop":  # end early, as a finished run
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = bool(args.eval_strategy != "no")
+            self.stopped = "stop"
+            self.log.emit("log", level="info",
+                          message=f"Stopped early by the user at step {state.global_step}")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -139,6 +146,30 @@ class EventCallback(TrainerCallback):
                       grad_norm=logs.get("grad_norm"), lr=logs.get("learning_rate"),
                       tokens_per_s=tokens_per_s, tokens_seen=tokens,
                       peak_mem_gib=peak_memory_gib(self.device))
+
+
+ACTION_CODES = (None, "pause", "cancel", "stop")
+
+
+def agree(action: str | None, device) -> str | None:
+    """Under DDP, every rank takes rank 0's control decision, so all stop at the same step."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return action
+    code = torch.tensor([ACTION_CODES.index(action)], device=device)
+    dist.broadcast(code, src=0)
+    return ACTION_CODES[int(code.item())]
+
+
+def device_label(device: str) -> str:
+    """'cpu' or 'cuda:N' with N the machine's GPU index (the supervisor passes its placement)."""
+    if device != "cuda":
+        return device
+    import os
+
+    ids = os.environ.get("TUNEGRAPH_GPU_IDS") or os.environ.get("CUDA_VISIBLE_DEVICES") or "0"
+    return "cuda:" + ids.split(",")[0]
 
 
 def peak_memory_gib(device: str) -> float | None:
@@ -164,7 +195,9 @@ def training_arguments(spec: JobSpec, run_dir: Path, device: str, dtype, has_eva
     eval_strategy = "no"
     if has_eval:
         eval_strategy = "steps" if t.eval_steps else "epoch"
-    save_strategy, save_steps = ("steps", t.save_steps) if t.save_steps else ("no", 500)
+    # save_steps 0 = only at the end: the Trainer saves the final step under a "steps" strategy,
+    # and pause, resume after a failure and `continue` all need that checkpoint
+    save_strategy, save_steps = "steps", (t.save_steps or 10**9)
     best = bool(t.keep_best or t.early_stopping_patience)
     if best:  # the best checkpoint can only be chosen among evaluated ones
         save_strategy, save_steps = eval_strategy, (t.eval_steps or 500)
@@ -198,6 +231,7 @@ def training_arguments(spec: JobSpec, run_dir: Path, device: str, dtype, has_eva
         activation_checkpointing=gc,
         activation_checkpointing_kwargs={"use_reentrant": False} if gc else None,
         include_num_input_tokens_seen="non_padding",
+        ddp_backend="gloo" if device == "cpu" and spec.resources.gpu_count > 1 else None,
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
@@ -274,8 +308,14 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
 
     log.emit("status", state="evaluating")
     final_metrics = {"train_loss": _last_loss(trainer)}
+    if not trainer.is_world_process_zero():
+        if has_eval and not _evaluated_at_end(trainer):
+            trainer.evaluate()  # a collective: every rank takes part
+        return []
     if has_eval:
-        final_metrics.update(trainer.evaluate())
+        last_eval = _evaluated_at_end(trainer)
+        # the end-of-epoch evaluation may already have been the final one
+        final_metrics.update(last_eval or trainer.evaluate())
     samples = generate_samples(model, tokenizer, data.sample_prompts, device)
     for sample in samples:
         log.emit("sample", **sample)
@@ -287,8 +327,17 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     log.emit("status", state="exporting")
     from engine.export import export_after_training
 
-    return export_after_training(spec, run_dir, log,
-                                 cancel=lambda: control.action() == "cancel")
+    warnings = export_after_training(spec, run_dir, log,
+                                     cancel=lambda: control.action() == "cancel")
+    if callback.stopped == "stop":
+        warnings.insert(0, f"stopped early by the user at step {trainer.state.global_step} of "
+                           f"{trainer.state.max_steps}")
+    return warnings
+
+
+def _evaluated_at_end(trainer: Trainer) -> dict | None:
+    last = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), None)
+    return last if last and last.get("step") == trainer.state.global_step else None
 
 
 def _targets(targets: list[str]):

@@ -22,11 +22,20 @@ PID_FILE = "worker.pid"
 LOG_FILE = "worker.log"
 
 
+def rank() -> int:
+    """This process's DDP rank (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def write_pid(run_dir: Path) -> None:
+    """Record the process that stands for the run: this one, or torchrun's launcher under DDP
+    (its tree holds every rank, so a cancel kills them all)."""
     import psutil
 
-    info = {"pid": os.getpid(), "create_time": psutil.Process().create_time(),
-            "started": time.time()}
+    proc = psutil.Process()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        proc = proc.parent()
+    info = {"pid": proc.pid, "create_time": proc.create_time(), "started": time.time()}
     tmp = run_dir / (PID_FILE + ".tmp")
     tmp.write_text(json.dumps(info), encoding="utf-8")
     os.replace(tmp, run_dir / PID_FILE)
@@ -57,14 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0]).resolve()
     from engine.control import Control
     from engine.errors import RunCancelled, RunPaused, TunegraphError
-    from engine.events import EventLog
+    from engine.events import EventLog, NullLog
     from engine.spec import JobSpec
 
     logger = _setup_logging(run_dir)
     control = Control(run_dir)
     control.install_signal_handlers()
-    write_pid(run_dir)
-    with EventLog(run_dir / "events.jsonl") as log:
+    if rank() == 0:
+        write_pid(run_dir)
+    with EventLog(run_dir / "events.jsonl") if rank() == 0 else NullLog() as log:
         log.emit("status", state="starting", pid=os.getpid())
         try:
             spec = JobSpec.load(run_dir / "spec.json")
@@ -107,4 +117,8 @@ def describe_crash(exc: BaseException) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip torch's slow interpreter teardown: the next queued run starts sooner

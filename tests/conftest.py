@@ -55,16 +55,34 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_processes():
-    """Fail a test that leaves a child process of this one running."""
+def _no_leftover_processes(tg_home):
+    """Fail a test that leaves a process behind: a child of this one, or any process of its data
+    directory (supervisor and workers are detached, so they are found by their TUNEGRAPH_HOME)."""
     yield
     import psutil
 
     me = psutil.Process()
-    alive = [p for p in me.children(recursive=True) if p.is_running()
-             and p.status() != psutil.STATUS_ZOMBIE]
-    if alive:
-        for p in alive:
-            p.kill()
+    alive = {p.pid: p for p in me.children(recursive=True)}
+    home = str(tg_home)
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != me.pid and proc.environ().get("TUNEGRAPH_HOME") == home:
+                alive[proc.pid] = proc
+        except psutil.Error:
+            continue
+    left = []
+    for p in alive.values():
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append((p, " ".join(p.cmdline()[:4])))
+        except psutil.Error:
+            continue
+    if left:
+        for p, _ in left:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs([p for p, _ in left], timeout=5)
         pytest.fail("test left processes behind: " + ", ".join(
-            f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in alive))
+            f"{p.pid} {cmd}" for p, cmd in left))

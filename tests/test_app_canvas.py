@@ -348,13 +348,14 @@ def test_confirmation_runs_the_real_estimate_and_start_submits(window, qtbot):
     assert text.count("Parameters") == 2
     assert "1.97 M" in text and "300 rows ⚠ under 1,000" in text
     dialog.start_button.click()
-    qtbot.waitUntil(lambda: window.runs_list.count() == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: len(window.last_submitted) == 2, timeout=10_000)
     for thread in list(window.submit_threads):
         thread.wait()
     (specs, estimates), = window.submitted
     assert [s.name for s in specs] == ["support lr 1e-3", "support lr 5e-3"]
     assert all(e["dataset_rows"] == 300 for e in estimates)
-    assert "queued: support lr 1e-3" in window.runs_list.item(0).text()
+    first = window.last_submitted[0]
+    assert (first["state"], first["name"]) == ("queued", "support lr 1e-3")
 
 
 def test_cancel_submits_nothing(window, qtbot):

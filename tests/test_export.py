@@ -461,7 +461,7 @@ def test_required_space_counts_merge_f16_quant_and_bundle():
     assert q4 == MARGIN_BYTES + 100 + gib + gib + 2 * int(gib * 4.9 / 16)
     f16 = required_bytes(spec, ExportSpec(gguf=True, quant="F16"), 100, size_16bit=gib)
     assert f16 == MARGIN_BYTES + 100 + 3 * gib
-    assert required_bytes(spec, ExportSpec(), 100) == MARGIN_BYTES + 100
+    assert required_bytes(spec, ExportSpec(gguf=False), 100) == MARGIN_BYTES + 100
 
 
 def test_quantize_rejects_unknown_type_and_passes_f16_through(tmp_path):

@@ -204,3 +204,64 @@ def test_qlora_config_is_nf4_with_double_quant():
     assert cfg.bnb_4bit_use_double_quant and cfg.bnb_4bit_compute_dtype == torch.bfloat16
     with pytest.raises(SpecError, match="lora.quantization"):
         quantization_config(spec, "cpu", "qlora")
+
+
+def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
+    """gpu_count 2 launches two ranks under torchrun; each sees half the data, rank 0 reports."""
+    from engine.runs import worker_command
+
+    data = write_chats(tmp_path / "chats.jsonl", 40)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    spec = fast_spec(data, max_steps=0, epochs=1.0, save_steps=0)
+    spec.resources.gpu_count = 2
+    spec.export.gguf = False
+    spec.export.adapter_zip = False
+    spec.save(run_dir / "spec.json")
+    env = {**__import__("os").environ, "TUNEGRAPH_THREADS": "1"}
+    proc = subprocess.run(worker_command(run_dir, 2), capture_output=True, text=True,
+                          timeout=400, env=env, cwd=run_dir)
+    assert proc.returncode == 0, (run_dir / "worker.log").read_text()[-3000:] + proc.stderr[-2000:]
+    events = list(read_events(run_dir / "events.jsonl"))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))  # one writer: rank 0
+    assert run_state(run_dir)[0] == "completed"
+    # 36 training rows, micro batch 4: 9 steps in one process, 5 when two ranks split the data
+    assert [e for e in events if e.kind == "progress"][-1]["max_steps"] == 5
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert len([e for e in events if e.kind == "status" and e["state"] == "starting"]) == 1
+
+
+def test_stop_ends_training_early_and_still_delivers_the_adapter(tmp_path):
+    """The run panel's "Stop and keep best": training ends at the next step, then the run
+    evaluates, keeps its best checkpoint and saves the adapter as a finished run would."""
+    import time
+
+    from engine import control
+
+    data = write_chats(tmp_path / "chats.jsonl")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    spec = fast_spec(data, max_steps=400, keep_best=True, eval_steps=2, save_steps=2)
+    spec.export.gguf = False
+    spec.save(run_dir / "spec.json")
+    proc = subprocess.Popen([sys.executable, "-m", "engine.worker", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(
+                e.kind == "metric" for e in read_events(run_dir / "events.jsonl")):
+            time.sleep(0.2)
+        control.request(run_dir, "stop")
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = list(read_events(run_dir / "events.jsonl"))
+    done = [e for e in events if e.kind == "status"][-1]
+    assert done["state"] == "completed"
+    assert done["warnings"] and "stopped early" in done["warnings"][0]
+    last_step = max(e["step"] for e in events if e.kind == "metric")
+    assert last_step < 400
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert any(e.kind == "sample" for e in events)

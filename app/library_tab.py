@@ -1,0 +1,290 @@
+"""The library: every exported artifact (adapter ZIPs, merged folders, GGUFs, GGUF bundles).
+
+It reads the manifests in `<data dir>/library/<artifact id>/manifest.json` (the files are the
+truth; the store only indexes them). Open folder, export a copy to a chosen folder, install a GGUF
+bundle into Ollama when `ollama` is on PATH, and delete an artifact after asking. Deleting a run
+record elsewhere never comes here: artifacts outlive their runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.chat_worker import error_text
+from engine import ollama, paths
+
+KIND_LABELS = {
+    "adapter_zip": "Adapter ZIP",
+    "merged_dir": "Merged 16-bit folder",
+    "gguf": "GGUF",
+    "gguf_bundle": "GGUF bundle (Ollama)",
+}
+COLUMNS = ("Artifact", "Run", "Base model", "Quant", "Size", "Created")
+
+
+# -- the library on disk (no Qt) -------------------------------------------------------------
+def human_size(size: float | None) -> str:
+    if size is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _run_name(run_id: str | None) -> str:
+    if not run_id:
+        return ""
+    try:
+        spec = json.loads((paths.runs_dir() / run_id / "spec.json").read_text(encoding="utf-8"))
+        return str(spec.get("name") or run_id)
+    except (OSError, ValueError):
+        return run_id
+
+
+def library_entries() -> list[dict]:
+    """Every artifact with a readable manifest, newest first, with `folder`, `file` and
+    `run_name` added."""
+    out = []
+    for manifest in paths.library_dir().glob("*/manifest.json"):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        folder = manifest.parent
+        data["folder"] = str(folder)
+        data["file"] = str(folder / data.get("path", ""))
+        data["run_name"] = _run_name(data.get("run_id"))
+        out.append(data)
+    return sorted(out, key=lambda d: (-float(d.get("created_at") or 0), str(d.get("id"))))
+
+
+def delete_artifact(entry: dict) -> None:
+    """Remove one artifact's folder, and nothing outside the library."""
+    folder = Path(entry["folder"]).resolve()
+    library = paths.library_dir().resolve()
+    if folder.parent != library:
+        raise ValueError(f"{folder} is not an artifact folder of {library}")
+    shutil.rmtree(folder)
+
+
+def export_artifact(entry: dict, dest_dir: Path | str) -> Path:
+    """Copy the artifact (file or folder) into `dest_dir`; returns the copy."""
+    src = Path(entry["file"])
+    dest = Path(dest_dir) / src.name
+    if dest.exists():
+        raise FileExistsError(f"{dest} already exists; choose another folder or remove it.")
+    if src.is_dir():
+        shutil.copytree(src, dest)
+    else:
+        shutil.copy2(src, dest)
+    return dest
+
+
+def install_bundle(entry: dict) -> str:
+    """Unpack a GGUF bundle ZIP and `ollama create` it; returns ollama's output."""
+    with tempfile.TemporaryDirectory(prefix="tunegraph-ollama-") as tmp:
+        with zipfile.ZipFile(entry["file"]) as zf:
+            zf.extractall(tmp)
+        modelfiles = sorted(Path(tmp).rglob("Modelfile"))
+        if not modelfiles:
+            raise FileNotFoundError(f"{entry['file']} holds no Modelfile")
+        return ollama.install(entry.get("run_name") or entry["id"], modelfiles[0].parent)
+
+
+# -- the tab ------------------------------------------------------------------------------------
+def ask_user(parent: QtWidgets.QWidget, title: str, text: str) -> bool:
+    answer = QtWidgets.QMessageBox.question(parent, title, text)
+    return answer == QtWidgets.QMessageBox.StandardButton.Yes
+
+
+class _InstallThread(QtCore.QThread):
+    finished_ok = QtCore.Signal(str)
+    failed = QtCore.Signal(str)
+
+    def __init__(self, entry: dict, parent: QtCore.QObject):
+        super().__init__(parent)
+        self.entry = entry
+
+    def run(self) -> None:
+        try:
+            self.finished_ok.emit(install_bundle(self.entry))
+        except Exception as err:
+            self.failed.emit(error_text(err))
+
+
+class LibraryTab(QtWidgets.QWidget):
+    """A table of artifacts and the actions on the selected one."""
+
+    changed = QtCore.Signal()
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None,
+                 confirm: Callable[[QtWidgets.QWidget, str, str], bool] = ask_user):
+        super().__init__(parent)
+        self.confirm = confirm
+        self.entries: list[dict] = []
+        self._install: _InstallThread | None = None
+        self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.setAlternatingRowColors(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+
+        self.refresh_button = QtWidgets.QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        self.open_button = QtWidgets.QPushButton("Open folder")
+        self.open_button.clicked.connect(self.open_folder)
+        self.export_button = QtWidgets.QPushButton("Export to…")
+        self.export_button.clicked.connect(self.export_dialog)
+        self.ollama_button = QtWidgets.QPushButton("Install into Ollama")
+        self.ollama_button.clicked.connect(self.install_selected)
+        self.delete_button = QtWidgets.QPushButton("Delete…")
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.status = QtWidgets.QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setObjectName("hint")
+        buttons = QtWidgets.QHBoxLayout()
+        for b in (self.refresh_button, self.open_button, self.export_button, self.ollama_button,
+                  self.delete_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.status)
+        self.refresh()
+
+    def refresh(self) -> None:
+        selected = self.selected()
+        self.entries = library_entries()
+        self.table.setRowCount(len(self.entries))
+        for row, e in enumerate(self.entries):
+            base = str(e.get("base_model") or "")
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("created_at") or 0))
+            cells = (KIND_LABELS.get(e.get("kind"), str(e.get("kind"))), e["run_name"],
+                     Path(base).name if base.startswith(("/", "~")) else base,
+                     e.get("quant") or "", human_size(e.get("bytes")), created)
+            for col, text in enumerate(cells):
+                item = QtWidgets.QTableWidgetItem(text)
+                item.setToolTip({0: e["file"], 1: str(e.get("run_id") or ""), 2: base}.get(col, ""))
+                if col == 4:
+                    item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight
+                                          | QtCore.Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, item)
+        if selected:
+            for row, e in enumerate(self.entries):
+                if e["id"] == selected["id"]:
+                    self.table.selectRow(row)
+        if not self.entries:
+            self.status.setText("No artifacts yet: export a finished run to see it here.")
+        elif not self.status.text() or self.status.text().startswith("No artifacts"):
+            self.status.setText(f"{len(self.entries)} artifacts in {paths.library_dir()}. "
+                                "Double-click a GGUF to chat with it.")
+        self._update_buttons()
+
+    def selected(self) -> dict | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows or rows[0].row() >= len(self.entries):
+            return None
+        return self.entries[rows[0].row()]
+
+    def select_id(self, artifact_id: str) -> None:
+        for row, e in enumerate(self.entries):
+            if e["id"] == artifact_id:
+                self.table.selectRow(row)
+
+    def _update_buttons(self) -> None:
+        entry = self.selected()
+        for b in (self.open_button, self.export_button, self.delete_button):
+            b.setEnabled(entry is not None)
+        can_install = entry is not None and entry.get("kind") == "gguf_bundle"
+        on_path = ollama.ollama_available()
+        self.ollama_button.setEnabled(can_install and on_path and self._install is None)
+        self.ollama_button.setToolTip("" if on_path else "Ollama is not on PATH.")
+
+    def open_folder(self) -> None:
+        entry = self.selected()
+        if entry:
+            QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(entry["folder"]))
+
+    def export_dialog(self) -> None:
+        entry = self.selected()
+        if not entry:
+            return
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Export to folder")
+        if folder:
+            self.export_to(entry, folder)
+
+    def export_to(self, entry: dict, folder: str | Path) -> Path | None:
+        try:
+            dest = export_artifact(entry, folder)
+        except (OSError, shutil.Error) as err:
+            self.status.setText(f"Export failed: {err}")
+            return None
+        self.status.setText(f"Copied to {dest}")
+        return dest
+
+    def delete_selected(self) -> bool:
+        entry = self.selected()
+        if not entry:
+            return False
+        label = KIND_LABELS.get(entry.get("kind"), entry.get("kind"))
+        text = (f"Delete the {label} of “{entry['run_name']}” ({human_size(entry.get('bytes'))})?"
+                f"\n\n{entry['file']}\n\nThe run itself is kept.")
+        if not self.confirm(self, "Delete artifact", text):
+            return False
+        try:
+            delete_artifact(entry)
+        except (OSError, ValueError) as err:
+            self.status.setText(f"Could not delete: {err}")
+            return False
+        self.status.setText(f"Deleted {Path(entry['file']).name}.")
+        self.refresh()
+        self.changed.emit()
+        return True
+
+    def install_selected(self) -> None:
+        entry = self.selected()
+        if not entry or self._install is not None:
+            return
+        self.status.setText(f"Installing {Path(entry['file']).name} into Ollama…")
+        self._install = _InstallThread(entry, self)
+        self._install.finished_ok.connect(self._on_installed)
+        self._install.failed.connect(self._on_install_failed)
+        self._install.finished.connect(self._on_install_thread_done)
+        self._install.start()
+        self._update_buttons()
+
+    @QtCore.Slot(str)
+    def _on_installed(self, output: str) -> None:
+        lines = output.strip().splitlines()
+        self.status.setText("Installed into Ollama." + (f" {lines[-1]}" if lines else ""))
+
+    @QtCore.Slot(str)
+    def _on_install_failed(self, message: str) -> None:
+        self.status.setText(f"Ollama install failed: {message}")
+
+    @QtCore.Slot()
+    def _on_install_thread_done(self) -> None:
+        self._install = None
+        self._update_buttons()
+
+    def shutdown(self) -> None:
+        """Wait for an Ollama install in progress (call before the window closes)."""
+        if self._install is not None:
+            self._install.wait()

@@ -1,0 +1,191 @@
+"""The runs tab: every run, newest start first, with a state filter, text search, multi-select,
+open, compare and delete (the run record and folder; library artifacts stay)."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.run_bridge import RunBridge
+from app.run_panel import STATE_STYLE
+
+FILTERS = {  # shown name -> states (None: all)
+    "All": None,
+    "Training": ("starting", "training", "evaluating", "exporting", "retrying"),
+    "Queued": ("queued",),
+    "Paused": ("paused",),
+    "Completed": ("completed",),
+    "Failed": ("failed", "refused"),
+    "Cancelled": ("cancelled",),
+}
+COLUMNS = ("Name", "State", "Started", "Step", "Loss", "Eval loss", "Device", "Id")
+SORT_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
+DELETE_TEXT = ("Delete {n} run record(s)?\n\n{names}\n\nThe run folders (logs, checkpoints) are "
+               "deleted. Exported artifacts in the library stay.")
+
+
+class _Item(QtWidgets.QTreeWidgetItem):
+    def __lt__(self, other: QtWidgets.QTreeWidgetItem) -> bool:
+        return (self.data(0, SORT_ROLE) or 0) < (other.data(0, SORT_ROLE) or 0)
+
+
+def confirm_delete(parent: QtWidgets.QWidget, names: list[str]) -> bool:
+    """Ask before deleting run records. Tests replace `RunsTab.confirm`."""
+    shown = "\n".join(names[:10]) + ("\n…" if len(names) > 10 else "")
+    answer = QtWidgets.QMessageBox.question(
+        parent, "Delete runs", DELETE_TEXT.format(n=len(names), names=shown),
+        QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No,
+        QtWidgets.QMessageBox.StandardButton.No)
+    return answer == QtWidgets.QMessageBox.StandardButton.Yes
+
+
+class RunsTab(QtWidgets.QWidget):
+    openRequested = QtCore.Signal(str)        # noqa: N815
+    compareRequested = QtCore.Signal(object)  # noqa: N815 - list of run ids
+    confirm = staticmethod(confirm_delete)
+
+    def __init__(self, bridge: RunBridge, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.bridge = bridge
+        self.items: dict[str, _Item] = {}
+        bar = QtWidgets.QHBoxLayout()
+        self.state = QtWidgets.QComboBox()
+        self.state.addItems(list(FILTERS))
+        self.search = QtWidgets.QLineEdit()
+        self.search.setPlaceholderText("Search name, id, model…")
+        self.search.setClearButtonEnabled(True)
+        self.open_button = QtWidgets.QPushButton("Open")
+        self.compare_button = QtWidgets.QPushButton("Compare")
+        self.delete_button = QtWidgets.QPushButton("Delete…")
+        for w in (QtWidgets.QLabel("State"), self.state, self.search, self.open_button,
+                  self.compare_button, self.delete_button):
+            bar.addWidget(w, 1 if w is self.search else 0)
+        self.tree = QtWidgets.QTreeWidget()
+        self.tree.setHeaderLabels(list(COLUMNS))
+        self.tree.setRootIsDecorated(False)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.tree.setColumnWidth(0, 220)
+        self.tree.setColumnWidth(1, 110)
+        self.tree.setColumnWidth(2, 130)
+        self.note = QtWidgets.QLabel()
+        self.note.setObjectName("hint")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(bar)
+        layout.addWidget(self.tree, 1)
+        layout.addWidget(self.note)
+        self.state.currentIndexChanged.connect(self.apply_filter)
+        self.search.textChanged.connect(self.apply_filter)
+        self.tree.itemSelectionChanged.connect(self._update_buttons)
+        self.tree.itemDoubleClicked.connect(lambda item, _c: self.openRequested.emit(
+            item.text(7)))
+        self.open_button.clicked.connect(self._open)
+        self.compare_button.clicked.connect(lambda: self.compareRequested.emit(self.selected()))
+        self.delete_button.clicked.connect(self.delete_selected)
+        bridge.runsChanged.connect(self.on_runs_changed)
+        bridge.runsRemoved.connect(self.on_runs_removed)
+        bridge.commandFailed.connect(self._on_failed)
+        self.on_runs_changed(list(bridge.runs.values()))
+        self._update_buttons()
+
+    def on_runs_changed(self, runs: list) -> None:
+        resort = False
+        for run in runs:
+            item = self.items.get(run["id"])
+            if item is None:
+                item = self.items[run["id"]] = _Item()
+                self.tree.addTopLevelItem(item)
+            before = (item.data(0, SORT_ROLE), (item.data(0, QtCore.Qt.ItemDataRole.UserRole)
+                                                or {}).get("state"))
+            self._fill(item, run)
+            resort |= before != (item.data(0, SORT_ROLE), run.get("state"))
+        if resort:  # a new run, a start or a state change: metric updates keep the order
+            self.tree.sortItems(0, QtCore.Qt.SortOrder.DescendingOrder)
+            self.apply_filter()
+
+    def _fill(self, item: _Item, run: dict) -> None:
+        started = run.get("started_at") or run.get("created_at") or 0
+        metrics = run.get("metrics") or {}
+        cells = [run.get("name") or run["id"], run.get("state") or "new",
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "—",
+                 f"{run.get('step') or 0}/{run.get('max_steps') or '?'}",
+                 _num(metrics.get("loss")), _num(metrics.get("eval_loss")),
+                 run.get("device") or "—", run["id"]]
+        for col, text in enumerate(cells):
+            item.setText(col, text)
+        colour, icon = STATE_STYLE.get(run.get("state"), STATE_STYLE[None])
+        item.setText(1, f"{icon} {cells[1]}")
+        item.setForeground(1, QtGui.QBrush(QtGui.QColor(colour).lighter(130)))
+        item.setData(0, SORT_ROLE, started)
+        item.setData(0, QtCore.Qt.ItemDataRole.UserRole, run)
+
+    def on_runs_removed(self, ids: list) -> None:
+        for run_id in ids:
+            item = self.items.pop(run_id, None)
+            if item is not None:
+                self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(item))
+        self._update_buttons()
+
+    def apply_filter(self) -> None:
+        states = FILTERS[self.state.currentText()]
+        needle = self.search.text().strip().lower()
+        for item in self.items.values():
+            run = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
+            spec = run.get("spec") or {}
+            hay = " ".join([run["id"], run.get("name") or "",
+                            (spec.get("base_model") or {}).get("source") or ""]).lower()
+            hidden = (states is not None and run.get("state") not in states) or \
+                (bool(needle) and needle not in hay)
+            item.setHidden(hidden)
+        self._update_buttons()
+
+    def visible_ids(self) -> list[str]:
+        out = []
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            if not item.isHidden():
+                out.append(item.text(7))
+        return out
+
+    def selected(self) -> list[str]:
+        order = {rid: i for i, rid in enumerate(self.visible_ids())}
+        ids = [item.text(7) for item in self.tree.selectedItems() if not item.isHidden()]
+        return sorted(ids, key=lambda rid: order.get(rid, 0))
+
+    def select(self, ids: list[str]) -> None:
+        self.tree.clearSelection()
+        for run_id in ids:
+            self.items[run_id].setSelected(True)
+
+    def _update_buttons(self) -> None:
+        n = len(self.selected())
+        self.open_button.setEnabled(n == 1)
+        self.compare_button.setEnabled(n >= 2)
+        self.delete_button.setEnabled(n >= 1)
+        self.note.setText(f"{len(self.visible_ids())} of {len(self.items)} runs"
+                          + (f", {n} selected" if n else ""))
+
+    def _open(self) -> None:
+        for run_id in self.selected()[:1]:
+            self.openRequested.emit(run_id)
+
+    def delete_selected(self) -> None:
+        ids = self.selected()
+        if not ids:
+            return
+        names = [self.items[i].text(0) for i in ids]
+        if not self.confirm(self, names):
+            return
+        for run_id in ids:
+            self.bridge.submit_job("delete", run_id,
+                                   lambda store, rid=run_id: store.delete_run(rid))
+
+    def _on_failed(self, action: str, run_id: str, message: str) -> None:
+        if action == "delete":
+            self.note.setText(f"Not deleted: {message}")
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"

@@ -1,0 +1,226 @@
+"""The Settings dialog: data directory, offline mode, GPU policy, CPU threads, theme, and the
+Hugging Face token, which goes to the OS keyring only (engine.secrets) — never to settings.json,
+a log or a graph. Without a keyring backend the dialog says so and points to HF_TOKEN.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6 import QtCore, QtWidgets
+
+from engine import paths, secrets
+from engine import settings as settings_mod
+from engine.settings import Settings
+
+NO_KEYRING = ("No keyring backend is available on this system, so the token cannot be stored. "
+              "Set the HF_TOKEN environment variable before starting Tunegraph instead.")
+
+
+def check_token(token: str) -> str:
+    """Ask the Hub who the token belongs to; returns a sentence (the token is never echoed)."""
+    from huggingface_hub import whoami
+
+    try:
+        info = whoami(token=token)
+    except Exception as err:  # HTTP 401, no network, …: one sentence, no token in it
+        text = str(err).replace(token, "***")
+        return f"The token was not accepted: {text.splitlines()[0] if text else type(err).__name__}"
+    return f"Valid token for {info.get('name', 'an unknown user')}."
+
+
+class _TokenCheck(QtCore.QThread):
+    result = QtCore.Signal(str)
+
+    def __init__(self, token: str, parent: QtCore.QObject):
+        super().__init__(parent)
+        self._token = token
+
+    def run(self) -> None:
+        self.result.emit(check_token(self._token))
+
+
+class SettingsDialog(QtWidgets.QDialog):
+    """Edits engine.settings.Settings; `saved` carries the new settings after OK."""
+
+    saved = QtCore.Signal(object)
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.setMinimumWidth(560)
+        self.current = settings_mod.load()
+        self._check: _TokenCheck | None = None
+
+        self.data_dir = QtWidgets.QLineEdit(str(settings_mod.chosen_data_dir() or paths.data_dir()))
+        browse = QtWidgets.QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        data_row = QtWidgets.QHBoxLayout()
+        data_row.addWidget(self.data_dir, 1)
+        data_row.addWidget(browse)
+        self.offline = QtWidgets.QCheckBox("Offline mode: never download; refuse hub models "
+                                           "that are not in the local cache")
+        self.offline.setChecked(self.current.offline)
+        self.offline.toggled.connect(self._update_token_buttons)
+        self._has_stored = False
+        self.gpu_policy = QtWidgets.QComboBox()
+        self.gpu_policy.addItem("Queue the run until a GPU is free", "queue")
+        self.gpu_policy.addItem("Refuse the run", "refuse")
+        self.gpu_policy.setCurrentIndex(max(0, self.gpu_policy.findData(self.current.gpu_policy)))
+        self.cpu_threads = QtWidgets.QSpinBox(minimum=0, maximum=max(1, os.cpu_count() or 1))
+        self.cpu_threads.setSpecialValueText("Automatic")
+        self.cpu_threads.setValue(min(self.current.cpu_threads, self.cpu_threads.maximum()))
+        self.theme = QtWidgets.QComboBox()
+        self.theme.addItem("Dark", "dark")
+        self.theme.addItem("Light", "light")
+        self.theme.setCurrentIndex(max(0, self.theme.findData(self.current.theme)))
+
+        general = QtWidgets.QFormLayout()
+        general.addRow("Data directory", data_row)
+        note = QtWidgets.QLabel("A new data directory takes effect at the next start.")
+        note.setObjectName("hint")
+        general.addRow("", note)
+        general.addRow("", self.offline)
+        general.addRow("When the GPUs are busy", self.gpu_policy)
+        general.addRow("CPU threads per CPU run", self.cpu_threads)
+        general.addRow("Theme", self.theme)
+
+        self.keyring_ok = secrets.keyring_available()
+        self.token = QtWidgets.QLineEdit()
+        self.token.setEchoMode(QtWidgets.QLineEdit.EchoMode.Password)
+        self.test_button = QtWidgets.QPushButton("Test")
+        self.test_button.clicked.connect(self.test_token)
+        self.clear_button = QtWidgets.QPushButton("Clear")
+        self.clear_button.clicked.connect(self.clear_token)
+        self.token_status = QtWidgets.QLabel("")
+        self.token_status.setWordWrap(True)
+        self.token.textChanged.connect(self._update_token_buttons)
+        token_row = QtWidgets.QHBoxLayout()
+        token_row.addWidget(self.token, 1)
+        token_row.addWidget(self.test_button)
+        token_row.addWidget(self.clear_button)
+        token_box = QtWidgets.QGroupBox("Hugging Face token (for gated models)")
+        token_layout = QtWidgets.QVBoxLayout(token_box)
+        token_layout.addLayout(token_row)
+        token_layout.addWidget(self.token_status)
+        self._show_token_state()
+
+        buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
+                                             | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.error = QtWidgets.QLabel("")
+        self.error.setStyleSheet("color: #f28b82;")
+        self.error.setWordWrap(True)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addLayout(general)
+        layout.addWidget(token_box)
+        layout.addWidget(self.error)
+        layout.addWidget(buttons)
+
+    # -- token ------------------------------------------------------------------------------------
+    def _stored_token(self) -> str | None:
+        if not self.keyring_ok:
+            return None
+        try:
+            import keyring
+
+            return keyring.get_password(secrets.SERVICE, secrets.HF_TOKEN_KEY)
+        except Exception:
+            return None
+
+    def _show_token_state(self) -> None:
+        self._has_stored = bool(self._stored_token())  # asked once: a keyring may be slow
+        if not self.keyring_ok:
+            self.token.setEnabled(False)
+            self.clear_button.setEnabled(False)
+            env = " HF_TOKEN is set in this environment." if os.environ.get("HF_TOKEN") else ""
+            self.token.setPlaceholderText("No keyring available")
+            self.token_status.setText(NO_KEYRING + env)
+        elif self._has_stored:
+            self.token.setPlaceholderText("A token is stored in the keyring (type to replace it)")
+            self.token_status.setText("Stored in the OS keyring.")
+        else:
+            self.token.setPlaceholderText("hf_… (stored in the OS keyring only)")
+            self.token_status.setText("No token stored." + (
+                " HF_TOKEN from the environment is used." if os.environ.get("HF_TOKEN") else ""))
+        self._update_token_buttons()
+
+    def _update_token_buttons(self) -> None:
+        offline = self.offline.isChecked() or settings_mod.is_offline(Settings())
+        has_token = bool(self.token.text().strip() or self._has_stored
+                         or os.environ.get("HF_TOKEN"))
+        self.test_button.setEnabled(not offline and has_token and self._check is None)
+        self.test_button.setToolTip("Offline mode: the token is not checked." if offline
+                                    else "Ask huggingface.co whose token this is.")
+
+    def test_token(self) -> None:
+        token = self.token.text().strip() or self._stored_token() or os.environ.get("HF_TOKEN")
+        if not token or self._check is not None:
+            return
+        self.token_status.setText("Checking with huggingface.co…")
+        self._check = _TokenCheck(token, self)
+        self._check.result.connect(self._on_checked)
+        self._check.finished.connect(self._on_check_done)
+        self._check.start()
+        self._update_token_buttons()
+
+    @QtCore.Slot(str)
+    def _on_checked(self, text: str) -> None:
+        self.token_status.setText(text)
+
+    @QtCore.Slot()
+    def _on_check_done(self) -> None:
+        self._check = None
+        self._update_token_buttons()
+
+    def clear_token(self) -> None:
+        self.token.clear()
+        if self.keyring_ok:
+            secrets.clear_hf_token()
+        self._show_token_state()
+        self.token_status.setText("The token was removed from the keyring.")
+
+    # -- saving -----------------------------------------------------------------------------------
+    def _browse(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Data directory",
+                                                            self.data_dir.text())
+        if folder:
+            self.data_dir.setText(folder)
+
+    def values(self) -> Settings:
+        return Settings(offline=self.offline.isChecked(), gpu_policy=self.gpu_policy.currentData(),
+                        cpu_threads=self.cpu_threads.value(), theme=self.theme.currentData(),
+                        suspended_gpus=settings_mod.load().suspended_gpus)
+
+    def save(self) -> bool:
+        """Write settings.json, the data-directory choice and (to the keyring) the token."""
+        try:
+            new = self.values()
+            folder = self.data_dir.text().strip()
+            if folder and Path(folder).expanduser().resolve() != paths.data_dir():
+                settings_mod.choose_data_dir(folder)
+            token = self.token.text().strip()
+            if token and self.keyring_ok:
+                secrets.set_hf_token(token)
+            settings_mod.save(new)
+        except Exception as err:  # keyring or file-system errors: one sentence, never the token
+            text = str(err)
+            if self.token.text():
+                text = text.replace(self.token.text(), "***")
+            self.error.setText(f"Could not save the settings: {text}")
+            return False
+        self.token.clear()
+        self.current = new
+        self.saved.emit(new)
+        return True
+
+    def accept(self) -> None:
+        if self.save():
+            super().accept()
+
+    def done(self, result: int) -> None:
+        if self._check is not None:
+            self._check.wait()
+        super().done(result)

@@ -1,0 +1,167 @@
+"""The user's settings, Qt-free: `<data dir>/settings.json` (sorted keys, a format version).
+
+Holds offline mode, the default GPU policy, CPU threads per CPU run, the theme and the suspended
+GPUs. Never a secret: the Hugging Face token lives only in the OS keyring (engine.secrets).
+
+The data directory itself cannot be stored inside the data directory, so a chosen location is
+written to a small pointer file in the user's config folder (`location_file()`); `paths.data_dir()`
+is meant to read it when `TUNEGRAPH_HOME` is not set (it takes effect on the next start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from engine import paths
+from engine.errors import TunegraphError
+
+FORMAT_VERSION = 1
+FILE_NAME = "settings.json"
+GPU_POLICIES = ("queue", "refuse")
+THEMES = ("dark", "light")
+
+
+class SettingsError(TunegraphError):
+    """A settings value is out of range; the message names the field."""
+
+
+@dataclass
+class Settings:
+    """What the Settings dialog edits (every field has a safe default)."""
+
+    offline: bool = False  # workers get HF_HUB_OFFLINE=1; hub ids not in the cache are refused
+    gpu_policy: str = "queue"  # when the GPUs are busy: "queue" the run, or "refuse" it
+    cpu_threads: int = 0  # threads per CPU run; 0 = the cores divided among the CPU slots
+    theme: str = "dark"
+    suspended_gpus: list[int] = field(default_factory=list)  # no new runs are placed on these
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.gpu_policy not in GPU_POLICIES:
+            raise SettingsError(f"gpu_policy must be one of {', '.join(GPU_POLICIES)}, "
+                                f"not {self.gpu_policy!r}")
+        if self.theme not in THEMES:
+            raise SettingsError(f"theme must be one of {', '.join(THEMES)}, not {self.theme!r}")
+        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
+            raise SettingsError(f"cpu_threads must be 0 (automatic) or more, not {self.cpu_threads!r}")
+        self.suspended_gpus = sorted({int(g) for g in self.suspended_gpus})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Settings:
+        """Build from saved JSON, ignoring unknown keys (a newer file read by an older app)."""
+        known = {f.name for f in fields(cls)}
+        data = migrate(dict(data))
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def migrate(data: dict) -> dict:
+    """Bring saved settings up to FORMAT_VERSION (version 1 is the first; nothing to do yet)."""
+    data["format_version"] = FORMAT_VERSION
+    return data
+
+
+def settings_path() -> Path:
+    return paths.data_dir() / FILE_NAME
+
+
+def load() -> Settings:
+    """The saved settings, or the defaults when there is no file or it cannot be read."""
+    path = settings_path()
+    try:
+        return Settings.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return Settings()
+    except (ValueError, TypeError, SettingsError):
+        return Settings()  # a damaged file falls back to defaults rather than stopping the app
+
+
+def save(settings: Settings) -> Path:
+    """Write the settings atomically; returns the file."""
+    path = settings_path()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n",
+                   encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+# -- the data directory's location --------------------------------------------------------------
+def location_file() -> Path:
+    """Where a chosen data directory is remembered (`TUNEGRAPH_CONFIG_DIR` overrides, for tests)."""
+    override = os.environ.get("TUNEGRAPH_CONFIG_DIR")
+    if override:
+        return Path(override).expanduser() / "location.json"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("Tunegraph", False)) / "location.json"
+
+
+def chosen_data_dir() -> Path | None:
+    """The data directory the user chose in Settings, if any."""
+    try:
+        text = json.loads(location_file().read_text(encoding="utf-8")).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(text).expanduser() if text else None
+
+
+def choose_data_dir(path: Path | str | None) -> None:
+    """Remember `path` as the data directory from the next start (None forgets the choice)."""
+    file = location_file()
+    if path is None:
+        file.unlink(missing_ok=True)
+        return
+    target = Path(path).expanduser()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"cannot use {target} as the data directory: {exc.strerror}") from exc
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps({"data_dir": str(target.resolve())}) + "\n", encoding="utf-8")
+
+
+# -- offline mode -------------------------------------------------------------------------------
+def worker_env(env: dict[str, str] | None = None, settings: Settings | None = None) -> dict:
+    """The environment for a worker process: HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE) when the
+    user chose offline mode, and the CPU thread count when one is set."""
+    env = dict(os.environ if env is None else env)
+    settings = settings or load()
+    if settings.offline:
+        env["HF_HUB_OFFLINE"] = "1"
+        env["TRANSFORMERS_OFFLINE"] = "1"
+    if settings.cpu_threads:
+        env["OMP_NUM_THREADS"] = str(settings.cpu_threads)
+    return env
+
+
+def is_offline(settings: Settings | None = None) -> bool:
+    """Offline by the setting or by HF_HUB_OFFLINE in this process's environment."""
+    settings = settings or load()
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return settings.offline or flag in ("1", "true", "yes", "on")
+
+
+def check_hub_id(repo_id: str, revision: str | None = None,
+                 settings: Settings | None = None) -> None:
+    """In offline mode, refuse a hub model id whose files are not in the local cache.
+
+    Raises TunegraphError naming the id and what to do; does nothing when online or when the
+    model's config.json is cached.
+    """
+    if not is_offline(settings):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return
+    raise TunegraphError(
+        f"Offline mode is on and {repo_id} is not in the Hugging Face cache.",
+        "Turn offline mode off in Settings to download it, or pick a local model folder.",
+    )

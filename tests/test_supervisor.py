@@ -1,0 +1,354 @@
+"""The supervisor with real processes on the CPU: queueing on CPU slots and fake GPUs, cancel,
+pause and resume, crash recovery, refusal, continue, and the estimate's parameter count."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine import client, scheduler
+from engine.errors import TunegraphError
+from engine.events import WORKER_LOG, read_events
+from engine.hardware import Gpu, parse_fake
+from engine.supervisor import ensure_supervisor, has_checkpoint, supervisor_pid
+from tests.helpers import (
+    cpu_estimate,
+    make_graph,
+    make_spec,
+    schedule_events,
+    supervisor_session,
+    wait_for,
+    wait_until,
+    worker_pid,
+    write_chats,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sup(monkeypatch, tg_home):
+    """A Store for driving the supervisor (started on demand by the client), stopped afterwards
+    together with any worker it left."""
+    yield from supervisor_session(monkeypatch, tg_home)
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return write_chats(tmp_path / "chats.jsonl")
+
+
+def run_dir(store, run_id: str) -> Path:
+    return Path(store.run_json(run_id)["run_dir"])
+
+
+def no_holds(store):
+    return lambda: not store.holds()
+
+
+def worker_metric_steps(folder: Path) -> list[int]:
+    return [e["step"] for e in read_events(folder / WORKER_LOG) if e.kind == "metric"]
+
+
+# -- scheduling, continue ---------------------------------------------------------------------
+def test_three_runs_on_two_cpu_slots_the_third_waits_and_continue(sup, data, capsys):
+    """Three runs on two CPU slots: two start, the third waits for a slot. The first (trained by
+    epochs) is then continued from its final checkpoint while the third still trains."""
+    from engine.cli import main
+
+    specs = [make_spec(data, "parent", max_steps=0, epochs=1.0, save_steps=4),
+             make_spec(data, "slot 1", max_steps=4), make_spec(data, "slot 2", max_steps=4)]
+    entries = client.submit(sup, specs, [cpu_estimate(s) for s in specs])
+    assert [e["state"] for e in entries] == ["queued"] * 3
+    ids = [e["id"] for e in entries]
+
+    # the first two start at once; the third waits for a slot
+    assert sup.run_json(ids[2])["state"] == "queued"
+    assert {h["run_id"] for h in sup.holds()} == set(ids[:2])
+
+    parent = wait_for(sup, ids[0], "completed", 120)
+    final = parent["step"]
+    assert final == parent["max_steps"] and has_checkpoint(parent["run_dir"])
+    capsys.readouterr()
+    assert main(["continue", "parent", "--epochs", "1", "--json"]) == 0
+    child_entry = json.loads(capsys.readouterr().out)
+    assert child_entry["parent"] == parent["id"] and child_entry["state"] == "queued"
+
+    runs = [parent] + [wait_for(sup, run_id, "completed", 120) for run_id in ids[1:]]
+    order = schedule_events(sup, ids)
+    placed = {run_id: ts for ts, run_id, what in order if what == "placed"}
+    queued = {run_id: ts for ts, run_id, what in order if what == "queued"}
+    assert set(placed) == set(ids) and set(queued) == set(ids)
+    assert placed[ids[2]] > max(placed[ids[0]], placed[ids[1]])
+    first_done = min(runs[0]["finished_at"], runs[1]["finished_at"])
+    assert placed[ids[2]] >= first_done, "the third run started before a slot was free"
+    assert queued[ids[2]] < first_done, "the third run was not queued at submission"
+    for run in runs:
+        assert run["device"] == "cpu" and run["step"] == run["max_steps"]
+        assert "adapter_dir" in [a["kind"] for a in run["artifacts"]]
+
+    child = wait_for(sup, child_entry["id"], "completed", 120)
+    assert child["parent"] == parent["id"] and child["name"] == "parent (+1 ep)"
+    assert child["max_steps"] > parent["max_steps"] and child["step"] == child["max_steps"]
+    assert sup.metrics(child["id"])[0]["step"] == final + 1  # resumed, not from scratch
+    assert f"Resuming from checkpoint-{final}" in "\n".join(sup.logs(child["id"]))
+    assert sup.run_json(parent["id"])["parent"] is None
+    wait_until(no_holds(sup), 10, "the holds to be released")
+
+
+def test_two_runs_placed_on_two_fake_gpus_the_third_is_held(sup, data, monkeypatch):
+    monkeypatch.setenv("TUNEGRAPH_FAKE_GPUS", "24,24")
+    big = {"params": 1, "trainable_params": 1, "vram_gib": {"bf16": 15.0, "4bit": 6.0},
+           "mode": "lora", "device": "cuda:0"}
+    specs = [make_spec(data, f"gpu run {i}", device="auto", max_steps=3) for i in range(3)]
+    ids = [e["id"] for e in client.submit(sup, specs, [big] * 3)]
+
+    holds = {h["run_id"]: h for h in sup.holds()}
+    assert {str(holds[ids[0]]["gpu"]), str(holds[ids[1]]["gpu"])} == {"0", "1"}
+    assert holds[ids[0]]["gib"] == holds[ids[1]]["gib"] == 15.0
+    schedule = sup.events(ids[1], kinds="schedule")[0]
+    assert "needs 15.0 GiB" in schedule["message"] and "GPU" in schedule["message"]
+    # 15 GiB more fits neither GPU (90% of 24 minus 15 held): the third waits without a hold
+    time.sleep(1.0)
+    assert ids[2] not in {h["run_id"] for h in sup.holds()}
+    assert sup.run_json(ids[2])["state"] == "queued"
+    with pytest.raises(TunegraphError, match="a queued run cannot be paused"):
+        client.control(sup, "pause", ids[2])
+    client.control(sup, "cancel", ids[2])  # a queued run is cancelled without any worker
+    third = wait_for(sup, ids[2], "cancelled", 10)
+    assert not (Path(third["run_dir"]) / WORKER_LOG).exists()
+    assert sup.events(ids[2], kinds="schedule") == []
+
+    for run_id in ids[:2]:
+        assert wait_for(sup, run_id, "completed", 120)["step"] == 3
+    wait_until(no_holds(sup), 10, "the holds to be released")
+
+
+def test_refused_at_submission_with_the_numbers_while_the_valid_module_is_queued(
+        sup, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEGRAPH_FAKE_GPUS", "8")
+    graph = make_graph(tmp_path, {"small": {"max_steps": 3},
+                                  "huge": {"micro_batch_size": 512, "max_seq_length": 2048}})
+    out = subprocess.run([sys.executable, "-m", "engine", "run", str(graph), "--detach", "--json",
+                          "--yes"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode != 0
+    entries = {e["name"]: e for e in json.loads(out.stdout)}
+    assert entries["small"]["state"] == "queued" and "error" not in entries["small"]
+    huge = entries["huge"]
+    assert huge["state"] == "refused"
+    message = huge["error"]["message"]
+    assert "needs ~" in message and "GiB" in message and "largest GPU has 8 GiB" in message
+    assert "micro batch size" in huge["error"]["hint"]  # 4-bit was already chosen
+    assert "refused" in out.stderr and "Traceback" not in out.stderr
+
+    run = sup.run_json(huge["id"])
+    assert run["state"] == "refused" and run["error"]["message"] == message
+    assert not (Path(run["run_dir"]) / WORKER_LOG).exists()  # never started
+    cancel = subprocess.run([sys.executable, "-m", "engine", "cancel", "small"],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert cancel.returncode == 0, cancel.stderr
+    assert wait_for(sup, entries["small"]["id"], "cancelled", 20)["state"] == "cancelled"
+
+
+# -- cancel, pause, resume ---------------------------------------------------------------------
+def test_cancel_mid_run_kills_the_worker_tree_and_keeps_metrics(sup, data):
+    spec = make_spec(data, "to cancel", max_steps=2000)
+    [entry] = client.submit(sup, [spec])  # no estimate: the supervisor gets one from a helper
+    run_id = entry["id"]
+    assert entry["state"] == "queued"
+    assert sup.run_json(run_id)["estimate"]["params"] == cpu_estimate(spec)["params"]
+    wait_for(sup, run_id, "training", 90, step=3)
+    worker = psutil.Process(worker_pid(run_dir(sup, run_id)))
+    tree = [worker, *worker.children(recursive=True)]
+
+    t0 = time.time()
+    client.control(sup, "cancel", run_id)
+    _, alive = psutil.wait_procs(tree, timeout=max(0.0, 2.0 - (time.time() - t0)))
+    assert not alive, f"worker still alive {time.time() - t0:.1f} s after cancel"
+
+    run = wait_for(sup, run_id, "cancelled", 10)
+    assert len(sup.metrics(run_id)) >= 3
+    assert run["metrics"]["loss"] is not None and run["step"] >= 3
+    assert not (run_dir(sup, run_id) / "adapter").exists()
+    assert run["artifacts"] == []
+    wait_until(no_holds(sup), 10, "the hold to be released")
+    assert run_id in [r["id"] for r in sup.list_runs()]
+    with pytest.raises(TunegraphError, match="already cancelled"):
+        client.control(sup, "cancel", run_id)
+
+
+def test_pause_and_resume_continue_the_uninterrupted_curve(sup, data):
+    paused = make_spec(data, "paused", max_steps=60)
+    twin = make_spec(data, "uninterrupted", max_steps=60)
+    ids = [e["id"] for e in client.submit(sup, [paused, twin], [cpu_estimate(paused)] * 2)]
+    run_id, twin_id = ids
+
+    wait_for(sup, run_id, "training", 90, step=2)
+    worker = worker_pid(run_dir(sup, run_id))
+    os.kill(worker, signal.SIGSTOP)  # so it cannot run to the end before the request lands
+    try:
+        client.control(sup, "pause", run_id)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    run = wait_for(sup, run_id, "paused", 30)
+    pause_step = run["step"]
+    assert 2 <= pause_step < 60
+    assert has_checkpoint(run_dir(sup, run_id))
+    wait_until(lambda: run_id not in {h["run_id"] for h in sup.holds()}, 10, "hold release")
+    with pytest.raises(TunegraphError, match="only a training run can be paused"):
+        client.control(sup, "pause", run_id)
+
+    assert client.control(sup, "resume", run_id)["state"] == "queued"
+    run = wait_for(sup, run_id, "completed", 120)
+    wait_for(sup, twin_id, "completed", 120)
+    assert run["id"] == run_id and run["step"] == 60
+
+    resumed = sup.metrics(run_id)
+    reference = sup.metrics(twin_id)
+    assert [m["step"] for m in resumed] == list(range(1, 61))
+    assert [m["step"] for m in reference] == list(range(1, 61))
+    raw = worker_metric_steps(run_dir(sup, run_id))
+    assert len(raw) == len(set(raw)) == 60, "the curve holds duplicate steps"
+    for a, b in zip(resumed, reference, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4), f"loss at step {a['step']}"
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-6), f"lr at step {a['step']}"
+    logs = "\n".join(sup.logs(run_id))
+    assert f"Resuming from checkpoint-{pause_step}" in logs
+
+
+# -- crash recovery ----------------------------------------------------------------------------
+def test_crash_recovery_reconciles_dead_workers_and_readopts_live_ones(sup, data):
+    """The supervisor is killed with two workers running; one of them is killed too. A new
+    supervisor marks the dead one failed (interrupted) and re-adopts the live one, which
+    completes; the dead one resumes from its last checkpoint to completion."""
+    doomed = make_spec(data, "killed worker", max_steps=40, save_steps=2)
+    orphan = make_spec(data, "orphaned worker", max_steps=40)
+    ids = [e["id"] for e in client.submit(sup, [doomed, orphan], [cpu_estimate(doomed)] * 2)]
+    doomed_id, orphan_id = ids
+    # each worker is frozen (SIGSTOP) as soon as it trains, so neither can finish meanwhile
+    wait_for(sup, doomed_id, "training", 90, step=3)
+    doomed_pid = worker_pid(run_dir(sup, doomed_id))
+    os.kill(doomed_pid, signal.SIGSTOP)
+    wait_for(sup, orphan_id, "training", 90, step=1)
+    orphan_pid = worker_pid(run_dir(sup, orphan_id))
+    os.kill(orphan_pid, signal.SIGSTOP)
+    try:
+        assert has_checkpoint(run_dir(sup, doomed_id))
+        old = supervisor_pid()
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: supervisor_pid() is None, 10, "the supervisor to die")
+        os.kill(doomed_pid, signal.SIGKILL)
+        wait_until(lambda: not _alive(doomed_pid), 10, "the worker to die")
+        assert ensure_supervisor() != old
+        run = wait_for(sup, doomed_id, "failed", 20)
+        # the live worker keeps its hold, the dead one's is released
+        assert [h["run_id"] for h in sup.holds()] == [orphan_id]
+    finally:
+        os.kill(orphan_pid, signal.SIGCONT)
+    assert "interrupted" in run["reason"]
+    assert client.control(sup, "resume", doomed_id)["state"] == "queued"
+
+    orphan_run = wait_for(sup, orphan_id, "completed", 120)
+    assert orphan_run["step"] == 40
+    assert any("re-adopted" in line for line in sup.logs(orphan_id))
+    assert len(worker_metric_steps(run_dir(sup, orphan_id))) == 40
+
+    run = wait_for(sup, doomed_id, "completed", 120)
+    assert run["step"] == 40 and run["id"] == doomed_id
+    assert [m["step"] for m in sup.metrics(doomed_id)] == list(range(1, 41))
+    assert (run_dir(sup, doomed_id) / "adapter" / "adapter_config.json").exists()
+    wait_until(no_holds(sup), 10, "the holds to be released")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+# -- estimates and placement (no processes) ----------------------------------------------------
+def test_estimate_parameter_count_equals_the_loaded_model(data):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.estimate import model_shape, trainable_params
+    from engine.tinymodel import ensure_builtin_tiny_model
+
+    folder = ensure_builtin_tiny_model()
+    shape = model_shape(AutoConfig.from_pretrained(folder))
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert shape.params == model.num_parameters() == sum(p.numel() for p in model.parameters())
+
+    spec = make_spec(data)
+    peft = get_peft_model(model, LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha,
+                                            target_modules=spec.lora.target_modules))
+    assert trainable_params(shape, spec) == peft.get_nb_trainable_parameters()[0]
+
+
+def est(bf16: float, four: float, mode: str = "lora") -> dict:
+    return {"vram_gib": {"bf16": bf16, "4bit": four}, "mode": mode}
+
+
+def test_place_spreads_runs_over_gpus_and_waits_when_full():
+    gpus = parse_fake("24,24")
+    first = scheduler.place(est(15, 6), gpus, {}, set(), 1, True, 0)
+    assert first.device == "cuda" and first.gpus == [0] and first.hold_gib == 15
+    second = scheduler.place(est(15, 6), gpus, {0: 15}, set(), 1, True, 0)
+    assert second.gpus == [1]
+    assert scheduler.place(est(15, 6), gpus, {0: 15, 1: 15}, set(), 1, True, 0) is None
+    # a 4-bit run holds its 4-bit figure and fits beside them
+    small = scheduler.place(est(15, 6, "qlora"), gpus, {0: 15, 1: 15}, set(), 1, True, 0)
+    assert small.gpus == [0] and small.hold_gib == 6
+    # a suspended GPU accepts nothing new
+    assert scheduler.place(est(15, 6), gpus, {0: 15}, {1}, 1, True, 0) is None
+    # DDP takes two GPUs at once, or waits
+    assert scheduler.place(est(10, 4), gpus, {}, set(), 2, True, 0).gpus == [0, 1]
+    assert scheduler.place(est(10, 4), gpus, {0: 15}, set(), 2, True, 0) is None
+
+
+def test_place_on_the_cpu_uses_slots():
+    assert scheduler.place(est(1, 1), [], {}, set(), 1, True, 1).device == "cpu"
+    assert scheduler.place(est(1, 1), [], {}, set(), 1, True, 0) is None
+    gpus = [Gpu(0, "fake", 24, 24, fake=True)]
+    assert scheduler.place(est(1, 1), gpus, {}, set(), 1, False, 1).device == "cpu"
+
+
+def test_refusal_gives_the_numbers_and_what_to_change():
+    gpus = parse_fake("RTX 4090:24")
+    refused = scheduler.refusal(est(31.2, 25.0, "qlora"), gpus, 1, True)
+    assert "needs ~31.2 GiB (25.0 GiB in 4-bit), largest GPU has 24 GiB" in refused.message
+    assert refused.hint.startswith("Lower micro batch size")
+    # forced to 16-bit where only 4-bit would fit: it would wait forever, so it is refused
+    forced = scheduler.refusal(est(31.2, 12.0), gpus, 1, True)
+    assert "needs ~31.2 GiB" in forced.message and forced.hint.startswith("Enable 4-bit")
+    assert scheduler.refusal(est(31.2, 12.0, "qlora"), gpus, 1, True) is None
+    assert scheduler.refusal(est(99, 99), gpus, 1, False) is None  # CPU runs are never refused
+    assert scheduler.refusal(est(99, 99), [], 1, True) is None  # no GPU: the CPU takes it
+    assert "asks for 2 GPUs" in scheduler.refusal(est(1, 1), gpus, 2, True).message
+    no_gpu = scheduler.refusal(est(1, 1), [], 1, True, requires_gpu=True)
+    assert "asks for a CUDA GPU" in no_gpu.message and "cpu" in no_gpu.hint
+
+
+def test_a_torn_checkpoint_does_not_count_and_is_dropped_before_a_resume(tmp_path):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from engine.supervisor import checkpoints, drop_torn_checkpoints
+
+    folder = tmp_path / "checkpoints"
+    (folder / "checkpoint-2").mkdir(parents=True)
+    (folder / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (folder / "checkpoint-4").mkdir()  # the worker was killed while writing it
+    (folder / "checkpoint-4" / "adapter_model.safetensors").write_bytes(b"partial")
+    assert checkpoints(tmp_path) == [folder / "checkpoint-2"] and has_checkpoint(tmp_path)
+    drop_torn_checkpoints(tmp_path)
+    assert get_last_checkpoint(str(folder)) == str(folder / "checkpoint-2")
+    assert not has_checkpoint(tmp_path / "elsewhere")
