@@ -84,6 +84,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         from app.tools import install_tools
 
         self.tools = install_tools(self)  # chat pane, library, hardware view, settings
+        self.run_views.panel.chatRequested.connect(self._test_in_chat)
         geometry, state = self.settings.window_layout()
         if geometry is not None:
             self.restoreGeometry(geometry)
@@ -360,6 +361,10 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         queued = sum(e.get("state") == "queued" for e in entries)
         self.statusBar().showMessage(f"{queued} run(s) queued.", 5000)
         self.runs_dock.raise_()
+
+    def _test_in_chat(self, run_id: str) -> None:
+        if self.tools.open_run_in_chat(run_id) is None:
+            self.statusBar().showMessage("This run has no GGUF yet: export it first.", 6000)
 
     def _on_submit_failed(self, message: str) -> None:
         self.statusBar().showMessage("Submission failed.", 5000)

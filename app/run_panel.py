@@ -32,6 +32,7 @@ BUTTONS = {  # button -> states in which it shows
     "Stop and keep best": ("training",),
     "Resume": ("paused", "failed"),
     "Cancel": tuple(LIVE_STATES) + ("paused",),
+    "Test in chat": ("completed",),
     "Continue": ("completed",),
     "Export": ("completed",),
 }
@@ -279,6 +280,7 @@ class RunPanel(QtWidgets.QWidget):
     """Active runs above, history below; rows move between them as their state changes."""
 
     openRequested = QtCore.Signal(str)  # noqa: N815 - open a run's detail in a tab
+    chatRequested = QtCore.Signal(str)  # noqa: N815 - "Test in chat": open the run's GGUF
     confirm = staticmethod(confirm_cancel)
     ask_epochs = staticmethod(ask_epochs)
 
@@ -388,6 +390,9 @@ class RunPanel(QtWidgets.QWidget):
             self.bridge.control(text.lower(), run_id)
         elif text == "Stop and keep best":
             self.bridge.control("stop", run_id)
+        elif text == "Test in chat":
+            self.chatRequested.emit(run_id)
+            return
         elif text == "Continue":
             epochs = self.ask_epochs(self, name)
             if epochs:

@@ -108,6 +108,11 @@ def test_buttons_send_commands_and_cancel_asks_first(qtbot, views, store, monkey
     monkeypatch.setattr(views.bridge, "export", exports.append)
     panel.rows[done.id].buttons["Export"].click()
     assert exports == [done.id]
+    row.buttons["Stop and keep best"].click()
+    qtbot.waitUntil(lambda: ("stop", live.id) in calls, timeout=WAIT_MS)
+    with qtbot.waitSignal(panel.chatRequested) as asked_chat:
+        panel.rows[done.id].buttons["Test in chat"].click()
+    assert asked_chat.args == [done.id]
     for r in (live, done):
         r.close()
 
