@@ -217,6 +217,24 @@ def cmd_logs(args) -> int:
     return print_logs(store, run_id, follow=args.follow, as_json=args.json)
 
 
+def cmd_preview(args) -> int:
+    """The first rows of a dataset through the base model's chat template, trained text marked."""
+    from engine.data import format_preview, load_dataset_rows, preview_rows
+    from engine.models import load_tokenizer, resolve_source
+    from engine.spec import BaseModelSpec, DatasetSpec
+    from engine.templates import prepare_tokenizer
+
+    ds = DatasetSpec(path=args.dataset, format=args.format)
+    rows, fmt = load_dataset_rows(ds)
+    base = BaseModelSpec(source=args.model)
+    tokenizer = load_tokenizer(base, resolve_source(base))
+    setup = prepare_tokenizer(tokenizer)
+    previews = preview_rows(ds, tokenizer, n=args.rows, max_seq_length=args.max_seq_length)
+    print(f"{args.dataset}: {len(rows)} rows, format {fmt}, chat template {setup.origin}")
+    print(format_preview(previews, color=sys.stdout.isatty()))
+    return 0
+
+
 def cmd_make_tiny_model(args) -> int:
     from engine.tinymodel import build_tiny_model
 
@@ -316,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("supervisor", help="run (or stop) the background supervisor")
     p.add_argument("--stop", action="store_true")
     p.set_defaults(func=cmd_supervisor)
+
+    p = sub.add_parser("preview", help="a dataset's first rows as the model sees them, with the "
+                                       "trained tokens marked")
+    p.add_argument("dataset")
+    p.add_argument("--model", default="builtin:tiny-llama", help="base model whose chat template "
+                   "and tokenizer to use")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--rows", "-n", type=int, default=3)
+    p.add_argument("--max-seq-length", type=int, default=2048)
+    p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("make-tiny-model", help="build a tiny random Llama + tokenizer in DIR")
     p.add_argument("dir")

@@ -172,3 +172,14 @@ def test_make_tiny_model(tmp_path, capsys):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["hidden_size"] == 256 and config["num_hidden_layers"] == 2
+
+
+def test_preview_marks_the_trained_tokens(capsys):
+    from engine import cli
+
+    sample = Path(__file__).parents[1] / "resources" / "datasets" / "support_chats.jsonl"
+    assert cli.main(["preview", str(sample), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "300 rows, format messages" in out
+    trained = out.split("--- example 1", 1)[1].split("[[", 1)[1].split("]]", 1)[0]
+    assert trained.endswith("<|im_end|>") and "<|im_start|>user" not in trained
