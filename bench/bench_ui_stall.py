@@ -180,20 +180,13 @@ t0 = float(sys.argv[1])
 sys.path.insert(0, sys.argv[2])
 from PySide6 import QtWidgets
 app = QtWidgets.QApplication([])
-try:
-    from app.main_window import MainWindow
-    from app.theme import apply_theme
-    apply_theme(app)
-    w = MainWindow()
-    kind = "MainWindow"
-except Exception as err:
-    w = QtWidgets.QMainWindow(); kind = "QMainWindow (" + type(err).__name__ + ")"
-from app.run_views import install_run_views
-views = install_run_views(w)
+from app.main_window import MainWindow  # with the run views, chat, library and hardware docks
+from app.theme import apply_theme
+apply_theme(app)
+w = MainWindow()
 w.show(); w.repaint(); app.processEvents()
-print(time.time() - t0, kind)
-views.shutdown()
-getattr(w, "shutdown", lambda: None)()  # the main window's own threads
+print(time.time() - t0, "MainWindow")
+w.shutdown()  # the window's threads and helper processes
 """
 
 
