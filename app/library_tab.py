@@ -75,6 +75,11 @@ def delete_artifact(entry: dict) -> None:
     if folder.parent != library:
         raise ValueError(f"{folder} is not an artifact folder of {library}")
     shutil.rmtree(folder)
+    if entry.get("id"):  # the index forgets it too (the run's own row stays)
+        from engine.store import Store
+
+        with Store() as store:
+            store.forget_artifact(str(entry["id"]))
 
 
 def export_artifact(entry: dict, dest_dir: Path | str) -> Path:

@@ -273,6 +273,11 @@ class Store:
         more = "…" if len(matches) > 5 else ""
         raise NotFoundError(f"{ref!r} matches {len(matches)} runs: {shown}{more} — use the id")
 
+    def forget_artifact(self, artifact_id: str) -> None:
+        """Drop one artifact's row (after its library folder was deleted)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM artifacts WHERE id = ?", (artifact_id,))
+
     def delete_run(self, run_id: str, force: bool = False) -> None:
         """Delete a run's rows and its run directory; artifacts in the library stay indexed.
 

@@ -95,6 +95,11 @@ def test_library_lists_a_real_export_and_deletes_only_what_was_asked(qtbot, libr
     assert {row[3] for row in texts} == {"", "Q4_K_M"}
     assert all(row[4].endswith(("KB", "MB", "GB")) for row in texts)
 
+    from engine.store import Store
+
+    with Store() as store:
+        store.ingest_library()
+        assert len(store.artifacts()) == 4
     bundle = next(i for i, e in enumerate(tab.entries) if e["kind"] == "gguf_bundle")
     tab.table.selectRow(bundle)
     target = Path(tab.selected()["folder"])
@@ -109,6 +114,9 @@ def test_library_lists_a_real_export_and_deletes_only_what_was_asked(qtbot, libr
     assert not target.exists()
     assert sorted(e["kind"] for e in library_entries()) == ["adapter_zip", "gguf", "merged_dir"]
     assert tab.table.rowCount() == 3
+    with Store() as store:  # the index forgot the deleted artifact, and only that one
+        assert sorted(a["kind"] for a in store.artifacts()) == ["adapter_zip", "gguf",
+                                                                 "merged_dir"]
     assert (paths.runs_dir() / RUN_ID / "spec.json").is_file()  # the run is untouched
 
     zip_row = next(i for i, e in enumerate(tab.entries) if e["kind"] == "adapter_zip")
