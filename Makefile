@@ -38,6 +38,7 @@ demo-real: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check engine nodes app tests bench
+	$(VENV)/bin/ruff format --check engine nodes app tests bench
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -102,16 +102,24 @@ class Canvas(QtCore.QObject):
             viewer.reset_zoom(rect.center())
 
     # -- building --------------------------------------------------------------------------------
-    def add_node(self, kind: str, name: str | None = None, pos: tuple[float, float] | None = None,
-                 **params: Any) -> TunegraphNode:
+    def add_node(
+        self,
+        kind: str,
+        name: str | None = None,
+        pos: tuple[float, float] | None = None,
+        **params: Any,
+    ) -> TunegraphNode:
         """Add a node of `kind` with a fresh uuid, a unique name and `params` set; one undo step."""
         decl = CATALOGUE[kind]
         unknown = set(params) - {p.name for p in decl.parameters}
         if unknown:
             raise ValueError(f"{kind} has no parameter {sorted(unknown)[0]!r}")
         self.graph.begin_undo(f"add {decl.label}")
-        node = self.graph.create_node(decl.type_, name=self.unique_name(name or decl.label),
-                                      pos=list(pos) if pos else list(self.view_centre()))
+        node = self.graph.create_node(
+            decl.type_,
+            name=self.unique_name(name or decl.label),
+            pos=list(pos) if pos else list(self.view_centre()),
+        )
         for key, value in params.items():
             self.set_param(node, key, value)
         self.graph.end_undo()
@@ -153,8 +161,11 @@ class Canvas(QtCore.QObject):
 
     def nodes(self, kind: str | None = None) -> list[TunegraphNode]:
         """Our nodes (of one kind), ordered by position."""
-        found = [n for n in self.graph.all_nodes() if decl_of(n) is not None
-                 and (kind is None or decl_of(n).kind == kind)]
+        found = [
+            n
+            for n in self.graph.all_nodes()
+            if decl_of(n) is not None and (kind is None or decl_of(n).kind == kind)
+        ]
         return sorted(found, key=lambda n: (n.pos()[0], n.pos()[1]))
 
     def node_by_name(self, name: str) -> TunegraphNode | None:
@@ -207,8 +218,9 @@ class Canvas(QtCore.QObject):
             if path.name.endswith(GRAPH_SUFFIX):
                 self.graph_file_dropped.emit(str(path))
             elif path.suffix.lower() in DATASET_SUFFIXES:
-                created.append(self.add_node("Dataset", name=path.stem, pos=(x, y),
-                                             path=str(path.resolve())))
+                created.append(
+                    self.add_node("Dataset", name=path.stem, pos=(x, y), path=str(path.resolve()))
+                )
                 y += 110
         return created
 
@@ -219,8 +231,9 @@ class Canvas(QtCore.QObject):
         if kind is not None:
             self.add_node(kind, pos=(pos.x(), pos.y()))
         elif mime.hasUrls():
-            self.drop_files([u.toLocalFile() for u in mime.urls() if u.isLocalFile()],
-                            (pos.x(), pos.y()))
+            self.drop_files(
+                [u.toLocalFile() for u in mime.urls() if u.isLocalFile()], (pos.x(), pos.y())
+            )
 
     # -- the file --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -232,8 +245,7 @@ class Canvas(QtCore.QObject):
         data["tunegraph"] = {"format_version": GRAPH_FORMAT_VERSION}
         return data
 
-    def load_dict(self, data: dict, path: str | Path | None = None,
-                  template: bool = False) -> None:
+    def load_dict(self, data: dict, path: str | Path | None = None, template: bool = False) -> None:
         """Replace the canvas with a graph dict (checked and migrated like a graph file)."""
         data = _canvas_ready(migrate_graph(data, path or "<graph>"))
         self.graph.deserialize_session(data, clear_session=True, clear_undo_stack=True)
@@ -297,8 +309,9 @@ class Canvas(QtCore.QObject):
             decorations = self._decorations.get(node.id)
             if decorations is None or decorations.node is not node:
                 decorations = self._decorations[node.id] = NodeDecorations(node)
-            decorations.show_errors([error_text(decl_of(node), e)
-                                     for e in self.result.errors_for(node.id)])
+            decorations.show_errors(
+                [error_text(decl_of(node), e) for e in self.result.errors_for(node.id)]
+            )
             decorations.show_lineage(self.lineage.get(node.id, ""))
         self.compiled.emit(self.result)
         return self.result

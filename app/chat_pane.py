@@ -42,8 +42,9 @@ def save_prompt_set(name: str, prompts: list[str]) -> Path:
     if not name.strip() or not prompts:
         raise ValueError("a prompt set needs a name and at least one prompt")
     path = _set_file(name)
-    path.write_text(json.dumps({"name": name.strip(), "prompts": prompts}, indent=2) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps({"name": name.strip(), "prompts": prompts}, indent=2) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -90,8 +91,9 @@ class ChatColumn(QtWidgets.QFrame):
         self.transcript.setPlaceholderText("Answers appear here.")
         self.stats_label = QtWidgets.QLabel("")
         self.stats_label.setStyleSheet("color: #9aa0a6;")
-        self.copy_button = QtWidgets.QToolButton(text="Copy", toolTip="Copy the last answer",
-                                                 enabled=False)
+        self.copy_button = QtWidgets.QToolButton(
+            text="Copy", toolTip="Copy the last answer", enabled=False
+        )
         self.copy_button.clicked.connect(self.copy_answer)
 
         head = QtWidgets.QHBoxLayout()
@@ -185,8 +187,9 @@ class ChatColumn(QtWidgets.QFrame):
         self.progress.hide()
         family = info.get("family")
         template = info.get("template_name") or "unknown"
-        self.template_label.setText(f"Template: {template}" + (f" · {family}" if family and
-                                                                family not in template else ""))
+        self.template_label.setText(
+            f"Template: {template}" + (f" · {family}" if family and family not in template else "")
+        )
         self.idle.emit()
 
     @QtCore.Slot(str)
@@ -203,8 +206,11 @@ class ChatColumn(QtWidgets.QFrame):
         parts = [f"{stats.get('completion_tokens', 0)} tokens"]
         if rate:
             parts.append(f"{rate:.1f} tok/s")
-        reason = {"stop": "end of turn", "length": "max tokens reached",
-                  "interrupted": "stopped"}.get(stats.get("stop_reason"), "")
+        reason = {
+            "stop": "end of turn",
+            "length": "max tokens reached",
+            "interrupted": "stopped",
+        }.get(stats.get("stop_reason"), "")
         if reason:
             parts.append(reason)
         self.stats_label.setText(" · ".join(parts))
@@ -246,24 +252,31 @@ class ChatPane(QtWidgets.QWidget):
         self.open_button.setToolTip(f"Add a model; up to {MAX_MODELS} answer side by side")
         self.open_button.clicked.connect(self.open_gguf_dialog)
         self.system = QtWidgets.QLineEdit(placeholderText="System prompt (optional)")
-        self.temperature = QtWidgets.QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1,
-                                                    value=0.7, decimals=2)
-        self.top_p = QtWidgets.QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05,
-                                              value=0.95, decimals=2)
+        self.temperature = QtWidgets.QDoubleSpinBox(
+            minimum=0.0, maximum=2.0, singleStep=0.1, value=0.7, decimals=2
+        )
+        self.top_p = QtWidgets.QDoubleSpinBox(
+            minimum=0.05, maximum=1.0, singleStep=0.05, value=0.95, decimals=2
+        )
         self.max_tokens = QtWidgets.QSpinBox(minimum=1, maximum=8192, singleStep=64, value=256)
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.open_button)
         top.addWidget(QtWidgets.QLabel("System"))
         top.addWidget(self.system, 1)
-        for label, box in (("Temperature", self.temperature), ("Top-p", self.top_p),
-                           ("Max tokens", self.max_tokens)):
+        for label, box in (
+            ("Temperature", self.temperature),
+            ("Top-p", self.top_p),
+            ("Max tokens", self.max_tokens),
+        ):
             top.addWidget(QtWidgets.QLabel(label))
             top.addWidget(box)
 
         self.splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         self.splitter.setChildrenCollapsible(False)
-        self.empty = QtWidgets.QLabel("Open a GGUF, or use “Test in chat” on a finished run.\n"
-                                      f"Add up to {MAX_MODELS} models to compare their answers.")
+        self.empty = QtWidgets.QLabel(
+            "Open a GGUF, or use “Test in chat” on a finished run.\n"
+            f"Add up to {MAX_MODELS} models to compare their answers."
+        )
         self.empty.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.empty.setStyleSheet("color: #9aa0a6;")
         self.splitter.addWidget(self.empty)
@@ -327,8 +340,9 @@ class ChatPane(QtWidgets.QWidget):
         return column
 
     def open_gguf_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open a GGUF model", "",
-                                                        "GGUF models (*.gguf);;All files (*)")
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open a GGUF model", "", "GGUF models (*.gguf);;All files (*)"
+        )
         if path:
             self.add_model(path)
 
@@ -358,8 +372,12 @@ class ChatPane(QtWidgets.QWidget):
 
     # -- asking -----------------------------------------------------------------------------------
     def options(self) -> dict:
-        return {"max_tokens": self.max_tokens.value(), "temperature": self.temperature.value(),
-                "top_p": self.top_p.value(), "system": self.system.text().strip() or None}
+        return {
+            "max_tokens": self.max_tokens.value(),
+            "temperature": self.temperature.value(),
+            "top_p": self.top_p.value(),
+            "system": self.system.text().strip() or None,
+        }
 
     def send_prompt(self) -> None:
         text = self.prompt.toPlainText().strip()
@@ -374,8 +392,9 @@ class ChatPane(QtWidgets.QWidget):
         options = self.options()
         sent = [c.ask(prompt, options, keep_history) for c in self.columns if c.ready]
         if not any(sent):
-            self.status.setText("No model is ready to answer." if self.columns
-                                else "Open a GGUF first.")
+            self.status.setText(
+                "No model is ready to answer." if self.columns else "Open a GGUF first."
+            )
             return False
         self.sent_prompts.append(prompt)
         self._waiting = True
@@ -439,7 +458,9 @@ class ChatPane(QtWidgets.QWidget):
     def _next_replay(self) -> None:
         prompt = self._replay.pop(0)
         remaining = len(self._replay)
-        self.status.setText(f"Replaying: {remaining} prompt{'s' * (remaining != 1)} after this one.")
+        self.status.setText(
+            f"Replaying: {remaining} prompt{'s' * (remaining != 1)} after this one."
+        )
         if not self.ask(prompt, keep_history=False):
             self._replay = []
             self._replaying = False

@@ -71,8 +71,9 @@ class ChatModel(QtCore.QObject):
     _load = QtCore.Signal(str, int, int)
     _generate = QtCore.Signal(list, dict)
 
-    def __init__(self, path: str, parent: QtCore.QObject | None = None, n_ctx: int = 4096,
-                 n_threads: int = 0):
+    def __init__(
+        self, path: str, parent: QtCore.QObject | None = None, n_ctx: int = 4096, n_threads: int = 0
+    ):
         super().__init__(parent)
         self.path = str(path)
         self.busy = False
@@ -93,14 +94,24 @@ class ChatModel(QtCore.QObject):
     def session(self) -> ChatSession | None:
         return self._worker.session
 
-    def send(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.7,
-             top_p: float = 0.95, system: str | None = None) -> bool:
+    def send(
+        self,
+        messages: list[dict],
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        system: str | None = None,
+    ) -> bool:
         """Start an answer; False when the model is busy or not loaded."""
         if self.busy or self._worker.session is None:
             return False
         self.busy = True
-        options = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-                   "system": system or None}
+        options = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "system": system or None,
+        }
         self._generate.emit([dict(m) for m in messages], options)
         return True
 

@@ -13,16 +13,16 @@ from app.run_detail import on_screen, set_curve, watch_range
 from engine.run_diff import RunDiff, compare, data_stats, format_delta, format_value
 from engine.run_watch import Series
 
-PALETTE = ("#4fa3e0", "#f0a53c", "#5cc48a", "#e0607e", "#b07ee0", "#e0d35c", "#5cd0e0",
-           "#c08a5c")
+PALETTE = ("#4fa3e0", "#f0a53c", "#5cc48a", "#e0607e", "#b07ee0", "#e0d35c", "#5cd0e0", "#c08a5c")
 CHARTS = (("loss", "loss"), ("grad_norm", "grad norm"), ("lr", "learning rate"))
 CHANGED_BG = QtGui.QColor(120, 90, 30)
 REDRAW_MS = 100
 
 
 class CompareView(QtWidgets.QWidget):
-    def __init__(self, bridge: RunBridge, run_ids: list[str],
-                 parent: QtWidgets.QWidget | None = None):
+    def __init__(
+        self, bridge: RunBridge, run_ids: list[str], parent: QtWidgets.QWidget | None = None
+    ):
         super().__init__(parent)
         self.bridge = bridge
         self.run_ids = list(run_ids)
@@ -60,8 +60,8 @@ class CompareView(QtWidgets.QWidget):
             for i, rid in enumerate(self.run_ids):
                 name = self._name(rid)
                 self.curves.setdefault(key, {})[rid] = plot.plot(
-                    pen=pg.mkPen(PALETTE[i % len(PALETTE)]),
-                    name=name if plot is first else None)
+                    pen=pg.mkPen(PALETTE[i % len(PALETTE)]), name=name if plot is first else None
+                )
         split.addWidget(self.plots)
         self.tabs = QtWidgets.QTabWidget()
         split.addWidget(self.tabs)
@@ -176,17 +176,22 @@ class CompareView(QtWidgets.QWidget):
         d = self.diff
         parts = []
         for i in range(1, len(d.ids)):
-            changes = [f"{f.key.split('.')[-1]} {format_value(f.values[0])} → "
-                       f"{format_value(f.values[i])}"
-                       for f in d.fields if not _eq(f.values[0], f.values[i])]
+            changes = [
+                f"{f.key.split('.')[-1]} {format_value(f.values[0])} → {format_value(f.values[i])}"
+                for f in d.fields
+                if not _eq(f.values[0], f.values[i])
+            ]
             loss = next(m for m in d.metrics if m.name == "loss").deltas[i]
             colour = PALETTE[i % len(PALETTE)]
             what = ", ".join(changes[:4]) + ("…" if len(changes) > 4 else "") or "no changes"
             effect = f" ⇒ final loss {format_delta(loss) or '±0'}" if loss is not None else ""
-            parts.append(f"<span style='color:{colour}'>■</span> <b>{html.escape(d.names[i])}"
-                         f"</b>: {html.escape(what)}{html.escape(effect)}")
-        base = f"<span style='color:{PALETTE[0]}'>■</span> baseline <b>" \
-               f"{html.escape(d.names[0])}</b>"
+            parts.append(
+                f"<span style='color:{colour}'>■</span> <b>{html.escape(d.names[i])}"
+                f"</b>: {html.escape(what)}{html.escape(effect)}"
+            )
+        base = (
+            f"<span style='color:{PALETTE[0]}'>■</span> baseline <b>{html.escape(d.names[0])}</b>"
+        )
         self.summary.setText(" &nbsp; ".join([base] + parts))
 
     def config_keys(self) -> list[str]:
@@ -240,13 +245,18 @@ class CompareView(QtWidgets.QWidget):
             w = self.samples_layout.takeAt(0).widget()
             if w is not None:
                 w.deleteLater()
-        for i, (name, samples) in enumerate(zip(self.diff.names, self.diff.samples,
-                                                strict=True)):
+        for i, (name, samples) in enumerate(zip(self.diff.names, self.diff.samples, strict=True)):
             view = QtWidgets.QTextBrowser()
             colour = PALETTE[i % len(PALETTE)]
-            body = "".join(f"<p><b>Prompt</b><br>{html.escape(s.get('prompt') or '')}</p>"
-                           f"<p style='color:#9fd3a8'>{html.escape(s.get('response') or '')}"
-                           "</p><hr>" for s in samples) or "<p>No samples yet.</p>"
+            body = (
+                "".join(
+                    f"<p><b>Prompt</b><br>{html.escape(s.get('prompt') or '')}</p>"
+                    f"<p style='color:#9fd3a8'>{html.escape(s.get('response') or '')}"
+                    "</p><hr>"
+                    for s in samples
+                )
+                or "<p>No samples yet.</p>"
+            )
             view.setHtml(f"<h3 style='color:{colour}'>{html.escape(name)}</h3>{body}")
             self.samples_layout.addWidget(view)
 
@@ -256,9 +266,11 @@ class CompareView(QtWidgets.QWidget):
             self._subscribed = False
             for rid in self.run_ids:
                 self.bridge.unsubscribe(rid)
-            for signal, slot in ((self.bridge.pointsArrived, self.on_points),
-                                 (self.bridge.runsChanged, self.on_runs_changed),
-                                 (self.bridge.commandDone, self.on_job_done)):
+            for signal, slot in (
+                (self.bridge.pointsArrived, self.on_points),
+                (self.bridge.runsChanged, self.on_runs_changed),
+                (self.bridge.commandDone, self.on_job_done),
+            ):
                 signal.disconnect(slot)
 
 

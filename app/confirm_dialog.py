@@ -29,9 +29,15 @@ FEW_ROWS = 1000
 class ConfirmRunsDialog(QtWidgets.QDialog):
     start_requested = QtCore.Signal(list, list)  # specs, estimates (dict or None each)
 
-    def __init__(self, modules: list[ModuleResult], skipped: list[ModuleResult], graph: dict,
-                 graph_path: str | Path | None = None, estimates: list[dict] | None = None,
-                 parent: QtWidgets.QWidget | None = None):
+    def __init__(
+        self,
+        modules: list[ModuleResult],
+        skipped: list[ModuleResult],
+        graph: dict,
+        graph_path: str | Path | None = None,
+        estimates: list[dict] | None = None,
+        parent: QtWidgets.QWidget | None = None,
+    ):
         super().__init__(parent)
         self.setWindowTitle("Start runs")
         self.resize(720, 560)
@@ -52,7 +58,8 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         layout.addWidget(self.body, 1)
         self.buttons = QtWidgets.QDialogButtonBox()
         self.start_button = self.buttons.addButton(
-            "Start", QtWidgets.QDialogButtonBox.ButtonRole.AcceptRole)
+            "Start", QtWidgets.QDialogButtonBox.ButtonRole.AcceptRole
+        )
         self.buttons.addButton(QtWidgets.QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self._start)
         self.buttons.rejected.connect(self.reject)
@@ -87,8 +94,13 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         for module in self.modules:
             est = self.estimate_for(module)
             spec = module.spec
-            refusal = scheduler.refusal(est, self.gpus, spec.resources.gpu_count,
-                                        spec.resources.device != "cpu") if est else None
+            refusal = (
+                scheduler.refusal(
+                    est, self.gpus, spec.resources.gpu_count, spec.resources.device != "cpu"
+                )
+                if est
+                else None
+            )
             if refusal:
                 self.refusals[module.node_uuid] = refusal
         self._render()
@@ -117,11 +129,15 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         if busy:
             self.status.setText(f"Estimating memory and time for {len(self.modules)} run(s)…")
         elif self.estimate_error:
-            self.status.setText("Could not estimate: " + self.estimate_error +
-                                " The runs can still start; the supervisor estimates them.")
+            self.status.setText(
+                "Could not estimate: "
+                + self.estimate_error
+                + " The runs can still start; the supervisor estimates them."
+            )
         else:
-            self.status.setText(f"{count} run(s) ready to start." if count else
-                                "Nothing can start.")
+            self.status.setText(
+                f"{count} run(s) ready to start." if count else "Nothing can start."
+            )
         self.start_button.setText(f"Start {count} run{'s' if count != 1 else ''}")
         self.start_button.setEnabled(count > 0 and not busy)
         cards = [self._card(m) for m in self.modules]
@@ -141,23 +157,28 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         refusal = self.refusals.get(module.node_uuid)
         head = f"<h3>{html.escape(module.name)}</h3>"
         if refusal:
-            head += (f"<p class='bad'><b>Refused:</b> {html.escape(refusal.message)}. "
-                     f"{html.escape(refusal.hint or '')}</p>")
+            head += (
+                f"<p class='bad'><b>Refused:</b> {html.escape(refusal.message)}. "
+                f"{html.escape(refusal.hint or '')}</p>"
+            )
         table = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
         return f"<div class='card'>{head}<table>{table}</table></div>"
 
     def _skipped_card(self, module: ModuleResult) -> str:
         items = "".join(f"<li>{html.escape(str(e))}</li>" for e in module.errors)
-        return (f"<div class='card'><h3>{html.escape(module.name)}</h3><p class='bad'>Not started: "
-                f"fix these first</p><ul>{items}</ul></div>")
+        return (
+            f"<div class='card'><h3>{html.escape(module.name)}</h3><p class='bad'>Not started: "
+            f"fix these first</p><ul>{items}</ul></div>"
+        )
 
     # -- buttons ---------------------------------------------------------------------------------
     def _start(self) -> None:
         modules = self.startable()
         if not modules:
             return
-        self.start_requested.emit([m.spec for m in modules],
-                                  [self.estimate_for(m) for m in modules])
+        self.start_requested.emit(
+            [m.spec for m in modules], [self.estimate_for(m) for m in modules]
+        )
         self.accept()
 
     def done(self, result: int) -> None:  # noqa: D401 - Qt override: stop the helper on close
@@ -186,25 +207,40 @@ def estimate_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
     qlora = est.get("mode") == "qlora"
     need = vram.get("4bit") if qlora else vram.get("bf16")
     rows = [
-        ("Parameters", f"{human_count(est.get('params'))} "
-                       f"({human_count(est.get('trainable_params'))} trainable with LoRA)"),
-        ("VRAM", f"~{need} GiB on {html.escape(device)} "
-                 f"<span class='dim'>(16-bit ~{vram.get('bf16')} GiB, 4-bit "
-                 f"~{vram.get('4bit')} GiB)</span>"),
-        ("4-bit (QLoRA)", ("<b>yes</b>" if qlora else "no") +
-         f" — {html.escape(str(est.get('mode_reason') or ''))}"),
+        (
+            "Parameters",
+            f"{human_count(est.get('params'))} "
+            f"({human_count(est.get('trainable_params'))} trainable with LoRA)",
+        ),
+        (
+            "VRAM",
+            f"~{need} GiB on {html.escape(device)} "
+            f"<span class='dim'>(16-bit ~{vram.get('bf16')} GiB, 4-bit "
+            f"~{vram.get('4bit')} GiB)</span>",
+        ),
+        (
+            "4-bit (QLoRA)",
+            ("<b>yes</b>" if qlora else "no")
+            + f" — {html.escape(str(est.get('mode_reason') or ''))}",
+        ),
         ("Time", f"{human_time(t.get('low'))} – {human_time(t.get('high'))}"),
     ]
     rows_count = est.get("dataset_rows")
     data = f"{rows_count:,} rows" if isinstance(rows_count, int) else "unknown"
     if isinstance(rows_count, int) and rows_count < FEW_ROWS:
-        data += (" <span class='warn'>⚠ under 1,000 examples: expect the model to pick up "
-                 "style more than knowledge</span>")
+        data += (
+            " <span class='warn'>⚠ under 1,000 examples: expect the model to pick up "
+            "style more than knowledge</span>"
+        )
     rows.append(("Dataset", data))
     others = [w for w in est.get("warnings") or [] if "1,000" not in w]
     if others:
-        rows.append(("Warnings", "<br>".join(f"<span class='warn'>⚠ {html.escape(w)}</span>"
-                                             for w in others)))
+        rows.append(
+            (
+                "Warnings",
+                "<br>".join(f"<span class='warn'>⚠ {html.escape(w)}</span>" for w in others),
+            )
+        )
     return rows
 
 
@@ -213,9 +249,11 @@ def recipe_text(spec: JobSpec) -> str:
     t, lora = spec.training, spec.lora
     length = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)"
     data = ", ".join(Path(d.path).name for d in spec.datasets)
-    return (f"{spec.base_model.source} on {data}; {length}, lr {format_value(t.learning_rate)}, "
-            f"batch {t.micro_batch_size}×{t.grad_accum}; LoRA r{lora.r}/α{lora.alpha} on "
-            f"{', '.join(lora.target_modules)}")
+    return (
+        f"{spec.base_model.source} on {data}; {length}, lr {format_value(t.learning_rate)}, "
+        f"batch {t.micro_batch_size}×{t.grad_accum}; LoRA r{lora.r}/α{lora.alpha} on "
+        f"{', '.join(lora.target_modules)}"
+    )
 
 
 def exports_text(spec: JobSpec) -> str:

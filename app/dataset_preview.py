@@ -46,15 +46,20 @@ class Histogram(QtWidgets.QWidget):
         p.setBrush(QtGui.QColor(88, 166, 112))
         for i, (_, count) in enumerate(self.bins):
             h = rect.height() * count / top
-            p.drawRect(QtCore.QRectF(rect.left() + i * width + 1, rect.bottom() - h,
-                                     width - 2, h))
+            p.drawRect(QtCore.QRectF(rect.left() + i * width + 1, rect.bottom() - h, width - 2, h))
         p.setPen(QtGui.QColor(154, 160, 168))
-        p.drawText(QtCore.QRectF(rect.left(), rect.bottom() + 2, rect.width(), 14),
-                   QtCore.Qt.AlignmentFlag.AlignLeft, "0")
+        p.drawText(
+            QtCore.QRectF(rect.left(), rect.bottom() + 2, rect.width(), 14),
+            QtCore.Qt.AlignmentFlag.AlignLeft,
+            "0",
+        )
         step = self.bins[1][0] if len(self.bins) > 1 else 1
         end = self.bins[-1][0] + step
-        p.drawText(QtCore.QRectF(rect.left(), rect.bottom() + 2, rect.width(), 14),
-                   QtCore.Qt.AlignmentFlag.AlignRight, f"{end} tokens")
+        p.drawText(
+            QtCore.QRectF(rect.left(), rect.bottom() + 2, rect.width(), 14),
+            QtCore.Qt.AlignmentFlag.AlignRight,
+            f"{end} tokens",
+        )
         p.end()
 
 
@@ -104,8 +109,11 @@ class DatasetPreview(QtWidgets.QWidget):
             self.show_node(datasets[0])
 
     def _on_edited(self, node, _name: str) -> None:
-        if node is self.node or (self.node is not None and decl_of(node) is not None
-                                 and decl_of(node).kind in ("BaseModel", "TrainingConfig")):
+        if node is self.node or (
+            self.node is not None
+            and decl_of(node) is not None
+            and decl_of(node).kind in ("BaseModel", "TrainingConfig")
+        ):
             self.timer.start()
 
     def show_node(self, node) -> None:
@@ -123,21 +131,32 @@ class DatasetPreview(QtWidgets.QWidget):
         base = graph_dir(self.canvas.path)
         dataset = {p.name: node.get_property(p.name) for p in decl_of(node).parameters}
         dataset["path"] = resolve_file(str(dataset.get("path") or ""), base)
-        request = {"dataset": dataset, "base_model": {"source": DEFAULT_BASE}, "rows": 3,
-                   "max_seq_length": 0, "note": ""}
-        module = next((m for m in self.canvas.nodes(FINE_TUNE.kind)
-                       if node in self.canvas.upstream(m)), None)
-        feeders = {p.name(): ns for p, ns in module.connected_input_nodes().items()} \
-            if module else {}
+        request = {
+            "dataset": dataset,
+            "base_model": {"source": DEFAULT_BASE},
+            "rows": 3,
+            "max_seq_length": 0,
+            "note": "",
+        }
+        module = next(
+            (m for m in self.canvas.nodes(FINE_TUNE.kind) if node in self.canvas.upstream(m)), None
+        )
+        feeders = (
+            {p.name(): ns for p, ns in module.connected_input_nodes().items()} if module else {}
+        )
         if feeders.get("base_model"):
             model = feeders["base_model"][0]
-            request["base_model"] = {p.name: model.get_property(p.name)
-                                     for p in decl_of(model).parameters}
+            request["base_model"] = {
+                p.name: model.get_property(p.name) for p in decl_of(model).parameters
+            }
             request["base_model"]["source"] = resolve_model_source(
-                str(request["base_model"]["source"] or ""), base)
+                str(request["base_model"]["source"] or ""), base
+            )
         else:
-            request["note"] = ("Not connected to a module with a base model: showing "
-                               f"{DEFAULT_BASE}'s chat template.")
+            request["note"] = (
+                "Not connected to a module with a base model: showing "
+                f"{DEFAULT_BASE}'s chat template."
+            )
         if feeders.get("training_config"):
             seq = feeders["training_config"][0].get_property("max_seq_length")
             request["max_seq_length"] = int(seq) if str(seq).isdigit() else 0
@@ -152,8 +171,10 @@ class DatasetPreview(QtWidgets.QWidget):
             self._idle(f"“{node.name()}” has no file yet: choose one in Properties.")
             return
         self.request = self.build_request(node)
-        self.title.setText(f"<b>{html.escape(node.name())}</b> — reading "
-                           f"{html.escape(self.request['dataset']['path'])}…")
+        self.title.setText(
+            f"<b>{html.escape(node.name())}</b> — reading "
+            f"{html.escape(self.request['dataset']['path'])}…"
+        )
         self.process.start("engine.preview_report", [json.dumps(self.request)])
 
     def _on_failed(self, message: str) -> None:
@@ -173,10 +194,11 @@ class DatasetPreview(QtWidgets.QWidget):
             return
         note = (self.request or {}).get("note") or ""
         base = ((self.request or {}).get("base_model") or {}).get("source", DEFAULT_BASE)
-        self.title.setText(f"<b>{html.escape(name)}</b> <span style='color:{PROMPT_FG}'>as seen by "
-                           f"{html.escape(str(base))}</span>"
-                           + (f"<br><span style='color:{PROMPT_FG}'>{html.escape(note)}</span>"
-                              if note else ""))
+        self.title.setText(
+            f"<b>{html.escape(name)}</b> <span style='color:{PROMPT_FG}'>as seen by "
+            f"{html.escape(str(base))}</span>"
+            + (f"<br><span style='color:{PROMPT_FG}'>{html.escape(note)}</span>" if note else "")
+        )
         self.stats.setText(stats_html(report))
         tokens = report.get("tokens") or {}
         self.histogram.set_bins(tokens.get("histogram") or [], report.get("max_seq_length") or 0)
@@ -189,30 +211,44 @@ def stats_html(report: dict) -> str:
     tokens = report.get("tokens") or {}
     parts = [f"<b>{report.get('rows', 0):,}</b> rows · format <b>{report.get('format')}</b>"]
     if tokens:
-        parts.append(f"{tokens['min']}–{tokens['max']} tokens per row (mean "
-                     f"{tokens['mean']:.0f}), of which ≈ {tokens['trained_mean']:.0f} trained")
+        parts.append(
+            f"{tokens['min']}–{tokens['max']} tokens per row (mean "
+            f"{tokens['mean']:.0f}), of which ≈ {tokens['trained_mean']:.0f} trained"
+        )
     truncated, limit = report.get("truncated_rows") or 0, report.get("max_seq_length")
-    parts.append(f"<span style='color:#f0c46e'>{truncated} rows longer than {limit} tokens will be "
-                 "truncated</span>" if truncated else f"no row is longer than {limit} tokens")
-    parts += [f"<span style='color:#f0c46e'>⚠ {html.escape(w)}</span>"
-              for w in report.get("warnings") or []]
+    parts.append(
+        f"<span style='color:#f0c46e'>{truncated} rows longer than {limit} tokens will be "
+        "truncated</span>"
+        if truncated
+        else f"no row is longer than {limit} tokens"
+    )
+    parts += [
+        f"<span style='color:#f0c46e'>⚠ {html.escape(w)}</span>"
+        for w in report.get("warnings") or []
+    ]
     return "<br>".join(parts)
 
 
 def rows_html(preview: list[dict]) -> str:
     """Rows as HTML: trained text on green, prompt text grey, special tokens kept visible."""
-    blocks = [f"<p style='color:{PROMPT_FG}'>Green = trained tokens (what the model learns to "
-              "write); grey = prompt, not trained.</p>"]
+    blocks = [
+        f"<p style='color:{PROMPT_FG}'>Green = trained tokens (what the model learns to "
+        "write); grey = prompt, not trained.</p>"
+    ]
     for number, row in enumerate(preview, 1):
         head = f"Example {number} · {row.get('tokens')} tokens"
         if row.get("truncated"):
             head += " · <span style='color:#f0c46e'>truncated</span>"
         body = "".join(
-            f"<span style='background:{TRAINED_BG};color:#e9f7ee'>{_text(t)}</span>" if trained
+            f"<span style='background:{TRAINED_BG};color:#e9f7ee'>{_text(t)}</span>"
+            if trained
             else f"<span style='color:{PROMPT_FG}'>{_text(t)}</span>"
-            for t, trained in row.get("segments") or [])
-        blocks.append(f"<p><b>{head}</b></p><pre style='white-space:pre-wrap;"
-                      f"font-family:monospace'>{body}</pre>")
+            for t, trained in row.get("segments") or []
+        )
+        blocks.append(
+            f"<p><b>{head}</b></p><pre style='white-space:pre-wrap;"
+            f"font-family:monospace'>{body}</pre>"
+        )
     return "".join(blocks)
 
 

@@ -95,5 +95,4 @@ class NodeDecorations:
 
 
 def _short(text: str, limit: int = 90) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -22,8 +22,9 @@ GAP = 120.0
 SWEEP_TYPES = ("int", "float", "choice", "str", "bool", "file", "list")
 
 
-def deep_duplicate(canvas: Canvas, module: TunegraphNode, suffix: str = " (copy)",
-                   x_offset: float | None = None) -> TunegraphNode:
+def deep_duplicate(
+    canvas: Canvas, module: TunegraphNode, suffix: str = " (copy)", x_offset: float | None = None
+) -> TunegraphNode:
     """Copy `module` and all its feeders; returns the new Fine-Tune node (one undo step)."""
     canvas.graph.begin_undo(f'duplicate "{module.name()}"')
     try:
@@ -35,8 +36,9 @@ def deep_duplicate(canvas: Canvas, module: TunegraphNode, suffix: str = " (copy)
     return copy
 
 
-def _duplicate(canvas: Canvas, module: TunegraphNode, suffix: str,
-               x_offset: float | None) -> TunegraphNode:
+def _duplicate(
+    canvas: Canvas, module: TunegraphNode, suffix: str, x_offset: float | None
+) -> TunegraphNode:
     if decl_of(module) is not FINE_TUNE:
         raise ValueError("only Fine-Tune modules are duplicated with their feeders")
     members = [module, *canvas.upstream(module)]
@@ -61,8 +63,9 @@ def _duplicate(canvas: Canvas, module: TunegraphNode, suffix: str,
     data = {"graph": {}, "nodes": json.loads(json.dumps(nodes)), "connections": connections}
     for node in canvas.graph.all_nodes():
         node.view.setSelected(False)
-    created = dict(zip(nodes, canvas.graph._deserialize(data, adjust_graph_style=False),
-                       strict=True))
+    created = dict(
+        zip(nodes, canvas.graph._deserialize(data, adjust_graph_style=False), strict=True)
+    )
     return created[module.id]
 
 
@@ -90,14 +93,20 @@ class SweepParameter:
 
 def sweep_parameters(canvas: Canvas, module: TunegraphNode) -> list[SweepParameter]:
     """The parameters of `module` and of its directly connected feeders (single ones)."""
-    out = [SweepParameter("", p, module.get_property(p.name)) for p in FINE_TUNE.parameters
-           if p.type in SWEEP_TYPES]
+    out = [
+        SweepParameter("", p, module.get_property(p.name))
+        for p in FINE_TUNE.parameters
+        if p.type in SWEEP_TYPES
+    ]
     for port, feeders in module.connected_input_nodes().items():
         if len(feeders) != 1 or decl_of(feeders[0]) is None:
             continue
         feeder = feeders[0]
-        out += [SweepParameter(port.name(), p, feeder.get_property(p.name))
-                for p in decl_of(feeder).parameters if p.type in SWEEP_TYPES]
+        out += [
+            SweepParameter(port.name(), p, feeder.get_property(p.name))
+            for p in decl_of(feeder).parameters
+            if p.type in SWEEP_TYPES
+        ]
     order = {"training_config": 0, "lora_config": 1, "": 2}
     return sorted(out, key=lambda s: order.get(s.port, 3))
 
@@ -119,8 +128,9 @@ def parse_values(param: Parameter, text: str) -> list[Any]:
     return values
 
 
-def duplicate_as_sweep(canvas: Canvas, module: TunegraphNode, sweep: SweepParameter,
-                       values: list[Any]) -> list[TunegraphNode]:
+def duplicate_as_sweep(
+    canvas: Canvas, module: TunegraphNode, sweep: SweepParameter, values: list[Any]
+) -> list[TunegraphNode]:
     """One deep copy of `module` per value, named by the value (one undo step for all)."""
     copies = []
     canvas.graph.begin_undo(f'sweep {sweep.short} of "{module.name()}"')

@@ -45,15 +45,27 @@ def snapshot() -> dict:
     gpus = []
     for gpu in hardware.gpus():
         mine = [h for h in holds if str(h["gpu"]) == str(gpu.index)]
-        gpus.append({**gpu.to_dict(), "held_gib": round(sum(float(h["gib"]) for h in mine), 2),
-                     "holders": [{"run_id": h["run_id"], "name": _run_name(h["run_id"]),
-                                  "gib": float(h["gib"])} for h in mine],
-                     "suspended": gpu.index in settings.suspended_gpus})
+        gpus.append(
+            {
+                **gpu.to_dict(),
+                "held_gib": round(sum(float(h["gib"]) for h in mine), 2),
+                "holders": [
+                    {"run_id": h["run_id"], "name": _run_name(h["run_id"]), "gib": float(h["gib"])}
+                    for h in mine
+                ],
+                "suspended": gpu.index in settings.suspended_gpus,
+            }
+        )
     cpu_holders = [h for h in holds if str(h["gpu"]).lower() == "cpu"]
-    return {"gpus": gpus,
-            "cpu": {"cores": os.cpu_count() or 1, "slots": hardware.cpu_slots(),
-                    "threads": settings.cpu_threads or hardware.cpu_threads_per_run(),
-                    "runs": [_run_name(h["run_id"]) for h in cpu_holders]}}
+    return {
+        "gpus": gpus,
+        "cpu": {
+            "cores": os.cpu_count() or 1,
+            "slots": hardware.cpu_slots(),
+            "threads": settings.cpu_threads or hardware.cpu_threads_per_run(),
+            "runs": [_run_name(h["run_id"]) for h in cpu_holders],
+        },
+    }
 
 
 def default_sender(action: str, gpu: int) -> object:
@@ -101,8 +113,9 @@ class MemoryBar(QtWidgets.QWidget):
         super().__init__(parent)
         self.total = self.free = self.held = 0.0
         self.setMinimumHeight(16)
-        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
-                           QtWidgets.QSizePolicy.Policy.Fixed)
+        self.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed
+        )
 
     def set_values(self, total: float, free: float, held: float) -> None:
         self.total, self.free, self.held = total, free, held
@@ -149,13 +162,18 @@ class GpuCard(QtWidgets.QGroupBox):
         total, free, held = gpu["total_gib"], gpu["free_gib"], gpu["held_gib"]
         self.bar.set_values(total, free, held)
         available = max(min(free, total - held), 0.0)  # fake GPUs report free = total
-        self.figures.setText(f"{total:.1f} GiB total · {held:.1f} GiB held by runs · "
-                             f"{available:.1f} GiB available")
-        self.figures.setToolTip(f"The driver reports {free:.1f} GiB free; grey in the bar is "
-                                "memory used by anything, blue is what Tunegraph's runs hold.")
-        self.holders.setText("Held by: " + ", ".join(f"{h['name']} ({h['gib']:.1f} GiB)"
-                                                     for h in gpu["holders"])
-                             if gpu["holders"] else "No run holds this GPU.")
+        self.figures.setText(
+            f"{total:.1f} GiB total · {held:.1f} GiB held by runs · {available:.1f} GiB available"
+        )
+        self.figures.setToolTip(
+            f"The driver reports {free:.1f} GiB free; grey in the bar is "
+            "memory used by anything, blue is what Tunegraph's runs hold."
+        )
+        self.holders.setText(
+            "Held by: " + ", ".join(f"{h['name']} ({h['gib']:.1f} GiB)" for h in gpu["holders"])
+            if gpu["holders"]
+            else "No run holds this GPU."
+        )
         self.suspend.blockSignals(True)
         self.suspend.setChecked(bool(gpu["suspended"]))
         self.suspend.blockSignals(False)
@@ -173,8 +191,12 @@ class HardwareView(QtWidgets.QWidget):
     _poll = QtCore.Signal()
     _send = QtCore.Signal(str, int)
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, sender: Sender | None = None,
-                 interval_ms: int = REFRESH_MS):
+    def __init__(
+        self,
+        parent: QtWidgets.QWidget | None = None,
+        sender: Sender | None = None,
+        interval_ms: int = REFRESH_MS,
+    ):
         super().__init__(parent)
         self.cards: dict[int, GpuCard] = {}
         self.data: dict = {}
@@ -248,14 +270,18 @@ class HardwareView(QtWidgets.QWidget):
         self.no_gpu.setVisible(not data["gpus"])
         cpu = data["cpu"]
         runs = ", ".join(cpu["runs"]) if cpu["runs"] else "none"
-        self.cpu.setText(f"{cpu['cores']} cores · {cpu['slots']} CPU run slot"
-                         f"{'s' * (cpu['slots'] != 1)} · {cpu['threads']} threads per run · "
-                         f"running: {runs}")
+        self.cpu.setText(
+            f"{cpu['cores']} cores · {cpu['slots']} CPU run slot"
+            f"{'s' * (cpu['slots'] != 1)} · {cpu['threads']} threads per run · "
+            f"running: {runs}"
+        )
         self.updated.emit(data)
 
     @QtCore.Slot(str, int)
     def _on_sent(self, action: str, gpu: int) -> None:
-        self.status.setText(f"GPU {gpu} {'suspended: no new runs start on it' if action == 'suspend_gpu' else 'takes new runs again'}.")
+        self.status.setText(
+            f"GPU {gpu} {'suspended: no new runs start on it' if action == 'suspend_gpu' else 'takes new runs again'}."
+        )
         self.command_sent.emit(action, gpu)
 
     @QtCore.Slot(str)

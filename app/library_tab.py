@@ -132,8 +132,11 @@ class LibraryTab(QtWidgets.QWidget):
 
     changed = QtCore.Signal()
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None,
-                 confirm: Callable[[QtWidgets.QWidget, str, str], bool] = ask_user):
+    def __init__(
+        self,
+        parent: QtWidgets.QWidget | None = None,
+        confirm: Callable[[QtWidgets.QWidget, str, str], bool] = ask_user,
+    ):
         super().__init__(parent)
         self.confirm = confirm
         self.entries: list[dict] = []
@@ -164,8 +167,13 @@ class LibraryTab(QtWidgets.QWidget):
         self.status.setWordWrap(True)
         self.status.setObjectName("hint")
         buttons = QtWidgets.QHBoxLayout()
-        for b in (self.refresh_button, self.open_button, self.export_button, self.ollama_button,
-                  self.delete_button):
+        for b in (
+            self.refresh_button,
+            self.open_button,
+            self.export_button,
+            self.ollama_button,
+            self.delete_button,
+        ):
             buttons.addWidget(b)
         buttons.addStretch(1)
         layout = QtWidgets.QVBoxLayout(self)
@@ -181,15 +189,21 @@ class LibraryTab(QtWidgets.QWidget):
         for row, e in enumerate(self.entries):
             base = str(e.get("base_model") or "")
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("created_at") or 0))
-            cells = (KIND_LABELS.get(e.get("kind"), str(e.get("kind"))), e["run_name"],
-                     Path(base).name if base.startswith(("/", "~")) else base,
-                     e.get("quant") or "", human_size(e.get("bytes")), created)
+            cells = (
+                KIND_LABELS.get(e.get("kind"), str(e.get("kind"))),
+                e["run_name"],
+                Path(base).name if base.startswith(("/", "~")) else base,
+                e.get("quant") or "",
+                human_size(e.get("bytes")),
+                created,
+            )
             for col, text in enumerate(cells):
                 item = QtWidgets.QTableWidgetItem(text)
                 item.setToolTip({0: e["file"], 1: str(e.get("run_id") or ""), 2: base}.get(col, ""))
                 if col == 4:
-                    item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight
-                                          | QtCore.Qt.AlignmentFlag.AlignVCenter)
+                    item.setTextAlignment(
+                        QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
+                    )
                 self.table.setItem(row, col, item)
         if selected:
             for row, e in enumerate(self.entries):
@@ -198,8 +212,10 @@ class LibraryTab(QtWidgets.QWidget):
         if not self.entries:
             self.status.setText("No artifacts yet: export a finished run to see it here.")
         elif not self.status.text() or self.status.text().startswith("No artifacts"):
-            self.status.setText(f"{len(self.entries)} artifacts in {paths.library_dir()}. "
-                                "Double-click a GGUF to chat with it.")
+            self.status.setText(
+                f"{len(self.entries)} artifacts in {paths.library_dir()}. "
+                "Double-click a GGUF to chat with it."
+            )
         self._update_buttons()
 
     def selected(self) -> dict | None:
@@ -249,8 +265,10 @@ class LibraryTab(QtWidgets.QWidget):
         if not entry:
             return False
         label = KIND_LABELS.get(entry.get("kind"), entry.get("kind"))
-        text = (f"Delete the {label} of “{entry['run_name']}” ({human_size(entry.get('bytes'))})?"
-                f"\n\n{entry['file']}\n\nThe run itself is kept.")
+        text = (
+            f"Delete the {label} of “{entry['run_name']}” ({human_size(entry.get('bytes'))})?"
+            f"\n\n{entry['file']}\n\nThe run itself is kept."
+        )
         if not self.confirm(self, "Delete artifact", text):
             return False
         try:

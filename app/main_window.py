@@ -106,15 +106,18 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.palette = Palette()
         self.palette_dock = self._dock("Nodes", self.palette, area.LeftDockWidgetArea, "palette")
         self.properties = PropertiesPanel(self.canvas)
-        self.properties_dock = self._dock("Properties", self.properties,
-                                          area.RightDockWidgetArea, "properties")
+        self.properties_dock = self._dock(
+            "Properties", self.properties, area.RightDockWidgetArea, "properties"
+        )
         self.preview = DatasetPreview(self.canvas)
-        self.preview_dock = self._dock("Dataset preview", self.preview,
-                                       area.RightDockWidgetArea, "preview")
+        self.preview_dock = self._dock(
+            "Dataset preview", self.preview, area.RightDockWidgetArea, "preview"
+        )
         self.runs_panel = QtWidgets.QWidget()
         runs_layout = QtWidgets.QVBoxLayout(self.runs_panel)
-        runs_label = QtWidgets.QLabel("Runs appear here once you start them: select a Fine-Tune "
-                                      "node and press Run (Ctrl+R).")
+        runs_label = QtWidgets.QLabel(
+            "Runs appear here once you start them: select a Fine-Tune node and press Run (Ctrl+R)."
+        )
         runs_label.setObjectName("placeholder")
         runs_label.setWordWrap(True)
         runs_layout.addWidget(runs_label)
@@ -124,18 +127,22 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.chat_dock = self._dock("Chat", chat_label, area.BottomDockWidgetArea, "chat")
         self.tabifyDockWidget(self.runs_dock, self.chat_dock)
         self.runs_dock.raise_()
-        self.resizeDocks([self.palette_dock, self.properties_dock], [190, 420],
-                         QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks(
+            [self.palette_dock, self.properties_dock], [190, 420], QtCore.Qt.Orientation.Horizontal
+        )
         self.resizeDocks([self.runs_dock], [110], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks([self.properties_dock, self.preview_dock], [330, 520],
-                         QtCore.Qt.Orientation.Vertical)
+        self.resizeDocks(
+            [self.properties_dock, self.preview_dock], [330, 520], QtCore.Qt.Orientation.Vertical
+        )
 
     def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QtGui.QAction:
         action = QtGui.QAction(text, self)
         if shortcut is not None:
             action.setShortcut(QtGui.QKeySequence(shortcut))
-        action.setToolTip(f"{tip or text}" + (f" ({action.shortcut().toString()})"
-                                              if shortcut is not None else ""))
+        action.setToolTip(
+            f"{tip or text}"
+            + (f" ({action.shortcut().toString()})" if shortcut is not None else "")
+        )
         action.setStatusTip(tip or text)
         action.triggered.connect(lambda _checked=False: slot())
         self.addAction(action)
@@ -146,8 +153,9 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.new_action = self._action("New", self.new_file, keys.New, "Start an empty graph")
         self.open_action = self._action("Open…", self.open_file, keys.Open, "Open a graph file")
         self.save_action = self._action("Save", self.save, keys.Save, "Save the graph")
-        self.save_as_action = self._action("Save As…", self.save_as, keys.SaveAs,
-                                           "Save the graph under a new name")
+        self.save_as_action = self._action(
+            "Save As…", self.save_as, keys.SaveAs, "Save the graph under a new name"
+        )
         self.quit_action = self._action("Quit", self.close, keys.Quit)
         stack = self.canvas.graph.undo_stack()
         self.undo_action = self._action("Undo", stack.undo, keys.Undo)
@@ -159,30 +167,53 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         stack.undoTextChanged.connect(self._on_undo_text)
         stack.redoTextChanged.connect(self._on_redo_text)
         self.duplicate_action = self._action(
-            "Duplicate", self.duplicate_selected, "Ctrl+D",
-            "Copy the selected Fine-Tune module with all nodes feeding it")
+            "Duplicate",
+            self.duplicate_selected,
+            "Ctrl+D",
+            "Copy the selected Fine-Tune module with all nodes feeding it",
+        )
         self.sweep_action = self._action(
-            "Duplicate as sweep…", self.sweep_selected, "Ctrl+Shift+D",
-            "One copy of the selected module per value of a parameter")
+            "Duplicate as sweep…",
+            self.sweep_selected,
+            "Ctrl+Shift+D",
+            "One copy of the selected module per value of a parameter",
+        )
         self.delete_action = QtGui.QAction("Delete", self)
-        self.delete_action.setShortcuts([QtGui.QKeySequence(QtCore.Qt.Key.Key_Delete),
-                                         QtGui.QKeySequence(QtCore.Qt.Key.Key_Backspace)])
-        self.delete_action.setShortcutContext(
-            QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.delete_action.setShortcuts(
+            [
+                QtGui.QKeySequence(QtCore.Qt.Key.Key_Delete),
+                QtGui.QKeySequence(QtCore.Qt.Key.Key_Backspace),
+            ]
+        )
+        self.delete_action.setShortcutContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.delete_action.triggered.connect(self.delete_selected)
         self.canvas.widget.addAction(self.delete_action)
-        self.run_action = self._action("Run selected", self.run_selected, "Ctrl+R",
-                                       "Run the selected Fine-Tune modules")
-        self.run_all_action = self._action("Run all", self.run_all, "Ctrl+Shift+R",
-                                           "Run every Fine-Tune module without errors")
+        self.run_action = self._action(
+            "Run selected", self.run_selected, "Ctrl+R", "Run the selected Fine-Tune modules"
+        )
+        self.run_all_action = self._action(
+            "Run all", self.run_all, "Ctrl+Shift+R", "Run every Fine-Tune module without errors"
+        )
         self.fit_action = self._action("Fit view", self.fit_view, "F", "Show the whole graph")
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("main-toolbar")
         toolbar.setMovable(False)
-        for action in (self.new_action, self.open_action, self.save_action, None,
-                       self.undo_action, self.redo_action, None, self.duplicate_action,
-                       self.sweep_action, None, self.run_action, self.run_all_action, None,
-                       self.fit_action):
+        for action in (
+            self.new_action,
+            self.open_action,
+            self.save_action,
+            None,
+            self.undo_action,
+            self.redo_action,
+            None,
+            self.duplicate_action,
+            self.sweep_action,
+            None,
+            self.run_action,
+            self.run_all_action,
+            None,
+            self.fit_action,
+        ):
             if action is None:
                 toolbar.addSeparator()
             else:
@@ -217,8 +248,13 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         view = bar.addMenu("&View")
         view.addAction(self.fit_action)
         view.addSeparator()
-        for dock in (self.palette_dock, self.properties_dock, self.preview_dock, self.runs_dock,
-                     self.chat_dock):
+        for dock in (
+            self.palette_dock,
+            self.properties_dock,
+            self.preview_dock,
+            self.runs_dock,
+            self.chat_dock,
+        ):
             view.addAction(dock.toggleViewAction())
 
     def _build_context_menus(self) -> None:
@@ -233,8 +269,9 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             menu.add_command("Delete", self._ctx_delete, node_type=decl.type_)
         graph_menu = self.canvas.graph.get_context_menu("graph")
         for decl in CATALOGUE.values():
-            graph_menu.add_command(f"Add {decl.label}",
-                                   lambda _g=None, k=decl.kind: self._ctx_add(k))
+            graph_menu.add_command(
+                f"Add {decl.label}", lambda _g=None, k=decl.kind: self._ctx_add(k)
+            )
         self.canvas.graph.context_menu_prompt.connect(self._on_context_menu)
 
     def _on_context_menu(self, _menu, node) -> None:
@@ -256,8 +293,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.canvas.delete_nodes(nodes if node in nodes else [node])
 
     def _ctx_add(self, kind: str) -> None:
-        pos = self.canvas.viewer.mapToScene(
-            self.canvas.viewer.mapFromGlobal(QtGui.QCursor.pos()))
+        pos = self.canvas.viewer.mapToScene(self.canvas.viewer.mapFromGlobal(QtGui.QCursor.pos()))
         self.canvas.add_node(kind, pos=(pos.x(), pos.y()))
 
     # -- nodes -----------------------------------------------------------------------------------
@@ -292,8 +328,9 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         if dialog.exec() == QtWidgets.QDialog.DialogCode.Accepted:
             parameter, values = dialog.choice()
             copies = duplicate_as_sweep(self.canvas, module, parameter, values)
-            self.statusBar().showMessage(f"Created {len(copies)} copies of “{module.name()}”.",
-                                         4000)
+            self.statusBar().showMessage(
+                f"Created {len(copies)} copies of “{module.name()}”.", 4000
+            )
 
     def delete_selected(self) -> None:
         self.canvas.delete_nodes(self.canvas.selected())
@@ -305,28 +342,37 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
     def run_selected(self) -> ConfirmRunsDialog | None:
         modules = self.canvas.modules_of(self.canvas.selected())
         if not modules:
-            self.statusBar().showMessage("Select a Fine-Tune node (or nodes feeding one) to run, "
-                                         "or use Run all.", 5000)
+            self.statusBar().showMessage(
+                "Select a Fine-Tune node (or nodes feeding one) to run, or use Run all.", 5000
+            )
             return None
         return self.run_modules(modules)
 
     def run_all(self) -> ConfirmRunsDialog | None:
         return self.run_modules(self.canvas.nodes(FINE_TUNE.kind))
 
-    def run_modules(self, nodes: list, estimates: list[dict] | None = None
-                    ) -> ConfirmRunsDialog | None:
+    def run_modules(
+        self, nodes: list, estimates: list[dict] | None = None
+    ) -> ConfirmRunsDialog | None:
         """Open the confirmation for these modules (those with errors are listed, not run)."""
         result = self.canvas.recompile()
         ids = {n.id for n in nodes}
         chosen = [m for m in result.modules if m.node_id in ids]
         ready = [m for m in chosen if m.spec is not None]
         if not ready:
-            self.statusBar().showMessage("Nothing to run: fix the errors marked on the nodes "
-                                         "first.", 5000)
+            self.statusBar().showMessage(
+                "Nothing to run: fix the errors marked on the nodes first.", 5000
+            )
             return None
         skipped = [m for m in chosen if m.spec is None]
-        dialog = ConfirmRunsDialog(ready, skipped, self.canvas.to_dict(), self.canvas.path,
-                                   estimates=estimates, parent=self)
+        dialog = ConfirmRunsDialog(
+            ready,
+            skipped,
+            self.canvas.to_dict(),
+            self.canvas.path,
+            estimates=estimates,
+            parent=self,
+        )
         dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.start_requested.connect(self.start_runs)
         dialog.destroyed.connect(self._forget_dialog)
@@ -356,8 +402,13 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.run_views.bridge.refresh()  # the new runs appear in the run panel at once
         refused = [e for e in entries if e.get("state") == "refused"]
         if refused:
-            QtWidgets.QMessageBox.warning(self, "Some runs were refused", "\n".join(
-                f"{e.get('name')}: {(e.get('error') or {}).get('message')}" for e in refused))
+            QtWidgets.QMessageBox.warning(
+                self,
+                "Some runs were refused",
+                "\n".join(
+                    f"{e.get('name')}: {(e.get('error') or {}).get('message')}" for e in refused
+                ),
+            )
         queued = sum(e.get("state") == "queued" for e in entries)
         self.statusBar().showMessage(f"{queued} run(s) queued.", 5000)
         self.runs_dock.raise_()
@@ -382,8 +433,10 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         if not modules:
             text = "No Fine-Tune node yet: add one from the palette and connect its inputs."
         elif bad:
-            text = (f"{ok} of {len(modules)} modules ready · {nodes_with_errors} node(s) need "
-                    "attention (red badges; hover for details)")
+            text = (
+                f"{ok} of {len(modules)} modules ready · {nodes_with_errors} node(s) need "
+                "attention (red badges; hover for details)"
+            )
         else:
             text = f"All {ok} modules ready to run (Ctrl+Shift+R runs all)"
         self.status.setText(text)
@@ -396,8 +449,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.sweep_action.setEnabled(module is not None)
         self.delete_action.setEnabled(bool(selected))
         modules = self.canvas.modules_of(selected)
-        self.run_action.setEnabled(bool(modules) and all(self.canvas.module_ok(m)
-                                                         for m in modules))
+        self.run_action.setEnabled(bool(modules) and all(self.canvas.module_ok(m) for m in modules))
         self.run_all_action.setEnabled(any(m.spec is not None for m in self.canvas.result.modules))
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt override
@@ -419,4 +471,3 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.submit_threads = []
         self.settings.save_window_layout(self.saveGeometry(), self.saveState())
         self.settings.sync()
-

@@ -49,8 +49,7 @@ class FileActions:
             return False
         if path is None:
             start = str(self.canvas.path.parent) if self.canvas.path else ""
-            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open graph", start,
-                                                            FILE_FILTER)
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open graph", start, FILE_FILTER)
             if not path:
                 return False
         try:
@@ -70,10 +69,14 @@ class FileActions:
 
     def save_as(self, path: str | Path | None = None) -> bool:
         if path is None:
-            start = str(self.canvas.path.parent / self.canvas.path.name.split(".")[0]) \
-                if self.canvas.path and not self.canvas.is_template else "untitled"
+            start = (
+                str(self.canvas.path.parent / self.canvas.path.name.split(".")[0])
+                if self.canvas.path and not self.canvas.is_template
+                else "untitled"
+            )
             path, _ = QtWidgets.QFileDialog.getSaveFileName(
-                self, "Save graph", start + GRAPH_SUFFIX, FILE_FILTER)
+                self, "Save graph", start + GRAPH_SUFFIX, FILE_FILTER
+            )
             if not path:
                 return False
         path = Path(path)
@@ -85,8 +88,9 @@ class FileActions:
         try:
             self.canvas.save_file(path)
         except OSError as err:
-            QtWidgets.QMessageBox.warning(self, "Could not save the graph",
-                                          f"{path}: {err.strerror or err}")
+            QtWidgets.QMessageBox.warning(
+                self, "Could not save the graph", f"{path}: {err.strerror or err}"
+            )
             return False
         self.settings.add_recent(path)
         self.statusBar().showMessage(f"Saved {path}", 4000)
@@ -102,11 +106,15 @@ class FileActions:
             self.recent_menu.addAction("No recent graphs").setEnabled(False)
 
     def ask_unsaved(self) -> str:
-        """"save", "discard" or "cancel" (tests replace this)."""
+        """ "save", "discard" or "cancel" (tests replace this)."""
         buttons = QtWidgets.QMessageBox.StandardButton
         answer = QtWidgets.QMessageBox.question(
-            self, "Unsaved changes", "The graph has unsaved changes. Save them first?",
-            buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
+            self,
+            "Unsaved changes",
+            "The graph has unsaved changes. Save them first?",
+            buttons.Save | buttons.Discard | buttons.Cancel,
+            buttons.Save,
+        )
         return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
 
     def maybe_save(self) -> bool:

@@ -28,25 +28,34 @@ class TunegraphNode(BaseNode):
         super().__init__()
         decl = self.DECL
         for port in decl.inputs:
-            view = self.add_input(port.name, multi_input=port.multiple,
-                                  color=_port_colour(port.accepts[0].kind)).view
-            label = port.label + ("s" if port.multiple else "") + \
-                ("" if port.required else " (optional)")
+            view = self.add_input(
+                port.name, multi_input=port.multiple, color=_port_colour(port.accepts[0].kind)
+            ).view
+            label = (
+                port.label
+                + ("s" if port.multiple else "")
+                + ("" if port.required else " (optional)")
+            )
             self._label_port(self.view._input_items, view, label)
             view.setToolTip(port.help)
         for port in decl.outputs:
-            view = self.add_output(port.name, multi_output=port.multiple,
-                                   color=_port_colour(decl.kind)).view
+            view = self.add_output(
+                port.name, multi_output=port.multiple, color=_port_colour(decl.kind)
+            ).view
             self._label_port(self.view._output_items, view, port.label)
         for name, value in decl.custom_defaults().items():
             self.create_property(name, _copy(value))
         for port in decl.inputs:
             for ref in port.accepts:
-                self.add_accept_port_type(self.get_input(port.name), {
-                    "port_name": ref.port, "port_type": PortTypeEnum.OUT.value,
-                    "node_type": ref.node_type})
+                self.add_accept_port_type(
+                    self.get_input(port.name),
+                    {
+                        "port_name": ref.port,
+                        "port_type": PortTypeEnum.OUT.value,
+                        "node_type": ref.node_type,
+                    },
+                )
         self.set_color(*decl.colour)
-
 
     @staticmethod
     def _label_port(items: dict, port_view, label: str) -> None:
@@ -66,9 +75,11 @@ def _port_colour(kind: str) -> tuple[int, int, int]:
 
 
 def _make_class(decl: NodeDecl) -> type[TunegraphNode]:
-    return type(decl.kind, (TunegraphNode,), {
-        "__identifier__": IDENTIFIER, "NODE_NAME": decl.label, "DECL": decl,
-        "__doc__": decl.help})
+    return type(
+        decl.kind,
+        (TunegraphNode,),
+        {"__identifier__": IDENTIFIER, "NODE_NAME": decl.label, "DECL": decl, "__doc__": decl.help},
+    )
 
 
 NODE_CLASSES: dict[str, type[TunegraphNode]] = {k: _make_class(d) for k, d in CATALOGUE.items()}

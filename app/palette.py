@@ -50,12 +50,16 @@ class Palette(QtWidgets.QWidget):
         for decl in CATALOGUE.values():
             item = QtWidgets.QListWidgetItem(_swatch(decl.colour), decl.label)
             item.setData(KIND_ROLE, decl.kind)
-            item.setToolTip(f"<b>{decl.label}</b><br>{decl.help}<br><i>Double-click or drag onto "
-                            "the canvas.</i>")
+            item.setToolTip(
+                f"<b>{decl.label}</b><br>{decl.help}<br><i>Double-click or drag onto "
+                "the canvas.</i>"
+            )
             self.list.addItem(item)
         layout.addWidget(self.list, 1)
-        tip = QtWidgets.QLabel("Double-click or drag a node onto the canvas. Drop a .jsonl, "
-                               ".csv or .parquet file on the canvas for a Dataset node.")
+        tip = QtWidgets.QLabel(
+            "Double-click or drag a node onto the canvas. Drop a .jsonl, "
+            ".csv or .parquet file on the canvas for a Dataset node."
+        )
         tip.setWordWrap(True)
         tip.setObjectName("hint")
         layout.addWidget(tip)
@@ -69,7 +73,8 @@ class Palette(QtWidgets.QWidget):
             item = self.list.item(i)
             decl = CATALOGUE[item.data(KIND_ROLE)]
             hay = f"{decl.label} {decl.kind} {decl.help} " + " ".join(
-                p.name for p in decl.parameters)
+                p.name for p in decl.parameters
+            )
             item.setHidden(not all(w in hay.lower() for w in words))
 
     def _add_first_visible(self) -> None:

@@ -16,11 +16,24 @@ from PySide6 import QtCore, QtWidgets
 from nodes.catalogue import Parameter
 
 INT_LIMIT = 2_147_483_647
-COMMON_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                  "all-linear")
-MODEL_SUGGESTIONS = ("builtin:tiny-llama", "Qwen/Qwen2.5-0.5B-Instruct",
-                     "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Llama-3.2-1B-Instruct",
-                     "google/gemma-3-270m-it", "microsoft/Phi-4-mini-instruct")
+COMMON_MODULES = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "all-linear",
+)
+MODEL_SUGGESTIONS = (
+    "builtin:tiny-llama",
+    "Qwen/Qwen2.5-0.5B-Instruct",
+    "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "meta-llama/Llama-3.2-1B-Instruct",
+    "google/gemma-3-270m-it",
+    "microsoft/Phi-4-mini-instruct",
+)
 DATASET_FILTER = "Datasets (*.jsonl *.json *.csv *.parquet);;All files (*)"
 
 
@@ -42,8 +55,9 @@ class ParamEditor(QtWidgets.QWidget):
     def set_error(self, message: str) -> None:
         """Outline the editor in red with the message as tooltip ("" clears it)."""
         self.setProperty("error", bool(message))
-        self.setStyleSheet("QLineEdit, QSpinBox, QComboBox { border: 1px solid #dc3535; }"
-                           if message else "")
+        self.setStyleSheet(
+            "QLineEdit, QSpinBox, QComboBox { border: 1px solid #dc3535; }" if message else ""
+        )
         self.setToolTip(tooltip_for(self.param) + (f"\n\n⚠ {message}" if message else ""))
 
 
@@ -138,8 +152,9 @@ class FileEditor(TextEditor):
         self.layout_.addWidget(button)
 
     def _browse(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a dataset", "",
-                                                        DATASET_FILTER)
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Choose a dataset", "", DATASET_FILTER
+        )
         if path:
             self.edit.setText(path)
             self._commit()
@@ -153,8 +168,9 @@ class ModelEditor(ParamEditor):
         self.combo = QtWidgets.QComboBox(editable=True)
         self.combo.addItems(list(MODEL_SUGGESTIONS))
         self.combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
-        self.combo.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
-                                 QtWidgets.QSizePolicy.Policy.Fixed)
+        self.combo.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed
+        )
         self.layout_.addWidget(self.combo, 1)
         button = QtWidgets.QToolButton(text="Folder…")
         button.setToolTip("Choose a local model folder")
@@ -212,8 +228,9 @@ class ModulesEditor(TextEditor):
     def _toggle(self, name: str, on: bool) -> None:
         names = [n for n in self.current() if n != name]
         if on:
-            names = [name] if name == "all-linear" else [n for n in names if n != "all-linear"] \
-                + [name]
+            names = (
+                [name] if name == "all-linear" else [n for n in names if n != "all-linear"] + [name]
+            )
         self.edit.setText(", ".join(names))
         self._commit()
 
@@ -224,9 +241,16 @@ class MappingEditor(TextEditor):
         self.edit.setPlaceholderText('{"messages": "chat"}  (empty: the format\'s own names)')
 
 
-EDITORS = {"str": TextEditor, "int": IntEditor, "float": FloatEditor, "bool": BoolEditor,
-           "choice": ChoiceEditor, "file": FileEditor, "list": ModulesEditor,
-           "mapping": MappingEditor}
+EDITORS = {
+    "str": TextEditor,
+    "int": IntEditor,
+    "float": FloatEditor,
+    "bool": BoolEditor,
+    "choice": ChoiceEditor,
+    "file": FileEditor,
+    "list": ModulesEditor,
+    "mapping": MappingEditor,
+}
 
 
 def make_editor(param: Parameter, parent: QtWidgets.QWidget | None = None) -> ParamEditor:

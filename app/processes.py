@@ -31,8 +31,10 @@ class JsonProcess(QtCore.QObject):
         process.start(sys.executable, ["-m", module, *args])
 
     def is_running(self) -> bool:
-        return self.process is not None and \
-            self.process.state() != QtCore.QProcess.ProcessState.NotRunning
+        return (
+            self.process is not None
+            and self.process.state() != QtCore.QProcess.ProcessState.NotRunning
+        )
 
     def cancel(self) -> None:
         """Kill a running process and wait for it (no child is left behind)."""
@@ -61,6 +63,9 @@ class JsonProcess(QtCore.QObject):
         self.finished.emit(data)
 
     def _error(self, process: QtCore.QProcess) -> None:
-        if process is self.process and process.error() == QtCore.QProcess.ProcessError.FailedToStart:
+        if (
+            process is self.process
+            and process.error() == QtCore.QProcess.ProcessError.FailedToStart
+        ):
             self.process = None
             self.failed.emit(f"could not start {sys.executable}: {process.errorString()}")

@@ -34,9 +34,11 @@ class PropertiesPanel(QtWidgets.QScrollArea):
     # -- building the form ------------------------------------------------------------------------
     def _empty(self) -> None:
         self.node, self.editors, self.run_button = None, {}, None
-        label = QtWidgets.QLabel("Select a node on the canvas to edit its settings.\n\n"
-                                 "Add nodes from the palette; connect their outputs to a "
-                                 "Fine-Tune node's inputs.")
+        label = QtWidgets.QLabel(
+            "Select a node on the canvas to edit its settings.\n\n"
+            "Add nodes from the palette; connect their outputs to a "
+            "Fine-Tune node's inputs."
+        )
         label.setWordWrap(True)
         label.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop)
         label.setObjectName("hint")
@@ -52,8 +54,10 @@ class PropertiesPanel(QtWidgets.QScrollArea):
         self.node, self.editors = node, {}
         body = QtWidgets.QWidget()
         outer = QtWidgets.QVBoxLayout(body)
-        title = QtWidgets.QLabel(f"<b style='font-size:14px'>{html.escape(decl.label)}</b>"
-                                 f"<br><span style='color:#a8adb5'>{html.escape(decl.help)}</span>")
+        title = QtWidgets.QLabel(
+            f"<b style='font-size:14px'>{html.escape(decl.label)}</b>"
+            f"<br><span style='color:#a8adb5'>{html.escape(decl.help)}</span>"
+        )
         title.setWordWrap(True)
         outer.addWidget(title)
         self.state = QtWidgets.QLabel()
@@ -101,10 +105,11 @@ class PropertiesPanel(QtWidgets.QScrollArea):
             editor.set_error("; ".join(by_field.get(name, [])))
         parts = []
         if errors:
-            items = "".join(f"<li>{html.escape(error_text(decl_of(node), e))}</li>"
-                            for e in errors)
-            parts.append(f"<div style='color:#ff7b7b'><b>Fix before running:</b>"
-                         f"<ul style='margin-left:-20px'>{items}</ul></div>")
+            items = "".join(f"<li>{html.escape(error_text(decl_of(node), e))}</li>" for e in errors)
+            parts.append(
+                f"<div style='color:#ff7b7b'><b>Fix before running:</b>"
+                f"<ul style='margin-left:-20px'>{items}</ul></div>"
+            )
         elif decl_of(node) is FINE_TUNE:
             parts.append("<span style='color:#7bd88f'>✓ Ready to run (Ctrl+R)</span>")
         if self.run_button is not None:

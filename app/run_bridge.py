@@ -23,9 +23,9 @@ POLL_S = 0.25
 
 
 class _PollThread(QtCore.QThread):
-    changed = QtCore.Signal(object)   # list of run dicts
-    removed = QtCore.Signal(object)   # list of run ids
-    points = QtCore.Signal(object)    # list of engine.run_watch.MetricBatch
+    changed = QtCore.Signal(object)  # list of run dicts
+    removed = QtCore.Signal(object)  # list of run ids
+    points = QtCore.Signal(object)  # list of engine.run_watch.MetricBatch
     failed = QtCore.Signal(str)
 
     def __init__(self, store_path: Path | None, interval_s: float, parent: QtCore.QObject):
@@ -116,15 +116,19 @@ class _CommandThread(QtCore.QThread):
 class RunBridge(QtCore.QObject):
     """Signals for the run views; start() once, stop() before the window closes."""
 
-    runsChanged = QtCore.Signal(object)    # noqa: N815 - Qt signal naming
-    runsRemoved = QtCore.Signal(object)    # noqa: N815
+    runsChanged = QtCore.Signal(object)  # noqa: N815 - Qt signal naming
+    runsRemoved = QtCore.Signal(object)  # noqa: N815
     pointsArrived = QtCore.Signal(object)  # noqa: N815
-    commandDone = QtCore.Signal(str, str, object)   # noqa: N815 - action, run id, result
-    commandFailed = QtCore.Signal(str, str, str)    # noqa: N815 - action, run id, message
+    commandDone = QtCore.Signal(str, str, object)  # noqa: N815 - action, run id, result
+    commandFailed = QtCore.Signal(str, str, str)  # noqa: N815 - action, run id, message
     error = QtCore.Signal(str)
 
-    def __init__(self, store_path: Path | str | None = None, interval_s: float = POLL_S,
-                 parent: QtCore.QObject | None = None):
+    def __init__(
+        self,
+        store_path: Path | str | None = None,
+        interval_s: float = POLL_S,
+        parent: QtCore.QObject | None = None,
+    ):
         super().__init__(parent)
         self.store_path = Path(store_path) if store_path else None
         self.runs: dict[str, dict] = {}
@@ -182,8 +186,9 @@ class RunBridge(QtCore.QObject):
     def continue_run(self, run_id: str, epochs: float) -> None:
         from engine import client
 
-        self.submit_job("continue", run_id,
-                        lambda store: client.continue_run(store, run_id, epochs))
+        self.submit_job(
+            "continue", run_id, lambda store: client.continue_run(store, run_id, epochs)
+        )
 
     def submit_job(self, label: str, run_id: str, fn: Callable) -> None:
         self._commands.jobs.put((label, run_id, fn))
@@ -201,8 +206,11 @@ class RunBridge(QtCore.QObject):
             if code == 0:
                 self.commandDone.emit("export", run_id, out)
             else:
-                self.commandFailed.emit("export", run_id, out.splitlines()[-1] if out else
-                                        f"export exited with code {code}")
+                self.commandFailed.emit(
+                    "export",
+                    run_id,
+                    out.splitlines()[-1] if out else f"export exited with code {code}",
+                )
             proc.deleteLater()
 
         proc.finished.connect(finished)

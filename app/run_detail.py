@@ -35,8 +35,7 @@ def on_screen(widget: QtWidgets.QWidget) -> bool:
     rect = QtCore.QRect(widget.mapTo(top, QtCore.QPoint(0, 0)), widget.size())
     parent = widget.parentWidget()
     while parent is not None and not rect.isEmpty():
-        rect = rect.intersected(QtCore.QRect(parent.mapTo(top, QtCore.QPoint(0, 0)),
-                                             parent.size()))
+        rect = rect.intersected(QtCore.QRect(parent.mapTo(top, QtCore.QPoint(0, 0)), parent.size()))
         parent = parent.parentWidget()
     return not rect.isEmpty()
 
@@ -66,8 +65,7 @@ def watch_range(plot: pg.PlotItem, on_change) -> None:
     box.sigXRangeChanged.connect(lambda *_: None if box.autoRangeEnabled()[0] else on_change())
 
 
-def _plot(layout: pg.GraphicsLayoutWidget, row: int, title: str, last: bool = False
-          ) -> pg.PlotItem:
+def _plot(layout: pg.GraphicsLayoutWidget, row: int, title: str, last: bool = False) -> pg.PlotItem:
     plot = layout.addPlot(row=row, col=0)
     plot.setLabel("left", title)
     plot.showGrid(x=True, y=True, alpha=0.15)
@@ -94,9 +92,13 @@ class RunCharts(pg.GraphicsLayoutWidget):
             plot.setXLink(self.loss_plot)
         self.curves = {
             "loss": self.loss_plot.plot(pen=pg.mkPen(COLOURS["loss"]), name="train"),
-            "eval_loss": self.loss_plot.plot(pen=pg.mkPen(COLOURS["eval_loss"]),
-                                             symbol="o", symbolSize=7, name="eval",
-                                             symbolBrush=COLOURS["eval_loss"]),
+            "eval_loss": self.loss_plot.plot(
+                pen=pg.mkPen(COLOURS["eval_loss"]),
+                symbol="o",
+                symbolSize=7,
+                name="eval",
+                symbolBrush=COLOURS["eval_loss"],
+            ),
             "grad_norm": self.grad_plot.plot(pen=pg.mkPen(COLOURS["grad_norm"])),
             "lr": self.lr_plot.plot(pen=pg.mkPen(COLOURS["lr"])),
         }
@@ -149,7 +151,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
             for plot, line in zip(plots, self._epoch_lines.pop(), strict=True):
                 plot.removeItem(line)
         pen = pg.mkPen("#8a8f98", width=1, style=QtCore.Qt.PenStyle.DashLine)
-        for step in bounds[len(self._epoch_lines):]:
+        for step in bounds[len(self._epoch_lines) :]:
             lines = []
             for plot in plots:
                 line = pg.InfiniteLine(step, angle=90, movable=False, pen=pen)
@@ -179,8 +181,9 @@ class StepMonitor(QtWidgets.QWidget):
         self.epochs: list[int] = []
         self.evals: list[int] = []
         self.setMinimumHeight(26)
-        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
-                           QtWidgets.QSizePolicy.Policy.Fixed)
+        self.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed
+        )
 
     def set_values(self, step: int, total: int, epochs: list[int], evals: list[int]) -> None:
         values = (step, total, list(epochs), list(evals))
@@ -234,9 +237,22 @@ class EventView(QtWidgets.QWidget):
         self.events: list[dict] = []
         bar = QtWidgets.QHBoxLayout()
         self.filter = QtWidgets.QComboBox()
-        self.filter.addItems(LEVELS if kinds else ("all kinds", "status", "metric", "eval",
-                                                    "progress", "log", "sample", "artifact",
-                                                    "error", "schedule"))
+        self.filter.addItems(
+            LEVELS
+            if kinds
+            else (
+                "all kinds",
+                "status",
+                "metric",
+                "eval",
+                "progress",
+                "log",
+                "sample",
+                "artifact",
+                "error",
+                "schedule",
+            )
+        )
         self.search = QtWidgets.QLineEdit()
         self.search.setPlaceholderText("Search…")
         self.search.setClearButtonEnabled(True)
@@ -262,7 +278,7 @@ class EventView(QtWidgets.QWidget):
             return
         self.events.extend(new)
         if len(self.events) > MAX_EVENTS:
-            del self.events[:len(self.events) - MAX_EVENTS]
+            del self.events[: len(self.events) - MAX_EVENTS]
             self.render()
             return
         lines = self.lines(new)  # append only the new lines: no full re-render per update
@@ -303,8 +319,9 @@ class EventView(QtWidgets.QWidget):
         Path(path).write_text("\n".join(self.lines()) + "\n", encoding="utf-8")
 
     def ask_save(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save log as", "run.log",
-                                                        "Log files (*.log *.txt)")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Save log as", "run.log", "Log files (*.log *.txt)"
+        )
         if path:
             self.save_to(path)
 
@@ -399,8 +416,9 @@ class RunDetail(QtWidgets.QWidget):
     def _update_monitor(self) -> None:
         s = self.charts.series
         step = self.run.get("step") or (int(s["step"][-1]) if len(s) else 0)
-        self.steps.set_values(step, self.run.get("max_steps") or 0, s.epoch_boundaries(),
-                              s.eval_steps)
+        self.steps.set_values(
+            step, self.run.get("max_steps") or 0, s.epoch_boundaries(), s.eval_steps
+        )
 
     def _fill_config(self, spec: dict) -> None:
         self.config.clear()
@@ -418,14 +436,17 @@ class RunDetail(QtWidgets.QWidget):
 
     def _fill_samples(self, samples: list[dict]) -> None:
         if not samples:
-            self.samples.setPlainText("The three inference samples appear after the final "
-                                      "evaluation.")
+            self.samples.setPlainText(
+                "The three inference samples appear after the final evaluation."
+            )
             return
         parts = []
         for i, s in enumerate(samples, 1):
-            parts.append(f"<p><b>{i}. Prompt</b><br>{html.escape(s.get('prompt') or '')}</p>"
-                         f"<p style='color:#9fd3a8'><b>Response</b><br>"
-                         f"{html.escape(s.get('response') or '')}</p><hr>")
+            parts.append(
+                f"<p><b>{i}. Prompt</b><br>{html.escape(s.get('prompt') or '')}</p>"
+                f"<p style='color:#9fd3a8'><b>Response</b><br>"
+                f"{html.escape(s.get('response') or '')}</p><hr>"
+            )
         self.samples.setHtml("".join(parts))
 
     def _fill_artifacts(self, artifacts: list[dict]) -> None:
@@ -433,8 +454,9 @@ class RunDetail(QtWidgets.QWidget):
             return
         self.artifacts.clear()
         for a in artifacts:
-            item = QtWidgets.QTreeWidgetItem([a.get("kind") or "", fmt_bytes(a.get("bytes")),
-                                              a.get("path") or ""])
+            item = QtWidgets.QTreeWidgetItem(
+                [a.get("kind") or "", fmt_bytes(a.get("bytes")), a.get("path") or ""]
+            )
             self.artifacts.addTopLevelItem(item)
 
     def open_selected_folder(self) -> None:
@@ -473,7 +495,9 @@ class RunDetail(QtWidgets.QWidget):
         if self._subscribed:
             self._subscribed = False
             self.bridge.unsubscribe(self.run_id)
-            for signal, slot in ((self.bridge.pointsArrived, self.on_points),
-                                 (self.bridge.runsChanged, self.on_runs_changed),
-                                 (self.bridge.commandDone, self.on_job_done)):
+            for signal, slot in (
+                (self.bridge.pointsArrived, self.on_points),
+                (self.bridge.runsChanged, self.on_runs_changed),
+                (self.bridge.commandDone, self.on_job_done),
+            ):
                 signal.disconnect(slot)

@@ -18,15 +18,25 @@ from engine.events import LIVE_STATES
 
 # state -> (colour, icon glyph); one of each per state
 STATE_STYLE: dict[str, tuple[str, str]] = {
-    "queued": ("#7a8290", "◷"), "starting": ("#4f8fd6", "◌"), "training": ("#2f9e6e", "▶"),
-    "evaluating": ("#2aa3a3", "◎"), "exporting": ("#7d6bd6", "⇪"), "paused": ("#c79a2e", "❚❚"),
-    "retrying": ("#d9822b", "↻"), "completed": ("#3f9b4f", "✓"), "failed": ("#d0473f", "✕"),
-    "cancelled": ("#8a6f6f", "⊘"), "refused": ("#a3475f", "⊗"), None: ("#60656e", "…"),
+    "queued": ("#7a8290", "◷"),
+    "starting": ("#4f8fd6", "◌"),
+    "training": ("#2f9e6e", "▶"),
+    "evaluating": ("#2aa3a3", "◎"),
+    "exporting": ("#7d6bd6", "⇪"),
+    "paused": ("#c79a2e", "❚❚"),
+    "retrying": ("#d9822b", "↻"),
+    "completed": ("#3f9b4f", "✓"),
+    "failed": ("#d0473f", "✕"),
+    "cancelled": ("#8a6f6f", "⊘"),
+    "refused": ("#a3475f", "⊗"),
+    None: ("#60656e", "…"),
 }
 ACTIVE_STATES = set(LIVE_STATES) | {"paused", None}
-CANCEL_TEXT = ("Cancel “{name}”?\n\nCancelling is not reversible: the worker is stopped at once, "
-               "partial metrics are kept, and no adapter is saved. Pause keeps a checkpoint "
-               "instead.")
+CANCEL_TEXT = (
+    "Cancel “{name}”?\n\nCancelling is not reversible: the worker is stopped at once, "
+    "partial metrics are kept, and no adapter is saved. Pause keeps a checkpoint "
+    "instead."
+)
 BUTTONS = {  # button -> states in which it shows
     "Pause": ("starting", "training"),
     "Stop and keep best": ("training",),
@@ -61,7 +71,7 @@ def fmt_bytes(n: int | None) -> str:
 
 
 def epoch_text(run: dict) -> str:
-    """"Epoch X/Y" (1-based current epoch of the planned total), or "" before any progress."""
+    """ "Epoch X/Y" (1-based current epoch of the planned total), or "" before any progress."""
     epochs = ((run.get("spec") or {}).get("training") or {}).get("epochs")
     epoch, step, max_steps = run.get("epoch"), run.get("step"), run.get("max_steps")
     if epoch is None:
@@ -105,14 +115,20 @@ class StatusPill(QtWidgets.QLabel):
         self.state = state
         colour, icon = STATE_STYLE.get(state, STATE_STYLE[None])
         self.setText(f"{icon}  {state or 'new'}")
-        self.setStyleSheet(f"QLabel {{ background: {colour}; color: white; border-radius: 9px;"
-                           " padding: 2px 10px; font-weight: bold; }")
+        self.setStyleSheet(
+            f"QLabel {{ background: {colour}; color: white; border-radius: 9px;"
+            " padding: 2px 10px; font-weight: bold; }"
+        )
 
 
 def confirm_cancel(parent: QtWidgets.QWidget, name: str) -> bool:
     """Ask before cancelling (not reversible). Tests replace `RunPanel.confirm`."""
-    box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, "Cancel run",
-                                CANCEL_TEXT.format(name=name), parent=parent)
+    box = QtWidgets.QMessageBox(
+        QtWidgets.QMessageBox.Icon.Warning,
+        "Cancel run",
+        CANCEL_TEXT.format(name=name),
+        parent=parent,
+    )
     yes = box.addButton("Cancel run", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
     box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.RejectRole)
     box.exec()
@@ -121,7 +137,8 @@ def confirm_cancel(parent: QtWidgets.QWidget, name: str) -> bool:
 
 def ask_epochs(parent: QtWidgets.QWidget, name: str) -> float | None:
     epochs, ok = QtWidgets.QInputDialog.getDouble(
-        parent, "Continue run", f"Train “{name}” for how many more epochs?", 1.0, 0.1, 100.0, 1)
+        parent, "Continue run", f"Train “{name}” for how many more epochs?", 1.0, 0.1, 100.0, 1
+    )
     return epochs if ok else None
 
 
@@ -131,8 +148,12 @@ class RunRow(QtWidgets.QFrame):
     action = QtCore.Signal(str, str)  # button text, run id
     openRequested = QtCore.Signal(str)  # noqa: N815
 
-    def __init__(self, run: dict, detail_factory: Callable | None = None,
-                 parent: QtWidgets.QWidget | None = None):
+    def __init__(
+        self,
+        run: dict,
+        detail_factory: Callable | None = None,
+        parent: QtWidgets.QWidget | None = None,
+    ):
         super().__init__(parent)
         self.run_id = run["id"]
         self.run: dict = {}
@@ -163,11 +184,25 @@ class RunRow(QtWidgets.QFrame):
         self.eta = QtWidgets.QLabel()
         self.elapsed = QtWidgets.QLabel()
         self.gpu = QtWidgets.QLabel()
-        for w, width in ((self.epoch, 74), (self.loss, 84), (self.eta, 90), (self.elapsed, 104),
-                         (self.gpu, 120)):
+        for w, width in (
+            (self.epoch, 74),
+            (self.loss, 84),
+            (self.eta, 90),
+            (self.elapsed, 104),
+            (self.gpu, 120),
+        ):
             w.setMinimumWidth(width)
-        for w in (self.expand, self.name, self.pill, self.progress, self.epoch, self.loss,
-                  self.eta, self.elapsed, self.gpu):
+        for w in (
+            self.expand,
+            self.name,
+            self.pill,
+            self.progress,
+            self.epoch,
+            self.loss,
+            self.eta,
+            self.elapsed,
+            self.gpu,
+        ):
             line.addWidget(w)
         line.addStretch(1)
         self.buttons: dict[str, QtWidgets.QPushButton] = {}
@@ -229,8 +264,9 @@ class RunRow(QtWidgets.QFrame):
         self.message.setVisible(bool(text))
 
     def set_expanded(self, on: bool) -> None:
-        self.expand.setArrowType(QtCore.Qt.ArrowType.DownArrow if on
-                                 else QtCore.Qt.ArrowType.RightArrow)
+        self.expand.setArrowType(
+            QtCore.Qt.ArrowType.DownArrow if on else QtCore.Qt.ArrowType.RightArrow
+        )
         if on and self.detail is None and self.detail_factory is not None:
             self.detail = self.detail_factory(self.run_id)
             self.detail.setMinimumHeight(520)
@@ -284,8 +320,12 @@ class RunPanel(QtWidgets.QWidget):
     confirm = staticmethod(confirm_cancel)
     ask_epochs = staticmethod(ask_epochs)
 
-    def __init__(self, bridge: RunBridge, detail_factory: Callable | None = None,
-                 parent: QtWidgets.QWidget | None = None):
+    def __init__(
+        self,
+        bridge: RunBridge,
+        detail_factory: Callable | None = None,
+        parent: QtWidgets.QWidget | None = None,
+    ):
         super().__init__(parent)
         self.bridge = bridge
         self.detail_factory = detail_factory
@@ -299,8 +339,9 @@ class RunPanel(QtWidgets.QWidget):
         split.addWidget(self.history)
         split.setSizes([300, 200])
         layout.addWidget(split)
-        self.empty = QtWidgets.QLabel("Runs appear here once you start them: select a Fine-Tune "
-                                      "node and press Run (Ctrl+R).")
+        self.empty = QtWidgets.QLabel(
+            "Runs appear here once you start them: select a Fine-Tune node and press Run (Ctrl+R)."
+        )
         self.empty.setObjectName("placeholder")
         self.empty.setWordWrap(True)
         self.active.rows.insertWidget(0, self.empty)
@@ -344,8 +385,11 @@ class RunPanel(QtWidgets.QWidget):
 
     def _place(self, row: RunRow) -> None:
         section = self.active if row.run.get("state") in ACTIVE_STATES else self.history
-        ids = [i for i in self.ids("active" if section is self.active else "history")
-               if i != row.run_id]
+        ids = [
+            i
+            for i in self.ids("active" if section is self.active else "history")
+            if i != row.run_id
+        ]
         created = row.run.get("created_at") or 0
         index = sum(1 for i in ids if (self.rows[i].run.get("created_at") or 0) >= created)
         offset = 1 if section is self.active else 0  # the placeholder label

@@ -48,8 +48,13 @@ def gui_garbage_collector(parent: QtCore.QObject, interval_ms: int = 1000) -> Qt
 class RunViews(QtCore.QObject):
     """The run panel, the runs tab and any opened detail / compare tabs of one window."""
 
-    def __init__(self, window: QtWidgets.QMainWindow, store_path: Path | str | None = None,
-                 start: bool = True, gui_gc: bool = True):
+    def __init__(
+        self,
+        window: QtWidgets.QMainWindow,
+        store_path: Path | str | None = None,
+        start: bool = True,
+        gui_gc: bool = True,
+    ):
         super().__init__(window)
         self.window = window
         self.gc: QtCore.QTimer | None = None
@@ -150,8 +155,12 @@ class RunViews(QtCore.QObject):
         self.bridge.stop()
 
 
-def install_run_views(window: QtWidgets.QMainWindow, store_path: Path | str | None = None,
-                      start: bool = True, gui_gc: bool = True) -> RunViews:
+def install_run_views(
+    window: QtWidgets.QMainWindow,
+    store_path: Path | str | None = None,
+    start: bool = True,
+    gui_gc: bool = True,
+) -> RunViews:
     """Add the run panel and the run-views dock to `window`; returns the object that owns them
     (keep it, and call its `shutdown()` when the window closes). With `gui_gc`, automatic
     garbage collection is disabled and done on a GUI-thread timer instead (pyqtgraph's

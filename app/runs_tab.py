@@ -21,8 +21,10 @@ FILTERS = {  # shown name -> states (None: all)
 }
 COLUMNS = ("Name", "State", "Started", "Step", "Loss", "Eval loss", "Device", "Id")
 SORT_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
-DELETE_TEXT = ("Delete {n} run record(s)?\n\n{names}\n\nThe run folders (logs, checkpoints) are "
-               "deleted. Exported artifacts in the library stay.")
+DELETE_TEXT = (
+    "Delete {n} run record(s)?\n\n{names}\n\nThe run folders (logs, checkpoints) are "
+    "deleted. Exported artifacts in the library stay."
+)
 
 
 class _Item(QtWidgets.QTreeWidgetItem):
@@ -34,14 +36,17 @@ def confirm_delete(parent: QtWidgets.QWidget, names: list[str]) -> bool:
     """Ask before deleting run records. Tests replace `RunsTab.confirm`."""
     shown = "\n".join(names[:10]) + ("\n…" if len(names) > 10 else "")
     answer = QtWidgets.QMessageBox.question(
-        parent, "Delete runs", DELETE_TEXT.format(n=len(names), names=shown),
+        parent,
+        "Delete runs",
+        DELETE_TEXT.format(n=len(names), names=shown),
         QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No,
-        QtWidgets.QMessageBox.StandardButton.No)
+        QtWidgets.QMessageBox.StandardButton.No,
+    )
     return answer == QtWidgets.QMessageBox.StandardButton.Yes
 
 
 class RunsTab(QtWidgets.QWidget):
-    openRequested = QtCore.Signal(str)        # noqa: N815
+    openRequested = QtCore.Signal(str)  # noqa: N815
     compareRequested = QtCore.Signal(object)  # noqa: N815 - list of run ids
     confirm = staticmethod(confirm_delete)
 
@@ -58,8 +63,14 @@ class RunsTab(QtWidgets.QWidget):
         self.open_button = QtWidgets.QPushButton("Open")
         self.compare_button = QtWidgets.QPushButton("Compare")
         self.delete_button = QtWidgets.QPushButton("Delete…")
-        for w in (QtWidgets.QLabel("State"), self.state, self.search, self.open_button,
-                  self.compare_button, self.delete_button):
+        for w in (
+            QtWidgets.QLabel("State"),
+            self.state,
+            self.search,
+            self.open_button,
+            self.compare_button,
+            self.delete_button,
+        ):
             bar.addWidget(w, 1 if w is self.search else 0)
         self.tree = QtWidgets.QTreeWidget()
         self.tree.setHeaderLabels(list(COLUMNS))
@@ -79,8 +90,7 @@ class RunsTab(QtWidgets.QWidget):
         self.state.currentIndexChanged.connect(self.apply_filter)
         self.search.textChanged.connect(self.apply_filter)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
-        self.tree.itemDoubleClicked.connect(lambda item, _c: self.openRequested.emit(
-            item.text(7)))
+        self.tree.itemDoubleClicked.connect(lambda item, _c: self.openRequested.emit(item.text(7)))
         self.open_button.clicked.connect(self._open)
         self.compare_button.clicked.connect(lambda: self.compareRequested.emit(self.selected()))
         self.delete_button.clicked.connect(self.delete_selected)
@@ -97,8 +107,10 @@ class RunsTab(QtWidgets.QWidget):
             if item is None:
                 item = self.items[run["id"]] = _Item()
                 self.tree.addTopLevelItem(item)
-            before = (item.data(0, SORT_ROLE), (item.data(0, QtCore.Qt.ItemDataRole.UserRole)
-                                                or {}).get("state"))
+            before = (
+                item.data(0, SORT_ROLE),
+                (item.data(0, QtCore.Qt.ItemDataRole.UserRole) or {}).get("state"),
+            )
             self._fill(item, run)
             resort |= before != (item.data(0, SORT_ROLE), run.get("state"))
         if resort:  # a new run, a start or a state change: metric updates keep the order
@@ -108,11 +120,16 @@ class RunsTab(QtWidgets.QWidget):
     def _fill(self, item: _Item, run: dict) -> None:
         started = run.get("started_at") or run.get("created_at") or 0
         metrics = run.get("metrics") or {}
-        cells = [run.get("name") or run["id"], run.get("state") or "new",
-                 time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "—",
-                 f"{run.get('step') or 0}/{run.get('max_steps') or '?'}",
-                 _num(metrics.get("loss")), _num(metrics.get("eval_loss")),
-                 run.get("device") or "—", run["id"]]
+        cells = [
+            run.get("name") or run["id"],
+            run.get("state") or "new",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "—",
+            f"{run.get('step') or 0}/{run.get('max_steps') or '?'}",
+            _num(metrics.get("loss")),
+            _num(metrics.get("eval_loss")),
+            run.get("device") or "—",
+            run["id"],
+        ]
         for col, text in enumerate(cells):
             item.setText(col, text)
         colour, icon = STATE_STYLE.get(run.get("state"), STATE_STYLE[None])
@@ -134,10 +151,16 @@ class RunsTab(QtWidgets.QWidget):
         for item in self.items.values():
             run = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
             spec = run.get("spec") or {}
-            hay = " ".join([run["id"], run.get("name") or "",
-                            (spec.get("base_model") or {}).get("source") or ""]).lower()
-            hidden = (states is not None and run.get("state") not in states) or \
-                (bool(needle) and needle not in hay)
+            hay = " ".join(
+                [
+                    run["id"],
+                    run.get("name") or "",
+                    (spec.get("base_model") or {}).get("source") or "",
+                ]
+            ).lower()
+            hidden = (states is not None and run.get("state") not in states) or (
+                bool(needle) and needle not in hay
+            )
             item.setHidden(hidden)
         self._update_buttons()
 
@@ -164,8 +187,10 @@ class RunsTab(QtWidgets.QWidget):
         self.open_button.setEnabled(n == 1)
         self.compare_button.setEnabled(n >= 2)
         self.delete_button.setEnabled(n >= 1)
-        self.note.setText(f"{len(self.visible_ids())} of {len(self.items)} runs"
-                          + (f", {n} selected" if n else ""))
+        self.note.setText(
+            f"{len(self.visible_ids())} of {len(self.items)} runs"
+            + (f", {n} selected" if n else "")
+        )
 
     def _open(self) -> None:
         for run_id in self.selected()[:1]:
@@ -179,8 +204,9 @@ class RunsTab(QtWidgets.QWidget):
         if not self.confirm(self, names):
             return
         for run_id in ids:
-            self.bridge.submit_job("delete", run_id,
-                                   lambda store, rid=run_id: store.delete_run(rid))
+            self.bridge.submit_job(
+                "delete", run_id, lambda store, rid=run_id: store.delete_run(rid)
+            )
 
     def _on_failed(self, action: str, run_id: str, message: str) -> None:
         if action == "delete":

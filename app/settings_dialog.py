@@ -14,8 +14,10 @@ from engine import paths, secrets
 from engine import settings as settings_mod
 from engine.settings import Settings
 
-NO_KEYRING = ("No keyring backend is available on this system, so the token cannot be stored. "
-              "Set the HF_TOKEN environment variable before starting Tunegraph instead.")
+NO_KEYRING = (
+    "No keyring backend is available on this system, so the token cannot be stored. "
+    "Set the HF_TOKEN environment variable before starting Tunegraph instead."
+)
 
 
 def check_token(token: str) -> str:
@@ -59,8 +61,9 @@ class SettingsDialog(QtWidgets.QDialog):
         data_row = QtWidgets.QHBoxLayout()
         data_row.addWidget(self.data_dir, 1)
         data_row.addWidget(browse)
-        self.offline = QtWidgets.QCheckBox("Offline mode: never download; refuse hub models "
-                                           "that are not in the local cache")
+        self.offline = QtWidgets.QCheckBox(
+            "Offline mode: never download; refuse hub models that are not in the local cache"
+        )
         self.offline.setChecked(self.current.offline)
         self.offline.toggled.connect(self._update_token_buttons)
         self._has_stored = False
@@ -106,8 +109,10 @@ class SettingsDialog(QtWidgets.QDialog):
         token_layout.addWidget(self.token_status)
         self._show_token_state()
 
-        buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
-                                             | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
+        buttons = QtWidgets.QDialogButtonBox(
+            QtWidgets.QDialogButtonBox.StandardButton.Ok
+            | QtWidgets.QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         self.error = QtWidgets.QLabel("")
@@ -143,17 +148,23 @@ class SettingsDialog(QtWidgets.QDialog):
             self.token_status.setText("Stored in the OS keyring.")
         else:
             self.token.setPlaceholderText("hf_… (stored in the OS keyring only)")
-            self.token_status.setText("No token stored." + (
-                " HF_TOKEN from the environment is used." if os.environ.get("HF_TOKEN") else ""))
+            self.token_status.setText(
+                "No token stored."
+                + (" HF_TOKEN from the environment is used." if os.environ.get("HF_TOKEN") else "")
+            )
         self._update_token_buttons()
 
     def _update_token_buttons(self) -> None:
         offline = self.offline.isChecked() or settings_mod.is_offline(Settings())
-        has_token = bool(self.token.text().strip() or self._has_stored
-                         or os.environ.get("HF_TOKEN"))
+        has_token = bool(
+            self.token.text().strip() or self._has_stored or os.environ.get("HF_TOKEN")
+        )
         self.test_button.setEnabled(not offline and has_token and self._check is None)
-        self.test_button.setToolTip("Offline mode: the token is not checked." if offline
-                                    else "Ask huggingface.co whose token this is.")
+        self.test_button.setToolTip(
+            "Offline mode: the token is not checked."
+            if offline
+            else "Ask huggingface.co whose token this is."
+        )
 
     def test_token(self) -> None:
         token = self.token.text().strip() or self._stored_token() or os.environ.get("HF_TOKEN")
@@ -184,15 +195,20 @@ class SettingsDialog(QtWidgets.QDialog):
 
     # -- saving -----------------------------------------------------------------------------------
     def _browse(self) -> None:
-        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Data directory",
-                                                            self.data_dir.text())
+        folder = QtWidgets.QFileDialog.getExistingDirectory(
+            self, "Data directory", self.data_dir.text()
+        )
         if folder:
             self.data_dir.setText(folder)
 
     def values(self) -> Settings:
-        return Settings(offline=self.offline.isChecked(), gpu_policy=self.gpu_policy.currentData(),
-                        cpu_threads=self.cpu_threads.value(), theme=self.theme.currentData(),
-                        suspended_gpus=settings_mod.load().suspended_gpus)
+        return Settings(
+            offline=self.offline.isChecked(),
+            gpu_policy=self.gpu_policy.currentData(),
+            cpu_threads=self.cpu_threads.value(),
+            theme=self.theme.currentData(),
+            suspended_gpus=settings_mod.load().suspended_gpus,
+        )
 
     def save(self) -> bool:
         """Write settings.json, the data-directory choice and (to the keyring) the token."""

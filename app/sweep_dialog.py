@@ -1,4 +1,4 @@
-""""Duplicate as sweep…": pick one parameter of a module and list the values to try."""
+""" "Duplicate as sweep…": pick one parameter of a module and list the values to try."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ class SweepDialog(QtWidgets.QDialog):
         self.parameters = parameters
         self.values: list[Any] = []
         layout = QtWidgets.QVBoxLayout(self)
-        intro = QtWidgets.QLabel("One deep copy of the module (with its own feeding nodes) is "
-                                 "made per value, named by the value.")
+        intro = QtWidgets.QLabel(
+            "One deep copy of the module (with its own feeding nodes) is "
+            "made per value, named by the value."
+        )
         intro.setWordWrap(True)
         layout.addWidget(intro)
         form = QtWidgets.QFormLayout()
@@ -37,8 +39,10 @@ class SweepDialog(QtWidgets.QDialog):
         self.message = QtWidgets.QLabel()
         self.message.setWordWrap(True)
         layout.addWidget(self.message)
-        buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
-                                             | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
+        buttons = QtWidgets.QDialogButtonBox(
+            QtWidgets.QDialogButtonBox.StandardButton.Ok
+            | QtWidgets.QDialogButtonBox.StandardButton.Cancel
+        )
         self.ok = buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok)
         self.ok.setText("Create copies")
         buttons.accepted.connect(self.accept)
@@ -55,8 +59,12 @@ class SweepDialog(QtWidgets.QDialog):
     def _on_param(self) -> None:
         p = self.parameter.param
         self.edit.setToolTip(tooltip_for(p))
-        example = {"float": "1e-4, 2e-4, 5e-4", "int": "8, 16, 32", "bool": "true, false",
-                   "list": "q_proj,v_proj; all-linear"}.get(p.type, ", ".join(p.choices or ()))
+        example = {
+            "float": "1e-4, 2e-4, 5e-4",
+            "int": "8, 16, 32",
+            "bool": "true, false",
+            "list": "q_proj,v_proj; all-linear",
+        }.get(p.type, ", ".join(p.choices or ()))
         self.edit.setPlaceholderText(example or "value, value, …")
         self._check()
 
@@ -65,8 +73,9 @@ class SweepDialog(QtWidgets.QDialog):
             self.values = parse_values(self.parameter.param, self.edit.text())
         except ValueError as e:
             self.values = []
-            self.message.setText(f"<span style='color:#ff7b7b'>{e}</span>"
-                                 if self.edit.text().strip() else "")
+            self.message.setText(
+                f"<span style='color:#ff7b7b'>{e}</span>" if self.edit.text().strip() else ""
+            )
         else:
             shown = ", ".join(format_value(v) for v in self.values)
             self.message.setText(f"{len(self.values)} copies: {shown}")

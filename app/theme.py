@@ -38,8 +38,11 @@ def apply_theme(app: QtWidgets.QApplication) -> None:
     for role, rgb in colours.items():
         palette.setColor(role, QtGui.QColor(*rgb))
     disabled = QtGui.QPalette.ColorGroup.Disabled
-    for role in (QtGui.QPalette.ColorRole.ButtonText, QtGui.QPalette.ColorRole.Text,
-                 QtGui.QPalette.ColorRole.WindowText):
+    for role in (
+        QtGui.QPalette.ColorRole.ButtonText,
+        QtGui.QPalette.ColorRole.Text,
+        QtGui.QPalette.ColorRole.WindowText,
+    ):
         palette.setColor(disabled, role, QtGui.QColor(110, 114, 120))
     app.setPalette(palette)
     app.setStyleSheet(STYLE_SHEET)

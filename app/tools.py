@@ -115,8 +115,10 @@ class Tools(QtCore.QObject):
         self.chat_dock.raise_()
         path = gguf_of_run(run_id)
         if path is None:
-            self.chat.status.setText(f"Run {run_id} has no GGUF export; export it with GGUF "
-                                     "turned on, or open a GGUF file.")
+            self.chat.status.setText(
+                f"Run {run_id} has no GGUF export; export it with GGUF "
+                "turned on, or open a GGUF file."
+            )
             return None
         return self.chat.add_model(path)
 

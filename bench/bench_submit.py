@@ -28,10 +28,20 @@ GOAL = 1.2
 
 
 def write_chats(path: Path, rows: int = 40) -> Path:
-    lines = [json.dumps({"messages": [
-        {"role": "user", "content": f"My router blinks red (ticket {i})."},
-        {"role": "assistant", "content": f"Sorry! For ticket {i}: restart it and wait a minute."}]})
-        for i in range(rows)]
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"My router blinks red (ticket {i})."},
+                    {
+                        "role": "assistant",
+                        "content": f"Sorry! For ticket {i}: restart it and wait a minute.",
+                    },
+                ]
+            }
+        )
+        for i in range(rows)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -39,11 +49,15 @@ def write_chats(path: Path, rows: int = 40) -> Path:
 def make_spec(data: Path):
     from engine.spec import BaseModelSpec, DatasetSpec, JobSpec, LoraSpec, TrainingSpec
 
-    return JobSpec(name="bench", base_model=BaseModelSpec(source="builtin:tiny-llama"),
-                   datasets=[DatasetSpec(path=str(data))],
-                   training=TrainingSpec(max_steps=200, micro_batch_size=4, max_seq_length=128,
-                                         eval_split=0.1, save_steps=0),
-                   lora=LoraSpec(r=4, alpha=8))
+    return JobSpec(
+        name="bench",
+        base_model=BaseModelSpec(source="builtin:tiny-llama"),
+        datasets=[DatasetSpec(path=str(data))],
+        training=TrainingSpec(
+            max_steps=200, micro_batch_size=4, max_seq_length=128, eval_split=0.1, save_steps=0
+        ),
+        lora=LoraSpec(r=4, alpha=8),
+    )
 
 
 def milestones(run_dir: Path, timeout: float = 120.0) -> tuple[float, float]:
@@ -73,9 +87,13 @@ def bare(spec, threads: str) -> tuple[float, float]:
     spec.save(run_dir / "spec.json")
     with open(run_dir / "worker.log", "ab") as log:
         t0 = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "engine.worker", str(run_dir)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=run_dir,
-                                env={**os.environ, "TUNEGRAPH_THREADS": threads})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.worker", str(run_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=run_dir,
+            env={**os.environ, "TUNEGRAPH_THREADS": threads},
+        )
     try:
         started, step = milestones(run_dir)
         control.request(run_dir, "cancel")
@@ -106,9 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="tg-bench-"))
-    os.environ.update({"TUNEGRAPH_HOME": str(home), "TUNEGRAPH_SUPERVISOR_IDLE": "60",
-                       "TUNEGRAPH_CPU_SLOTS": "1", "HF_HUB_OFFLINE": "1",
-                       "TOKENIZERS_PARALLELISM": "false"})
+    os.environ.update(
+        {
+            "TUNEGRAPH_HOME": str(home),
+            "TUNEGRAPH_SUPERVISOR_IDLE": "60",
+            "TUNEGRAPH_CPU_SLOTS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     os.environ.pop("TUNEGRAPH_FAKE_GPUS", None)
 
     from engine import hardware, supervisor
@@ -129,15 +153,19 @@ def main(argv: list[str] | None = None) -> int:
             times[paths_[0]].append(bare(spec, threads))
             times[paths_[1]].append(supervised(store, spec, estimate, False))
             times[paths_[2]].append(supervised(store, spec, estimate, True))
-            print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1][1]:.2f} s" for k, v in
-                                                 times.items()), file=sys.stderr)
+            print(
+                f"round {i + 1}: " + ", ".join(f"{k} {v[-1][1]:.2f} s" for k, v in times.items()),
+                file=sys.stderr,
+            )
     finally:
         supervisor.stop_supervisor()
         store.close()
         shutil.rmtree(home, ignore_errors=True)
 
-    print(f"\nseconds from submit ({args.rounds} rounds, {os.cpu_count()} CPU cores, "
-          "builtin:tiny-llama on the CPU; median [min-max])")
+    print(
+        f"\nseconds from submit ({args.rounds} rounds, {os.cpu_count()} CPU cores, "
+        "builtin:tiny-llama on the CPU; median [min-max])"
+    )
     print(f"{'path':26} {'to worker up':>20} {'to first step':>20}")
     for name, values in times.items():
         cells = []
@@ -149,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     warm = statistics.median(v[1] for v in times[paths_[1]]) / base
     cold = statistics.median(v[1] for v in times[paths_[2]]) / base
     verdict = "meets" if warm <= GOAL else "misses"
-    print(f"ratio to first step, warm/bare {warm:.2f} ({verdict} the goal <= {GOAL}); "
-          f"cold/bare {cold:.2f}")
+    print(
+        f"ratio to first step, warm/bare {warm:.2f} ({verdict} the goal <= {GOAL}); "
+        f"cold/bare {cold:.2f}"
+    )
     return 0
 
 

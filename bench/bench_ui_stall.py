@@ -45,12 +45,26 @@ def prefill(store, run_ids: list[str]) -> None:
 
     now = time.time() - 3600
     for rid in run_ids:
-        rows = [(rid, s, now + s * 0.01, s / (POINTS / 2), 2.5 * math.exp(-s / 40000) + 0.3
-                 + 0.05 * math.sin(s / 50), 1.0 + 0.3 * math.cos(s / 70), 2e-4 * (1 - s / 2e5),
-                 950.0, None) for s in range(1, POINTS + 1)]
+        rows = [
+            (
+                rid,
+                s,
+                now + s * 0.01,
+                s / (POINTS / 2),
+                2.5 * math.exp(-s / 40000) + 0.3 + 0.05 * math.sin(s / 50),
+                1.0 + 0.3 * math.cos(s / 70),
+                2e-4 * (1 - s / 2e5),
+                950.0,
+                None,
+            )
+            for s in range(1, POINTS + 1)
+        ]
         with store._write() as conn:  # bench-only shortcut into the index
-            conn.executemany("INSERT INTO metrics (run_id, step, ts, epoch, loss, grad_norm, lr,"
-                             " tokens_per_s, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO metrics (run_id, step, ts, epoch, loss, grad_norm, lr,"
+                " tokens_per_s, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
 
 def writer(run_dirs: list[str], seconds: float, home: str) -> None:
@@ -67,10 +81,18 @@ def writer(run_dirs: list[str], seconds: float, home: str) -> None:
     while time.time() < end:
         step += 1
         for log in logs:
-            log.emit("metric", step=step, epoch=step / (POINTS / 2), loss=0.3 + 0.1 * math.sin(step),
-                     grad_norm=1.0, lr=1e-4, tokens_per_s=950.0)
-            log.emit("progress", step=step, max_steps=2 * POINTS, eta_s=100.0,
-                     epoch=step / (POINTS / 2))
+            log.emit(
+                "metric",
+                step=step,
+                epoch=step / (POINTS / 2),
+                loss=0.3 + 0.1 * math.sin(step),
+                grad_norm=1.0,
+                lr=1e-4,
+                tokens_per_s=950.0,
+            )
+            log.emit(
+                "progress", step=step, max_steps=2 * POINTS, eta_s=100.0, epoch=step / (POINTS / 2)
+            )
         next_t += 1.0 / HZ
         time.sleep(max(0.0, next_t - time.time()))
     for log in logs:
@@ -103,13 +125,16 @@ def stall(seconds: float) -> dict:
     window.resize(1600, 1000)
     views = install_run_views(window, store.path)
     area = QtCore.Qt.DockWidgetArea
-    for dock, where in ((views.panel_dock, area.LeftDockWidgetArea),
-                        (views.views_dock, area.RightDockWidgetArea)):  # side by side
+    for dock, where in (
+        (views.panel_dock, area.LeftDockWidgetArea),
+        (views.views_dock, area.RightDockWidgetArea),
+    ):  # side by side
         window.removeDockWidget(dock)
         window.addDockWidget(where, dock)
         dock.show()
-    window.resizeDocks([views.panel_dock, views.views_dock], [800, 800],
-                       QtCore.Qt.Orientation.Horizontal)
+    window.resizeDocks(
+        [views.panel_dock, views.views_dock], [800, 800], QtCore.Qt.Orientation.Horizontal
+    )
     window.show()
     t0 = time.time()
     while len(views.bridge.runs) < RUNS and time.time() - t0 < 30:
@@ -131,8 +156,9 @@ def stall(seconds: float) -> dict:
     from app.run_detail import on_screen
 
     drawn = sum(on_screen(row.detail.charts) for row in views.panel.rows.values())
-    proc = mp.get_context("spawn").Process(target=writer,
-                                           args=([r.dir.as_posix() for r in runs], seconds, home))
+    proc = mp.get_context("spawn").Process(
+        target=writer, args=([r.dir.as_posix() for r in runs], seconds, home)
+    )
     proc.start()
     lateness: list[float] = []
     last = [time.perf_counter()]
@@ -145,8 +171,9 @@ def stall(seconds: float) -> dict:
     timer = QtCore.QTimer()
     timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
     timer.timeout.connect(probe)
-    QtCore.QTimer.singleShot(500, lambda: (last.__setitem__(0, time.perf_counter()),
-                                           timer.start(PROBE_MS)))
+    QtCore.QTimer.singleShot(
+        500, lambda: (last.__setitem__(0, time.perf_counter()), timer.start(PROBE_MS))
+    )
     QtCore.QTimer.singleShot(int(seconds * 1000), app.quit)
     app.exec()
     timer.stop()
@@ -156,13 +183,22 @@ def stall(seconds: float) -> dict:
     window.close()
     lateness.sort()
     p = (lambda q: lateness[min(len(lateness) - 1, int(q * len(lateness)))]) if lateness else None
-    return {"runs": RUNS, "points_per_curve": POINTS, "curves": RUNS * 3 + 3 * RUNS,
-            "seconds": seconds, "load_s": round(load_s, 2), "ticks": len(lateness),
-            "stall_p50_ms": round(p(0.5), 1), "stall_p99_ms": round(p(0.99), 1),
-            "stall_max_ms": round(lateness[-1], 1), "points_at_end": min(steps),
-            "detail_charts_on_screen": drawn,
-            "platform": app.platformName(), "goal_p99_ms": GOAL_MS,
-            "ok": p(0.99) <= GOAL_MS}
+    return {
+        "runs": RUNS,
+        "points_per_curve": POINTS,
+        "curves": RUNS * 3 + 3 * RUNS,
+        "seconds": seconds,
+        "load_s": round(load_s, 2),
+        "ticks": len(lateness),
+        "stall_p50_ms": round(p(0.5), 1),
+        "stall_p99_ms": round(p(0.99), 1),
+        "stall_max_ms": round(lateness[-1], 1),
+        "points_at_end": min(steps),
+        "detail_charts_on_screen": drawn,
+        "platform": app.platformName(),
+        "goal_p99_ms": GOAL_MS,
+        "ok": p(0.99) <= GOAL_MS,
+    }
 
 
 BARE = """
@@ -197,8 +233,13 @@ def cold_start(rounds: int) -> dict:
     kind = ""
     for _ in range(rounds):
         for name, code in (("bare", BARE), ("app", FULL)):
-            out = subprocess.run([sys.executable, "-c", code, repr(time.time()), str(ROOT)],
-                                 env=env, capture_output=True, text=True, timeout=120)
+            out = subprocess.run(
+                [sys.executable, "-c", code, repr(time.time()), str(ROOT)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if out.returncode != 0:
                 raise SystemExit(out.stderr[-2000:])
             first = out.stdout.strip().splitlines()[-1].split(" ", 1)
@@ -206,8 +247,13 @@ def cold_start(rounds: int) -> dict:
             if name == "app" and len(first) > 1:
                 kind = first[1]
     bare, full = statistics.median(times["bare"]), statistics.median(times["app"])
-    return {"rounds": rounds, "bare_s": round(bare, 3), "app_s": round(full, 3),
-            "ratio": round(full / bare, 2), "app_window": kind}
+    return {
+        "rounds": rounds,
+        "bare_s": round(bare, 3),
+        "app_s": round(full, 3),
+        "ratio": round(full / bare, 2),
+        "app_window": kind,
+    }
 
 
 def main() -> int:

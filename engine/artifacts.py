@@ -39,6 +39,7 @@ def describe_dir(path: Path, kind: str) -> dict:
         digest = sha256_file(path)
     else:
         primary = path / PRIMARY.get(kind, "")
-        digest = sha256_file(primary) if PRIMARY.get(kind) and primary.is_file() else \
-            tree_sha256(path)
+        digest = (
+            sha256_file(primary) if PRIMARY.get(kind) and primary.is_file() else tree_sha256(path)
+        )
     return {"artifact_kind": kind, "path": str(path), "bytes": tree_bytes(path), "sha256": digest}

@@ -46,8 +46,10 @@ def compile_graph(path: str, only: list[str] | None = None):
         names = {m.name for m in modules}
         unknown = [n for n in only if n not in names]
         if unknown:
-            raise TunegraphError(f"{path}: no Fine-Tune module named {unknown[0]!r}.",
-                                 "Modules in this graph: " + ", ".join(sorted(names)))
+            raise TunegraphError(
+                f"{path}: no Fine-Tune module named {unknown[0]!r}.",
+                "Modules in this graph: " + ", ".join(sorted(names)),
+            )
         modules = [m for m in modules if m.name in only]
     specs = [m.spec for m in modules if m.spec is not None]
     refused = [(m.name, list(m.errors)) for m in modules if m.spec is None]
@@ -67,10 +69,15 @@ def cmd_run(args) -> int:
     for spec in specs:
         if args.device != "auto":
             spec.resources.device = args.device
-    entries = [{"id": None, "name": name, "state": "refused",
-                "error": {"class": "CompileError", "message": "; ".join(map(str, errs)),
-                          "hint": None}}
-               for name, errs in errors]
+    entries = [
+        {
+            "id": None,
+            "name": name,
+            "state": "refused",
+            "error": {"class": "CompileError", "message": "; ".join(map(str, errs)), "hint": None},
+        }
+        for name, errs in errors
+    ]
     estimates = []
     for spec in specs:
         est = estimate_spec(spec, args.device)
@@ -89,8 +96,9 @@ def cmd_run(args) -> int:
     run_ids = [e["id"] for e in submitted if e["state"] == "queued"]
     for e in submitted:
         if e["state"] == "refused":
-            print(f"refused: {e['error']['message']} {e['error'].get('hint') or ''}",
-                  file=sys.stderr)
+            print(
+                f"refused: {e['error']['message']} {e['error'].get('hint') or ''}", file=sys.stderr
+            )
     refused = any(e["state"] == "refused" for e in entries)
     if args.detach:
         if args.json:
@@ -110,10 +118,12 @@ def cmd_run(args) -> int:
 
 def describe_estimate(name: str, est: dict) -> str:
     vram, t = est["vram_gib"], est["time_s"]
-    text = (f"{name}: {est['params']:,} params ({est['trainable_params']:,} trainable), "
-            f"VRAM ~{vram['bf16']} GiB 16-bit / ~{vram['4bit']} GiB 4-bit, mode {est['mode']} "
-            f"({est['mode_reason']}), device {est['device']}, time {t['low']:.0f}-{t['high']:.0f} s, "
-            f"{est['dataset_rows']} rows")
+    text = (
+        f"{name}: {est['params']:,} params ({est['trainable_params']:,} trainable), "
+        f"VRAM ~{vram['bf16']} GiB 16-bit / ~{vram['4bit']} GiB 4-bit, mode {est['mode']} "
+        f"({est['mode_reason']}), device {est['device']}, time {t['low']:.0f}-{t['high']:.0f} s, "
+        f"{est['dataset_rows']} rows"
+    )
     return text + "".join(f"\n  warning: {w}" for w in est["warnings"])
 
 
@@ -165,8 +175,10 @@ def cmd_runs(args) -> int:
     for run in runs:
         step = f"{run['step'] or 0}/{run['max_steps'] or '?'}"
         loss = run["metrics"]["loss"]
-        print(f"{run['id']:24} {run['state'] or '-':10} {step:>11} "
-              f"{(f'{loss:.4f}' if loss is not None else '-'):>8}  {run['name']}")
+        print(
+            f"{run['id']:24} {run['state'] or '-':10} {step:>11} "
+            f"{(f'{loss:.4f}' if loss is not None else '-'):>8}  {run['name']}"
+        )
     return 0
 
 
@@ -268,9 +280,13 @@ def cmd_rebuild_index(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunegraph", description=(
-        "Tunegraph: fine-tune open LLMs with LoRA/QLoRA by wiring nodes. "
-        "With no command, opens the desktop app."))
+    parser = argparse.ArgumentParser(
+        prog="tunegraph",
+        description=(
+            "Tunegraph: fine-tune open LLMs with LoRA/QLoRA by wiring nodes. "
+            "With no command, opens the desktop app."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"tunegraph {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command")
@@ -314,11 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_logs)
 
-    helps = {"cancel": "cancel a run (not reversible; no adapter)",
-             "pause": "pause a run at the next step (checkpoint kept; resume later)",
-             "resume": "resume a paused or failed run from its checkpoint",
-             "stop": "end training now and deliver the adapter (the best checkpoint when the "
-                     "run keeps one)"}
+    helps = {
+        "cancel": "cancel a run (not reversible; no adapter)",
+        "pause": "pause a run at the next step (checkpoint kept; resume later)",
+        "resume": "resume a paused or failed run from its checkpoint",
+        "stop": "end training now and deliver the adapter (the best checkpoint when the "
+        "run keeps one)",
+    }
     for action in ("cancel", "pause", "resume", "stop"):
         p = sub.add_parser(action, help=helps[action])
         p.add_argument("run")
@@ -335,11 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="store_true")
     p.set_defaults(func=cmd_supervisor)
 
-    p = sub.add_parser("preview", help="a dataset's first rows as the model sees them, with the "
-                                       "trained tokens marked")
+    p = sub.add_parser(
+        "preview",
+        help="a dataset's first rows as the model sees them, with the trained tokens marked",
+    )
     p.add_argument("dataset")
-    p.add_argument("--model", default="builtin:tiny-llama", help="base model whose chat template "
-                   "and tokenizer to use")
+    p.add_argument(
+        "--model",
+        default="builtin:tiny-llama",
+        help="base model whose chat template and tokenizer to use",
+    )
     p.add_argument("--format", default="auto")
     p.add_argument("--rows", "-n", type=int, default=3)
     p.add_argument("--max-seq-length", type=int, default=2048)
@@ -362,8 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
 def open_app(argv: list[str]) -> int:
     """`tunegraph` and `tunegraph GRAPH`: the desktop app (the only place the CLI imports Qt)."""
     if argv and not Path(argv[0]).is_file():
-        print(f"tunegraph: {argv[0]}: no such graph file or command (see tunegraph --help)",
-              file=sys.stderr)
+        print(
+            f"tunegraph: {argv[0]}: no such graph file or command (see tunegraph --help)",
+            file=sys.stderr,
+        )
         return 2
     try:
         from app.main import main as app_main
@@ -376,8 +401,7 @@ def open_app(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    commands = next(a.choices for a in parser._actions
-                    if isinstance(a, argparse._SubParsersAction))
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if not argv or (not argv[0].startswith("-") and argv[0] not in commands):
         return open_app(argv)
     args = parser.parse_args(argv)

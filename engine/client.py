@@ -31,15 +31,21 @@ def send(store: Store, action: str, run_id: str | None = None, wait: bool = True
         if cmd and cmd.get("done_at"):
             return cmd.get("result") or {"ok": True}
         if time.time() - checked > 1.0:  # the supervisor may have exited idle just before
-            ensure_supervisor()           # taking the command: a new one takes it
+            ensure_supervisor()  # taking the command: a new one takes it
             checked = time.time()
         time.sleep(0.05)
-    raise TunegraphError(f"the supervisor did not answer the {action} command in {WAIT_S:.0f} s",
-                         "See supervisor.log in the data directory.")
+    raise TunegraphError(
+        f"the supervisor did not answer the {action} command in {WAIT_S:.0f} s",
+        "See supervisor.log in the data directory.",
+    )
 
 
-def submit(store: Store, specs: list[JobSpec], estimates: list[dict | None] | None = None,
-           parent: str | None = None) -> list[dict]:
+def submit(
+    store: Store,
+    specs: list[JobSpec],
+    estimates: list[dict | None] | None = None,
+    parent: str | None = None,
+) -> list[dict]:
     """Freeze each spec into a run and hand it to the supervisor.
 
     Returns one entry per spec: {"id", "name", "state"} with state queued or refused (then also
@@ -80,19 +86,24 @@ def continue_run(store: Store, ref: str, epochs: float) -> dict:
         raise TunegraphError(f"cannot continue {ref}: it is {run['state']}, not completed")
     parent_dir = paths.runs_dir() / run_id
     if not has_checkpoint(parent_dir):
-        raise TunegraphError(f"cannot continue {ref}: it kept no checkpoint",
-                             "Set save_steps above 0 so runs keep a checkpoint.")
+        raise TunegraphError(
+            f"cannot continue {ref}: it kept no checkpoint",
+            "Set save_steps above 0 so runs keep a checkpoint.",
+        )
     spec = JobSpec.load(parent_dir / "spec.json")
     spec.name = f"{spec.name} (+{epochs:g} ep)"
     spec.training.epochs = spec.training.epochs + epochs
     if spec.training.max_steps:
-        raise TunegraphError(f"cannot continue {ref}: it was limited by max_steps, not epochs",
-                             "Set max_steps to 0 on the training config to train by epochs.")
+        raise TunegraphError(
+            f"cannot continue {ref}: it was limited by max_steps, not epochs",
+            "Set max_steps to 0 on the training config to train by epochs.",
+        )
     return submit_child(store, spec, parent_dir, run_id, run["estimate"])
 
 
-def submit_child(store: Store, spec: JobSpec, parent_dir, parent_id: str,
-                 estimate: dict | None = None) -> dict:
+def submit_child(
+    store: Store, spec: JobSpec, parent_dir, parent_id: str, estimate: dict | None = None
+) -> dict:
     """Submit `spec` as a child of `parent_id`, starting from the parent's last checkpoint.
 
     The parent's estimate is reused: the child trains the same model with the same batch shape,
@@ -105,8 +116,12 @@ def submit_child(store: Store, spec: JobSpec, parent_dir, parent_id: str,
     run_id = create_run(spec, store, parent=parent_id, estimate=estimate)
     shutil.copytree(last, paths.runs_dir() / run_id / "checkpoints" / last.name)
     result = send(store, "submit", run_id, estimate=estimate)
-    entry = {"id": run_id, "name": spec.name, "state": result.get("state", "queued"),
-             "parent": parent_id}
+    entry = {
+        "id": run_id,
+        "name": spec.name,
+        "state": result.get("state", "queued"),
+        "parent": parent_id,
+    }
     if entry["state"] == "refused":
         entry["error"] = result.get("error")
     return entry

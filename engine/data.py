@@ -31,8 +31,17 @@ from engine.spec import DatasetSpec, JobSpec
 from engine.templates import prepare_tokenizer
 
 __all__ = [
-    "FORMATS", "DataStats", "PreparedData", "PreviewRow", "dataset_fingerprint", "detect_format",
-    "format_preview", "load_dataset_rows", "make_collator", "prepare_datasets", "preview_rows",
+    "FORMATS",
+    "DataStats",
+    "PreparedData",
+    "PreviewRow",
+    "dataset_fingerprint",
+    "detect_format",
+    "format_preview",
+    "load_dataset_rows",
+    "make_collator",
+    "prepare_datasets",
+    "preview_rows",
     "to_messages",
 ]
 
@@ -105,8 +114,14 @@ def prepare_datasets(spec: JobSpec, tokenizer: Any, max_seq_length: int) -> Prep
     examples: list[_Example] = []
     for source, ds in enumerate(spec.datasets):
         rows, fmt = load_dataset_rows(ds)
-        stats.datasets.append({"path": str(ds.path), "format": fmt, "rows": len(rows),
-                               "sha256": dataset_fingerprint(Path(ds.path).expanduser())})
+        stats.datasets.append(
+            {
+                "path": str(ds.path),
+                "format": fmt,
+                "rows": len(rows),
+                "sha256": dataset_fingerprint(Path(ds.path).expanduser()),
+            }
+        )
         examples += [_Example(normalize(row, fmt), source, i) for i, row in enumerate(rows)]
     stats.rows = len(examples)
     if not examples:
@@ -115,15 +130,17 @@ def prepare_datasets(spec: JobSpec, tokenizer: Any, max_seq_length: int) -> Prep
     order = list(range(len(examples)))
     random.Random(spec.training.seed).shuffle(order)
     n_eval = eval_size(len(examples), spec.training.eval_split)
-    train_part = [examples[i] for i in order[:len(order) - n_eval]]
-    eval_part = [examples[i] for i in order[len(order) - n_eval:]]
+    train_part = [examples[i] for i in order[: len(order) - n_eval]]
+    eval_part = [examples[i] for i in order[len(order) - n_eval :]]
 
     encoder = Encoder(tokenizer, setup.template, max_seq_length)
     train_enc = _encode_all(encoder, train_part, spec.datasets, stats)
     eval_enc = _encode_all(encoder, eval_part, spec.datasets, stats)
     if not train_enc:
-        raise DataError(f"no example has a trained token within {max_seq_length} tokens",
-                        hint="Raise max_seq_length or check that rows hold assistant answers.")
+        raise DataError(
+            f"no example has a trained token within {max_seq_length} tokens",
+            hint="Raise max_seq_length or check that rows hold assistant answers.",
+        )
     stats.train_rows, stats.eval_rows = len(train_enc), len(eval_enc)
     lengths = [len(e.input_ids) for e in train_enc + eval_enc]
     stats.tokens_min, stats.tokens_max = min(lengths), max(lengths)
@@ -133,10 +150,15 @@ def prepare_datasets(spec: JobSpec, tokenizer: Any, max_seq_length: int) -> Prep
 
     held_out = eval_part or train_part[-SAMPLE_PROMPTS:]
     return PreparedData(
-        train=_to_dataset(train_enc), eval=_to_dataset(eval_enc) if eval_enc else None,
-        stats=stats, sample_prompts=sample_prompts(held_out or train_part),
-        chat_template=setup.template, template_origin=setup.origin, notes=setup.notes,
-        added_tokens=setup.added_tokens)
+        train=_to_dataset(train_enc),
+        eval=_to_dataset(eval_enc) if eval_enc else None,
+        stats=stats,
+        sample_prompts=sample_prompts(held_out or train_part),
+        chat_template=setup.template,
+        template_origin=setup.origin,
+        notes=setup.notes,
+        added_tokens=setup.added_tokens,
+    )
 
 
 def eval_size(rows: int, split: float) -> int:
@@ -146,8 +168,9 @@ def eval_size(rows: int, split: float) -> int:
     return min(rows - 1, max(1, round(rows * split)))
 
 
-def _encode_all(encoder: Encoder, part: list[_Example], datasets: list[DatasetSpec],
-                stats: DataStats) -> list[Encoded]:
+def _encode_all(
+    encoder: Encoder, part: list[_Example], datasets: list[DatasetSpec], stats: DataStats
+) -> list[Encoded]:
     out = []
     for example in part:
         try:
@@ -165,21 +188,28 @@ def _encode_all(encoder: Encoder, part: list[_Example], datasets: list[DatasetSp
 def _to_dataset(encoded: list[Encoded]) -> Any:
     import datasets
 
-    return datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in encoded],
-                                       "labels": [e.labels for e in encoded]})
+    return datasets.Dataset.from_dict(
+        {"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]}
+    )
 
 
 def _warnings(stats: DataStats, spec: JobSpec, max_seq_length: int) -> list[str]:
     out = []
     if stats.rows < FEW_ROWS:
-        out.append(f"only {stats.rows} examples: fewer than 1,000 rows usually teach a style "
-                   "more than new knowledge; add data for a stronger fine-tune")
+        out.append(
+            f"only {stats.rows} examples: fewer than 1,000 rows usually teach a style "
+            "more than new knowledge; add data for a stronger fine-tune"
+        )
     if stats.truncated_rows:
-        out.append(f"{stats.truncated_rows} examples were longer than {max_seq_length} tokens "
-                   "and were truncated")
+        out.append(
+            f"{stats.truncated_rows} examples were longer than {max_seq_length} tokens "
+            "and were truncated"
+        )
     if stats.dropped_rows:
-        out.append(f"{stats.dropped_rows} examples had no assistant tokens left within "
-                   f"{max_seq_length} tokens and were left out")
+        out.append(
+            f"{stats.dropped_rows} examples had no assistant tokens left within "
+            f"{max_seq_length} tokens and were left out"
+        )
     if spec.training.eval_split > 0 and stats.eval_rows == 0:
         out.append("too few rows for an eval split (needs at least 10): no evaluation")
     return out
@@ -215,12 +245,18 @@ def make_collator(tokenizer: Any, packing: bool) -> Any:
 
     if packing:
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
-    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE,
-                                  pad_to_multiple_of=8, return_tensors="pt")
+    return DataCollatorForSeq2Seq(
+        tokenizer,
+        padding=True,
+        label_pad_token_id=IGNORE,
+        pad_to_multiple_of=8,
+        return_tensors="pt",
+    )
 
 
-def preview_rows(ds: DatasetSpec, tokenizer: Any, n: int = 3,
-                 max_seq_length: int = 2048) -> list[PreviewRow]:
+def preview_rows(
+    ds: DatasetSpec, tokenizer: Any, n: int = 3, max_seq_length: int = 2048
+) -> list[PreviewRow]:
     """The dataset's first `n` rows through the chat template, as trained/untrained pieces.
 
     Uses the template a run would (prepare_tokenizer sets it on the tokenizer). Only the first
@@ -248,8 +284,10 @@ def format_preview(rows: list[PreviewRow], color: bool = False) -> str:
     for number, row in enumerate(rows, 1):
         head = f"--- example {number} ({row.format}, {row.tokens} tokens"
         head += ", truncated)" if row.truncated else ")"
-        body = "".join((f"{_GREEN}{text}{_RESET}" if color else f"[[{text}]]") if trained
-                       else text for text, trained in row.segments)
+        body = "".join(
+            (f"{_GREEN}{text}{_RESET}" if color else f"[[{text}]]") if trained else text
+            for text, trained in row.segments
+        )
         blocks.append(f"{head} ---\n{body}")
     legend = "trained text is green" if color else "trained text is between [[ and ]]"
     return "\n\n".join(blocks) + f"\n\n({legend})"

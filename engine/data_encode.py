@@ -60,37 +60,51 @@ class Encoder:
             enc = self._encode_text(example["text"], with_offsets)
         else:
             try:
-                enc = (self._encode_marked(example["messages"], with_offsets) if self.markers
-                       else self._encode_by_prefix(example["messages"], with_offsets))
+                enc = (
+                    self._encode_marked(example["messages"], with_offsets)
+                    if self.markers
+                    else self._encode_by_prefix(example["messages"], with_offsets)
+                )
             except DataError:
                 raise
             except Exception as exc:  # jinja's TemplateError and the template's raise_exception
                 raise DataError(f"the chat template rejected this conversation: {exc}") from exc
         if len(enc.input_ids) > self.max_seq_length:
-            enc.input_ids = enc.input_ids[:self.max_seq_length]
-            enc.labels = enc.labels[:self.max_seq_length]
+            enc.input_ids = enc.input_ids[: self.max_seq_length]
+            enc.labels = enc.labels[: self.max_seq_length]
             if enc.offsets is not None:
-                enc.offsets = enc.offsets[:self.max_seq_length]
+                enc.offsets = enc.offsets[: self.max_seq_length]
             enc.truncated = True
         return enc
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         """The conversation as text, through the run's template."""
         return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.template, tokenize=False,
-            add_generation_prompt=add_generation_prompt)
+            messages,
+            chat_template=self.template,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+        )
 
     def _encode_marked(self, messages: list[dict], with_offsets: bool) -> Encoded:
         out = self.tokenizer.apply_chat_template(
-            messages, chat_template=self.template, tokenize=True, return_dict=True,
+            messages,
+            chat_template=self.template,
+            tokenize=True,
+            return_dict=True,
             return_assistant_tokens_mask=True,
-            tokenizer_kwargs={"return_offsets_mapping": True} if with_offsets else None)
+            tokenizer_kwargs={"return_offsets_mapping": True} if with_offsets else None,
+        )
         ids = list(out["input_ids"])
         labels = [t if m else IGNORE for t, m in zip(ids, out["assistant_masks"], strict=True)]
         if not with_offsets:
             return Encoded(ids, labels)
-        return Encoded(ids, labels, text=self.render(messages),
-                       offsets=[tuple(o) for o in out["offset_mapping"]])
+        return Encoded(
+            ids,
+            labels,
+            text=self.render(messages),
+            offsets=[tuple(o) for o in out["offset_mapping"]],
+        )
 
     def _encode_by_prefix(self, messages: list[dict], with_offsets: bool) -> Encoded:
         full = self.render(messages)
@@ -99,7 +113,7 @@ class Encoder:
             if message["role"] != "assistant":
                 continue
             before = self.render(messages[:i], add_generation_prompt=True) if i else ""
-            through = self.render(messages[:i + 1]).rstrip()
+            through = self.render(messages[: i + 1]).rstrip()
             if full.startswith(before) and full.startswith(through) and len(through) > len(before):
                 spans.append((len(before), len(through)))
             else:
@@ -107,10 +121,17 @@ class Encoder:
         enc = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         offsets = [tuple(o) for o in enc["offset_mapping"]]
-        labels = [t if any(s < end and e > start for start, end in spans) else IGNORE
-                  for t, (s, e) in zip(ids, offsets, strict=True)]
-        return Encoded(ids, labels, text=full if with_offsets else "",
-                       offsets=offsets if with_offsets else None, skipped_turns=skipped)
+        labels = [
+            t if any(s < end and e > start for start, end in spans) else IGNORE
+            for t, (s, e) in zip(ids, offsets, strict=True)
+        ]
+        return Encoded(
+            ids,
+            labels,
+            text=full if with_offsets else "",
+            offsets=offsets if with_offsets else None,
+            skipped_turns=skipped,
+        )
 
     def _encode_text(self, text: str, with_offsets: bool) -> Encoded:
         tok = self.tokenizer

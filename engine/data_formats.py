@@ -32,8 +32,13 @@ FORMAT_KEYS = {
 }
 _LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 ROLES = ("system", "user", "assistant")
-_SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant",
-                   "user": "user", "assistant": "assistant"}
+_SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "gpt": "assistant",
+    "user": "user",
+    "assistant": "assistant",
+}
 
 
 def dataset_fingerprint(path: str | Path) -> str:
@@ -56,8 +61,11 @@ def load_dataset_rows(ds: DatasetSpec) -> tuple[list[dict], str]:
     where = str(path)
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:
-        raise DataError(f"unsupported file type {path.suffix or '(none)'!r}", where,
-                        hint="Use a .jsonl, .json, .csv or .parquet file.")
+        raise DataError(
+            f"unsupported file type {path.suffix or '(none)'!r}",
+            where,
+            hint="Use a .jsonl, .json, .csv or .parquet file.",
+        )
     if not path.is_file():
         raise DataError("file not found", where, hint="Check the Dataset node's file path.")
     if _is_blank(path):
@@ -90,8 +98,9 @@ def _read_table(path: Path, loader: str) -> Any:
     level = log.level
     log.setLevel(logging.CRITICAL)
     try:
-        return datasets.load_dataset(loader, data_files=str(path), split="train",
-                                     cache_dir=str(cache), keep_in_memory=True)
+        return datasets.load_dataset(
+            loader, data_files=str(path), split="train", cache_dir=str(cache), keep_in_memory=True
+        )
     except Exception as exc:  # every reader's error becomes one sentence
         if path.suffix.lower() == ".jsonl":
             _raise_bad_jsonl_line(path)
@@ -111,22 +120,32 @@ def _raise_bad_jsonl_line(path: Path) -> None:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"invalid JSON: {err.msg} (column {err.colno})", str(path),
-                                number, hint="Each line must hold one JSON object.") from None
+                raise DataError(
+                    f"invalid JSON: {err.msg} (column {err.colno})",
+                    str(path),
+                    number,
+                    hint="Each line must hold one JSON object.",
+                ) from None
             if not isinstance(value, dict):
-                raise DataError(f"expected a JSON object, found {type(value).__name__}",
-                                str(path), number, hint="Each line must hold one JSON object.")
+                raise DataError(
+                    f"expected a JSON object, found {type(value).__name__}",
+                    str(path),
+                    number,
+                    hint="Each line must hold one JSON object.",
+                )
 
 
 def _raise_bad_json(path: Path) -> None:
     try:
         value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
     except json.JSONDecodeError as err:
-        raise DataError(f"invalid JSON: {err.msg} (column {err.colno})", str(path),
-                        err.lineno) from None
+        raise DataError(
+            f"invalid JSON: {err.msg} (column {err.colno})", str(path), err.lineno
+        ) from None
     if not isinstance(value, list):
-        raise DataError("expected a JSON array of objects (or JSON lines in a .jsonl file)",
-                        str(path))
+        raise DataError(
+            "expected a JSON array of objects (or JSON lines in a .jsonl file)", str(path)
+        )
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -143,8 +162,11 @@ def _rename_columns(table: Any, columns: dict[str, str], where: str) -> Any:
     renames = {}
     for key, column in columns.items():
         if column not in present:
-            raise DataError(f"column {column!r} (mapped to {key!r}) is not in the file; its "
-                            "columns are " + ", ".join(sorted(present)), where)
+            raise DataError(
+                f"column {column!r} (mapped to {key!r}) is not in the file; its "
+                "columns are " + ", ".join(sorted(present)),
+                where,
+            )
         if column != key:
             renames[column] = key
     clashing = [key for key in renames.values() if key in present and key not in renames]
@@ -172,9 +194,11 @@ def detect_format(rows: list[dict], path: str | Path | None = None) -> str:
         return "text"
     known = "; ".join(f"{fmt}: {keys}" for fmt, keys in FORMAT_KEYS.items())
     seen = ", ".join(sorted(row)) or "(none)"
-    raise DataError(f"rows match no known format (keys seen: {seen}); known formats: {known}",
-                    str(path) if path else None,
-                    hint="Rename the columns in the Dataset node's column mapping.")
+    raise DataError(
+        f"rows match no known format (keys seen: {seen}); known formats: {known}",
+        str(path) if path else None,
+        hint="Rename the columns in the Dataset node's column mapping.",
+    )
 
 
 def _present(row: dict, key: str) -> bool:
@@ -239,17 +263,28 @@ def to_messages(row: dict, fmt: str) -> list[dict]:
     "text" rows have no messages: they are trained on all tokens without a template.
     """
     if fmt == "messages":
-        messages = [_message(turn, i, "role", "content", {r: r for r in ROLES})
-                    for i, turn in enumerate(_turns(row, ("messages", "conversations")))]
+        messages = [
+            _message(turn, i, "role", "content", {r: r for r in ROLES})
+            for i, turn in enumerate(_turns(row, ("messages", "conversations")))
+        ]
     elif fmt == "sharegpt":
-        messages = [_message(turn, i, "from", "value", _SHAREGPT_ROLES)
-                    for i, turn in enumerate(_turns(row, ("conversations", "messages")))]
+        messages = [
+            _message(turn, i, "from", "value", _SHAREGPT_ROLES)
+            for i, turn in enumerate(_turns(row, ("conversations", "messages")))
+        ]
     elif fmt == "alpaca":
         instruction = _field(row, "instruction")
         extra = row.get("input")
-        user = f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
-        messages = _with_system(row, [{"role": "user", "content": user},
-                                      {"role": "assistant", "content": _field(row, "output")}])
+        user = (
+            f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
+        )
+        messages = _with_system(
+            row,
+            [
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": _field(row, "output")},
+            ],
+        )
     elif fmt == "prompt_completion":
         messages = _prompt_completion(row)
     elif fmt == "text":
@@ -271,19 +306,20 @@ def _turns(row: dict, keys: tuple[str, ...]) -> list:
     raise DataError(f"missing '{keys[0]}'")
 
 
-def _message(turn: Any, index: int, role_key: str, content_key: str,
-             roles: dict[str, str]) -> dict:
+def _message(turn: Any, index: int, role_key: str, content_key: str, roles: dict[str, str]) -> dict:
     where = f"turn {index + 1}"
     if not isinstance(turn, dict):
         raise DataError(f"{where} must be an object with '{role_key}' and '{content_key}'")
     role = turn.get(role_key)
     if role not in roles:
-        raise DataError(f"{where} has {role_key} {role!r}; expected one of "
-                        + ", ".join(dict.fromkeys(roles)))
+        raise DataError(
+            f"{where} has {role_key} {role!r}; expected one of " + ", ".join(dict.fromkeys(roles))
+        )
     content = turn.get(content_key)
     if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        content = "".join(p.get("text") or "" for p in content
-                          if isinstance(p, dict) and p.get("type") == "text")
+        content = "".join(
+            p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
     if not isinstance(content, str):
         raise DataError(f"{where} ({role}) is missing its '{content_key}' text")
     return {"role": roles[role], "content": content}
@@ -308,10 +344,17 @@ def _prompt_completion(row: dict) -> list[dict]:
     completion = _parse_json_text(row.get("completion"))
     if isinstance(prompt, list) and isinstance(completion, list):  # TRL's conversational form
         turns = prompt + completion
-        return [_message(turn, i, "role", "content", {r: r for r in ROLES})
-                for i, turn in enumerate(turns)]
-    return _with_system(row, [{"role": "user", "content": _field(row, "prompt")},
-                              {"role": "assistant", "content": _field(row, "completion")}])
+        return [
+            _message(turn, i, "role", "content", {r: r for r in ROLES})
+            for i, turn in enumerate(turns)
+        ]
+    return _with_system(
+        row,
+        [
+            {"role": "user", "content": _field(row, "prompt")},
+            {"role": "assistant", "content": _field(row, "completion")},
+        ],
+    )
 
 
 def normalize(row: dict, fmt: str) -> dict:

@@ -21,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         m = run["metrics"]
         loss = f"{m['loss']:.3f}" if m["loss"] is not None else "-"
         eval_loss = f"{m['eval_loss']:.3f}" if m["eval_loss"] is not None else "-"
-        print(f"  {run['state']:10} {run['name']:28} loss {loss:>7}  eval {eval_loss:>7}  "
-              f"{run['id']}")
+        print(
+            f"  {run['state']:10} {run['name']:28} loss {loss:>7}  eval {eval_loss:>7}  {run['id']}"
+        )
         for a in run["artifacts"]:
             print(f"      {a['kind']:12} {a['path']}")
         for s in run["samples"][:1]:

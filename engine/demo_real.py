@@ -35,8 +35,9 @@ def example_spec(graph: Path = GRAPH, steps: int = STEPS, quant: str | None = No
 
     specs, refused = compile_graph(str(graph))
     if refused or not specs:
-        raise TunegraphError(f"{graph.name}: " + "; ".join(
-            str(e) for _, errors in refused for e in errors))
+        raise TunegraphError(
+            f"{graph.name}: " + "; ".join(str(e) for _, errors in refused for e in errors)
+        )
     spec = specs[0]
     spec.training.max_steps = steps
     if quant:
@@ -51,12 +52,20 @@ def ask(gguf: Path, prompts: tuple[str, ...] = PROMPTS) -> list[str]:
     from engine.chat import ChatSession
 
     with ChatSession(gguf, n_ctx=512) as chat:
-        return [chat.chat([{"role": "user", "content": p}], max_tokens=ANSWER_TOKENS,
-                          temperature=0.0).strip() for p in prompts]
+        return [
+            chat.chat(
+                [{"role": "user", "content": p}], max_tokens=ANSWER_TOKENS, temperature=0.0
+            ).strip()
+            for p in prompts
+        ]
 
 
-def run(steps: int = STEPS, quant: str | None = None, out: Callable[[str], None] = print,
-        graph: Path = GRAPH) -> dict:
+def run(
+    steps: int = STEPS,
+    quant: str | None = None,
+    out: Callable[[str], None] = print,
+    graph: Path = GRAPH,
+) -> dict:
     """Base answers, train + export, tuned answers; returns losses, paths, answers and timings."""
     from engine.models import resolve_source
     from engine.train import run_job
@@ -77,17 +86,25 @@ def run(steps: int = STEPS, quant: str | None = None, out: Callable[[str], None]
         warnings = run_job(spec, run_dir, log, Control(run_dir))
     events = list(read_events(run_dir / "events.jsonl"))
     timings = _timings(events)
-    ggufs = [Path(e["path"]) for e in events
-             if e.kind == "artifact" and e.get("artifact_kind") == "gguf"]
+    ggufs = [
+        Path(e["path"]) for e in events if e.kind == "artifact" and e.get("artifact_kind") == "gguf"
+    ]
     if not ggufs:
         raise TunegraphError("the run exported no GGUF: " + "; ".join(warnings))
     out("Asking the fine-tuned model…")
     tuned_answers = ask(ggufs[-1])
     timings["total_s"] = round(time.time() - started, 1)
     losses = [e["loss"] for e in events if e.kind == "metric"]
-    result = {"run_dir": run_dir, "gguf": ggufs[-1], "losses": losses, "warnings": warnings,
-              "base": base_answers, "tuned": tuned_answers, "timings": timings,
-              "samples": [e.data for e in events if e.kind == "sample"]}
+    result = {
+        "run_dir": run_dir,
+        "gguf": ggufs[-1],
+        "losses": losses,
+        "warnings": warnings,
+        "base": base_answers,
+        "tuned": tuned_answers,
+        "timings": timings,
+        "samples": [e.data for e in events if e.kind == "sample"],
+    }
     out(report(result))
     return result
 
@@ -95,30 +112,41 @@ def run(steps: int = STEPS, quant: str | None = None, out: Callable[[str], None]
 def _timings(events: list) -> dict:
     """Wall times from the event log: model load, per step, training, export."""
     first = events[0].ts if events else 0.0
-    training = next((e.ts for e in events if e.kind == "status" and e["state"] == "training"),
-                    first)
+    training = next(
+        (e.ts for e in events if e.kind == "status" and e["state"] == "training"), first
+    )
     steps = [e.ts for e in events if e.kind == "metric"]
-    exporting = next((e.ts for e in events if e.kind == "status" and e["state"] == "exporting"),
-                     events[-1].ts if events else first)
+    exporting = next(
+        (e.ts for e in events if e.kind == "status" and e["state"] == "exporting"),
+        events[-1].ts if events else first,
+    )
     per_step = (steps[-1] - steps[0]) / (len(steps) - 1) if len(steps) > 1 else None
-    return {"load_and_data_s": round(training - first, 1),
-            "per_step_s": round(per_step, 2) if per_step else None,
-            "train_s": round((steps[-1] if steps else training) - training, 1),
-            "export_s": round(events[-1].ts - exporting, 1) if events else None}
+    return {
+        "load_and_data_s": round(training - first, 1),
+        "per_step_s": round(per_step, 2) if per_step else None,
+        "train_s": round((steps[-1] if steps else training) - training, 1),
+        "export_s": round(events[-1].ts - exporting, 1) if events else None,
+    }
 
 
 def report(result: dict) -> str:
     """The side-by-side table, the loss curve and the timings as text."""
     width = 38
-    lines = ["", f"{'prompt':<26} | {'base Gemma 3 270M':<{width}} | {'fine-tuned':<{width}}",
-             "-" * (26 + 2 * width + 6)]
+    lines = [
+        "",
+        f"{'prompt':<26} | {'base Gemma 3 270M':<{width}} | {'fine-tuned':<{width}}",
+        "-" * (26 + 2 * width + 6),
+    ]
     for prompt, base, tuned in zip(PROMPTS, result["base"], result["tuned"], strict=False):
         left = textwrap.wrap(" ".join(base.split()), width)[:3] or [""]
         right = textwrap.wrap(" ".join(tuned.split()), width)[:3] or [""]
         ask_lines = textwrap.wrap(prompt, 26)
         for i in range(max(len(left), len(right), len(ask_lines))):
-            cells = [(ask_lines[i] if i < len(ask_lines) else ""),
-                     (left[i] if i < len(left) else ""), (right[i] if i < len(right) else "")]
+            cells = [
+                (ask_lines[i] if i < len(ask_lines) else ""),
+                (left[i] if i < len(left) else ""),
+                (right[i] if i < len(right) else ""),
+            ]
             lines.append(f"{cells[0]:<26} | {cells[1]:<{width}} | {cells[2]:<{width}}")
         lines.append("")
     losses = result["losses"]

@@ -39,8 +39,13 @@ class SpecError(TunegraphError):
 class DataError(TunegraphError):
     """A dataset file is missing, unreadable, empty, or holds a row we cannot use."""
 
-    def __init__(self, message: str, path: str | None = None, line: int | None = None,
-                 hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        path: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ):
         where = ""
         if path:
             where = f"{path}:{line}: " if line else f"{path}: "

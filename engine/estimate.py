@@ -24,8 +24,18 @@ HEADROOM = 0.90  # a run must fit in 90% of a GPU's memory
 TIME_HEADROOM = 1.3
 CHARS_PER_TOKEN = 3.6
 # dense bf16 peak FLOP/s by GPU name fragment (measured where we could; vendor figures otherwise)
-GPU_PEAK_FLOPS = {"H200": 790e12, "H100": 790e12, "A100": 312e12, "L40": 181e12, "4090": 165e12,
-                  "A6000": 155e12, "3090": 71e12, "A10": 125e12, "T4": 65e12, "4080": 97e12}
+GPU_PEAK_FLOPS = {
+    "H200": 790e12,
+    "H100": 790e12,
+    "A100": 312e12,
+    "L40": 181e12,
+    "4090": 165e12,
+    "A6000": 155e12,
+    "3090": 71e12,
+    "A10": 125e12,
+    "T4": 65e12,
+    "4080": 97e12,
+}
 GPU_MFU = (0.20, 0.45)  # LoRA model-FLOPs utilisation range with HF Trainer
 CPU_FLOPS_PER_CORE = (4e9, 25e9)
 
@@ -66,8 +76,11 @@ def model_shape(config) -> ModelShape:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     params = sum(p.numel() for p in model.parameters())
-    embedding = sum(m.weight.numel() for m in (model.get_input_embeddings(),
-                                               model.get_output_embeddings()) if m is not None)
+    embedding = sum(
+        m.weight.numel()
+        for m in (model.get_input_embeddings(), model.get_output_embeddings())
+        if m is not None
+    )
     if getattr(config, "tie_word_embeddings", False):
         embedding //= 2
     lora: dict[str, int] = {}
@@ -77,40 +90,52 @@ def model_shape(config) -> ModelShape:
             lora[short] = lora.get(short, 0) + module.in_features + module.out_features
     text = getattr(config, "text_config", None) or config
     return ModelShape(
-        params=params, hidden=text.hidden_size, layers=text.num_hidden_layers,
+        params=params,
+        hidden=text.hidden_size,
+        layers=text.num_hidden_layers,
         intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
-        vocab=text.vocab_size, context=getattr(text, "max_position_embeddings", 2048) or 2048,
-        embedding_params=embedding, lora_params=lora)
+        vocab=text.vocab_size,
+        context=getattr(text, "max_position_embeddings", 2048) or 2048,
+        embedding_params=embedding,
+        lora_params=lora,
+    )
 
 
 def trainable_params(shape: ModelShape, spec: JobSpec) -> int:
     targets = spec.lora.target_modules
-    per_rank = sum(shape.lora_params.values()) if "all-linear" in targets else \
-        sum(shape.lora_params.get(t, 0) for t in targets)
+    per_rank = (
+        sum(shape.lora_params.values())
+        if "all-linear" in targets
+        else sum(shape.lora_params.get(t, 0) for t in targets)
+    )
     return per_rank * spec.lora.r
 
 
-def peak_vram_gib(shape: ModelShape, spec: JobSpec, four_bit: bool, checkpointing: bool,
-                  seq_len: int) -> float:
+def peak_vram_gib(
+    shape: ModelShape, spec: JobSpec, four_bit: bool, checkpointing: bool, seq_len: int
+) -> float:
     """Estimated peak GPU memory in GiB for one training process."""
     b, s, h = spec.training.micro_batch_size, seq_len, shape.hidden
     if four_bit:  # quantized linears, 16-bit embeddings (upcast to fp32 by kbit preparation)
-        weights = (shape.params - shape.embedding_params) * NF4_BYTES_PER_PARAM + \
-            shape.embedding_params * 4
+        weights = (
+            shape.params - shape.embedding_params
+        ) * NF4_BYTES_PER_PARAM + shape.embedding_params * 4
     else:
         weights = shape.params * 2
     lora = trainable_params(shape, spec) * 16  # fp32 weight + grad + two AdamW moments
     mlp_scale = (3 * shape.intermediate) / (8 * h)  # SwiGLU vs the 4h GeLU MLP behind "34"
     per_layer = s * b * h * (10 + 24 * mlp_scale)
-    activations = (2 * s * b * h * shape.layers + per_layer) if checkpointing else \
-        per_layer * shape.layers
+    activations = (
+        (2 * s * b * h * shape.layers + per_layer) if checkpointing else per_layer * shape.layers
+    )
     logits = b * s * shape.vocab * 10
     total = (weights + lora + activations + logits) * ALLOCATOR_SLACK
     return round(total / GIB + CUDA_CONTEXT_GIB, 2)
 
 
-def choose_mode(spec: JobSpec, device: str, resolved=None, gpu_total_gib: float | None = None
-                ) -> tuple[str, str]:
+def choose_mode(
+    spec: JobSpec, device: str, resolved=None, gpu_total_gib: float | None = None
+) -> tuple[str, str]:
     """('lora' | 'qlora', why). Auto picks 4-bit only when 16-bit would not fit the GPU."""
     q = spec.lora.quantization
     if q == "4bit":
@@ -128,8 +153,10 @@ def choose_mode(spec: JobSpec, device: str, resolved=None, gpu_total_gib: float 
     need = peak_vram_gib(shape, spec, False, spec.training.gradient_checkpointing != "off", seq)
     if need <= gpu_total_gib * HEADROOM:
         return "lora", f"16-bit fits: needs ~{need:.1f} GiB of {gpu_total_gib:.0f} GiB"
-    return "qlora", (f"16-bit would need ~{need:.1f} GiB, more than 90% of the GPU's "
-                     f"{gpu_total_gib:.0f} GiB: loading the base in 4-bit")
+    return "qlora", (
+        f"16-bit would need ~{need:.1f} GiB, more than 90% of the GPU's "
+        f"{gpu_total_gib:.0f} GiB: loading the base in 4-bit"
+    )
 
 
 def load_config(spec: JobSpec, resolved=None):
@@ -143,8 +170,9 @@ def load_config(spec: JobSpec, resolved=None):
     return AutoConfig.from_pretrained(resolved.location, **kwargs)
 
 
-def time_range_s(shape: ModelShape, tokens: float, device: str, gpu_name: str | None,
-                 cores: int) -> dict:
+def time_range_s(
+    shape: ModelShape, tokens: float, device: str, gpu_name: str | None, cores: int
+) -> dict:
     """Lower and upper bound (with headroom) of the training time for `tokens` processed tokens."""
     flops = 4 * shape.params * tokens  # LoRA: no weight-gradient GEMMs for the frozen base
     if device == "cuda":
@@ -153,8 +181,10 @@ def time_range_s(shape: ModelShape, tokens: float, device: str, gpu_name: str | 
     else:
         fast, slow = CPU_FLOPS_PER_CORE[1] * cores, CPU_FLOPS_PER_CORE[0] * cores
     overhead = 5.0  # process start, loading and saving, seconds
-    return {"low": round(flops / fast + overhead, 1),
-            "high": round((flops / slow + overhead) * TIME_HEADROOM, 1)}
+    return {
+        "low": round(flops / fast + overhead, 1),
+        "high": round((flops / slow + overhead) * TIME_HEADROOM, 1),
+    }
 
 
 def dataset_size(spec: JobSpec) -> tuple[int, float]:
@@ -167,13 +197,17 @@ def dataset_size(spec: JobSpec) -> tuple[int, float]:
         rows += len(loaded)
         for row in loaded[:500]:
             msgs = to_messages(row, fmt)
-            chars += sum(len(m["content"]) + 12 for m in msgs) * len(loaded) / min(len(loaded),
-                                                                                     500)
+            chars += sum(len(m["content"]) + 12 for m in msgs) * len(loaded) / min(len(loaded), 500)
     return rows, (chars / CHARS_PER_TOKEN / rows if rows else 0.0)
 
 
-def estimate(spec: JobSpec, device: str = "cpu", gpu_total_gib: float | None = None,
-             gpu_name: str | None = None, cores: int = 2) -> Estimate:
+def estimate(
+    spec: JobSpec,
+    device: str = "cpu",
+    gpu_total_gib: float | None = None,
+    gpu_name: str | None = None,
+    cores: int = 2,
+) -> Estimate:
     """The full estimate for one spec on a given device."""
     from engine.errors import TunegraphError
 
@@ -181,9 +215,12 @@ def estimate(spec: JobSpec, device: str = "cpu", gpu_total_gib: float | None = N
     shape = model_shape(config)
     seq = spec.training.max_seq_length or min(shape.context, 2048)
     checkpointing = spec.training.gradient_checkpointing == "on" or (
-        spec.training.gradient_checkpointing == "auto" and device == "cuda")
-    vram = {"bf16": peak_vram_gib(shape, spec, False, checkpointing, seq),
-            "4bit": peak_vram_gib(shape, spec, True, checkpointing, seq)}
+        spec.training.gradient_checkpointing == "auto" and device == "cuda"
+    )
+    vram = {
+        "bf16": peak_vram_gib(shape, spec, False, checkpointing, seq),
+        "4bit": peak_vram_gib(shape, spec, True, checkpointing, seq),
+    }
     warnings: list[str] = gguf_warnings(spec)
     if device == "cuda" and gpu_total_gib:
         mode, reason = choose_mode(spec, device, gpu_total_gib=gpu_total_gib)
@@ -199,15 +236,22 @@ def estimate(spec: JobSpec, device: str = "cpu", gpu_total_gib: float | None = N
     train_rows = (rows or 0) * (1 - spec.training.eval_split)
     tokens_per_row = min(tokens_per_row, seq)
     if spec.training.max_steps:
-        batch = spec.training.micro_batch_size * spec.training.grad_accum * \
-            spec.resources.gpu_count
+        batch = spec.training.micro_batch_size * spec.training.grad_accum * spec.resources.gpu_count
         tokens = spec.training.max_steps * batch * tokens_per_row
     else:
         tokens = spec.training.epochs * train_rows * tokens_per_row
     times = time_range_s(shape, tokens, device, gpu_name, cores)
-    return Estimate(params=shape.params, trainable_params=trainable_params(shape, spec),
-                    vram_gib=vram, mode=mode, mode_reason=reason, device=device, time_s=times,
-                    dataset_rows=rows, warnings=warnings)
+    return Estimate(
+        params=shape.params,
+        trainable_params=trainable_params(shape, spec),
+        vram_gib=vram,
+        mode=mode,
+        mode_reason=reason,
+        device=device,
+        time_s=times,
+        dataset_rows=rows,
+        warnings=warnings,
+    )
 
 
 def gguf_warnings(spec: JobSpec) -> list[str]:
@@ -217,7 +261,7 @@ def gguf_warnings(spec: JobSpec) -> list[str]:
         return []
     from engine.gguf_base import gguf_path, quantized_warning
 
-    warning = quantized_warning(gguf_path(source[len("gguf:"):]))
+    warning = quantized_warning(gguf_path(source[len("gguf:") :]))
     return [warning] if warning else []
 
 

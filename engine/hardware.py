@@ -57,8 +57,14 @@ def nvml_gpus() -> list[Gpu]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            out.append(Gpu(i, name.decode() if isinstance(name, bytes) else name,
-                           round(mem.total / 2**30, 2), round(mem.free / 2**30, 2)))
+            out.append(
+                Gpu(
+                    i,
+                    name.decode() if isinstance(name, bytes) else name,
+                    round(mem.total / 2**30, 2),
+                    round(mem.free / 2**30, 2),
+                )
+            )
         return out
     finally:
         try:

@@ -21,15 +21,22 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def render(spec: JobSpec, stats: dict, metrics: dict, samples: list[dict], template_origin: str,
-           trainable_params: int) -> str:
+def render(
+    spec: JobSpec,
+    stats: dict,
+    metrics: dict,
+    samples: list[dict],
+    template_origin: str,
+    trainable_params: int,
+) -> str:
     """Markdown: base model, data with row counts and hashes, hyperparameters, metrics, samples."""
     base = spec.base_model
     lines = [
         f"# {spec.name}",
         "",
         f"A LoRA adapter trained with Tunegraph on **{base.source}**"
-        + (f" (revision `{base.revision}`)" if base.revision else "") + ".",
+        + (f" (revision `{base.revision}`)" if base.revision else "")
+        + ".",
         "",
         "## Load it",
         "",
@@ -37,9 +44,9 @@ def render(spec: JobSpec, stats: dict, metrics: dict, samples: list[dict], templ
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "from peft import PeftModel",
         "",
-        "tokenizer = AutoTokenizer.from_pretrained(\"<this folder>\")",
-        f"base = AutoModelForCausalLM.from_pretrained(\"{base.source}\")",
-        "model = PeftModel.from_pretrained(base, \"<this folder>\")",
+        'tokenizer = AutoTokenizer.from_pretrained("<this folder>")',
+        f'base = AutoModelForCausalLM.from_pretrained("{base.source}")',
+        'model = PeftModel.from_pretrained(base, "<this folder>")',
         "```",
         "",
         f"Chat template: `chat_template.jinja` ({template_origin}); use the same template at "
@@ -51,8 +58,10 @@ def render(spec: JobSpec, stats: dict, metrics: dict, samples: list[dict], templ
         "|---|---|---|---|",
     ]
     for ds in stats.get("datasets", []):
-        lines.append(f"| {Path(ds.get('path', '')).name} | {ds.get('format')} | {ds.get('rows')} "
-                     f"| `{str(ds.get('sha256', ''))[:16]}` |")
+        lines.append(
+            f"| {Path(ds.get('path', '')).name} | {ds.get('format')} | {ds.get('rows')} "
+            f"| `{str(ds.get('sha256', ''))[:16]}` |"
+        )
     lines += [
         "",
         f"Train rows {stats.get('train_rows')}, eval rows {stats.get('eval_rows')}, "
@@ -61,8 +70,15 @@ def render(spec: JobSpec, stats: dict, metrics: dict, samples: list[dict], templ
         "## Hyperparameters",
         "",
         "```json",
-        json.dumps({"training": vars(spec.training), "lora": vars(spec.lora),
-                    "trainable_params": trainable_params}, indent=2, sort_keys=True),
+        json.dumps(
+            {
+                "training": vars(spec.training),
+                "lora": vars(spec.lora),
+                "trainable_params": trainable_params,
+            },
+            indent=2,
+            sort_keys=True,
+        ),
         "```",
         "",
         "## Final metrics",

@@ -36,26 +36,31 @@ def resolve_source(spec: BaseModelSpec, build_builtin: bool = True) -> ResolvedS
     if source.startswith("gguf:"):
         from engine.gguf_base import gguf_path
 
-        path = gguf_path(source[len("gguf:"):])  # a file, or pypi:PACKAGE shipping one
+        path = gguf_path(source[len("gguf:") :])  # a file, or pypi:PACKAGE shipping one
         return ResolvedSource("gguf", str(path.parent), gguf_file=path.name)
     path = Path(source).expanduser()
     if path.exists() or source.startswith((".", "/", "~")) or os.sep in source[:1]:
         if not path.is_dir():
-            raise ModelError(f"Base model: the folder {path} does not exist.",
-                             "Choose a model folder, a hub id, a gguf: file or builtin:tiny-llama.")
+            raise ModelError(
+                f"Base model: the folder {path} does not exist.",
+                "Choose a model folder, a hub id, a gguf: file or builtin:tiny-llama.",
+            )
         if not (path / "config.json").is_file():
-            raise ModelError(f"Base model: the folder {path} has no config.json, so it is not a "
-                             "Hugging Face model folder.",
-                             "Pick the folder that holds config.json and the weights.")
+            raise ModelError(
+                f"Base model: the folder {path} has no config.json, so it is not a "
+                "Hugging Face model folder.",
+                "Pick the folder that holds config.json and the weights.",
+            )
         return ResolvedSource("folder", str(path))
     if HUB_ID.match(source):
         from engine.settings import check_hub_id
 
         check_hub_id(source, spec.revision or None)  # offline mode: only cached models
         return ResolvedSource("hub", source)
-    raise ModelError(f"Base model: {source!r} is neither an existing folder nor a hub id "
-                     "like org/name.", "Use a hub id, a local folder, gguf:PATH or "
-                     "builtin:tiny-llama.")
+    raise ModelError(
+        f"Base model: {source!r} is neither an existing folder nor a hub id like org/name.",
+        "Use a hub id, a local folder, gguf:PATH or builtin:tiny-llama.",
+    )
 
 
 def _hub_kwargs(spec: BaseModelSpec, resolved: ResolvedSource) -> dict:
@@ -77,8 +82,10 @@ def _load_failed(what: str, spec: BaseModelSpec, exc: Exception) -> ModelError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     hint = None
     if "offline" in text.lower() or "connect" in text.lower() or "couldn't find" in text.lower():
-        hint = ("The model is not in the local cache and the hub cannot be reached; download it "
-                "once while online or choose a local folder.")
+        hint = (
+            "The model is not in the local cache and the hub cannot be reached; download it "
+            "once while online or choose a local folder."
+        )
     elif "401" in text or "gated" in text.lower() or "token" in text.lower():
         hint = "The repository may be gated: add your Hugging Face token in Settings."
     return ModelError(f"Base model {spec.source!r}: could not load the {what}: {text}", hint)
@@ -114,8 +121,9 @@ def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource):
     return tok
 
 
-def load_model(spec: BaseModelSpec, resolved: ResolvedSource, dtype, quantization_config=None,
-               device_map=None):
+def load_model(
+    spec: BaseModelSpec, resolved: ResolvedSource, dtype, quantization_config=None, device_map=None
+):
     """The base model as AutoModelForCausalLM in `dtype` (or 4-bit when a config is given)."""
     from transformers import AutoModelForCausalLM
 
@@ -142,8 +150,10 @@ def linear_module_names(model) -> list[str]:
 
     names = set()
     for full, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit",
-                                                                             "Linear8bitLt"):
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in (
+            "Linear4bit",
+            "Linear8bitLt",
+        ):
             names.add(full.rsplit(".", 1)[-1])
     out_name = getattr(model.get_output_embeddings(), "__class__", None)
     if out_name is not None:
@@ -160,4 +170,5 @@ def check_target_modules(model, targets: list[str]) -> None:
     if missing:
         raise ModelError(
             f"LoRA config: target module {', '.join(missing)} is not in this model.",
-            "Modules that exist: " + ", ".join(existing) + " (or use all-linear).")
+            "Modules that exist: " + ", ".join(existing) + " (or use all-linear).",
+        )

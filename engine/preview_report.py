@@ -25,13 +25,27 @@ HISTOGRAM_BINS = 12
 
 def empty_report() -> dict:
     """The answer's shape with every key present."""
-    return {"rows": None, "format": None, "template_origin": None,
-            "tokens": None, "truncated_rows": None, "stats_rows": None, "max_seq_length": None,
-            "preview": [], "warnings": [], "error": None}
+    return {
+        "rows": None,
+        "format": None,
+        "template_origin": None,
+        "tokens": None,
+        "truncated_rows": None,
+        "stats_rows": None,
+        "max_seq_length": None,
+        "preview": [],
+        "warnings": [],
+        "error": None,
+    }
 
 
-def report(ds: DatasetSpec, base: BaseModelSpec, max_seq_length: int = 0, rows: int = 3,
-           stats_rows: int = 2000) -> dict:
+def report(
+    ds: DatasetSpec,
+    base: BaseModelSpec,
+    max_seq_length: int = 0,
+    rows: int = 3,
+    stats_rows: int = 2000,
+) -> dict:
     """Stats and rendered rows of one dataset through `base`'s tokenizer and chat template."""
     from engine.data import preview_rows
     from engine.data_encode import Encoder
@@ -60,18 +74,30 @@ def report(ds: DatasetSpec, base: BaseModelSpec, max_seq_length: int = 0, rows: 
     out["stats_rows"] = len(lengths)
     out["truncated_rows"] = truncated
     if lengths:
-        out["tokens"] = {"min": min(lengths), "mean": round(sum(lengths) / len(lengths), 1),
-                         "max": max(lengths), "trained_mean": round(trained / len(lengths), 1),
-                         "histogram": histogram(lengths, seq)}
-    out["preview"] = [{"segments": [[t, bool(m)] for t, m in r.segments], "tokens": r.tokens,
-                       "truncated": r.truncated}
-                      for r in preview_rows(ds, tokenizer, n=rows, max_seq_length=seq)]
+        out["tokens"] = {
+            "min": min(lengths),
+            "mean": round(sum(lengths) / len(lengths), 1),
+            "max": max(lengths),
+            "trained_mean": round(trained / len(lengths), 1),
+            "histogram": histogram(lengths, seq),
+        }
+    out["preview"] = [
+        {
+            "segments": [[t, bool(m)] for t, m in r.segments],
+            "tokens": r.tokens,
+            "truncated": r.truncated,
+        }
+        for r in preview_rows(ds, tokenizer, n=rows, max_seq_length=seq)
+    ]
     if len(all_rows) < FEW_ROWS:
-        out["warnings"].append(f"only {len(all_rows)} rows: fewer than 1,000 examples usually "
-                               "teach a style more than new knowledge")
+        out["warnings"].append(
+            f"only {len(all_rows)} rows: fewer than 1,000 examples usually "
+            "teach a style more than new knowledge"
+        )
     if truncated:
-        out["warnings"].append(f"{truncated} of {len(lengths)} rows are longer than {seq} tokens "
-                               "and will be truncated")
+        out["warnings"].append(
+            f"{truncated} of {len(lengths)} rows are longer than {seq} tokens and will be truncated"
+        )
     return out
 
 
@@ -90,12 +116,19 @@ def run(request: dict) -> dict:
     try:
         ds = DatasetSpec(**_known(DatasetSpec, request.get("dataset") or {}))
         base = BaseModelSpec(**_known(BaseModelSpec, request.get("base_model") or {}))
-        return report(ds, base, int(request.get("max_seq_length") or 0),
-                      int(request.get("rows") or 3), int(request.get("stats_rows") or 2000))
+        return report(
+            ds,
+            base,
+            int(request.get("max_seq_length") or 0),
+            int(request.get("rows") or 3),
+            int(request.get("stats_rows") or 2000),
+        )
     except TunegraphError as err:
         out = empty_report()
-        out["error"] = {"message": err.message if hasattr(err, "message") else str(err),
-                        "hint": getattr(err, "hint", None)}
+        out["error"] = {
+            "message": err.message if hasattr(err, "message") else str(err),
+            "hint": getattr(err, "hint", None),
+        }
         return out
     except (OSError, ValueError, TypeError) as err:
         out = empty_report()

@@ -91,7 +91,7 @@ def data_stats(events: list[dict]) -> dict | None:
         message = event.get("message") or ""
         if event.get("kind") == "log" and message.startswith(DATA_PREFIX):
             try:
-                return json.loads(message[len(DATA_PREFIX):])
+                return json.loads(message[len(DATA_PREFIX) :])
             except ValueError:
                 return None
     return None
@@ -128,11 +128,16 @@ def compare(runs: list[dict], stats: list[dict | None] | None = None) -> RunDiff
                 seen.add(key)
                 keys.append(key)
     fields = [FieldDiff(k, tuple(c.get(k, MISSING) for c in configs)) for k in keys]
-    metrics = [MetricDelta(m, tuple((r.get("metrics") or {}).get(m) for r in runs))
-               for m in FINAL_METRICS]
-    return RunDiff(ids=[r["id"] for r in runs], names=[r.get("name") or r["id"] for r in runs],
-                   fields=fields, metrics=metrics,
-                   samples=[list(r.get("samples") or []) for r in runs])
+    metrics = [
+        MetricDelta(m, tuple((r.get("metrics") or {}).get(m) for r in runs)) for m in FINAL_METRICS
+    ]
+    return RunDiff(
+        ids=[r["id"] for r in runs],
+        names=[r.get("name") or r["id"] for r in runs],
+        fields=fields,
+        metrics=metrics,
+        samples=[list(r.get("samples") or []) for r in runs],
+    )
 
 
 def format_value(value: Any) -> str:
@@ -156,8 +161,9 @@ def format_delta(value: float | None) -> str:
     return f"{value:+.4g}"
 
 
-def format_diff(runs: list[dict], stats: list[dict | None] | None = None,
-                differences_only: bool = True) -> str:
+def format_diff(
+    runs: list[dict], stats: list[dict | None] | None = None, differences_only: bool = True
+) -> str:
     """`tunegraph diff` as text: the runs, the differing config fields, final metrics, deltas."""
     diff = compare(runs, stats)
     headers = ["field"] + [f"{n} ({i})" for n, i in zip(diff.names, diff.ids, strict=True)]
@@ -173,20 +179,27 @@ def format_diff(runs: list[dict], stats: list[dict | None] | None = None,
             cells.append(f"{text} ({d})" if d else text)
         table.append([f"final {m.name}"] + cells)
     widths = [max(len(row[c]) for row in [headers] + table) for c in range(len(headers))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [headers] + table]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [headers] + table
+    ]
     return "\n".join(lines)
 
 
-def diff_json(runs: list[dict], stats: list[dict | None] | None = None,
-              differences_only: bool = True) -> dict:
+def diff_json(
+    runs: list[dict], stats: list[dict | None] | None = None, differences_only: bool = True
+) -> dict:
     """`tunegraph diff --json`: ids, names, config fields (key -> values per run), final metrics
     with their deltas against the first run."""
     diff = compare(runs, stats)
-    return {"ids": diff.ids, "names": diff.names,
-            "fields": {f.key: list(f.values) for f in diff.rows(differences_only)},
-            "metrics": {m.name: {"values": list(m.values), "deltas": list(m.deltas)}
-                        for m in diff.metrics}}
+    return {
+        "ids": diff.ids,
+        "names": diff.names,
+        "fields": {f.key: list(f.values) for f in diff.rows(differences_only)},
+        "metrics": {
+            m.name: {"values": list(m.values), "deltas": list(m.deltas)} for m in diff.metrics
+        },
+    }
 
 
 def diff_runs(store, refs: list[str]) -> tuple[list[dict], list[dict | None]]:

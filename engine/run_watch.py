@@ -39,9 +39,15 @@ class MetricBatch:
     def metrics(self) -> list[dict]:
         """The points as dicts (for tests and small consumers)."""
         steps = self.columns["step"]
-        return [{name: (int(col[i]) if name == "step" else
-                        (None if np.isnan(col[i]) else float(col[i])))
-                 for name, col in self.columns.items()} for i in range(len(steps))]
+        return [
+            {
+                name: (
+                    int(col[i]) if name == "step" else (None if np.isnan(col[i]) else float(col[i]))
+                )
+                for name, col in self.columns.items()
+            }
+            for i in range(len(steps))
+        ]
 
 
 @dataclass
@@ -119,17 +125,24 @@ class RunWatcher:
     def _points(self, run_id: str, m_ts: float, e_ts: float) -> MetricBatch | None:
         # Store has no "metrics newer than ts" reader yet; its (run_id, ts) indexes serve this.
         names = ("step", "ts") + METRIC_FIELDS
-        rows = self.store.db.execute(f"SELECT {', '.join(names)} FROM metrics WHERE run_id = ?"
-                                     " AND ts > ? ORDER BY step", (run_id, m_ts)).fetchall()
-        evals = [{"step": r[0], "ts": r[1], "eval_loss": r[2]} for r in self.store.db.execute(
-            "SELECT step, ts, eval_loss FROM evals WHERE run_id = ? AND ts > ? ORDER BY step",
-            (run_id, e_ts)).fetchall()]
+        rows = self.store.db.execute(
+            f"SELECT {', '.join(names)} FROM metrics WHERE run_id = ? AND ts > ? ORDER BY step",
+            (run_id, m_ts),
+        ).fetchall()
+        evals = [
+            {"step": r[0], "ts": r[1], "eval_loss": r[2]}
+            for r in self.store.db.execute(
+                "SELECT step, ts, eval_loss FROM evals WHERE run_id = ? AND ts > ? ORDER BY step",
+                (run_id, e_ts),
+            ).fetchall()
+        ]
         reset = m_ts < 0
         if not (rows or evals or reset):
             return None
         table = np.array(rows, dtype=float).reshape(len(rows), len(names))
-        columns = {name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(names)
-                   if name != "ts"}
+        columns = {
+            name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(names) if name != "ts"
+        }
         new_m = float(np.nanmax(table[:, 1])) if rows else m_ts
         new_e = max([e_ts] + [r["ts"] or 0.0 for r in evals])
         self._cursors[run_id] = (max(new_m, m_ts, 0.0), max(new_e, 0.0))
@@ -150,22 +163,25 @@ class Series:
         return self._n
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._cols[name][:self._n]
+        return self._cols[name][: self._n]
 
     def clear(self) -> None:
         self._n = 0
         self.eval_steps, self.eval_loss = [], []
         self._bounds = []
 
-    def extend(self, metrics: list[dict] | dict[str, np.ndarray],
-               evals: list[dict] = ()) -> None:
+    def extend(self, metrics: list[dict] | dict[str, np.ndarray], evals: list[dict] = ()) -> None:
         """Add points ordered by step (dicts, or columns as MetricBatch carries them); a step at
         or before the last one replaces the points from there on."""
         if isinstance(metrics, dict):
             columns = metrics
         else:
-            columns = {name: np.array([np.nan if m.get(name) is None else m[name]
-                                       for m in metrics], dtype=float) for name in self._cols}
+            columns = {
+                name: np.array(
+                    [np.nan if m.get(name) is None else m[name] for m in metrics], dtype=float
+                )
+                for name in self._cols
+            }
         count = len(columns.get("step", ()))
         if count:
             first = columns["step"][0]
@@ -219,8 +235,13 @@ def batch_label(run: dict) -> str:
     return f"E{index} {within * accum}/{per_epoch_steps * accum}"
 
 
-def decimate(x: np.ndarray, y: np.ndarray, lo: float | None = None, hi: float | None = None,
-             max_bins: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+def decimate(
+    x: np.ndarray,
+    y: np.ndarray,
+    lo: float | None = None,
+    hi: float | None = None,
+    max_bins: int = 2000,
+) -> tuple[np.ndarray, np.ndarray]:
     """The points of (x sorted, y) within [lo, hi], peak-decimated to at most ~2 * max_bins:
     each bin of k points becomes its min and its max, so spikes survive. O(points in range)."""
     n = len(x)
@@ -236,8 +257,8 @@ def decimate(x: np.ndarray, y: np.ndarray, lo: float | None = None, hi: float | 
     xb, yb = xs[:head].reshape(bins, k), ys[:head].reshape(bins, k)
     out_x = np.empty(2 * bins + m - head)
     out_y = np.empty_like(out_x)
-    out_x[0:2 * bins:2], out_x[1:2 * bins:2] = xb[:, 0], xb[:, -1]
-    out_y[0:2 * bins:2] = np.fmin.reduce(yb, axis=1)  # NaN only where a whole bin is NaN
-    out_y[1:2 * bins:2] = np.fmax.reduce(yb, axis=1)
-    out_x[2 * bins:], out_y[2 * bins:] = xs[head:], ys[head:]
+    out_x[0 : 2 * bins : 2], out_x[1 : 2 * bins : 2] = xb[:, 0], xb[:, -1]
+    out_y[0 : 2 * bins : 2] = np.fmin.reduce(yb, axis=1)  # NaN only where a whole bin is NaN
+    out_y[1 : 2 * bins : 2] = np.fmax.reduce(yb, axis=1)
+    out_x[2 * bins :], out_y[2 * bins :] = xs[head:], ys[head:]
     return out_x, out_y

@@ -20,8 +20,9 @@ from engine.spec import JobSpec
 from engine.worker import LOG_FILE, PID_FILE
 
 
-def create_run(spec: JobSpec, store, parent: str | None = None, estimate: dict | None = None
-               ) -> str:
+def create_run(
+    spec: JobSpec, store, parent: str | None = None, estimate: dict | None = None
+) -> str:
     """Freeze the spec into a new run directory and index it; returns the run id.
 
     The run becomes `queued` (or `refused`) when the supervisor takes its submit command: only
@@ -33,28 +34,41 @@ def create_run(spec: JobSpec, store, parent: str | None = None, estimate: dict |
     spec.save(run_dir / "spec.json")
     meta = {"parent": parent, "created_at": time.time(), "estimate": estimate}
     (run_dir / "submission.json").write_text(json.dumps(meta), encoding="utf-8")
-    store.register_run(run_id, spec, run_dir, created_at=meta["created_at"], parent=parent,
-                       estimate=estimate)
+    store.register_run(
+        run_id, spec, run_dir, created_at=meta["created_at"], parent=parent, estimate=estimate
+    )
     return run_id
 
 
 def worker_command(run_dir: Path, processes: int = 1) -> list[str]:
     """The worker's command line; several processes train with DDP under torchrun."""
     if processes > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={processes}", "-m", "engine.worker", str(run_dir)]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "engine.worker",
+            str(run_dir),
+        ]
     return [sys.executable, "-m", "engine.worker", str(run_dir)]
 
 
-def start_worker(run_dir: Path, env: dict | None = None, processes: int = 1
-                 ) -> subprocess.Popen:
+def start_worker(run_dir: Path, env: dict | None = None, processes: int = 1) -> subprocess.Popen:
     """Start `python -m engine.worker RUN_DIR` (under torchrun for processes > 1) in its own
     process group, output to worker.log."""
     run_dir = Path(run_dir)
     (run_dir / PID_FILE).unlink(missing_ok=True)
     out = open(run_dir / LOG_FILE, "ab")
-    kwargs: dict = {"stdout": out, "stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL,
-                    "cwd": str(run_dir), "env": {**os.environ, **(env or {})}}
+    kwargs: dict = {
+        "stdout": out,
+        "stderr": subprocess.STDOUT,
+        "stdin": subprocess.DEVNULL,
+        "cwd": str(run_dir),
+        "env": {**os.environ, **(env or {})},
+    }
     if os.name == "nt":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     else:

@@ -37,8 +37,14 @@ def need_gib(estimate: dict | None) -> tuple[float, float]:
     return need, four
 
 
-def refusal(estimate: dict | None, gpus: list[Gpu], gpu_count: int, wants_gpu: bool, *,
-            requires_gpu: bool = False) -> Refusal | None:
+def refusal(
+    estimate: dict | None,
+    gpus: list[Gpu],
+    gpu_count: int,
+    wants_gpu: bool,
+    *,
+    requires_gpu: bool = False,
+) -> Refusal | None:
     """Why a run can never fit this machine, or None.
 
     The run is judged in the mode it will train in (its estimate's `mode`): a run forced to a
@@ -46,13 +52,17 @@ def refusal(estimate: dict | None, gpus: list[Gpu], gpu_count: int, wants_gpu: b
     `requires_gpu` (device cuda) refuses a run on a machine without a GPU.
     """
     if requires_gpu and not gpus:
-        return Refusal("asks for a CUDA GPU, this machine has none",
-                       "Set device to auto or cpu on the Fine-Tune node.")
+        return Refusal(
+            "asks for a CUDA GPU, this machine has none",
+            "Set device to auto or cpu on the Fine-Tune node.",
+        )
     if not wants_gpu or not gpus:
         return None
     if gpu_count > len(gpus):
-        return Refusal(f"asks for {gpu_count} GPUs, this machine has {len(gpus)}",
-                       f"Set GPU count to {len(gpus)} or fewer.")
+        return Refusal(
+            f"asks for {gpu_count} GPUs, this machine has {len(gpus)}",
+            f"Set GPU count to {len(gpus)} or fewer.",
+        )
     need, four = need_gib(estimate)
     sixteen = float(((estimate or {}).get("vram_gib") or {}).get("bf16") or 0.0)
     largest = max(g.total_gib for g in gpus)
@@ -63,12 +73,22 @@ def refusal(estimate: dict | None, gpus: list[Gpu], gpu_count: int, wants_gpu: b
         hint = "Enable 4-bit (quantization 4bit or auto on the LoRA config node), or " + smaller
     else:
         hint = smaller[0].upper() + smaller[1:]
-    return Refusal(f"needs ~{sixteen or need:.1f} GiB ({four:.1f} GiB in 4-bit), largest GPU "
-                   f"has {largest:.0f} GiB (a run may use {HEADROOM:.0%} of it)", hint)
+    return Refusal(
+        f"needs ~{sixteen or need:.1f} GiB ({four:.1f} GiB in 4-bit), largest GPU "
+        f"has {largest:.0f} GiB (a run may use {HEADROOM:.0%} of it)",
+        hint,
+    )
 
 
-def place(estimate: dict | None, gpus: list[Gpu], held: dict[int, float], suspended: set[int],
-          gpu_count: int, wants_gpu: bool, cpu_free: int) -> Placement | None:
+def place(
+    estimate: dict | None,
+    gpus: list[Gpu],
+    held: dict[int, float],
+    suspended: set[int],
+    gpu_count: int,
+    wants_gpu: bool,
+    cpu_free: int,
+) -> Placement | None:
     """Where the run can start now, or None when it must wait."""
     if not wants_gpu or not gpus:
         if cpu_free > 0:
@@ -87,6 +107,9 @@ def place(estimate: dict | None, gpus: list[Gpu], held: dict[int, float], suspen
     free.sort(key=lambda item: (-item[0], item[1].index))
     chosen = sorted(g.index for _, g in free[:gpu_count])
     where = ", ".join(f"GPU {i}" for i in chosen)
-    return Placement("cuda", chosen, need,
-                     f"needs {need:.1f} GiB / {free[0][0]:.1f} free; placed on {where} "
-                     f"with hold {need:.1f} GiB")
+    return Placement(
+        "cuda",
+        chosen,
+        need,
+        f"needs {need:.1f} GiB / {free[0][0]:.1f} free; placed on {where} with hold {need:.1f} GiB",
+    )

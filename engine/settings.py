@@ -41,12 +41,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.gpu_policy not in GPU_POLICIES:
-            raise SettingsError(f"gpu_policy must be one of {', '.join(GPU_POLICIES)}, "
-                                f"not {self.gpu_policy!r}")
+            raise SettingsError(
+                f"gpu_policy must be one of {', '.join(GPU_POLICIES)}, not {self.gpu_policy!r}"
+            )
         if self.theme not in THEMES:
             raise SettingsError(f"theme must be one of {', '.join(THEMES)}, not {self.theme!r}")
         if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
-            raise SettingsError(f"cpu_threads must be 0 (automatic) or more, not {self.cpu_threads!r}")
+            raise SettingsError(
+                f"cpu_threads must be 0 (automatic) or more, not {self.cpu_threads!r}"
+            )
         self.suspended_gpus = sorted({int(g) for g in self.suspended_gpus})
 
     def to_dict(self) -> dict:
@@ -85,8 +88,9 @@ def save(settings: Settings) -> Path:
     """Write the settings atomically; returns the file."""
     path = settings_path()
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(
+        json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     tmp.replace(path)
     return path
 
@@ -147,8 +151,9 @@ def is_offline(settings: Settings | None = None) -> bool:
     return settings.offline or flag in ("1", "true", "yes", "on")
 
 
-def check_hub_id(repo_id: str, revision: str | None = None,
-                 settings: Settings | None = None) -> None:
+def check_hub_id(
+    repo_id: str, revision: str | None = None, settings: Settings | None = None
+) -> None:
     """In offline mode, refuse a hub model id whose files are not in the local cache.
 
     Raises TunegraphError naming the id and what to do; does nothing when online or when the

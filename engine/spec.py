@@ -32,12 +32,25 @@ GGUF_QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
 CHECKPOINTING = ("auto", "on", "off")
 
 
-def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple[str, ...] | None = None, label: str | None = None,
-          widget: str | None = None) -> Any:
+def param(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    label: str | None = None,
+    widget: str | None = None,
+) -> Any:
     """A dataclass field with the metadata the node catalogue and validation use."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "label": label,
-            "widget": widget}
+    meta = {
+        "help": help,
+        "min": min,
+        "max": max,
+        "choices": choices,
+        "label": label,
+        "widget": widget,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -48,17 +61,24 @@ class BaseModelSpec:
     source: str = param("builtin:tiny-llama", BASE_MODEL_HELP, label="Model", widget="model")
     revision: str = param("", "Hub revision (branch, tag or commit); empty for the default branch.")
     trust_remote_code: bool = param(
-        False, "Run code shipped with the model repository. Only for sources you trust.")
+        False, "Run code shipped with the model repository. Only for sources you trust."
+    )
 
 
 @dataclass
 class DatasetSpec:
     path: str = param("", "A .jsonl, .json, .csv or .parquet file.", label="File", widget="file")
-    format: str = param("auto", "Row format; auto detects OpenAI messages, ShareGPT, Alpaca, "
-                        "prompt/completion or plain text.", choices=DATASET_FORMATS)
+    format: str = param(
+        "auto",
+        "Row format; auto detects OpenAI messages, ShareGPT, Alpaca, "
+        "prompt/completion or plain text.",
+        choices=DATASET_FORMATS,
+    )
     columns: dict[str, str] = param(
-        {}, "Column mapping from the format's names to this file's, e.g. {\"messages\": \"chat\"}.",
-        widget="mapping")
+        {},
+        'Column mapping from the format\'s names to this file\'s, e.g. {"messages": "chat"}.',
+        widget="mapping",
+    )
     max_rows: int = param(0, "Use at most this many rows (0 = all).", min=0)
 
 
@@ -70,28 +90,41 @@ class TrainingSpec:
     micro_batch_size: int = param(4, "Sequences per forward pass on one device.", min=1, max=1024)
     grad_accum: int = param(1, "Micro batches accumulated per optimizer step.", min=1, max=1024)
     max_seq_length: int = param(
-        0, "Tokens per example; longer ones are truncated (0 = min(model context, 2048)).", min=0)
-    warmup_ratio: float = param(0.03, "Fraction of steps spent warming the learning rate up.",
-                                min=0.0, max=0.5)
+        0, "Tokens per example; longer ones are truncated (0 = min(model context, 2048)).", min=0
+    )
+    warmup_ratio: float = param(
+        0.03, "Fraction of steps spent warming the learning rate up.", min=0.0, max=0.5
+    )
     lr_scheduler: str = param("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
     weight_decay: float = param(0.0, "AdamW weight decay.", min=0.0, max=1.0)
-    save_steps: int = param(50, "Write a checkpoint every this many steps (0 = only at the end).",
-                            min=0)
+    save_steps: int = param(
+        50, "Write a checkpoint every this many steps (0 = only at the end).", min=0
+    )
     save_total_limit: int = param(2, "Checkpoints kept on disk (older ones are deleted).", min=1)
-    eval_split: float = param(0.05, "Fraction of rows held out for evaluation (0 = none).",
-                              min=0.0, max=0.5)
+    eval_split: float = param(
+        0.05, "Fraction of rows held out for evaluation (0 = none).", min=0.0, max=0.5
+    )
     eval_steps: int = param(0, "Evaluate every this many steps (0 = once per epoch).", min=0)
     early_stopping_patience: int = param(
-        0, "Stop after this many evaluations without improvement (0 = off).", min=0)
+        0, "Stop after this many evaluations without improvement (0 = off).", min=0
+    )
     keep_best: bool = param(False, "At the end, keep the checkpoint with the lowest eval loss.")
     seed: int = param(42, "Random seed for LoRA init, shuffling and the eval split.", min=0)
-    packing: bool = param(True, "Padding-free batches: sequences are concatenated without padding "
-                          "and attention never crosses their borders.")
-    precision: str = param("auto", "Compute precision (auto: bf16 on GPUs that support it, else "
-                           "fp16 on GPUs, fp32 on CPU).", choices=PRECISIONS)
+    packing: bool = param(
+        True,
+        "Padding-free batches: sequences are concatenated without padding "
+        "and attention never crosses their borders.",
+    )
+    precision: str = param(
+        "auto",
+        "Compute precision (auto: bf16 on GPUs that support it, else fp16 on GPUs, fp32 on CPU).",
+        choices=PRECISIONS,
+    )
     gradient_checkpointing: str = param(
-        "auto", "Recompute activations to save memory (auto: on for GPUs, off on CPU).",
-        choices=CHECKPOINTING)
+        "auto",
+        "Recompute activations to save memory (auto: on for GPUs, off on CPU).",
+        choices=CHECKPOINTING,
+    )
 
 
 @dataclass
@@ -100,16 +133,21 @@ class LoraSpec:
     alpha: int = param(32, "LoRA scaling numerator (scale = alpha / r).", min=1, max=4096)
     dropout: float = param(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9)
     target_modules: list[str] = param(
-        ["q_proj", "v_proj"], "Module names to adapt, or all-linear.", widget="modules")
+        ["q_proj", "v_proj"], "Module names to adapt, or all-linear.", widget="modules"
+    )
     quantization: str = param(
-        "auto", "4bit loads the base in NF4 (QLoRA, CUDA only); auto picks 4-bit when 16-bit "
-        "would not fit the GPU.", choices=QUANTIZATIONS)
+        "auto",
+        "4bit loads the base in NF4 (QLoRA, CUDA only); auto picks 4-bit when 16-bit "
+        "would not fit the GPU.",
+        choices=QUANTIZATIONS,
+    )
 
 
 @dataclass
 class ResourceSpec:
-    device: str = param("auto", "Where to train: auto (a GPU when there is one), cuda or cpu.",
-                        choices=DEVICES)
+    device: str = param(
+        "auto", "Where to train: auto (a GPU when there is one), cuda or cpu.", choices=DEVICES
+    )
     gpu_count: int = param(1, "GPUs for this run (more than 1 trains with DDP).", min=1, max=64)
     target: str = param("local", "This workstation or a Ray cluster.", choices=TARGETS)
 
@@ -150,8 +188,11 @@ class JobSpec:
     def from_dict(cls, data: dict) -> JobSpec:
         data = migrate(dict(data))
         parts = {
-            "base_model": BaseModelSpec, "training": TrainingSpec, "lora": LoraSpec,
-            "resources": ResourceSpec, "export": ExportSpec,
+            "base_model": BaseModelSpec,
+            "training": TrainingSpec,
+            "lora": LoraSpec,
+            "resources": ResourceSpec,
+            "export": ExportSpec,
         }
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -184,8 +225,9 @@ class JobSpec:
         if not self.name.strip():
             raise SpecError("name", self.name, "the run needs a name")
         if not self.base_model.source.strip():
-            raise SpecError("base_model.source", self.base_model.source,
-                            "choose a base model", BASE_MODEL_HELP)
+            raise SpecError(
+                "base_model.source", self.base_model.source, "choose a base model", BASE_MODEL_HELP
+            )
         if not self.datasets:
             raise SpecError("datasets", [], "connect at least one dataset")
         for i, ds in enumerate(self.datasets):
@@ -197,8 +239,9 @@ class JobSpec:
         if not self.lora.target_modules:
             raise SpecError("lora.target_modules", [], "name at least one module, or all-linear")
         if self.training.max_steps == 0 and self.training.epochs <= 0:
-            raise SpecError("training.epochs", self.training.epochs,
-                            "must be above 0 when max_steps is 0")
+            raise SpecError(
+                "training.epochs", self.training.epochs, "must be above 0 when max_steps is 0"
+            )
 
 
 def check_fields(obj: Any, prefix: str) -> None:
@@ -238,8 +281,11 @@ def _build(cls: type, value: Any, name: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - known)
     if unknown:
-        raise SpecError(f"{name}.{unknown[0]}", value[unknown[0]],
-                        "is not a known field; known fields: " + ", ".join(sorted(known)))
+        raise SpecError(
+            f"{name}.{unknown[0]}",
+            value[unknown[0]],
+            "is not a known field; known fields: " + ", ".join(sorted(known)),
+        )
     return cls(**value)
 
 
@@ -247,14 +293,21 @@ def migrate(data: dict) -> dict:
     """Bring a spec dict of any earlier format_version up to FORMAT_VERSION."""
     version = data.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise SpecError("format_version", version,
-                        f"this Tunegraph reads spec formats up to {FORMAT_VERSION}",
-                        "Update Tunegraph to open this run.")
+        raise SpecError(
+            "format_version",
+            version,
+            f"this Tunegraph reads spec formats up to {FORMAT_VERSION}",
+            "Update Tunegraph to open this run.",
+        )
     data["format_version"] = FORMAT_VERSION
     return data
 
 
 PARTS: dict[str, type] = {
-    "base_model": BaseModelSpec, "dataset": DatasetSpec, "training": TrainingSpec,
-    "lora": LoraSpec, "resources": ResourceSpec, "export": ExportSpec,
+    "base_model": BaseModelSpec,
+    "dataset": DatasetSpec,
+    "training": TrainingSpec,
+    "lora": LoraSpec,
+    "resources": ResourceSpec,
+    "export": ExportSpec,
 }

@@ -35,9 +35,27 @@ from engine.spec import JobSpec
 BUSY_TIMEOUT_S = 10.0
 CHUNK = 2000  # events per write transaction, so a long log never holds the write lock for long
 SPEC_FILE = "spec.json"
-RUN_KEYS = ("id", "name", "state", "reason", "warnings", "parent", "created_at", "started_at",
-            "finished_at", "step", "max_steps", "epoch", "device", "metrics", "estimate", "error",
-            "run_dir", "artifacts", "samples")
+RUN_KEYS = (
+    "id",
+    "name",
+    "state",
+    "reason",
+    "warnings",
+    "parent",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "step",
+    "max_steps",
+    "epoch",
+    "device",
+    "metrics",
+    "estimate",
+    "error",
+    "run_dir",
+    "artifacts",
+    "samples",
+)
 METRIC_KEYS = ("loss", "grad_norm", "lr", "eval_loss", "tokens_per_s")
 ARTIFACT_KEYS = ("id", "kind", "path", "bytes", "sha256")
 
@@ -65,8 +83,9 @@ class Store:
         self.path = Path(path) if path else paths.db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                     check_same_thread=False)
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
         self.db = sqlite_utils.Database(self._conn)
         self.db.enable_wal()
         self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -78,7 +97,8 @@ class Store:
             if version is not None and version > schema.SCHEMA_VERSION:
                 raise TunegraphError(
                     f"{self.path} was written by a newer Tunegraph (schema {version})",
-                    "Update Tunegraph, or delete the file: it is rebuilt from the run folders.")
+                    "Update Tunegraph, or delete the file: it is rebuilt from the run folders.",
+                )
             stale = (version or 0) < schema.SCHEMA_VERSION and schema.has_table(conn, "runs")
             if stale:
                 schema.drop_index_tables(conn)
@@ -121,15 +141,28 @@ class Store:
                 self._conn.execute("COMMIT")
 
     # -- registering and ingesting ---------------------------------------------------------
-    def register_run(self, run_id: str, spec: JobSpec | dict, run_dir: Path | str,
-                     created_at: float | None = None, parent: str | None = None,
-                     estimate: dict | None = None) -> None:
+    def register_run(
+        self,
+        run_id: str,
+        spec: JobSpec | dict,
+        run_dir: Path | str,
+        created_at: float | None = None,
+        parent: str | None = None,
+        estimate: dict | None = None,
+    ) -> None:
         """Index a new run (its state stays null until the first status event is ingested)."""
         spec_dict = spec.to_dict() if isinstance(spec, JobSpec) else dict(spec)
         created = time.time() if created_at is None else created_at
         with self._write() as conn:
-            ingest_rows.upsert_run(conn, run_id, spec_dict, run_dir, created_at=created,
-                                   parent=parent, estimate=estimate)
+            ingest_rows.upsert_run(
+                conn,
+                run_id,
+                spec_dict,
+                run_dir,
+                created_at=created,
+                parent=parent,
+                estimate=estimate,
+            )
             ingest_rows.refresh_run(conn, run_id)
 
     def ingest(self, run_dir: Path | str) -> int:
@@ -160,7 +193,7 @@ class Store:
     def _apply(self, run_id: str, source: str, start: int, events: list, end: int) -> int:
         """Apply one log's events in chunks, each its own transaction; the offset moves last."""
         new = 0
-        chunks = [events[i:i + CHUNK] for i in range(0, len(events), CHUNK)] or [[]]
+        chunks = [events[i : i + CHUNK] for i in range(0, len(events), CHUNK)] or [[]]
         for i, chunk in enumerate(chunks):
             offset = end if i == len(chunks) - 1 else start  # seq guards the chunks before
             with self._write() as conn:
@@ -172,8 +205,10 @@ class Store:
 
     def _has_run(self, run_id: str) -> bool:
         with self._lock:
-            return self._conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() \
+            return (
+                self._conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
                 is not None
+            )
 
     def _offset(self, run_id: str, source: str) -> int:
         with self._lock:
@@ -195,8 +230,9 @@ class Store:
                 ingest_rows.upsert_artifact(conn, row)
         return len(rows)
 
-    def rebuild(self, runs_dir: Path | str | None = None,
-                library_dir: Path | str | None = None) -> int:
+    def rebuild(
+        self, runs_dir: Path | str | None = None, library_dir: Path | str | None = None
+    ) -> int:
         """Drop the index and recreate it from every run directory and library manifest.
 
         `commands` and `holds` are live state, not index, and are kept. Returns the runs indexed.
@@ -234,25 +270,32 @@ class Store:
         if params:
             unknown = [s for s in params if s not in STATES]
             if unknown:
-                raise TunegraphError(f"{unknown[0]!r} is not a run state",
-                                     "States: " + ", ".join(STATES) + ".")
+                raise TunegraphError(
+                    f"{unknown[0]!r} is not a run state", "States: " + ", ".join(STATES) + "."
+                )
             where = f"state IN ({', '.join('?' * len(params))})"
         with self._read() as conn:
             return self._shaped(conn, where, params)
 
     def _shaped(self, conn: sqlite3.Connection, where: str, params: list) -> list[dict]:
-        runs = _rows(conn, f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, id DESC",
-                     params)
+        runs = _rows(
+            conn, f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, id DESC", params
+        )
         if not runs:
             return []
         among = f"run_id IN (SELECT id FROM runs WHERE {where})"
         artifacts: dict[str, list] = {}
-        for row in _rows(conn, f"SELECT run_id, {', '.join(ARTIFACT_KEYS)} FROM artifacts"
-                               f" WHERE {among} ORDER BY created_at, id", params):
+        for row in _rows(
+            conn,
+            f"SELECT run_id, {', '.join(ARTIFACT_KEYS)} FROM artifacts"
+            f" WHERE {among} ORDER BY created_at, id",
+            params,
+        ):
             artifacts.setdefault(row.pop("run_id"), []).append(row)
         samples: dict[str, list] = {}
-        for row in _rows(conn, f"SELECT run_id, prompt, response FROM samples WHERE {among}"
-                               " ORDER BY idx", params):
+        for row in _rows(
+            conn, f"SELECT run_id, prompt, response FROM samples WHERE {among} ORDER BY idx", params
+        ):
             samples.setdefault(row.pop("run_id"), []).append(row)
         return [_run_shape(r, artifacts.get(r["id"], []), samples.get(r["id"], [])) for r in runs]
 
@@ -262,9 +305,13 @@ class Store:
         with self._read() as conn:
             if ref and conn.execute("SELECT 1 FROM runs WHERE id = ?", (ref,)).fetchone():
                 return ref
-            matches = _rows(conn, "SELECT id, name FROM runs WHERE ? != '' AND"
-                                  " (substr(id, 1, length(?)) = ? OR name = ?)"
-                                  " ORDER BY created_at DESC, id DESC", (ref, ref, ref, ref))
+            matches = _rows(
+                conn,
+                "SELECT id, name FROM runs WHERE ? != '' AND"
+                " (substr(id, 1, length(?)) = ? OR name = ?)"
+                " ORDER BY created_at DESC, id DESC",
+                (ref, ref, ref, ref),
+            )
         if len(matches) == 1:
             return matches[0]["id"]
         if not matches:
@@ -285,8 +332,9 @@ class Store:
         """
         row = self.run_json(run_id)
         if row["state"] in LIVE_STATES and not force:
-            raise TunegraphError(f"run {row['name']} ({run_id}) is {row['state']}",
-                                 "Cancel it before deleting it.")
+            raise TunegraphError(
+                f"run {row['name']} ({run_id}) is {row['state']}", "Cancel it before deleting it."
+            )
         run_dir = Path(row["run_dir"] or paths.runs_dir() / run_id)
         trash = None
         if run_dir.is_dir():  # renamed first, so no ingest can recreate the row from spec.json
@@ -297,8 +345,9 @@ class Store:
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             for table in ("events", "metrics", "evals", "samples", "holds", "ingest"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
-            for art_id, path in conn.execute("SELECT id, path FROM artifacts WHERE run_id = ?",
-                                             (run_id,)).fetchall():
+            for art_id, path in conn.execute(
+                "SELECT id, path FROM artifacts WHERE run_id = ?", (run_id,)
+            ).fetchall():
                 if not path or not Path(path).resolve().is_relative_to(library):
                     conn.execute("DELETE FROM artifacts WHERE id = ?", (art_id,))
         if trash:
@@ -308,19 +357,31 @@ class Store:
     def metrics(self, run_id: str) -> list[dict]:
         """The run's training metrics, one per step (latest attempt), ordered by step."""
         with self._read() as conn:
-            rows = _rows(conn, "SELECT step, ts, epoch, loss, grad_norm, lr, tokens_per_s, data"
-                               " FROM metrics WHERE run_id = ? ORDER BY step", (run_id,))
+            rows = _rows(
+                conn,
+                "SELECT step, ts, epoch, loss, grad_norm, lr, tokens_per_s, data"
+                " FROM metrics WHERE run_id = ? ORDER BY step",
+                (run_id,),
+            )
         return [_with_data(r) for r in rows]
 
     def evals(self, run_id: str) -> list[dict]:
         """The run's evaluation results, one per step, ordered by step."""
         with self._read() as conn:
-            rows = _rows(conn, "SELECT step, ts, eval_loss, data FROM evals WHERE run_id = ?"
-                               " ORDER BY step", (run_id,))
+            rows = _rows(
+                conn,
+                "SELECT step, ts, eval_loss, data FROM evals WHERE run_id = ? ORDER BY step",
+                (run_id,),
+            )
         return [_with_data(r) for r in rows]
 
-    def events(self, run_id: str, kinds: str | Iterable[str] | None = None,
-               source: str | None = None, after: float | None = None) -> list[dict]:
+    def events(
+        self,
+        run_id: str,
+        kinds: str | Iterable[str] | None = None,
+        source: str | None = None,
+        after: float | None = None,
+    ) -> list[dict]:
         """The run's events of both logs ordered by ts then seq, each `{source, seq, ts, kind,
         …fields}`; filter by kind(s), source ("worker"|"supervisor") and ts > `after`."""
         where, params = ["run_id = ?"], [run_id]
@@ -335,22 +396,35 @@ class Store:
             where.append("ts > ?")
             params.append(after)
         with self._read() as conn:
-            rows = _rows(conn, "SELECT source, seq, ts, kind, data FROM events WHERE "
-                               + " AND ".join(where) + " ORDER BY ts, seq, rowid", params)
+            rows = _rows(
+                conn,
+                "SELECT source, seq, ts, kind, data FROM events WHERE "
+                + " AND ".join(where)
+                + " ORDER BY ts, seq, rowid",
+                params,
+            )
         return [_with_data(r) for r in rows]
 
     def samples(self, run_id: str) -> list[dict]:
         """The run's latest batch of inference samples: `{idx, prompt, response, reference}`."""
         with self._read() as conn:
-            return _rows(conn, "SELECT idx, prompt, response, reference FROM samples"
-                               " WHERE run_id = ? ORDER BY idx", (run_id,))
+            return _rows(
+                conn,
+                "SELECT idx, prompt, response, reference FROM samples"
+                " WHERE run_id = ? ORDER BY idx",
+                (run_id,),
+            )
 
     def artifacts(self, run_id: str | None = None) -> list[dict]:
         """Registered artifacts (of one run, or all), oldest first, with their manifest if any."""
         where, params = ("WHERE run_id = ?", (run_id,)) if run_id else ("", ())
         with self._read() as conn:
-            rows = _rows(conn, "SELECT id, run_id, kind, path, bytes, sha256, created_at, manifest"
-                               f" FROM artifacts {where} ORDER BY created_at, id", params)
+            rows = _rows(
+                conn,
+                "SELECT id, run_id, kind, path, bytes, sha256, created_at, manifest"
+                f" FROM artifacts {where} ORDER BY created_at, id",
+                params,
+            )
         for row in rows:
             row["manifest"] = _loads(row["manifest"])
         return rows
@@ -363,23 +437,29 @@ class Store:
     def add_command(self, action: str, run_id: str | None = None, **args: Any) -> int:
         """Queue a command for the supervisor; returns its id."""
         with self._write() as conn:
-            cursor = conn.execute("INSERT INTO commands (ts, action, run_id, args)"
-                                  " VALUES (?, ?, ?, ?)",
-                                  (time.time(), action, run_id, json.dumps(args, default=str)))
+            cursor = conn.execute(
+                "INSERT INTO commands (ts, action, run_id, args) VALUES (?, ?, ?, ?)",
+                (time.time(), action, run_id, json.dumps(args, default=str)),
+            )
             return int(cursor.lastrowid)
 
     def take_commands(self) -> list[dict]:
         """Claim every untaken command, oldest first; one statement, so no two takers share one."""
         with self._write() as conn:
-            rows = _rows(conn, "UPDATE commands SET taken_at = ? WHERE taken_at IS NULL"
-                               " RETURNING *", (time.time(),))
+            rows = _rows(
+                conn,
+                "UPDATE commands SET taken_at = ? WHERE taken_at IS NULL RETURNING *",
+                (time.time(),),
+            )
         return sorted((_command(r) for r in rows), key=lambda r: r["id"])
 
     def finish_command(self, command_id: int, result: Any = None) -> None:
         """Record a taken command's result (any JSON value)."""
         with self._write() as conn:
-            conn.execute("UPDATE commands SET done_at = ?, result = ? WHERE id = ?",
-                         (time.time(), json.dumps(result, default=str), command_id))
+            conn.execute(
+                "UPDATE commands SET done_at = ?, result = ? WHERE id = ?",
+                (time.time(), json.dumps(result, default=str), command_id),
+            )
 
     def command(self, command_id: int) -> dict:
         """One command with its args and result decoded (NotFoundError if there is none)."""
@@ -393,10 +473,12 @@ class Store:
     def set_hold(self, run_id: str, gpu: int | str, gib: float) -> None:
         """Record (or replace) the VRAM a run holds on a GPU."""
         with self._write() as conn:
-            conn.execute("INSERT INTO holds (run_id, gpu, gib, ts) VALUES (?, ?, ?, ?)"
-                         " ON CONFLICT (run_id) DO UPDATE SET gpu = excluded.gpu,"
-                         " gib = excluded.gib, ts = excluded.ts",
-                         (run_id, gpu, float(gib), time.time()))
+            conn.execute(
+                "INSERT INTO holds (run_id, gpu, gib, ts) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET gpu = excluded.gpu,"
+                " gib = excluded.gib, ts = excluded.ts",
+                (run_id, gpu, float(gib), time.time()),
+            )
 
     def release_hold(self, run_id: str) -> None:
         """Forget a run's hold (no error if it has none)."""

@@ -30,36 +30,61 @@ def dumps(value: Any) -> str | None:
 
 
 # -- runs rows ---------------------------------------------------------------------------------
-def upsert_run(conn: sqlite3.Connection, run_id: str, spec: dict, run_dir: Path | str, *,
-               created_at: float | None = None, parent: str | None = None,
-               estimate: dict | None = None, replace: bool = True) -> None:
+def upsert_run(
+    conn: sqlite3.Connection,
+    run_id: str,
+    spec: dict,
+    run_dir: Path | str,
+    *,
+    created_at: float | None = None,
+    parent: str | None = None,
+    estimate: dict | None = None,
+    replace: bool = True,
+) -> None:
     """Insert a run's registration fields; `replace` updates an existing row, else it is kept."""
-    conflict = """DO UPDATE SET name = excluded.name, node_uuid = excluded.node_uuid,
+    conflict = (
+        """DO UPDATE SET name = excluded.name, node_uuid = excluded.node_uuid,
         origin_uuid = excluded.origin_uuid, graph_path = excluded.graph_path,
         run_dir = excluded.run_dir, spec = excluded.spec,
         created_at = COALESCE(excluded.created_at, runs.created_at),
         parent = COALESCE(excluded.parent, runs.parent),
         estimate = COALESCE(excluded.estimate, runs.estimate),
-        updated_at = excluded.updated_at""" if replace else "DO NOTHING"
+        updated_at = excluded.updated_at"""
+        if replace
+        else "DO NOTHING"
+    )
     conn.execute(
         "INSERT INTO runs (id, name, node_uuid, origin_uuid, graph_path, run_dir, spec, created_at,"
         " parent, estimate, warnings, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)"
         f" ON CONFLICT (id) {conflict}",
-        (run_id, spec.get("name"), spec.get("node_uuid") or None, spec.get("origin_uuid") or None,
-         spec.get("graph_path") or None, str(run_dir), dumps(spec), created_at, parent,
-         dumps(estimate), time.time()))
+        (
+            run_id,
+            spec.get("name"),
+            spec.get("node_uuid") or None,
+            spec.get("origin_uuid") or None,
+            spec.get("graph_path") or None,
+            str(run_dir),
+            dumps(spec),
+            created_at,
+            parent,
+            dumps(estimate),
+            time.time(),
+        ),
+    )
 
 
 # -- events ------------------------------------------------------------------------------------
 def position(conn: sqlite3.Connection, run_id: str, source: str) -> tuple[int, int]:
     """How far a run's log has been ingested: (last seq, byte offset after it)."""
-    row = conn.execute('SELECT seq, "offset" FROM ingest WHERE run_id = ? AND source = ?',
-                       (run_id, source)).fetchone()
+    row = conn.execute(
+        'SELECT seq, "offset" FROM ingest WHERE run_id = ? AND source = ?', (run_id, source)
+    ).fetchone()
     return (row[0], row[1]) if row else (0, 0)
 
 
-def apply_events(conn: sqlite3.Connection, run_id: str, source: str, events: list[Event],
-                 end_offset: int) -> tuple[int, set[str]]:
+def apply_events(
+    conn: sqlite3.Connection, run_id: str, source: str, events: list[Event], end_offset: int
+) -> tuple[int, set[str]]:
     """Index the events newer than the stored position; returns (how many were new, their kinds).
 
     Another process may have ingested the same lines since they were read, so events at or below
@@ -74,7 +99,8 @@ def apply_events(conn: sqlite3.Connection, run_id: str, source: str, events: lis
         cursor = conn.execute(
             "INSERT OR IGNORE INTO events (run_id, source, seq, ts, kind, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, source, event.seq, event.ts, event.kind, dumps(event.data)))
+            (run_id, source, event.seq, event.ts, event.kind, dumps(event.data)),
+        )
         if cursor.rowcount != 1:
             continue
         new += 1
@@ -86,7 +112,8 @@ def apply_events(conn: sqlite3.Connection, run_id: str, source: str, events: lis
         'INSERT INTO ingest (run_id, source, seq, "offset") VALUES (?, ?, ?, ?)'
         " ON CONFLICT (run_id, source) DO UPDATE SET seq = max(seq, excluded.seq),"
         ' "offset" = max("offset", excluded."offset")',
-        (run_id, source, last, end_offset))
+        (run_id, source, last, end_offset),
+    )
     return new, kinds
 
 
@@ -108,7 +135,8 @@ def _metric(conn: sqlite3.Connection, run_id: str, event: Event) -> None:
         " ts = excluded.ts, epoch = excluded.epoch, loss = excluded.loss,"
         " grad_norm = excluded.grad_norm, lr = excluded.lr, tokens_per_s = excluded.tokens_per_s,"
         " data = excluded.data",
-        (run_id, step, event.ts, *(event.get(c) for c in METRIC_COLUMNS), dumps(extra)))
+        (run_id, step, event.ts, *(event.get(c) for c in METRIC_COLUMNS), dumps(extra)),
+    )
 
 
 def _eval(conn: sqlite3.Connection, run_id: str, event: Event) -> None:
@@ -120,7 +148,8 @@ def _eval(conn: sqlite3.Connection, run_id: str, event: Event) -> None:
         "INSERT INTO evals (run_id, step, ts, eval_loss, data) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (run_id, step) DO UPDATE SET ts = excluded.ts,"
         " eval_loss = excluded.eval_loss, data = excluded.data",
-        (run_id, step, event.ts, event.get("eval_loss"), dumps(extra)))
+        (run_id, step, event.ts, event.get("eval_loss"), dumps(extra)),
+    )
 
 
 def artifact_kind(data: dict) -> str | None:
@@ -141,10 +170,19 @@ def artifact_id(run_id: str | None, kind: str | None, path: str | None) -> str:
 def _artifact(conn: sqlite3.Connection, run_id: str, event: Event) -> None:
     kind = artifact_kind(event.data)
     path = event.get("path")
-    upsert_artifact(conn, {
-        "id": event.get("id") or artifact_id(run_id, kind, path), "run_id": run_id,
-        "kind": kind, "path": path, "bytes": event.get("bytes"), "sha256": event.get("sha256"),
-        "created_at": event.ts, "manifest": None})
+    upsert_artifact(
+        conn,
+        {
+            "id": event.get("id") or artifact_id(run_id, kind, path),
+            "run_id": run_id,
+            "kind": kind,
+            "path": path,
+            "bytes": event.get("bytes"),
+            "sha256": event.get("sha256"),
+            "created_at": event.ts,
+            "manifest": None,
+        },
+    )
 
 
 _HANDLERS = {"metric": _metric, "eval": _eval, "artifact": _artifact}
@@ -159,17 +197,25 @@ def upsert_artifact(conn: sqlite3.Connection, row: dict) -> None:
         " kind = excluded.kind, path = excluded.path, bytes = excluded.bytes,"
         " sha256 = excluded.sha256,"
         " created_at = COALESCE(excluded.created_at, artifacts.created_at),"
-        " manifest = COALESCE(excluded.manifest, artifacts.manifest)", row)
+        " manifest = COALESCE(excluded.manifest, artifacts.manifest)",
+        row,
+    )
 
 
 def manifest_row(manifest: dict, folder: Path) -> dict:
     """The artifacts row for a library manifest; a relative `path` is relative to its folder."""
     path = manifest.get("path")
     path = folder / path if path else folder
-    return {"id": str(manifest.get("id") or folder.name), "run_id": manifest.get("run_id"),
-            "kind": artifact_kind(manifest), "path": str(path), "bytes": manifest.get("bytes"),
-            "sha256": manifest.get("sha256"), "created_at": manifest.get("created_at"),
-            "manifest": dumps(manifest)}
+    return {
+        "id": str(manifest.get("id") or folder.name),
+        "run_id": manifest.get("run_id"),
+        "kind": artifact_kind(manifest),
+        "path": str(path),
+        "bytes": manifest.get("bytes"),
+        "sha256": manifest.get("sha256"),
+        "created_at": manifest.get("created_at"),
+        "manifest": dumps(manifest),
+    }
 
 
 # -- the run's summary row -----------------------------------------------------------------------
@@ -178,13 +224,17 @@ def refresh_run(conn: sqlite3.Connection, run_id: str, samples: bool = False) ->
     summary = _status_summary(conn, run_id)
     summary.update(_progress(conn, run_id, summary["state"]))
     summary.update(_latest_values(conn, run_id))
-    summary["error"] = dumps(_latest_error(conn, run_id)) \
-        if summary["state"] in ERROR_STATES else None
+    summary["error"] = (
+        dumps(_latest_error(conn, run_id)) if summary["state"] in ERROR_STATES else None
+    )
     summary["updated_at"] = time.time()
     columns = ", ".join(f"{key} = ?" for key in summary)
     conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*summary.values(), run_id))
-    conn.execute("UPDATE runs SET created_at = (SELECT min(ts) FROM events WHERE run_id = ?)"
-                 " WHERE id = ? AND created_at IS NULL", (run_id, run_id))
+    conn.execute(
+        "UPDATE runs SET created_at = (SELECT min(ts) FROM events WHERE run_id = ?)"
+        " WHERE id = ? AND created_at IS NULL",
+        (run_id, run_id),
+    )
     if samples:
         refresh_samples(conn, run_id)
 
@@ -197,8 +247,11 @@ def _as_list(value: Any) -> list:
 
 def _status_summary(conn: sqlite3.Connection, run_id: str) -> dict:
     """State and reason of the latest status event by ts (ties: the later-ingested), and more."""
-    rows = conn.execute("SELECT source, ts, data FROM events WHERE run_id = ? AND kind = 'status'"
-                        " ORDER BY ts, rowid", (run_id,)).fetchall()
+    rows = conn.execute(
+        "SELECT source, ts, data FROM events WHERE run_id = ? AND kind = 'status'"
+        " ORDER BY ts, rowid",
+        (run_id,),
+    ).fetchall()
     out: dict[str, Any] = {"state": None, "reason": None, "device": None, "started_at": None}
     warnings: list[str] = []
     queued: dict | None = None
@@ -226,16 +279,20 @@ def _status_summary(conn: sqlite3.Connection, run_id: str) -> dict:
 
 
 def _latest_event(conn: sqlite3.Connection, run_id: str, kind: str) -> dict | None:
-    row = conn.execute("SELECT data FROM events WHERE run_id = ? AND kind = ?"
-                       " ORDER BY ts DESC, rowid DESC LIMIT 1", (run_id, kind)).fetchone()
+    row = conn.execute(
+        "SELECT data FROM events WHERE run_id = ? AND kind = ?"
+        " ORDER BY ts DESC, rowid DESC LIMIT 1",
+        (run_id, kind),
+    ).fetchone()
     return json.loads(row[0]) if row else None
 
 
 def _progress(conn: sqlite3.Connection, run_id: str, state: str | None) -> dict:
     """step, max_steps, epoch and eta_s from the latest progress event (else the latest metric)."""
     progress = _latest_event(conn, run_id, "progress") or {}
-    metric = conn.execute("SELECT step, epoch FROM metrics WHERE run_id = ?"
-                          " ORDER BY ts DESC LIMIT 1", (run_id,)).fetchone()
+    metric = conn.execute(
+        "SELECT step, epoch FROM metrics WHERE run_id = ? ORDER BY ts DESC LIMIT 1", (run_id,)
+    ).fetchone()
     step = progress.get("step", metric[0] if metric else None)
     epoch = progress.get("epoch")
     if epoch is None and metric:
@@ -248,11 +305,17 @@ def _latest_values(conn: sqlite3.Connection, run_id: str) -> dict:
     """The latest non-null value of each metric column, and the latest eval loss."""
     out = {}
     for column in LATEST_COLUMNS:
-        row = conn.execute(f"SELECT {column} FROM metrics WHERE run_id = ? AND {column} IS NOT NULL"
-                           " ORDER BY ts DESC LIMIT 1", (run_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {column} FROM metrics WHERE run_id = ? AND {column} IS NOT NULL"
+            " ORDER BY ts DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
         out[column] = row[0] if row else None
-    row = conn.execute("SELECT eval_loss FROM evals WHERE run_id = ? AND eval_loss IS NOT NULL"
-                       " ORDER BY ts DESC LIMIT 1", (run_id,)).fetchone()
+    row = conn.execute(
+        "SELECT eval_loss FROM evals WHERE run_id = ? AND eval_loss IS NOT NULL"
+        " ORDER BY ts DESC LIMIT 1",
+        (run_id,),
+    ).fetchone()
     out["eval_loss"] = row[0] if row else None
     return out
 
@@ -268,17 +331,28 @@ def refresh_samples(conn: sqlite3.Connection, run_id: str) -> None:
     """Replace the run's samples with its latest batch: the worker's sample events after the
     worker status event that precedes the last sample (a retried worker's batch replaces)."""
     worker = "run_id = ? AND source = 'worker'"
-    last = conn.execute(f"SELECT max(seq) FROM events WHERE {worker} AND kind = 'sample'",
-                        (run_id,)).fetchone()[0]
+    last = conn.execute(
+        f"SELECT max(seq) FROM events WHERE {worker} AND kind = 'sample'", (run_id,)
+    ).fetchone()[0]
     if last is None:
         return
-    start = conn.execute(f"SELECT max(seq) FROM events WHERE {worker} AND kind = 'status'"
-                         " AND seq < ?", (run_id, last)).fetchone()[0] or 0
-    rows = conn.execute(f"SELECT data FROM events WHERE {worker} AND kind = 'sample' AND seq > ?"
-                        " ORDER BY seq", (run_id, start)).fetchall()
+    start = (
+        conn.execute(
+            f"SELECT max(seq) FROM events WHERE {worker} AND kind = 'status' AND seq < ?",
+            (run_id, last),
+        ).fetchone()[0]
+        or 0
+    )
+    rows = conn.execute(
+        f"SELECT data FROM events WHERE {worker} AND kind = 'sample' AND seq > ? ORDER BY seq",
+        (run_id, start),
+    ).fetchall()
     conn.execute("DELETE FROM samples WHERE run_id = ?", (run_id,))
     batch = [json.loads(text) for (text,) in rows]
     conn.executemany(
         "INSERT INTO samples (run_id, idx, prompt, response, reference) VALUES (?, ?, ?, ?, ?)",
-        [(run_id, i, s.get("prompt"), s.get("response"), s.get("reference"))
-         for i, s in enumerate(batch)])
+        [
+            (run_id, i, s.get("prompt"), s.get("response"), s.get("reference"))
+            for i, s in enumerate(batch)
+        ],
+    )

@@ -84,12 +84,16 @@ def stored_version(conn: sqlite3.Connection) -> int | None:
 
 def set_version(conn: sqlite3.Connection, version: int = SCHEMA_VERSION) -> None:
     """Record the schema version in `meta`."""
-    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(version),))
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(version),),
+    )
 
 
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
     """True when the database holds a table of that name."""
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                       (name,)).fetchone()
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
     return row is not None

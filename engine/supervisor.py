@@ -38,8 +38,11 @@ log = logging.getLogger("tunegraph.supervisor")
 class Supervisor:
     def __init__(self, store: Store | None = None, idle_exit_s: float | None = None):
         self.store = store or Store()
-        self.idle_exit_s = idle_exit_s if idle_exit_s is not None else float(
-            os.environ.get("TUNEGRAPH_SUPERVISOR_IDLE", "180"))
+        self.idle_exit_s = (
+            idle_exit_s
+            if idle_exit_s is not None
+            else float(os.environ.get("TUNEGRAPH_SUPERVISOR_IDLE", "180"))
+        )
         self.procs: dict[str, subprocess.Popen | None] = {}  # live workers we watch
         self.placements: dict[str, scheduler.Placement] = {}
         self.attempts: dict[str, int] = {}
@@ -114,10 +117,14 @@ class Supervisor:
         args = cmd.get("args") or {}
         if action == "submit":
             estimate = args.get("estimate") or read_submission(paths.runs_dir() / run_id).get(
-                "estimate")
+                "estimate"
+            )
             if estimate is None:  # estimated in a helper process; the loop goes on meanwhile
-                self.estimating[run_id] = (start_estimate(paths.runs_dir() / run_id), cmd["id"],
-                                           time.time())
+                self.estimating[run_id] = (
+                    start_estimate(paths.runs_dir() / run_id),
+                    cmd["id"],
+                    time.time(),
+                )
                 return None
             return self.submit(run_id, estimate)
         if action == "cancel":
@@ -160,27 +167,45 @@ class Supervisor:
         spec = JobSpec.load(run_dir / "spec.json")
         meta = read_submission(run_dir)
         gpus = hardware.gpus()
-        refused = scheduler.refusal(estimate, gpus, spec.resources.gpu_count,
-                                    spec.resources.device != "cpu",
-                                    requires_gpu=spec.resources.device == "cuda")
+        refused = scheduler.refusal(
+            estimate,
+            gpus,
+            spec.resources.gpu_count,
+            spec.resources.device != "cpu",
+            requires_gpu=spec.resources.device == "cuda",
+        )
         wants_gpu = spec.resources.device != "cpu" and bool(gpus)
         if not refused and wants_gpu and user_settings().gpu_policy == "refuse":
-            free_now = scheduler.place(estimate, gpus, self.held(), self.suspended,
-                                       spec.resources.gpu_count, True, 0)
+            free_now = scheduler.place(
+                estimate, gpus, self.held(), self.suspended, spec.resources.gpu_count, True, 0
+            )
             if free_now is None:
                 refused = scheduler.Refusal(
                     "every GPU is busy and the GPU policy is to refuse rather than queue",
                     "Start it again when a GPU is free, or set the GPU policy to queue in "
-                    "Settings.")
+                    "Settings.",
+                )
         if refused:
             message = f"{spec.name}: {refused.message}"
             error = {"class": "RefusedError", "message": message, "hint": refused.hint}
             self.emit(run_id, "error", **error)
-            self.emit(run_id, "status", state="refused", reason=message,
-                      parent=meta.get("parent"), created_at=meta.get("created_at"))
+            self.emit(
+                run_id,
+                "status",
+                state="refused",
+                reason=message,
+                parent=meta.get("parent"),
+                created_at=meta.get("created_at"),
+            )
             return {"ok": True, "state": "refused", "error": error}
-        self.emit(run_id, "status", state="queued", parent=meta.get("parent"),
-                  created_at=meta.get("created_at"), estimate=estimate)
+        self.emit(
+            run_id,
+            "status",
+            state="queued",
+            parent=meta.get("parent"),
+            created_at=meta.get("created_at"),
+            estimate=estimate,
+        )
         return {"ok": True, "state": "queued"}
 
     def cancel(self, run_id: str) -> dict:
@@ -210,8 +235,10 @@ class Supervisor:
         state = self.state(run_id)
         run_dir = paths.runs_dir() / run_id
         if state not in ("paused", "failed"):
-            return {"ok": False, "error": f"only a paused or failed run can be resumed "
-                                          f"(it is {state})"}
+            return {
+                "ok": False,
+                "error": f"only a paused or failed run can be resumed (it is {state})",
+            }
         if state == "failed" and not has_checkpoint(run_dir):
             return {"ok": False, "error": "the run has no checkpoint to resume from"}
         control.clear(run_dir)
@@ -221,8 +248,9 @@ class Supervisor:
 
     # -- workers ---------------------------------------------------------------------------------
     def schedule(self) -> None:
-        queued = sorted(self.store.list_runs(state="queued"),
-                        key=lambda r: (r["created_at"] or 0, r["id"]))
+        queued = sorted(
+            self.store.list_runs(state="queued"), key=lambda r: (r["created_at"] or 0, r["id"])
+        )
         gpus = hardware.gpus()
         for run in queued:
             run_id = run["id"]
@@ -231,15 +259,28 @@ class Supervisor:
             try:
                 spec = JobSpec.load(paths.runs_dir() / run_id / "spec.json")
             except (OSError, ValueError, TunegraphError) as err:  # must not hold up the rest
-                self.emit(run_id, "error", **{"class": type(err).__name__, "message": str(err),
-                                              "hint": "Submit the run again."})
+                self.emit(
+                    run_id,
+                    "error",
+                    **{
+                        "class": type(err).__name__,
+                        "message": str(err),
+                        "hint": "Submit the run again.",
+                    },
+                )
                 self.emit(run_id, "status", state="failed", reason=str(err))
                 continue
             held = self.held()
             cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
-            place = scheduler.place(run["estimate"], gpus, held, self.suspended,
-                                    spec.resources.gpu_count, spec.resources.device != "cpu",
-                                    hardware.cpu_slots() - cpu_busy)
+            place = scheduler.place(
+                run["estimate"],
+                gpus,
+                held,
+                self.suspended,
+                spec.resources.gpu_count,
+                spec.resources.device != "cpu",
+                hardware.cpu_slots() - cpu_busy,
+            )
             if place is None:
                 continue  # FIFO per resource: later, smaller runs may still fit elsewhere
             self.start(run_id, place, gpus)
@@ -265,8 +306,14 @@ class Supervisor:
                 env["CUDA_VISIBLE_DEVICES"] = env["TUNEGRAPH_GPU_IDS"]
         gpu_key = ",".join(str(i) for i in place.gpus) if place.gpus else "cpu"
         self.store.set_hold(run_id, gpu_key, place.hold_gib)
-        self.emit(run_id, "schedule", message=place.message, gpus=place.gpus,
-                  hold_gib=place.hold_gib, device=place.device)
+        self.emit(
+            run_id,
+            "schedule",
+            message=place.message,
+            gpus=place.gpus,
+            hold_gib=place.hold_gib,
+            device=place.device,
+        )
         self.placements[run_id] = place
         self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
         processes = JobSpec.load(run_dir / "spec.json").resources.gpu_count
@@ -309,8 +356,13 @@ class Supervisor:
         if tightened < place.hold_gib - 0.05:
             place.hold_gib = tightened
             self.store.set_hold(run_id, ",".join(map(str, place.gpus)), tightened)
-            self.emit(run_id, "schedule", message=f"hold tightened to {tightened:.1f} GiB "
-                      f"(measured peak {max(peaks):.1f} GiB)", hold_gib=tightened)
+            self.emit(
+                run_id,
+                "schedule",
+                message=f"hold tightened to {tightened:.1f} GiB "
+                f"(measured peak {max(peaks):.1f} GiB)",
+                hold_gib=tightened,
+            )
 
     def finish(self, run_id: str, returncode: int | None) -> None:
         """A worker exited: release its hold and settle states the worker could not write."""
@@ -330,13 +382,21 @@ class Supervisor:
                 self.retry(run_id, data.get("reason") or "failed")
             return
         # the worker died without saying why (killed, crashed hard)
-        reason = f"the worker exited with code {returncode}" if returncode is not None else \
-            "the worker died"
+        reason = (
+            f"the worker exited with code {returncode}"
+            if returncode is not None
+            else "the worker died"
+        )
         if state == "starting" and self.attempts.get(run_id, 0) < MAX_ATTEMPTS:
             self.retry(run_id, f"{reason} while loading")
             return
-        self.emit(run_id, "status", state="failed", reason=f"interrupted: {reason}",
-                  resumable=has_checkpoint(run_dir))
+        self.emit(
+            run_id,
+            "status",
+            state="failed",
+            reason=f"interrupted: {reason}",
+            resumable=has_checkpoint(run_dir),
+        )
 
     def transient(self, run_id: str) -> bool:
         """A CUDA out-of-memory at the very first step is worth another try (fragmentation)."""
@@ -351,8 +411,12 @@ class Supervisor:
 
     def retry(self, run_id: str, reason: str) -> None:
         attempt = self.attempts.get(run_id, 0)
-        self.emit(run_id, "status", state="retrying", reason=f"{reason} (attempt {attempt} of "
-                  f"{MAX_ATTEMPTS})")
+        self.emit(
+            run_id,
+            "status",
+            state="retrying",
+            reason=f"{reason} (attempt {attempt} of {MAX_ATTEMPTS})",
+        )
         self.emit(run_id, "status", state="queued", reason="retrying")
 
     # -- crash recovery --------------------------------------------------------------------------
@@ -373,19 +437,29 @@ class Supervisor:
                 continue
             if runs.worker_alive(run_dir):
                 hold = next((h for h in self.store.holds() if h["run_id"] == run_id), None)
-                gpus = [int(g) for g in str(hold["gpu"]).split(",") if g.isdigit()] if hold \
-                    else []
+                gpus = [int(g) for g in str(hold["gpu"]).split(",") if g.isdigit()] if hold else []
                 self.placements[run_id] = scheduler.Placement(
-                    "cuda" if gpus else "cpu", gpus, float(hold["gib"]) if hold else 0.0,
-                    "re-adopted")
+                    "cuda" if gpus else "cpu",
+                    gpus,
+                    float(hold["gib"]) if hold else 0.0,
+                    "re-adopted",
+                )
                 self.procs[run_id] = None
-                self.emit(run_id, "log", level="info",
-                          message="supervisor restarted: re-adopted the live worker")
+                self.emit(
+                    run_id,
+                    "log",
+                    level="info",
+                    message="supervisor restarted: re-adopted the live worker",
+                )
             else:
                 self.store.release_hold(run_id)
-                self.emit(run_id, "status", state="failed",
-                          reason="interrupted: the worker died while nobody was watching",
-                          resumable=has_checkpoint(run_dir))
+                self.emit(
+                    run_id,
+                    "status",
+                    state="failed",
+                    reason="interrupted: the worker died while nobody was watching",
+                    resumable=has_checkpoint(run_dir),
+                )
         live = set(self.procs)
         for h in self.store.holds():
             if h["run_id"] not in live:
@@ -447,9 +521,13 @@ def drop_torn_checkpoints(run_dir: Path) -> None:
 
 def start_estimate(run_dir: Path) -> subprocess.Popen:
     """Estimate a run in a helper process (the supervisor never imports torch)."""
-    return subprocess.Popen([sys.executable, "-m", "engine.estimate_report", str(run_dir)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.estimate_report", str(run_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def read_estimate(helper: subprocess.Popen) -> dict | None:
@@ -477,8 +555,11 @@ def supervisor_pid() -> int | None:
     try:
         info = json.loads(lock_path().read_text(encoding="utf-8"))
         proc = psutil.Process(info["pid"])
-        if abs(proc.create_time() - info["create_time"]) < 1.0 and proc.is_running() and \
-                proc.status() != psutil.STATUS_ZOMBIE:
+        if (
+            abs(proc.create_time() - info["create_time"]) < 1.0
+            and proc.is_running()
+            and proc.status() != psutil.STATUS_ZOMBIE
+        ):
             return info["pid"]
     except (OSError, ValueError, KeyError, psutil.Error):
         pass
@@ -541,14 +622,17 @@ def serve_locked(idle_exit_s: float | None = None) -> int:
         os.close(fd)
         return 1
     os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(),
-                             "create_time": psutil.Process().create_time()}).encode())
-    logging.basicConfig(filename=paths.data_dir() / "supervisor.log", level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    os.write(
+        fd, json.dumps({"pid": os.getpid(), "create_time": psutil.Process().create_time()}).encode()
+    )
+    logging.basicConfig(
+        filename=paths.data_dir() / "supervisor.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     try:
         Supervisor(idle_exit_s=idle_exit_s).serve()
     finally:
         os.ftruncate(fd, 0)
         os.close(fd)
     return 0
-

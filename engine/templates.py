@@ -31,8 +31,14 @@ _GENERATION_TAG = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
 # tokens that serve as padding in common vocabularies, in order of preference
 # tokenizers whose template prepare_tokenizer set from our fallback, so a second call still knows
 _FALLBACK_SET: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PAD_CANDIDATES = ("<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>", "<|endoftext|>",
-                   "<unk>")
+_PAD_CANDIDATES = (
+    "<pad>",
+    "<|pad|>",
+    "[PAD]",
+    "<|finetune_right_pad_id|>",
+    "<|endoftext|>",
+    "<unk>",
+)
 
 
 def chatml_template(end_of_turn: str = CHATML_END, bos_token: str | None = None) -> str:
@@ -49,15 +55,24 @@ def chatml_template(end_of_turn: str = CHATML_END, bos_token: str | None = None)
         bos
         + "{%- for message in messages %}\n"
         + "{%- if message['role'] == 'assistant' %}\n"
-        + "{{- " + start + " + 'assistant\\n' }}\n"
-        + "{%- generation %}{{- message['content'] + " + eot + " }}{%- endgeneration %}\n"
+        + "{{- "
+        + start
+        + " + 'assistant\\n' }}\n"
+        + "{%- generation %}{{- message['content'] + "
+        + eot
+        + " }}{%- endgeneration %}\n"
         + "{{- '\\n' }}\n"
         + "{%- else %}\n"
-        + "{{- " + start + " + message['role'] + '\\n' + message['content'] + " + eot
+        + "{{- "
+        + start
+        + " + message['role'] + '\\n' + message['content'] + "
+        + eot
         + " + '\\n' }}\n"
         + "{%- endif %}\n"
         + "{%- endfor %}\n"
-        + "{%- if add_generation_prompt %}{{- " + start + " + 'assistant\\n' }}{%- endif %}\n"
+        + "{%- if add_generation_prompt %}{{- "
+        + start
+        + " + 'assistant\\n' }}{%- endif %}\n"
     )
 
 
@@ -102,8 +117,10 @@ def fallback_template(tokenizer: Any) -> str:
     elif tokenizer.eos_token:
         eot = tokenizer.eos_token
     else:
-        raise ModelError("the tokenizer has neither an end-of-sequence token nor <|im_end|>",
-                         "Choose a base model whose tokenizer defines eos_token.")
+        raise ModelError(
+            "the tokenizer has neither an end-of-sequence token nor <|im_end|>",
+            "Choose a base model whose tokenizer defines eos_token.",
+        )
     return chatml_template(eot, tokenizer.bos_token if adds_bos(tokenizer) else None)
 
 
@@ -127,18 +144,22 @@ def end_of_turn_token(tokenizer: Any, template: str) -> str | None:
     try:
         rendered = tokenizer.apply_chat_template(
             [{"role": "user", "content": "probe"}, {"role": "assistant", "content": probe}],
-            chat_template=template, tokenize=False)
+            chat_template=template,
+            tokenize=False,
+        )
     except Exception:  # a template with rules of its own (e.g. a required system turn)
         return None
     at = rendered.rfind(probe)
     if at < 0:
         return None
-    tail = rendered[at + len(probe):]
+    tail = rendered[at + len(probe) :]
     special = {t for t in tokenizer.all_special_tokens if t} | set(_added_tokens(tokenizer))
     best: tuple[int, str] | None = None
     for token in special:
         pos = tail.find(token)
-        if pos >= 0 and (best is None or pos < best[0] or (pos == best[0] and len(token) > len(best[1]))):
+        if pos >= 0 and (
+            best is None or pos < best[0] or (pos == best[0] and len(token) > len(best[1]))
+        ):
             best = (pos, token)
     return best[1] if best else None
 
@@ -175,13 +196,20 @@ def prepare_tokenizer(tokenizer: Any) -> TokenizerSetup:
         notes.append("the base model has no chat template: training with Tunegraph's ChatML")
     eot = end_of_turn_token(tokenizer, template)
     if eot and eot != tokenizer.eos_token and single_token_id(tokenizer, eot) is not None:
-        notes.append(f"EOS set to the template's end-of-turn token {eot} "
-                     f"(was {tokenizer.eos_token})")
+        notes.append(
+            f"EOS set to the template's end-of-turn token {eot} (was {tokenizer.eos_token})"
+        )
         tokenizer.eos_token = eot
     added = 0
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        pad = next((t for t in _PAD_CANDIDATES if t != tokenizer.eos_token
-                    and single_token_id(tokenizer, t) is not None), None)
+        pad = next(
+            (
+                t
+                for t in _PAD_CANDIDATES
+                if t != tokenizer.eos_token and single_token_id(tokenizer, t) is not None
+            ),
+            None,
+        )
         if pad is None:
             pad = "<pad>"
             added = tokenizer.add_special_tokens({"pad_token": pad})

@@ -108,8 +108,13 @@ def _train_sentencepiece(seed: int) -> bytes:
         byte_fallback=True,  # any text encodes (as bytes), like Llama's own tokenizer
         split_digits=True,
         character_coverage=1.0,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        unk_piece=UNK, bos_piece=BOS, eos_piece="</s>",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        unk_piece=UNK,
+        bos_piece=BOS,
+        eos_piece="</s>",
         user_defined_symbols=[CHATML_START, CHATML_END, PAD],
         normalization_rule_name="identity",
         remove_extra_whitespaces=False,
@@ -128,8 +133,13 @@ def _write_tokenizer(out_dir: Path, seed: int) -> None:
     (out_dir / "tokenizer.model").write_bytes(_train_sentencepiece(seed))
     config = {
         "tokenizer_class": "LlamaTokenizer",
-        "bos_token": BOS, "eos_token": EOS, "unk_token": UNK, "pad_token": PAD,
-        "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "unk_token": UNK,
+        "pad_token": PAD,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "legacy": False,
         "model_max_length": 2048,
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
@@ -143,11 +153,24 @@ def _write_tokenizer(out_dir: Path, seed: int) -> None:
     # transformers 5 no longer writes them: without added_tokens_decoder, <|im_end|> would become
     # a NORMAL token in the GGUF and prompts would tokenize differently there.
     saved = json.loads((out_dir / "tokenizer_config.json").read_text())
-    saved.update(add_bos_token=True, add_eos_token=False, added_tokens_decoder={
-        str(i): {"content": t.content, "lstrip": t.lstrip, "rstrip": t.rstrip,
-                 "normalized": t.normalized, "single_word": t.single_word, "special": t.special}
-        for i, t in sorted(tokenizer.added_tokens_decoder.items())})
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+    saved.update(
+        add_bos_token=True,
+        add_eos_token=False,
+        added_tokens_decoder={
+            str(i): {
+                "content": t.content,
+                "lstrip": t.lstrip,
+                "rstrip": t.rstrip,
+                "normalized": t.normalized,
+                "single_word": t.single_word,
+                "special": t.special,
+            }
+            for i, t in sorted(tokenizer.added_tokens_decoder.items())
+        },
+    )
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(saved, indent=2, sort_keys=True) + "\n"
+    )
     if not (out_dir / "tokenizer.model").exists():  # the GGUF converter needs it
         raise ModelError(f"tokenizer.model missing from {out_dir} after saving the tokenizer")
 
@@ -172,18 +195,31 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     sp = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
     ids = {tok: sp.piece_to_id(tok) for tok in (BOS, EOS, PAD)}
     config = LlamaConfig(
-        vocab_size=sp.get_piece_size(), hidden_size=256, intermediate_size=512,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=2048, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=False, bos_token_id=ids[BOS], eos_token_id=ids[EOS],
-        pad_token_id=ids[PAD], dtype="float32",
+        vocab_size=sp.get_piece_size(),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=ids[BOS],
+        eos_token_id=ids[EOS],
+        pad_token_id=ids[PAD],
+        dtype="float32",
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD],
-        do_sample=False, max_new_tokens=64)
+        bos_token_id=ids[BOS],
+        eos_token_id=ids[EOS],
+        pad_token_id=ids[PAD],
+        do_sample=False,
+        max_new_tokens=64,
+    )
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a "Writing model shards" bar for one small file is noise
     try:
@@ -245,8 +281,10 @@ def resolve_builtin(source: str) -> Path | None:
     """The folder of a `builtin:NAME` model source (built on first use); None for other sources."""
     if not source.startswith(BUILTIN_PREFIX):
         return None
-    name = source[len(BUILTIN_PREFIX):]
+    name = source[len(BUILTIN_PREFIX) :]
     if name == "tiny-llama":
         return ensure_builtin_tiny_model()
-    raise ModelError(f"unknown builtin model {source!r}",
-                     "Known builtin models: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_MODELS))
+    raise ModelError(
+        f"unknown builtin model {source!r}",
+        "Known builtin models: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_MODELS),
+    )

@@ -44,8 +44,12 @@ def pick_device(spec: JobSpec) -> str:
     if torch.cuda.is_available():
         return "cuda"
     if wanted == "cuda":
-        raise SpecError("resources.device", "cuda", "no CUDA GPU is visible to the worker",
-                        "Choose device auto or cpu, or check the NVIDIA driver.")
+        raise SpecError(
+            "resources.device",
+            "cuda",
+            "no CUDA GPU is visible to the worker",
+            "Choose device auto or cpu, or check the NVIDIA driver.",
+        )
     return "cpu"
 
 
@@ -54,8 +58,12 @@ def pick_dtype(spec: JobSpec, device: str) -> torch.dtype:
     precision = spec.training.precision
     if device == "cpu":
         if precision == "fp16":
-            raise SpecError("training.precision", precision, "fp16 training needs a GPU",
-                            "Use auto, bf16 or fp32 on the CPU.")
+            raise SpecError(
+                "training.precision",
+                precision,
+                "fp16 training needs a GPU",
+                "Use auto, bf16 or fp32 on the CPU.",
+            )
         return torch.bfloat16 if precision == "bf16" else torch.float32
     if precision == "fp32":
         return torch.float32
@@ -71,14 +79,21 @@ def quantization_config(spec: JobSpec, device: str, mode: str):
     if mode != "qlora":
         return None
     if device != "cuda":
-        raise SpecError("lora.quantization", spec.lora.quantization,
-                        "4-bit QLoRA needs an NVIDIA GPU (bitsandbytes)",
-                        "Set quantization to none to train on the CPU.")
+        raise SpecError(
+            "lora.quantization",
+            spec.lora.quantization,
+            "4-bit QLoRA needs an NVIDIA GPU (bitsandbytes)",
+            "Set quantization to none to train on the CPU.",
+        )
     from transformers import BitsAndBytesConfig
 
     compute = pick_dtype(spec, device)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
 
 
 class EventCallback(TrainerCallback):
@@ -98,8 +113,13 @@ class EventCallback(TrainerCallback):
         self.log.emit("status", state="training", device=device_label(self.device))
         self._last_step_t = self._last_log_t = time.time()
         self._last_tokens = state.num_input_tokens_seen or 0
-        self.log.emit("progress", step=state.global_step, max_steps=state.max_steps, eta_s=None,
-                      epoch=state.epoch or 0.0)
+        self.log.emit(
+            "progress",
+            step=state.global_step,
+            max_steps=state.max_steps,
+            eta_s=None,
+            epoch=state.epoch or 0.0,
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.time()
@@ -110,8 +130,13 @@ class EventCallback(TrainerCallback):
         if self._step_times:
             per_step = sum(self._step_times) / len(self._step_times)
             eta = round(per_step * max(state.max_steps - state.global_step, 0), 1)
-        self.log.emit("progress", step=state.global_step, max_steps=state.max_steps, eta_s=eta,
-                      epoch=round(state.epoch or 0.0, 4))
+        self.log.emit(
+            "progress",
+            step=state.global_step,
+            max_steps=state.max_steps,
+            eta_s=eta,
+            epoch=round(state.epoch or 0.0, 4),
+        )
         action = agree(self.ctl.action(), args.device)
         if action == "pause":
             control.should_save = True  # a checkpoint at this step, then stop
@@ -125,15 +150,25 @@ class EventCallback(TrainerCallback):
             control.should_save = True
             control.should_evaluate = bool(args.eval_strategy != "no")
             self.stopped = "stop"
-            self.log.emit("log", level="info",
-                          message=f"Stopped early by the user at step {state.global_step}")
+            self.log.emit(
+                "log",
+                level="info",
+                message=f"Stopped early by the user at step {state.global_step}",
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
         if "eval_loss" in logs:
-            extra = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"}
-            self.log.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"],
-                          epoch=state.epoch, **extra)
+            extra = {
+                k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"
+            }
+            self.log.emit(
+                "eval",
+                step=state.global_step,
+                eval_loss=logs["eval_loss"],
+                epoch=state.epoch,
+                **extra,
+            )
             return
         if "loss" not in logs:
             return
@@ -142,10 +177,17 @@ class EventCallback(TrainerCallback):
         span = now - (self._last_log_t or now)
         tokens_per_s = (tokens - self._last_tokens) / span if span > 0 else None
         self._last_log_t, self._last_tokens = now, tokens
-        self.log.emit("metric", step=state.global_step, epoch=state.epoch, loss=logs["loss"],
-                      grad_norm=logs.get("grad_norm"), lr=logs.get("learning_rate"),
-                      tokens_per_s=tokens_per_s, tokens_seen=tokens,
-                      peak_mem_gib=peak_memory_gib(self.device))
+        self.log.emit(
+            "metric",
+            step=state.global_step,
+            epoch=state.epoch,
+            loss=logs["loss"],
+            grad_norm=logs.get("grad_norm"),
+            lr=logs.get("learning_rate"),
+            tokens_per_s=tokens_per_s,
+            tokens_seen=tokens,
+            peak_mem_gib=peak_memory_gib(self.device),
+        )
 
 
 ACTION_CODES = (None, "pause", "cancel", "stop")
@@ -184,12 +226,16 @@ def peak_memory_gib(device: str) -> float | None:
         return None
 
 
-def training_arguments(spec: JobSpec, run_dir: Path, device: str, dtype, has_eval: bool
-                       ) -> TrainingArguments:
+def training_arguments(
+    spec: JobSpec, run_dir: Path, device: str, dtype, has_eval: bool
+) -> TrainingArguments:
     t = spec.training
     if (t.early_stopping_patience or t.keep_best) and not has_eval:
-        field = "training.early_stopping_patience" if t.early_stopping_patience else \
-            "training.keep_best"
+        field = (
+            "training.early_stopping_patience"
+            if t.early_stopping_patience
+            else "training.keep_best"
+        )
         value = t.early_stopping_patience or t.keep_best
         raise SpecError(field, value, "needs an eval split", "Set eval_split above 0.")
     eval_strategy = "no"
@@ -201,8 +247,9 @@ def training_arguments(spec: JobSpec, run_dir: Path, device: str, dtype, has_eva
     best = bool(t.keep_best or t.early_stopping_patience)
     if best:  # the best checkpoint can only be chosen among evaluated ones
         save_strategy, save_steps = eval_strategy, (t.eval_steps or 500)
-    gc = t.gradient_checkpointing == "on" or (t.gradient_checkpointing == "auto"
-                                              and device == "cuda")
+    gc = t.gradient_checkpointing == "on" or (
+        t.gradient_checkpointing == "auto" and device == "cuda"
+    )
     return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),
         num_train_epochs=t.epochs,
@@ -258,8 +305,13 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     tokenizer = load_tokenizer(spec.base_model, resolved)
     mode, reason = choose_mode(spec, device, resolved)
     log.emit("log", level="info", message=f"Mode {mode}: {reason}")
-    model = load_model(spec.base_model, resolved, dtype, quantization_config(spec, device, mode),
-                       device_map={"": 0} if mode == "qlora" else None)
+    model = load_model(
+        spec.base_model,
+        resolved,
+        dtype,
+        quantization_config(spec, device, mode),
+        device_map={"": 0} if mode == "qlora" else None,
+    )
     context = getattr(model.config, "max_position_embeddings", None) or 2048
     max_len = spec.training.max_seq_length or min(context, 2048)
 
@@ -279,8 +331,13 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     if mode == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     set_seed(spec.training.seed)  # LoRA weights are drawn here, before Trainer seeds anything
-    lora = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                      target_modules=_targets(spec.lora.target_modules), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=_targets(spec.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     model.config.use_cache = False  # padding-free batches must not see a KV cache
     trainable, total = model.get_nb_trainable_parameters()
@@ -292,10 +349,15 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     callbacks: list[TrainerCallback] = [callback]
     if spec.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(spec.training.early_stopping_patience))
-    trainer = Trainer(model=model, args=args, train_dataset=data.train,
-                      eval_dataset=data.eval if has_eval else None,
-                      data_collator=make_collator(tokenizer, spec.training.packing),
-                      processing_class=tokenizer, callbacks=callbacks)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval if has_eval else None,
+        data_collator=make_collator(tokenizer, spec.training.packing),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
     trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(args.output_dir) if (run_dir / CHECKPOINTS).is_dir() else None
     if last:
@@ -320,18 +382,29 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     for sample in samples:
         log.emit("sample", **sample)
     adapter_dir = save_adapter(model, tokenizer, run_dir / ADAPTER, data.chat_template)
-    modelcard.write(adapter_dir / "README.md", spec, stats_dict(data.stats), final_metrics,
-                    samples, data.template_origin, trainable)
+    modelcard.write(
+        adapter_dir / "README.md",
+        spec,
+        stats_dict(data.stats),
+        final_metrics,
+        samples,
+        data.template_origin,
+        trainable,
+    )
     log.emit("artifact", **artifacts.describe_dir(adapter_dir, "adapter_dir"))
 
     log.emit("status", state="exporting")
     from engine.export import export_after_training
 
-    warnings = export_after_training(spec, run_dir, log,
-                                     cancel=lambda: control.action() == "cancel")
+    warnings = export_after_training(
+        spec, run_dir, log, cancel=lambda: control.action() == "cancel"
+    )
     if callback.stopped == "stop":
-        warnings.insert(0, f"stopped early by the user at step {trainer.state.global_step} of "
-                           f"{trainer.state.max_steps}")
+        warnings.insert(
+            0,
+            f"stopped early by the user at step {trainer.state.global_step} of "
+            f"{trainer.state.max_steps}",
+        )
     return warnings
 
 
@@ -367,20 +440,29 @@ def generate_samples(model, tokenizer, prompts: list[dict], device: str) -> list
     for item in prompts[:3]:
         if "messages" in item:
             messages = item["messages"]
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)
+            ids = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
         else:  # plain-text data: continue the text
             messages = [{"role": "user", "content": item["text"]}]
             ids = tokenizer(item["text"], return_tensors="pt")
         input_ids = ids["input_ids"].to(model.device)
-        out = model.generate(input_ids=input_ids, attention_mask=ids["attention_mask"].to(
-            model.device), max_new_tokens=SAMPLE_MAX_NEW_TOKENS, do_sample=False,
-            eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
-        response = tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
-        user = next((m["content"] for m in reversed(messages) if m["role"] == "user"),
-                    messages[-1]["content"])
-        samples.append({"prompt": user, "response": response.strip(),
-                        "reference": item.get("reference")})
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=ids["attention_mask"].to(model.device),
+            max_new_tokens=SAMPLE_MAX_NEW_TOKENS,
+            do_sample=False,
+            eos_token_id=stop_ids,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        response = tokenizer.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True)
+        user = next(
+            (m["content"] for m in reversed(messages) if m["role"] == "user"),
+            messages[-1]["content"],
+        )
+        samples.append(
+            {"prompt": user, "response": response.strip(), "reference": item.get("reference")}
+        )
     model.config.use_cache = False
     return samples
 

@@ -109,8 +109,10 @@ def describe_crash(exc: BaseException) -> dict:
     hint = "The full traceback is in the run's worker.log."
     name = type(exc).__name__
     if "out of memory" in text.lower():
-        hint = ("The GPU ran out of memory: lower micro batch size or max sequence length, or "
-                "enable 4-bit. " + hint)
+        hint = (
+            "The GPU ran out of memory: lower micro batch size or max sequence length, or "
+            "enable 4-bit. " + hint
+        )
     if isinstance(exc, KeyboardInterrupt):
         text = "interrupted"
     return {"class": name, "message": f"{name}: {text}" if text else name, "hint": hint}

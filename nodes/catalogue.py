@@ -80,8 +80,11 @@ class Parameter:
 
     def default_value(self) -> Any:
         """A fresh copy of the default (lists and mappings are never shared)."""
-        return type(self.default)(self.default) if isinstance(self.default, (list, dict)) \
+        return (
+            type(self.default)(self.default)
+            if isinstance(self.default, (list, dict))
             else self.default
+        )
 
     def coerce(self, value: Any) -> Any:
         """Convert a stored value to the declared type; raise ValueError saying what is wrong.
@@ -145,11 +148,19 @@ def parameters_of(spec_class: type) -> tuple[Parameter, ...]:
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         ptype = _type_of(default, meta)
-        params.append(Parameter(
-            name=f.name, type=ptype, default=default, help=meta.get("help") or "",
-            label=meta.get("label") or _label_of(f.name), widget=meta.get("widget") or ptype,
-            min=meta.get("min"), max=meta.get("max"), choices=meta.get("choices"),
-        ))
+        params.append(
+            Parameter(
+                name=f.name,
+                type=ptype,
+                default=default,
+                help=meta.get("help") or "",
+                label=meta.get("label") or _label_of(f.name),
+                widget=meta.get("widget") or ptype,
+                min=meta.get("min"),
+                max=meta.get("max"),
+                choices=meta.get("choices"),
+            )
+        )
     return tuple(params)
 
 
@@ -257,53 +268,119 @@ def _as_mapping(value: Any) -> dict[str, str]:
             raise ValueError(
                 f'must be a JSON object such as {{"messages": "chat"}} ({e.msg}), got {value!r}'
             ) from None
-    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                       for k, v in value.items()):
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         return dict(value)
     raise ValueError(f'must map names to names, such as {{"messages": "chat"}}, got {value!r}')
 
 
 _COERCE = {
-    "str": _as_str, "file": _as_str, "choice": _as_str, "int": _as_int, "float": _as_float,
-    "bool": _as_bool, "list": _as_list, "mapping": _as_mapping,
+    "str": _as_str,
+    "file": _as_str,
+    "choice": _as_str,
+    "int": _as_int,
+    "float": _as_float,
+    "bool": _as_bool,
+    "list": _as_list,
+    "mapping": _as_mapping,
 }
 
 
 # -- the catalogue ------------------------------------------------------------------------------
-def _feeder(kind: str, label: str, help: str, colour: tuple[int, int, int], output: str,
-            output_label: str, spec_class: type, spec_part: str) -> NodeDecl:
-    return NodeDecl(kind=kind, label=label, help=help, colour=colour, inputs=(),
-                    outputs=(OutputPort(output, output_label),),
-                    parameters=parameters_of(spec_class), spec_class=spec_class,
-                    spec_part=spec_part)
+def _feeder(
+    kind: str,
+    label: str,
+    help: str,
+    colour: tuple[int, int, int],
+    output: str,
+    output_label: str,
+    spec_class: type,
+    spec_part: str,
+) -> NodeDecl:
+    return NodeDecl(
+        kind=kind,
+        label=label,
+        help=help,
+        colour=colour,
+        inputs=(),
+        outputs=(OutputPort(output, output_label),),
+        parameters=parameters_of(spec_class),
+        spec_class=spec_class,
+        spec_part=spec_part,
+    )
 
 
 _FEEDERS = (
-    _feeder("BaseModel", "Base model", "The open LLM to fine-tune.", (52, 86, 139), "model",
-            "model", BaseModelSpec, "base_model"),
-    _feeder("Dataset", "Dataset", "A file of training examples; connect several to mix them.",
-            (46, 125, 95), "dataset", "dataset", DatasetSpec, "datasets"),
-    _feeder("TrainingConfig", "Training config",
-            "How long and how fast to train: epochs, batch size, learning rate, checkpoints.",
-            (140, 98, 38), "training_config", "training config", TrainingSpec, "training"),
-    _feeder("LoraConfig", "LoRA config",
-            "The adapter: rank, scaling, target modules and 4-bit quantization.",
-            (112, 64, 140), "lora_config", "LoRA config", LoraSpec, "lora"),
-    _feeder("Export", "Export",
-            "What to deliver after training: adapter ZIP, GGUF bundle, merged model.",
-            (130, 60, 70), "export", "export", ExportSpec, "export"),
+    _feeder(
+        "BaseModel",
+        "Base model",
+        "The open LLM to fine-tune.",
+        (52, 86, 139),
+        "model",
+        "model",
+        BaseModelSpec,
+        "base_model",
+    ),
+    _feeder(
+        "Dataset",
+        "Dataset",
+        "A file of training examples; connect several to mix them.",
+        (46, 125, 95),
+        "dataset",
+        "dataset",
+        DatasetSpec,
+        "datasets",
+    ),
+    _feeder(
+        "TrainingConfig",
+        "Training config",
+        "How long and how fast to train: epochs, batch size, learning rate, checkpoints.",
+        (140, 98, 38),
+        "training_config",
+        "training config",
+        TrainingSpec,
+        "training",
+    ),
+    _feeder(
+        "LoraConfig",
+        "LoRA config",
+        "The adapter: rank, scaling, target modules and 4-bit quantization.",
+        (112, 64, 140),
+        "lora_config",
+        "LoRA config",
+        LoraSpec,
+        "lora",
+    ),
+    _feeder(
+        "Export",
+        "Export",
+        "What to deliver after training: adapter ZIP, GGUF bundle, merged model.",
+        (130, 60, 70),
+        "export",
+        "export",
+        ExportSpec,
+        "export",
+    ),
 )
 _BY_KIND = {d.kind: d for d in _FEEDERS}
 
 
 def _input(name: str, kind: str, *, required: bool = True, multiple: bool = False) -> InputPort:
     feeder = _BY_KIND[kind]
-    return InputPort(name=name, label=feeder.label, accepts=(PortRef(kind, feeder.outputs[0].name),),
-                     required=required, multiple=multiple, help=feeder.help)
+    return InputPort(
+        name=name,
+        label=feeder.label,
+        accepts=(PortRef(kind, feeder.outputs[0].name),),
+        required=required,
+        multiple=multiple,
+        help=feeder.help,
+    )
 
 
 FINE_TUNE = NodeDecl(
-    kind="FineTune", label="Fine-Tune",
+    kind="FineTune",
+    label="Fine-Tune",
     help="One fine-tuning run. Its name is the run's name; duplicate it to try a variation.",
     colour=(150, 40, 40),
     inputs=(
@@ -313,7 +390,9 @@ FINE_TUNE = NodeDecl(
         _input("lora_config", "LoraConfig"),
         _input("export", "Export", required=False),
     ),
-    outputs=(), parameters=parameters_of(ResourceSpec), spec_class=ResourceSpec,
+    outputs=(),
+    parameters=parameters_of(ResourceSpec),
+    spec_class=ResourceSpec,
     spec_part="resources",
 )
 
@@ -328,4 +407,4 @@ def decl_for_type(node_type: str) -> NodeDecl | None:
     """The declaration for a graph file's `type_` (e.g. `tunegraph.Dataset`), or None."""
     if not isinstance(node_type, str) or not node_type.startswith(TYPE_PREFIX):
         return None
-    return CATALOGUE.get(node_type[len(TYPE_PREFIX):])
+    return CATALOGUE.get(node_type[len(TYPE_PREFIX) :])

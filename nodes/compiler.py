@@ -31,7 +31,9 @@ class CompileError:
 
     def __str__(self) -> str:
         where = f'{self.node_label or "Node"} "{self.node_name}"' if self.node_id else "Graph"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
     def as_dict(self) -> dict:
         """A JSON-ready dict (for the CLI and the app)."""
@@ -113,8 +115,10 @@ class _Compiler:
         for index, conn in enumerate(connections):
             self.read_connection(index, conn)
         self.mark_cycles()
-        modules = sorted((n for n in self.nodes.values() if n.decl is FINE_TUNE and not n.disabled),
-                         key=lambda n: (n.pos, n.name, n.id))
+        modules = sorted(
+            (n for n in self.nodes.values() if n.decl is FINE_TUNE and not n.disabled),
+            key=lambda n: (n.pos, n.name, n.id),
+        )
         self.check_names(modules)
         for node in modules:
             module = self.build_module(node)
@@ -129,27 +133,41 @@ class _Compiler:
         if key in self._seen:
             return
         self._seen.add(key)
-        self.result.errors.append(CompileError(
-            node_id=key[0], field=field_name, message=message,
-            node_name=node.name if node else "", node_uuid=node.uuid if node else "",
-            node_label=node.decl.label if node and node.decl else ""))
+        self.result.errors.append(
+            CompileError(
+                node_id=key[0],
+                field=field_name,
+                message=message,
+                node_name=node.name if node else "",
+                node_uuid=node.uuid if node else "",
+                node_label=node.decl.label if node and node.decl else "",
+            )
+        )
 
     # -- nodes ----------------------------------------------------------------------------------
     def read_node(self, node_id: str, data: Any) -> None:
         data = data if isinstance(data, dict) else {}
         custom = data.get("custom")
         custom = custom if isinstance(custom, dict) else {}
-        node = _Node(id=node_id, decl=decl_for_type(data.get("type_")),
-                     name=str(data.get("name") or "").strip(), uuid=str(custom.get("uuid") or ""),
-                     origin_uuid=str(custom.get("origin_uuid") or ""), pos=_pos(data.get("pos")),
-                     disabled=data.get("disabled") is True)
+        node = _Node(
+            id=node_id,
+            decl=decl_for_type(data.get("type_")),
+            name=str(data.get("name") or "").strip(),
+            uuid=str(custom.get("uuid") or ""),
+            origin_uuid=str(custom.get("origin_uuid") or ""),
+            pos=_pos(data.get("pos")),
+            disabled=data.get("disabled") is True,
+        )
         self.nodes[node_id] = node
         if not data:
             self.error(node, "type_", "is not a node object with a type_")
             return
         if node.decl is None:
-            self.error(node, "type_", f"unknown node type {data.get('type_')!r}; known types: "
-                       + ", ".join(NODE_TYPES))
+            self.error(
+                node,
+                "type_",
+                f"unknown node type {data.get('type_')!r}; known types: " + ", ".join(NODE_TYPES),
+            )
             return
         if "custom" in data and not isinstance(data["custom"], dict):
             self.error(node, "custom", "must be an object of parameter values")
@@ -198,39 +216,57 @@ class _Compiler:
     def read_connection(self, index: int, conn: Any) -> None:
         ends = _ends(conn)
         if ends is None:
-            self.error(None, "connections", f"connection {index + 1} is not "
-                       '{"out": [node_id, port], "in": [node_id, port]}')
+            self.error(
+                None,
+                "connections",
+                f'connection {index + 1} is not {{"out": [node_id, port], "in": [node_id, port]}}',
+            )
             return
         (out_id, out_port), (in_id, in_port) = ends
         src, dst = self.nodes.get(out_id), self.nodes.get(in_id)
         if src is None and dst is None:
-            self.error(None, "connections", f"connection {index + 1} joins node ids {out_id!r} "
-                       f"and {in_id!r}, which are not in the graph")
+            self.error(
+                None,
+                "connections",
+                f"connection {index + 1} joins node ids {out_id!r} "
+                f"and {in_id!r}, which are not in the graph",
+            )
             return
         if src is None:
-            self.error(dst, in_port, f"is connected from node id {out_id!r}, which is not in "
-                       "the graph")
+            self.error(
+                dst, in_port, f"is connected from node id {out_id!r}, which is not in the graph"
+            )
             return
         if dst is None:
-            self.error(src, out_port, f"is connected to node id {in_id!r}, which is not in "
-                       "the graph")
+            self.error(
+                src, out_port, f"is connected to node id {in_id!r}, which is not in the graph"
+            )
             return
         self.edges.setdefault(out_id, set()).add(in_id)
         if src.decl is None or dst.decl is None:
             return  # already reported as an unknown node type
         if src.decl.output(out_port) is None:
-            self.error(src, out_port, f"{src.decl.label} nodes have no output port "
-                       f"{out_port!r}; " + _ports_text(src.decl.outputs, "outputs"))
+            self.error(
+                src,
+                out_port,
+                f"{src.decl.label} nodes have no output port "
+                f"{out_port!r}; " + _ports_text(src.decl.outputs, "outputs"),
+            )
             return
         port = dst.decl.input(in_port)
         if port is None:
-            self.error(dst, in_port, f"{dst.decl.label} nodes have no input port "
-                       f"{in_port!r}; " + _ports_text(dst.decl.inputs, "inputs"))
+            self.error(
+                dst,
+                in_port,
+                f"{dst.decl.label} nodes have no input port "
+                f"{in_port!r}; " + _ports_text(dst.decl.inputs, "inputs"),
+            )
             return
         if PortRef(src.decl.kind, out_port) not in port.accepts:
             wanted = " or ".join(CATALOGUE[r.kind].label for r in port.accepts)
-            self.error(dst, in_port, f'takes a {wanted} node, not the {src.decl.label} node '
-                       f'"{src.name}"')
+            self.error(
+                dst, in_port, f'takes a {wanted} node, not the {src.decl.label} node "{src.name}"'
+            )
             return
         sources = self.incoming.setdefault(in_id, {}).setdefault(in_port, [])
         if out_id not in sources:
@@ -244,8 +280,11 @@ class _Compiler:
             members = sorted((self.nodes[i] for i in component), key=lambda n: (n.pos, n.name))
             names = ", ".join(f'"{n.name}"' for n in members)
             for node in members:
-                message = ("is connected to itself; remove that connection" if len(members) == 1
-                           else f"is part of a cycle of connections ({names}); remove one of them")
+                message = (
+                    "is connected to itself; remove that connection"
+                    if len(members) == 1
+                    else f"is part of a cycle of connections ({names}); remove one of them"
+                )
                 self.error(node, "", message)
 
     # -- modules --------------------------------------------------------------------------------
@@ -253,8 +292,12 @@ class _Compiler:
         seen: set[str] = set()
         for node in modules:
             if node.name and node.name in seen:
-                self.error(node, "name", f'another Fine-Tune node is already named "{node.name}"; '
-                           "give each module a unique name")
+                self.error(
+                    node,
+                    "name",
+                    f'another Fine-Tune node is already named "{node.name}"; '
+                    "give each module a unique name",
+                )
             seen.add(node.name)
 
     def build_module(self, node: _Node) -> ModuleResult:
@@ -268,15 +311,24 @@ class _Compiler:
                     self.error(node, port.name, f"connect a {port.label} node{note}")
             elif len(active) > 1 and not port.multiple:
                 names = ", ".join(f'"{n.name}"' for n in active)
-                self.error(node, port.name, f"takes one {port.label} node but {len(active)} are "
-                           f"connected ({names}); keep one")
+                self.error(
+                    node,
+                    port.name,
+                    f"takes one {port.label} node but {len(active)} are "
+                    f"connected ({names}); keep one",
+                )
             else:
                 picked[port.name] = active
         spec = None
         if not self.module_errors(node, picked):
             spec = self.make_spec(node, picked)
-        return ModuleResult(node_id=node.id, name=node.name, node_uuid=node.uuid, spec=spec,
-                            errors=tuple(self.module_errors(node, picked)))
+        return ModuleResult(
+            node_id=node.id,
+            name=node.name,
+            node_uuid=node.uuid,
+            spec=spec,
+            errors=tuple(self.module_errors(node, picked)),
+        )
 
     def module_errors(self, node: _Node, picked: dict[str, list[_Node]]) -> list[CompileError]:
         ids = {node.id} | {n.id for feeders in picked.values() for n in feeders}
@@ -307,8 +359,9 @@ class _Compiler:
             return None
         return spec
 
-    def owner_of(self, spec_field: str, node: _Node,
-                 picked: dict[str, list[_Node]]) -> tuple[_Node, str]:
+    def owner_of(
+        self, spec_field: str, node: _Node, picked: dict[str, list[_Node]]
+    ) -> tuple[_Node, str]:
         """Map a SpecError field (e.g. `datasets[1].path`) back to the node that owns it."""
         head, _, rest = spec_field.partition(".")
         part, _, index = head.partition("[")
@@ -326,7 +379,7 @@ class _Compiler:
 def _reason(e: SpecError) -> str:
     """SpecError's sentence without its `field = value:` prefix, plus the value and hint."""
     prefix = f"{e.field} = {e.value!r}: "
-    text = e.message[len(prefix):] if e.message.startswith(prefix) else e.message
+    text = e.message[len(prefix) :] if e.message.startswith(prefix) else e.message
     if e.value not in ("", None, [], {}):
         text += f" (got {e.value!r})"
     return f"{text}. {e.hint}" if e.hint else text
@@ -345,8 +398,11 @@ def _ends(conn: Any) -> tuple[tuple[str, str], tuple[str, str]] | None:
     ends = []
     for key in ("out", "in"):
         end = conn.get(key)
-        if not (isinstance(end, (list, tuple)) and len(end) == 2
-                and all(isinstance(x, str) for x in end)):
+        if not (
+            isinstance(end, (list, tuple))
+            and len(end) == 2
+            and all(isinstance(x, str) for x in end)
+        ):
             return None
         ends.append((end[0], end[1]))
     return ends[0], ends[1]

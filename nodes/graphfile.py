@@ -25,8 +25,13 @@ GRAPH_FORMAT_VERSION = 1
 # carries them leaves the canvas without connection checks. The node classes declare the
 # constraints instead; load_graph and save_graph drop these keys.
 CANVAS_ONLY_SETTINGS = ("accept_connection_types", "reject_connection_types")
-GRAPH_SETTINGS = {"layout_direction": 0, "acyclic": True, "pipe_collision": False,
-                  "pipe_slicing": True, "pipe_style": 1}
+GRAPH_SETTINGS = {
+    "layout_direction": 0,
+    "acyclic": True,
+    "pipe_collision": False,
+    "pipe_slicing": True,
+    "pipe_style": 1,
+}
 _BORDER_COLOUR = [74, 84, 85, 255]
 _TEXT_COLOUR = [255, 255, 255, 180]
 
@@ -34,8 +39,9 @@ _TEXT_COLOUR = [255, 255, 255, 180]
 class GraphFileError(TunegraphError):
     """A graph file is missing, is not valid JSON, or is not a Tunegraph graph we can read."""
 
-    def __init__(self, message: str, path: str | Path, line: int | None = None,
-                 hint: str | None = None):
+    def __init__(
+        self, message: str, path: str | Path, line: int | None = None, hint: str | None = None
+    ):
         where = f"{path}:{line}" if line else f"{path}"
         super().__init__(f"{where}: {message}", hint)
         self.path = str(path)
@@ -53,15 +59,17 @@ def load_graph(path: str | Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise GraphFileError("is not a text file", path,
-                             hint="Graph files are JSON saved by Tunegraph.") from None
+        raise GraphFileError(
+            "is not a text file", path, hint="Graph files are JSON saved by Tunegraph."
+        ) from None
     except OSError as e:
         raise GraphFileError(f"cannot be read ({e.strerror})", path) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise GraphFileError(f"not valid JSON: {e.msg} (column {e.colno})", path,
-                             line=e.lineno) from None
+        raise GraphFileError(
+            f"not valid JSON: {e.msg} (column {e.colno})", path, line=e.lineno
+        ) from None
     return migrate_graph(data, path)
 
 
@@ -69,15 +77,21 @@ def migrate_graph(data: Any, path: str | Path = "<graph>") -> dict:
     """Check a graph dict's shape and bring an older format_version up to the current one."""
     section = data.get("tunegraph") if isinstance(data, dict) else None
     if not isinstance(section, dict):
-        raise GraphFileError('is not a Tunegraph graph (no "tunegraph" section)', path,
-                             hint="Open a graph saved by Tunegraph.")
+        raise GraphFileError(
+            'is not a Tunegraph graph (no "tunegraph" section)',
+            path,
+            hint="Open a graph saved by Tunegraph.",
+        )
     version = section.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise GraphFileError(f"has an invalid tunegraph.format_version {version!r}", path)
     if version > GRAPH_FORMAT_VERSION:
         raise GraphFileError(
             f"was saved by a newer Tunegraph (graph format {version}; this version reads up to "
-            f"{GRAPH_FORMAT_VERSION})", path, hint="Update Tunegraph to open it.")
+            f"{GRAPH_FORMAT_VERSION})",
+            path,
+            hint="Update Tunegraph to open it.",
+        )
     if not isinstance(data.get("nodes", {}), dict):
         raise GraphFileError('"nodes" must be an object of node id -> node', path)
     if not isinstance(data.get("connections", []), list):
@@ -138,7 +152,7 @@ def resolve_model_source(value: str, base: Path | None) -> str:
     if text.startswith("gguf:pypi:"):  # a GGUF shipped in an installed PyPI package
         return value
     if text.startswith("gguf:"):
-        return "gguf:" + resolve_file(text[len("gguf:"):], base)
+        return "gguf:" + resolve_file(text[len("gguf:") :], base)
     if Path(text).expanduser().is_absolute():
         return str(Path(text).expanduser())
     looks_like_path = text.startswith((".", "~")) or "\\" in text or text.count("/") > 1
@@ -162,8 +176,16 @@ class GraphBuilder:
         self._connections: list[dict] = []
         self._column_count: dict[bool, int] = {}
 
-    def add_node(self, kind: str, name: str, pos: tuple[float, float] | None = None, *,
-                 uuid: str | None = None, origin_uuid: str | None = None, **params: Any) -> str:
+    def add_node(
+        self,
+        kind: str,
+        name: str,
+        pos: tuple[float, float] | None = None,
+        *,
+        uuid: str | None = None,
+        origin_uuid: str | None = None,
+        **params: Any,
+    ) -> str:
         """Add a node of `kind` (e.g. "Dataset"); returns its node id in the graph file.
 
         Parameters not given keep their declared defaults; values are stored as given, so tests
@@ -172,8 +194,10 @@ class GraphBuilder:
         decl = _decl(kind)
         unknown = sorted(set(params) - {p.name for p in decl.parameters})
         if unknown:
-            raise ValueError(f"{kind} has no parameter {unknown[0]!r}; its parameters: "
-                             + ", ".join(p.name for p in decl.parameters))
+            raise ValueError(
+                f"{kind} has no parameter {unknown[0]!r}; its parameters: "
+                + ", ".join(p.name for p in decl.parameters)
+            )
         if origin_uuid is not None and kind != "FineTune":
             raise ValueError("only Fine-Tune nodes have an origin_uuid")
         if any(n["name"] == name for n in self._nodes.values()):
@@ -244,8 +268,9 @@ class GraphBuilder:
         return (0.0, row * 140.0) if feeder else (420.0, row * 260.0)
 
 
-def node_dict(decl: NodeDecl, name: str, pos: tuple[float, float] | list[float],
-              custom: dict[str, Any]) -> dict:
+def node_dict(
+    decl: NodeDecl, name: str, pos: tuple[float, float] | list[float], custom: dict[str, Any]
+) -> dict:
     """One node as NodeGraphQt's serialize_session() writes it (keys in its order)."""
     return {
         "type_": decl.type_,

@@ -15,11 +15,21 @@ from typing import Any
 from nodes.catalogue import FINE_TUNE, NodeDecl, Parameter, decl_for_type
 
 SHORT_LABELS = {
-    "learning_rate": "lr", "micro_batch_size": "batch", "grad_accum": "grad accum",
-    "max_seq_length": "seq len", "target_modules": "targets", "source": "model", "path": "data",
-    "lr_scheduler": "schedule", "warmup_ratio": "warmup", "weight_decay": "wd",
-    "max_steps": "max steps", "eval_split": "eval split", "quantization": "quant",
-    "gpu_count": "GPUs", "max_rows": "max rows",
+    "learning_rate": "lr",
+    "micro_batch_size": "batch",
+    "grad_accum": "grad accum",
+    "max_seq_length": "seq len",
+    "target_modules": "targets",
+    "source": "model",
+    "path": "data",
+    "lr_scheduler": "schedule",
+    "warmup_ratio": "warmup",
+    "weight_decay": "wd",
+    "max_steps": "max steps",
+    "eval_split": "eval split",
+    "quantization": "quant",
+    "gpu_count": "GPUs",
+    "max_rows": "max rows",
 }
 
 
@@ -62,9 +72,17 @@ def lineage_diff(graph: dict, node_id: str) -> Lineage | None:
     origin_uuid = str((node.get("custom") or {}).get("origin_uuid") or "")
     if not origin_uuid:
         return None
-    origin_id = next((i for i, n in nodes.items() if i != node_id and isinstance(n, dict)
-                      and decl_for_type(n.get("type_")) is FINE_TUNE
-                      and (n.get("custom") or {}).get("uuid") == origin_uuid), None)
+    origin_id = next(
+        (
+            i
+            for i, n in nodes.items()
+            if i != node_id
+            and isinstance(n, dict)
+            and decl_for_type(n.get("type_")) is FINE_TUNE
+            and (n.get("custom") or {}).get("uuid") == origin_uuid
+        ),
+        None,
+    )
     if origin_id is None:
         return Lineage(None, "", ())
     old, new = module_settings(graph, origin_id), module_settings(graph, node_id)

@@ -84,5 +84,4 @@ def _no_leftover_processes(tg_home):
             except psutil.Error:
                 pass
         psutil.wait_procs([p for p, _ in left], timeout=5)
-        pytest.fail("test left processes behind: " + ", ".join(
-            f"{p.pid} {cmd}" for p, cmd in left))
+        pytest.fail("test left processes behind: " + ", ".join(f"{p.pid} {cmd}" for p, cmd in left))

@@ -14,15 +14,33 @@ from engine.store import Store
 from nodes.graphfile import GraphBuilder, save_graph
 
 # Fast enough that one tiny run trains in a few seconds after its ~5 s of imports.
-FAST_TRAINING = {"epochs": 1.0, "max_steps": 8, "micro_batch_size": 4, "max_seq_length": 128,
-                 "eval_split": 0.1, "save_steps": 0, "warmup_ratio": 0.0, "packing": True,
-                 "lr_scheduler": "linear", "learning_rate": 1e-3}
+FAST_TRAINING = {
+    "epochs": 1.0,
+    "max_steps": 8,
+    "micro_batch_size": 4,
+    "max_seq_length": 128,
+    "eval_split": 0.1,
+    "save_steps": 0,
+    "warmup_ratio": 0.0,
+    "packing": True,
+    "lr_scheduler": "linear",
+    "learning_rate": 1e-3,
+}
 FAST_LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 FAST_EXPORT = {"adapter_zip": True, "gguf": False, "merged": False}  # a GGUF costs ~10 s a run
 
-TOPICS = ("my router blinks red", "I was billed twice", "the wifi drops at night",
-          "how do I change my password", "can I pause my plan", "the modem will not start",
-          "my speed is slow", "I moved house", "the TV box has no signal", "I lost my bill")
+TOPICS = (
+    "my router blinks red",
+    "I was billed twice",
+    "the wifi drops at night",
+    "how do I change my password",
+    "can I pause my plan",
+    "the modem will not start",
+    "my speed is slow",
+    "I moved house",
+    "the TV box has no signal",
+    "I lost my bill",
+)
 
 
 def write_chats(path: Path, rows: int = 40) -> Path:
@@ -30,29 +48,49 @@ def write_chats(path: Path, rows: int = 40) -> Path:
     lines = []
     for i in range(rows):
         topic = TOPICS[i % len(TOPICS)]
-        lines.append(json.dumps({"messages": [
-            {"role": "user", "content": f"Hi, {topic} (ticket {i})."},
-            {"role": "assistant", "content": f"Sorry about that. For ticket {i}: restart the "
-                                             f"device, wait a minute, then tell me if {topic} "
-                                             "still happens."}]}))
+        lines.append(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"Hi, {topic} (ticket {i})."},
+                        {
+                            "role": "assistant",
+                            "content": f"Sorry about that. For ticket {i}: restart the "
+                            f"device, wait a minute, then tell me if {topic} "
+                            "still happens.",
+                        },
+                    ]
+                }
+            )
+        )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def make_spec(data: Path, name: str = "tiny", device: str = "cpu", **training) -> JobSpec:
     """A job spec on the builtin tiny model with fast settings (override any training field)."""
-    spec = JobSpec(name=name, base_model=BaseModelSpec(source="builtin:tiny-llama"),
-                   datasets=[DatasetSpec(path=str(data))],
-                   training=TrainingSpec(**{**FAST_TRAINING, **training}),
-                   lora=LoraSpec(**FAST_LORA), export=ExportSpec(**FAST_EXPORT))
+    spec = JobSpec(
+        name=name,
+        base_model=BaseModelSpec(source="builtin:tiny-llama"),
+        datasets=[DatasetSpec(path=str(data))],
+        training=TrainingSpec(**{**FAST_TRAINING, **training}),
+        lora=LoraSpec(**FAST_LORA),
+        export=ExportSpec(**FAST_EXPORT),
+    )
     spec.resources.device = device
     spec.validate()
     return spec
 
 
-def make_graph(folder: Path, modules: dict[str, dict] | None = None, *, data: Path | None = None,
-               base: str | None = "builtin:tiny-llama", device: str = "auto",
-               filename: str = "graph.json") -> Path:
+def make_graph(
+    folder: Path,
+    modules: dict[str, dict] | None = None,
+    *,
+    data: Path | None = None,
+    base: str | None = "builtin:tiny-llama",
+    device: str = "auto",
+    filename: str = "graph.json",
+) -> Path:
     """A graph file with one Fine-Tune module per entry of `modules` (name -> training overrides),
     all sharing one base model, dataset and LoRA config. A module's overrides may hold `device`
     and `gpu_count` for its Fine-Tune node. `base=None` leaves the base model unconnected."""
@@ -65,8 +103,10 @@ def make_graph(folder: Path, modules: dict[str, dict] | None = None, *, data: Pa
     export = g.add_node("Export", "export", **FAST_EXPORT)
     for name, overrides in modules.items():
         overrides = dict(overrides)
-        resources = {"device": overrides.pop("device", device),
-                     "gpu_count": overrides.pop("gpu_count", 1)}
+        resources = {
+            "device": overrides.pop("device", device),
+            "gpu_count": overrides.pop("gpu_count", 1),
+        }
         train = g.add_node("TrainingConfig", f"train {name}", **{**FAST_TRAINING, **overrides})
         module = g.add_node("FineTune", name, **resources)
         if model:
@@ -78,8 +118,13 @@ def make_graph(folder: Path, modules: dict[str, dict] | None = None, *, data: Pa
     return save_graph(g.to_dict(), folder / filename)
 
 
-def wait_for(store: Store, run_id: str, states: str | tuple[str, ...], timeout: float = 60.0,
-             step: int | None = None) -> dict:
+def wait_for(
+    store: Store,
+    run_id: str,
+    states: str | tuple[str, ...],
+    timeout: float = 60.0,
+    step: int | None = None,
+) -> dict:
     """Poll the store until the run is in one of `states` (and at `step` or later, if given);
     returns the run (run_json shape). Fails the test with the run's recent log on timeout."""
     states = (states,) if isinstance(states, str) else tuple(states)
@@ -92,8 +137,10 @@ def wait_for(store: Store, run_id: str, states: str | tuple[str, ...], timeout: 
             return run
         time.sleep(0.1)
     tail = "\n".join(store.logs(run_id)[-15:])
-    pytest.fail(f"run {run['name']} ({run_id}) is {run['state']} at step {run['step']} after "
-                f"{timeout:.0f} s, not {'/'.join(states)}:\n{tail}")
+    pytest.fail(
+        f"run {run['name']} ({run_id}) is {run['state']} at step {run['step']} after "
+        f"{timeout:.0f} s, not {'/'.join(states)}:\n{tail}"
+    )
 
 
 def worker_pid(run_dir: Path, timeout: float = 30.0) -> int:

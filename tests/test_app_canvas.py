@@ -63,21 +63,22 @@ def window(qtbot, tmp_path):
     win.shutdown()
 
 
-def build_module(canvas: Canvas, prefix: str = "", x: float = 0, lr: float = 2e-4,
-                 base: bool = True):
+def build_module(
+    canvas: Canvas, prefix: str = "", x: float = 0, lr: float = 2e-4, base: bool = True
+):
     """One Fine-Tune module wired from five feeders, as a user would build it."""
     nodes = {
         "data": canvas.add_node("Dataset", f"{prefix}data", (x, 120), path=str(DATA)),
-        "train": canvas.add_node("TrainingConfig", f"{prefix}train", (x, 240),
-                                 learning_rate=lr, epochs=1.0),
+        "train": canvas.add_node(
+            "TrainingConfig", f"{prefix}train", (x, 240), learning_rate=lr, epochs=1.0
+        ),
         "lora": canvas.add_node("LoraConfig", f"{prefix}lora", (x, 360), r=8),
         "ft": canvas.add_node("FineTune", f"{prefix}ft", (x + 400, 150)),
     }
     if base:
         nodes["model"] = canvas.add_node("BaseModel", f"{prefix}model", (x, 0))
         canvas.connect_nodes(nodes["model"], nodes["ft"], "base_model")
-    for key, port in (("data", "dataset"), ("train", "training_config"),
-                      ("lora", "lora_config")):
+    for key, port in (("data", "dataset"), ("train", "training_config"), ("lora", "lora_config")):
         canvas.connect_nodes(nodes[key], nodes["ft"], port)
     canvas.recompile()
     return nodes
@@ -129,13 +130,18 @@ def test_duplicate_is_one_undo_step(canvas):
 
 def test_sweep_makes_one_named_copy_per_value(canvas):
     nodes = build_module(canvas)
-    choice = next(p for p in sweep_parameters(canvas, nodes["ft"])
-                  if p.key == "training_config.learning_rate")
-    copies = duplicate_as_sweep(canvas, nodes["ft"], choice,
-                                parse_values(choice.param, "1e-4, 2e-4 5e-4"))
+    choice = next(
+        p for p in sweep_parameters(canvas, nodes["ft"]) if p.key == "training_config.learning_rate"
+    )
+    copies = duplicate_as_sweep(
+        canvas, nodes["ft"], choice, parse_values(choice.param, "1e-4, 2e-4 5e-4")
+    )
     assert [c.name() for c in copies] == ["ft · lr 1e-4", "ft · lr 2e-4", "ft · lr 5e-4"]
-    assert [feeder(c, "training_config").get_property("learning_rate") for c in copies] == \
-        [1e-4, 2e-4, 5e-4]
+    assert [feeder(c, "training_config").get_property("learning_rate") for c in copies] == [
+        1e-4,
+        2e-4,
+        5e-4,
+    ]
     assert canvas.lineage[copies[0].id] == "lr 2e-4 → 1e-4"
     assert canvas.lineage[copies[1].id] == "same settings as ft"
     assert len(canvas.result.specs) == 4
@@ -166,8 +172,12 @@ def test_save_reopen_compiles_to_the_same_specs(canvas, tmp_path, qtbot):
     assert saved["tunegraph"] == {"format_version": 1}
     assert "accept_connection_types" not in saved["graph"]
     assert {n["type_"] for n in saved["nodes"].values()} == {
-        "tunegraph.FineTune", "tunegraph.BaseModel", "tunegraph.Dataset",
-        "tunegraph.TrainingConfig", "tunegraph.LoraConfig"}
+        "tunegraph.FineTune",
+        "tunegraph.BaseModel",
+        "tunegraph.Dataset",
+        "tunegraph.TrainingConfig",
+        "tunegraph.LoraConfig",
+    }
     before = compile_graph(canvas.to_dict(), path)
     from_file = compile_graph(load_graph(path), path)
     holder = QtWidgets.QWidget()
@@ -175,11 +185,15 @@ def test_save_reopen_compiles_to_the_same_specs(canvas, tmp_path, qtbot):
     reopened = Canvas(holder)
     reopened.load_file(path)
     after = reopened.result
-    assert [s.to_dict() for s in before.specs] == [s.to_dict() for s in from_file.specs] == \
-        [s.to_dict() for s in after.specs]
+    assert (
+        [s.to_dict() for s in before.specs]
+        == [s.to_dict() for s in from_file.specs]
+        == [s.to_dict() for s in after.specs]
+    )
     assert len(after.specs) == 2
-    assert reopened.lineage == {m.id: "same settings as ft" for m in reopened.nodes("FineTune")
-                                if m.name() == "ft (copy)"}
+    assert reopened.lineage == {
+        m.id: "same settings as ft" for m in reopened.nodes("FineTune") if m.name() == "ft (copy)"
+    }
 
 
 def test_example_sweep_opens_and_compiles(canvas):
@@ -259,8 +273,9 @@ def test_int_and_float_edits_round_trip(window, tmp_path, qtbot):
     canvas.graph.undo_stack().redo()
     path = tmp_path / "edited.tunegraph.json"
     window.save_as(path)
-    custom = next(n["custom"] for n in json.loads(path.read_text())["nodes"].values()
-                  if n["name"] == "train")
+    custom = next(
+        n["custom"] for n in json.loads(path.read_text())["nodes"].values() if n["name"] == "train"
+    )
     assert custom["micro_batch_size"] == 16 and isinstance(custom["micro_batch_size"], int)
     assert custom["learning_rate"] == 3e-4 and isinstance(custom["learning_rate"], float)
     spec = compile_graph(load_graph(path), path).specs[0]
@@ -281,13 +296,21 @@ def test_bad_float_text_shows_the_compile_error_on_the_field(window):
 
 # -- run confirmation ----------------------------------------------------------------------------
 def _estimate(rows: int, mode: str = "lora") -> dict:
-    return {"params": 494_032_768, "trainable_params": 1_081_344,
-            "vram_gib": {"bf16": 5.2, "4bit": 2.9}, "mode": mode,
-            "mode_reason": "16-bit fits: needs ~5.2 GiB of 24 GiB" if mode == "lora"
-            else "16-bit would not fit", "device": "cuda:0",
-            "time_s": {"low": 120.0, "high": 400.0}, "dataset_rows": rows,
-            "warnings": ["only 300 examples: fewer than 1,000 rows rarely teach a model much"]
-            if rows < 1000 else []}
+    return {
+        "params": 494_032_768,
+        "trainable_params": 1_081_344,
+        "vram_gib": {"bf16": 5.2, "4bit": 2.9},
+        "mode": mode,
+        "mode_reason": "16-bit fits: needs ~5.2 GiB of 24 GiB"
+        if mode == "lora"
+        else "16-bit would not fit",
+        "device": "cuda:0",
+        "time_s": {"low": 120.0, "high": 400.0},
+        "dataset_rows": rows,
+        "warnings": ["only 300 examples: fewer than 1,000 rows rarely teach a model much"]
+        if rows < 1000
+        else [],
+    }
 
 
 def test_confirmation_lists_estimates_for_two_modules(canvas, qtbot, monkeypatch):
@@ -297,9 +320,10 @@ def test_confirmation_lists_estimates_for_two_modules(canvas, qtbot, monkeypatch
     canvas.set_param(feeder(nodes_b["ft"], "lora_config"), "quantization", "4bit")
     result = canvas.recompile()
     modules = result.modules
-    estimates = [{"name": m.name, "node_uuid": m.node_uuid, "estimate": est}
-                 for m, est in zip(modules, (_estimate(300), _estimate(5000, "qlora")),
-                                   strict=True)]
+    estimates = [
+        {"name": m.name, "node_uuid": m.node_uuid, "estimate": est}
+        for m, est in zip(modules, (_estimate(300), _estimate(5000, "qlora")), strict=True)
+    ]
     dialog = ConfirmRunsDialog(modules, [], canvas.to_dict(), estimates=estimates)
     qtbot.addWidget(dialog)
     text = dialog.body.toPlainText()
@@ -314,8 +338,10 @@ def test_confirmation_lists_estimates_for_two_modules(canvas, qtbot, monkeypatch
     assert "300 rows ⚠ under 1,000 examples" in text
     assert "5,000 rows" in text
     assert "adapter ZIP" in text
-    assert "builtin:tiny-llama on support_chats.jsonl; 1 epoch(s), lr 2e-4, batch 4×1; " \
+    assert (
+        "builtin:tiny-llama on support_chats.jsonl; 1 epoch(s), lr 2e-4, batch 4×1; "
         "LoRA r8/α32 on q_proj, v_proj" in text
+    )
     assert dialog.start_button.isEnabled() and dialog.start_button.text() == "Start 2 runs"
     with qtbot.waitSignal(dialog.start_requested) as signal:
         dialog.start_button.click()
@@ -329,9 +355,12 @@ def test_a_run_that_can_never_fit_is_refused(canvas, qtbot, monkeypatch):
     build_module(canvas)
     module = canvas.result.modules[0]
     huge = _estimate(5000) | {"vram_gib": {"bf16": 40.0, "4bit": 12.0}}
-    dialog = ConfirmRunsDialog([module], [], canvas.to_dict(),
-                               estimates=[{"name": "ft", "node_uuid": module.node_uuid,
-                                           "estimate": huge}])
+    dialog = ConfirmRunsDialog(
+        [module],
+        [],
+        canvas.to_dict(),
+        estimates=[{"name": "ft", "node_uuid": module.node_uuid, "estimate": huge}],
+    )
     qtbot.addWidget(dialog)
     assert "Refused: needs ~40.0 GiB (12.0 GiB in 4-bit)" in dialog.body.toPlainText()
     assert not dialog.start_button.isEnabled()
@@ -351,7 +380,7 @@ def test_confirmation_runs_the_real_estimate_and_start_submits(window, qtbot):
     qtbot.waitUntil(lambda: len(window.last_submitted) == 2, timeout=10_000)
     for thread in list(window.submit_threads):
         thread.wait()
-    (specs, estimates), = window.submitted
+    ((specs, estimates),) = window.submitted
     assert [s.name for s in specs] == ["support lr 1e-3", "support lr 5e-3"]
     assert all(e["dataset_rows"] == 300 for e in estimates)
     first = window.last_submitted[0]
@@ -362,8 +391,12 @@ def test_cancel_submits_nothing(window, qtbot):
     canvas = window.canvas
     build_module(canvas)
     module = canvas.result.modules[0]
-    dialog = window.run_modules(canvas.nodes("FineTune"), estimates=[
-        {"name": module.name, "node_uuid": module.node_uuid, "estimate": _estimate(300)}])
+    dialog = window.run_modules(
+        canvas.nodes("FineTune"),
+        estimates=[
+            {"name": module.name, "node_uuid": module.node_uuid, "estimate": _estimate(300)}
+        ],
+    )
     dialog.reject()
     assert window.submitted == [] and window.submit_threads == []
 
@@ -419,8 +452,11 @@ def test_ctrl_d_duplicates_the_selected_module(window):
 
 def test_palette_adds_nodes(window):
     window.palette.search.setText("lora")
-    visible = [window.palette.list.item(i).text() for i in range(window.palette.list.count())
-               if not window.palette.list.item(i).isHidden()]
+    visible = [
+        window.palette.list.item(i).text()
+        for i in range(window.palette.list.count())
+        if not window.palette.list.item(i).isHidden()
+    ]
     assert visible == ["LoRA config"]
     window.palette.search.returnPressed.emit()
     node = window.canvas.nodes("LoraConfig")[0]
@@ -429,9 +465,18 @@ def test_palette_adds_nodes(window):
 
 
 def test_dataset_preview_renders_trained_tokens():
-    html = rows_html([{"segments": [["<|im_start|>user\nhi<|im_end|>\n", False],
-                                    ["hello!<|im_end|>", True]], "tokens": 12,
-                       "truncated": True}])
+    html = rows_html(
+        [
+            {
+                "segments": [
+                    ["<|im_start|>user\nhi<|im_end|>\n", False],
+                    ["hello!<|im_end|>", True],
+                ],
+                "tokens": 12,
+                "truncated": True,
+            }
+        ]
+    )
     assert "background:#1f5130" in html and "hello!&lt;|im_end|&gt;" in html
     assert "truncated" in html
 
@@ -453,11 +498,18 @@ def test_dataset_preview_from_the_helper_process(window, qtbot):
 
 
 def test_ui_process_never_imports_torch():
-    code = ("import sys; import app.main_window, app.main, app.dataset_preview; "
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
-            "[m for m in sys.modules if m.startswith(('torch', 'transformers'))]")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60,
-                   env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys; import app.main_window, app.main, app.dataset_preview; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
+        "[m for m in sys.modules if m.startswith(('torch', 'transformers'))]"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=ROOT,
+        timeout=60,
+        env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_no_thread_outlives_shutdown(window):
@@ -536,8 +588,12 @@ def test_node_context_menu_run_follows_errors(window):
 def test_preview_report_names_a_missing_file(tmp_path):
     from engine.preview_report import empty_report, histogram, run
 
-    answer = run({"dataset": {"path": str(tmp_path / "missing.jsonl")},
-                  "base_model": {"source": "builtin:tiny-llama"}})
+    answer = run(
+        {
+            "dataset": {"path": str(tmp_path / "missing.jsonl")},
+            "base_model": {"source": "builtin:tiny-llama"},
+        }
+    )
     assert set(answer) == set(empty_report())
     assert "missing.jsonl" in answer["error"]["message"]
     assert histogram([10, 20, 95], 128, bins=4) == [[0, 2], [24, 0], [48, 0], [72, 1]]

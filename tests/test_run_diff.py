@@ -39,16 +39,23 @@ def test_compare_shows_exactly_the_differing_fields(store):
     b = _run(store, "lr", learning_rate=1e-4)
     c = _run(store, "lr+data", learning_rate=1e-4, sha="c" * 64, rows=50)
     diff = compare([a[0], b[0], c[0]], [a[1], b[1], c[1]])
-    assert diff.changed_keys == ["datasets.0.rows", "datasets.0.sha256",
-                                 "datasets.train_rows", "training.learning_rate"]
+    assert diff.changed_keys == [
+        "datasets.0.rows",
+        "datasets.0.sha256",
+        "datasets.train_rows",
+        "training.learning_rate",
+    ]
     rows = {f.key: f.values for f in diff.rows(differences_only=True)}
     assert rows["training.learning_rate"] == (2e-4, 1e-4, 1e-4)
     assert len(diff.rows()) > len(rows)  # the full table also holds the equal fields
     assert "name" not in config_of(a[0]) and "node_uuid" not in config_of(a[0])
     loss = next(m for m in diff.metrics if m.name == "loss")
     assert loss.deltas[0] == 0 and loss.deltas[1] == pytest.approx(0.0)
-    assert [s[0]["response"] for s in diff.samples] == ["answer of base", "answer of lr",
-                                                         "answer of lr+data"]
+    assert [s[0]["response"] for s in diff.samples] == [
+        "answer of base",
+        "answer of lr",
+        "answer of lr+data",
+    ]
 
 
 def test_identical_runs_have_no_differences_and_format_diff_says_so(store):
@@ -102,8 +109,7 @@ def test_series_replaces_re_emitted_steps_and_finds_epoch_boundaries():
 
 
 def test_batch_label_counts_micro_batches_within_the_epoch():
-    run = {"step": 1450, "max_steps": 2000, "epoch": 1.45,
-           "spec": {"training": {"grad_accum": 1}}}
+    run = {"step": 1450, "max_steps": 2000, "epoch": 1.45, "spec": {"training": {"grad_accum": 1}}}
     assert batch_label(run) == "E1 450/1000"
     run["spec"]["training"]["grad_accum"] = 2
     assert batch_label(run) == "E1 900/2000"

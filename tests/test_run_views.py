@@ -82,10 +82,14 @@ def test_buttons_send_commands_and_cancel_asks_first(qtbot, views, store, monkey
     from engine import client
 
     calls = []
-    monkeypatch.setattr(client, "control",
-                        lambda _s, action, ref: calls.append((action, ref)) or {"ok": True})
-    monkeypatch.setattr(client, "continue_run",
-                        lambda _s, ref, epochs: calls.append(("continue", ref, epochs)) or {})
+    monkeypatch.setattr(
+        client, "control", lambda _s, action, ref: calls.append((action, ref)) or {"ok": True}
+    )
+    monkeypatch.setattr(
+        client,
+        "continue_run",
+        lambda _s, ref, epochs: calls.append(("continue", ref, epochs)) or {},
+    )
     live = training_run(store, "live", 5, 100)
     done = training_run(store, "done", 100, 100, state="completed")
     panel = views.panel
@@ -128,8 +132,9 @@ def test_a_failed_command_shows_on_its_row(qtbot, views, store, monkeypatch):
     run = training_run(store, "r", 5, 100)
     wait_rows(qtbot, views.panel, [run.id])
     views.panel.rows[run.id].buttons["Pause"].click()
-    qtbot.waitUntil(lambda: "not running" in views.panel.rows[run.id].message.text(),
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: "not running" in views.panel.rows[run.id].message.text(), timeout=WAIT_MS
+    )
     run.close()
 
 
@@ -198,15 +203,22 @@ def test_detail_shows_samples_and_artifacts(qtbot, views, store):
 
 # -- runs tab ------------------------------------------------------------------------------------
 def test_runs_tab_filters_searches_selects_and_deletes(qtbot, views, store, monkeypatch):
-    runs = [training_run(store, "alpha", 5, 10, state="completed"),
-            training_run(store, "beta", 5, 10, state="failed"),
-            training_run(store, "gamma", 5, 10),
-            training_run(store, "delta", 5, 10, state="paused")]
+    runs = [
+        training_run(store, "alpha", 5, 10, state="completed"),
+        training_run(store, "beta", 5, 10, state="failed"),
+        training_run(store, "gamma", 5, 10),
+        training_run(store, "delta", 5, 10, state="paused"),
+    ]
     tab = views.runs_tab
     qtbot.waitUntil(lambda: len(tab.items) == 4, timeout=WAIT_MS)
     assert tab.visible_ids() == [r.id for r in reversed(runs)]  # newest first
-    for name, expected in (("Completed", ["alpha"]), ("Failed", ["beta"]),
-                           ("Training", ["gamma"]), ("Paused", ["delta"]), ("Queued", [])):
+    for name, expected in (
+        ("Completed", ["alpha"]),
+        ("Failed", ["beta"]),
+        ("Training", ["gamma"]),
+        ("Paused", ["delta"]),
+        ("Queued", []),
+    ):
         tab.state.setCurrentText(name)
         assert [tab.items[i].text(0) for i in tab.visible_ids()] == expected
     tab.state.setCurrentText("All")
@@ -224,8 +236,9 @@ def test_runs_tab_filters_searches_selects_and_deletes(qtbot, views, store, monk
     tab.delete_button.click()
     qtbot.waitUntil(lambda: runs[1].id not in tab.items, timeout=WAIT_MS)
     assert runs[1].id not in views.panel.rows
-    assert [r["id"] for r in store.list_runs()] == [r.id for r in reversed(runs) if r is not
-                                                     runs[1]]
+    assert [r["id"] for r in store.list_runs()] == [
+        r.id for r in reversed(runs) if r is not runs[1]
+    ]
     tab.select([runs[2].id])  # live: the store refuses, the tab says why
     monkeypatch.setattr(RunsTab, "confirm", staticmethod(lambda _p, _n: True))
     tab.delete_button.click()
@@ -245,10 +258,13 @@ def test_compare_overlays_curves_and_shows_exactly_the_differing_fields(qtbot, v
     a, b, c = make("base"), make("lr", learning_rate=1e-4), make("r", sha="f" * 64, epochs=3.0)
     qtbot.waitUntil(lambda: len(views.bridge.runs) == 3, timeout=WAIT_MS)
     view = views.open_compare([a.id, b.id, c.id])
-    qtbot.waitUntil(lambda: bool(view.stats) and view.diff is not None
-                    and "datasets.0.sha256" in view.config_keys(), timeout=WAIT_MS)
-    assert view.config_keys() == ["datasets.0.sha256", "training.epochs",
-                                  "training.learning_rate"]
+    qtbot.waitUntil(
+        lambda: (
+            bool(view.stats) and view.diff is not None and "datasets.0.sha256" in view.config_keys()
+        ),
+        timeout=WAIT_MS,
+    )
+    assert view.config_keys() == ["datasets.0.sha256", "training.epochs", "training.learning_rate"]
     assert view.config.rowCount() == 3
     view.only_diff.setChecked(False)
     assert view.config.rowCount() > 20
@@ -261,8 +277,7 @@ def test_compare_overlays_curves_and_shows_exactly_the_differing_fields(qtbot, v
 
 
 # -- a real run through the supervisor -----------------------------------------------------------
-def test_a_real_tiny_run_is_cancelled_from_the_panel(qtbot, views, monkeypatch, tg_home,
-                                                     tmp_path):
+def test_a_real_tiny_run_is_cancelled_from_the_panel(qtbot, views, monkeypatch, tg_home, tmp_path):
     """The real path: client.submit → supervisor → worker (CPU), shown live, cancelled by the
     Cancel button through engine.client.control."""
     from engine import client
@@ -273,17 +288,19 @@ def test_a_real_tiny_run_is_cancelled_from_the_panel(qtbot, views, monkeypatch, 
     monkeypatch.setenv("TUNEGRAPH_CPU_SLOTS", "1")
     store = Store(views.bridge.store_path)
     try:
-        spec = real_spec(write_chats(tmp_path / "chats.jsonl"), "real", max_steps=2000,
-                         save_steps=0)
+        spec = real_spec(
+            write_chats(tmp_path / "chats.jsonl"), "real", max_steps=2000, save_steps=0
+        )
         run_id = client.submit(store, [spec])[0]["id"]
         panel = views.panel
-        qtbot.waitUntil(lambda: run_id in panel.rows and
-                        (panel.rows[run_id].run.get("step") or 0) >= 1, timeout=90_000)
+        qtbot.waitUntil(
+            lambda: run_id in panel.rows and (panel.rows[run_id].run.get("step") or 0) >= 1,
+            timeout=90_000,
+        )
         assert panel.section_of(run_id) == "active"
         monkeypatch.setattr(RunPanel, "confirm", staticmethod(lambda _p, _n: True))
         panel.rows[run_id].buttons["Cancel"].click()
-        qtbot.waitUntil(lambda: panel.rows[run_id].run.get("state") == "cancelled",
-                        timeout=60_000)
+        qtbot.waitUntil(lambda: panel.rows[run_id].run.get("state") == "cancelled", timeout=60_000)
         assert panel.section_of(run_id) == "history"
     finally:
         stop_everything(tg_home)
@@ -313,12 +330,18 @@ def test_the_run_views_import_neither_torch_nor_pyqtgraph_at_start():
     import subprocess
     import sys
 
-    code = ("import sys, app.run_views; "
-            "print(sorted(m for m in ('torch', 'transformers', 'pyqtgraph', 'pandas') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, env={**__import__("os").environ,
-                                          "QT_QPA_PLATFORM": "offscreen"})
+    code = (
+        "import sys, app.run_views; "
+        "print(sorted(m for m in ('torch', 'transformers', 'pyqtgraph', 'pandas') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
     assert out.stdout.strip() == "[]", out.stderr
 
 

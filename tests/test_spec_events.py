@@ -16,8 +16,13 @@ from engine.spec import FORMAT_VERSION, PARTS, DatasetSpec, JobSpec
 
 
 def full_spec() -> JobSpec:
-    spec = JobSpec(name="r", datasets=[DatasetSpec(path="a.jsonl", columns={"messages": "chat"}),
-                                       DatasetSpec(path="b.csv", format="alpaca")])
+    spec = JobSpec(
+        name="r",
+        datasets=[
+            DatasetSpec(path="a.jsonl", columns={"messages": "chat"}),
+            DatasetSpec(path="b.csv", format="alpaca"),
+        ],
+    )
     spec.training.learning_rate = 1e-4
     spec.lora.target_modules = ["all-linear"]
     spec.export.gguf = True
@@ -43,16 +48,19 @@ def test_every_part_round_trips_and_defaults_validate(part):
         assert f.metadata.get("help"), f"{cls.__name__}.{f.name} needs help text"
 
 
-@pytest.mark.parametrize("mutate,field", [
-    (lambda s: setattr(s.training, "micro_batch_size", 0), "training.micro_batch_size"),
-    (lambda s: setattr(s.training, "lr_scheduler", "wild"), "training.lr_scheduler"),
-    (lambda s: setattr(s.lora, "r", 2.5), "lora.r"),
-    (lambda s: setattr(s.lora, "quantization", "8bit"), "lora.quantization"),
-    (lambda s: setattr(s.training, "packing", "yes"), "training.packing"),
-    (lambda s: setattr(s.datasets[0], "path", ""), "datasets[0].path"),
-    (lambda s: setattr(s, "datasets", []), "datasets"),
-    (lambda s: setattr(s.base_model, "source", " "), "base_model.source"),
-])
+@pytest.mark.parametrize(
+    "mutate,field",
+    [
+        (lambda s: setattr(s.training, "micro_batch_size", 0), "training.micro_batch_size"),
+        (lambda s: setattr(s.training, "lr_scheduler", "wild"), "training.lr_scheduler"),
+        (lambda s: setattr(s.lora, "r", 2.5), "lora.r"),
+        (lambda s: setattr(s.lora, "quantization", "8bit"), "lora.quantization"),
+        (lambda s: setattr(s.training, "packing", "yes"), "training.packing"),
+        (lambda s: setattr(s.datasets[0], "path", ""), "datasets[0].path"),
+        (lambda s: setattr(s, "datasets", []), "datasets"),
+        (lambda s: setattr(s.base_model, "source", " "), "base_model.source"),
+    ],
+)
 def test_validation_names_the_field(mutate, field):
     spec = full_spec()
     mutate(spec)
@@ -109,9 +117,10 @@ def test_state_is_latest_status_across_both_logs(tmp_path):
 
 
 def test_layers_engine_and_nodes_import_no_qt_and_the_ui_side_no_torch():
-    code = ("import sys, engine.cli, engine.store, engine.supervisor, engine.client, nodes;"
-            "bad = [m for m in ('PySide6', 'NodeGraphQt', 'pyqtgraph', 'torch', 'transformers')"
-            " if m in sys.modules]; print(','.join(bad))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, engine.cli, engine.store, engine.supervisor, engine.client, nodes;"
+        "bad = [m for m in ('PySide6', 'NodeGraphQt', 'pyqtgraph', 'torch', 'transformers')"
+        " if m in sys.modules]; print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

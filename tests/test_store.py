@@ -16,9 +16,27 @@ from engine.events import SUPERVISOR_LOG, WORKER_LOG, Event, EventLog, read_even
 from engine.spec import DatasetSpec, JobSpec
 from engine.store import Store
 
-DESIGN_KEYS = {"id", "name", "state", "reason", "warnings", "parent", "created_at", "started_at",
-               "finished_at", "step", "max_steps", "epoch", "device", "metrics", "estimate",
-               "error", "run_dir", "artifacts", "samples"}
+DESIGN_KEYS = {
+    "id",
+    "name",
+    "state",
+    "reason",
+    "warnings",
+    "parent",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "step",
+    "max_steps",
+    "epoch",
+    "device",
+    "metrics",
+    "estimate",
+    "error",
+    "run_dir",
+    "artifacts",
+    "samples",
+}
 EXTRA_KEYS = {"eta_s", "spec"}
 ESTIMATE = {"params": 1000, "vram_gib": {"bf16": 1.5, "4bit": 0.8}, "mode": "lora"}
 
@@ -54,15 +72,25 @@ def make_run(name: str = "alpha", run_id: str | None = None) -> Path:
     return run_dir
 
 
-def submit(store: Store, name: str = "alpha", run_id: str | None = None,
-           created_at: float = 1000.0, parent: str | None = None) -> Path:
+def submit(
+    store: Store,
+    name: str = "alpha",
+    run_id: str | None = None,
+    created_at: float = 1000.0,
+    parent: str | None = None,
+) -> Path:
     """What the supervisor does at submission: spec.json, index row, first `queued` status."""
     run_dir = make_run(name, run_id)
-    store.register_run(run_dir.name, JobSpec.load(run_dir / "spec.json"), run_dir,
-                       created_at=created_at, parent=parent, estimate=ESTIMATE)
+    store.register_run(
+        run_dir.name,
+        JobSpec.load(run_dir / "spec.json"),
+        run_dir,
+        created_at=created_at,
+        parent=parent,
+        estimate=ESTIMATE,
+    )
     with EventLog(run_dir / SUPERVISOR_LOG) as log:
-        log.emit("status", state="queued", parent=parent, created_at=created_at,
-                 estimate=ESTIMATE)
+        log.emit("status", state="queued", parent=parent, created_at=created_at, estimate=ESTIMATE)
     store.ingest(run_dir)
     return run_dir
 
@@ -77,10 +105,23 @@ def supervisor(run_dir: Path) -> EventLog:
 
 def train(log: EventLog, steps, loss0: float = 2.0, max_steps: int = 8) -> None:
     for step in steps:
-        log.emit("metric", step=step, epoch=step / max_steps, loss=loss0 - step * 0.1,
-                 grad_norm=1.0, lr=1e-4, tokens_per_s=500.0, tokens_seen=step * 64)
-        log.emit("progress", step=step, max_steps=max_steps, eta_s=float(max_steps - step),
-                 epoch=step / max_steps)
+        log.emit(
+            "metric",
+            step=step,
+            epoch=step / max_steps,
+            loss=loss0 - step * 0.1,
+            grad_norm=1.0,
+            lr=1e-4,
+            tokens_per_s=500.0,
+            tokens_seen=step * 64,
+        )
+        log.emit(
+            "progress",
+            step=step,
+            max_steps=max_steps,
+            eta_s=float(max_steps - step),
+            epoch=step / max_steps,
+        )
 
 
 def append_raw(log_path: Path, event_kind: str, ts: float, /, **data) -> str:
@@ -102,8 +143,13 @@ def dump(store: Store) -> dict:
     return out
 
 
-def completed_run(store: Store, clock: Clock, name: str = "alpha", created_at: float = 1000.0,
-                  parent: str | None = None) -> Path:
+def completed_run(
+    store: Store,
+    clock: Clock,
+    name: str = "alpha",
+    created_at: float = 1000.0,
+    parent: str | None = None,
+) -> Path:
     """A run through the whole happy path, with evals, samples, warnings and an artifact."""
     run_dir = submit(store, name, created_at=created_at, parent=parent)
     with worker(run_dir) as w:
@@ -115,8 +161,15 @@ def completed_run(store: Store, clock: Clock, name: str = "alpha", created_at: f
         for i in range(3):
             w.emit("sample", prompt=f"p{i}", response=f"r{i}", reference=f"ref{i}")
         w.emit("status", state="exporting")
-    append_raw(run_dir / WORKER_LOG, "artifact", clock.time(), artifact_kind="adapter_dir",
-               path=str(run_dir / "adapter"), bytes=10, sha256="ab" * 32)
+    append_raw(
+        run_dir / WORKER_LOG,
+        "artifact",
+        clock.time(),
+        artifact_kind="adapter_dir",
+        path=str(run_dir / "adapter"),
+        bytes=10,
+        sha256="ab" * 32,
+    )
     with worker(run_dir) as w:
         w.emit("status", state="completed", warnings=["GGUF export failed: no converter"])
     store.ingest(run_dir)
@@ -165,8 +218,9 @@ def test_ingest_reads_only_what_was_appended(store, clock):
     metrics = store.metrics(run_dir.name)
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert metrics[-1]["tokens_seen"] == 192  # extra fields come back from `data`
-    offset = store.db.execute("SELECT \"offset\" FROM ingest WHERE run_id = ? AND source = ?",
-                              (run_dir.name, "worker")).fetchone()[0]
+    offset = store.db.execute(
+        'SELECT "offset" FROM ingest WHERE run_id = ? AND source = ?', (run_dir.name, "worker")
+    ).fetchone()[0]
     assert offset == (run_dir / WORKER_LOG).stat().st_size
 
 
@@ -184,8 +238,16 @@ def test_a_torn_last_line_is_ignored_until_it_is_complete(store, clock):
         f.write(line[12:])
     assert store.ingest(run_dir) == 1
     assert store.metrics(run_dir.name)[-1] == pytest.approx(
-        {"step": 2, "ts": clock.t, "epoch": None, "loss": 0.5, "grad_norm": None, "lr": None,
-         "tokens_per_s": None})
+        {
+            "step": 2,
+            "ts": clock.t,
+            "epoch": None,
+            "loss": 0.5,
+            "grad_norm": None,
+            "lr": None,
+            "tokens_per_s": None,
+        }
+    )
 
 
 def test_long_logs_are_ingested_in_several_short_transactions(store, clock, monkeypatch):
@@ -215,7 +277,8 @@ def test_a_resumed_worker_re_emitting_steps_keeps_one_point_per_step(store, cloc
     metrics = store.metrics(run_dir.name)
     assert [m["step"] for m in metrics] == list(range(1, 9))
     assert [m["loss"] for m in metrics] == pytest.approx(
-        [1.0 - s * 0.1 for s in range(1, 5)] + [5.0 - s * 0.1 for s in range(5, 9)])
+        [1.0 - s * 0.1 for s in range(1, 5)] + [5.0 - s * 0.1 for s in range(5, 9)]
+    )
     run = store.run_json(run_dir.name)
     assert run["metrics"]["loss"] == pytest.approx(4.2)
     assert (run["state"], run["step"], run["finished_at"]) == ("training", 8, None)
@@ -230,7 +293,10 @@ def test_state_is_the_latest_status_by_ts_across_both_logs(store, clock):
     store.ingest(run_dir)
     run = store.run_json(run_dir.name)
     assert (run["state"], run["reason"], run["finished_at"]) == (
-        "cancelled", "cancelled by the user", cancelled.ts)
+        "cancelled",
+        "cancelled by the user",
+        cancelled.ts,
+    )
     clock.t -= 10  # a worker line written earlier but ingested later does not win
     with worker(run_dir) as w:
         w.emit("status", state="evaluating")
@@ -267,34 +333,54 @@ def test_pause_resume_and_failure_set_and_clear_finished_at(store, clock):
         failed = w.emit("status", state="failed", reason="boom")
     store.ingest(run_dir)
     run = store.run_json(run_dir.name)
-    assert (run["state"], run["started_at"], run["finished_at"]) == ("failed", started.ts,
-                                                                      failed.ts)
+    assert (run["state"], run["started_at"], run["finished_at"]) == (
+        "failed",
+        started.ts,
+        failed.ts,
+    )
     assert run["error"] == {"class": "ModelError", "message": "boom", "hint": "fix it"}
     with supervisor(run_dir) as s:
         s.emit("status", state="queued")  # resume
     store.ingest(run_dir)
     run = store.run_json(run_dir.name)
     assert (run["state"], run["reason"], run["finished_at"], run["error"]) == (
-        "queued", None, None, None)
+        "queued",
+        None,
+        None,
+        None,
+    )
     assert run["started_at"] == started.ts
 
 
 def test_warnings_accumulate_and_device_and_samples_are_kept(store, clock):
     run_dir = completed_run(store, clock)
     with supervisor(run_dir) as s:
-        s.emit("status", state="completed",
-               warnings=["GGUF export failed: no converter", "parity 98%"])
+        s.emit(
+            "status", state="completed", warnings=["GGUF export failed: no converter", "parity 98%"]
+        )
     store.ingest(run_dir)
     run = store.run_json(run_dir.name)
     assert run["warnings"] == ["GGUF export failed: no converter", "parity 98%"]
     assert run["device"] == "cuda:0"
     assert run["samples"] == [{"prompt": f"p{i}", "response": f"r{i}"} for i in range(3)]
-    assert store.samples(run_dir.name)[0] == {"idx": 0, "prompt": "p0", "response": "r0",
-                                              "reference": "ref0"}
+    assert store.samples(run_dir.name)[0] == {
+        "idx": 0,
+        "prompt": "p0",
+        "response": "r0",
+        "reference": "ref0",
+    }
     assert run["metrics"]["eval_loss"] == 1.25
-    assert store.evals(run_dir.name) == [pytest.approx(
-        {"step": 8, "ts": store.evals(run_dir.name)[0]["ts"], "eval_loss": 1.25, "epoch": 1.0,
-         "perplexity": 3.5})]
+    assert store.evals(run_dir.name) == [
+        pytest.approx(
+            {
+                "step": 8,
+                "ts": store.evals(run_dir.name)[0]["ts"],
+                "eval_loss": 1.25,
+                "epoch": 1.0,
+                "perplexity": 3.5,
+            }
+        )
+    ]
 
 
 def test_a_retried_workers_samples_replace_the_earlier_batch(store, clock):
@@ -329,7 +415,11 @@ def test_ingest_without_a_registered_row_uses_spec_json_and_the_queued_event(sto
     assert store.ingest(run_dir) == 1
     run = store.run_json(run_dir.name)
     assert (run["name"], run["parent"], run["created_at"], run["state"]) == (
-        "child", "20260101-000000-aaaaaa", 42.0, "queued")
+        "child",
+        "20260101-000000-aaaaaa",
+        42.0,
+        "queued",
+    )
     assert run["spec"]["name"] == "child" and run["run_dir"] == str(run_dir)
 
 
@@ -354,7 +444,11 @@ def test_run_json_has_exactly_the_design_keys(store, clock):
     done = store.run_json(completed_run(store, clock, name="beta").name)
     assert set(done) == DESIGN_KEYS | EXTRA_KEYS
     assert (done["state"], done["step"], done["max_steps"], done["eta_s"]) == (
-        "completed", 8, 8, None)
+        "completed",
+        8,
+        8,
+        None,
+    )
     assert done["estimate"] == ESTIMATE
     assert set(done["artifacts"][0]) == {"id", "kind", "path", "bytes", "sha256"}
     json.dumps(done)  # plain JSON all the way down
@@ -384,8 +478,10 @@ def test_resolve_by_id_prefix_and_name(store, clock):
     assert store.resolve("alpha") == "20260101-000000-aaaaaa"
     with pytest.raises(NotFoundError) as err:
         store.resolve("beta")
-    assert str(err.value) == ("'beta' matches 2 runs: beta (20260102-000000-cccccc), "
-                              "beta (20260101-000000-abbbbb) — use the id")
+    assert str(err.value) == (
+        "'beta' matches 2 runs: beta (20260102-000000-cccccc), "
+        "beta (20260101-000000-abbbbb) — use the id"
+    )
     with pytest.raises(NotFoundError, match="'2026' matches 3 runs"):
         store.resolve("2026")
     with pytest.raises(NotFoundError, match="no run matches 'gamma'"):
@@ -406,8 +502,13 @@ def test_events_filters_and_logs_merge_both_sources_by_ts(store, clock):
     store.ingest(run_dir)
     events = store.events(run_dir.name)
     assert [(e["source"], e["kind"]) for e in events] == [
-        ("supervisor", "status"), ("worker", "status"), ("worker", "log"),
-        ("supervisor", "schedule"), ("worker", "metric"), ("worker", "progress")]
+        ("supervisor", "status"),
+        ("worker", "status"),
+        ("worker", "log"),
+        ("supervisor", "schedule"),
+        ("worker", "metric"),
+        ("worker", "progress"),
+    ]
     assert events[2]["message"] == "loading"
     assert len(store.events(run_dir.name, kinds="status")) == 2
     assert len(store.events(run_dir.name, kinds=["log", "schedule"], source="worker")) == 1
@@ -424,26 +525,51 @@ def write_library_artifact(run_id: str, artifact_id: str = "lib-0001") -> Path:
     folder = paths.library_dir() / artifact_id
     folder.mkdir(parents=True)
     (folder / "adapter.zip").write_bytes(b"zip")
-    manifest = {"id": artifact_id, "run_id": run_id, "kind": "adapter_zip",
-                "path": str(folder / "adapter.zip"), "bytes": 3, "sha256": "cd" * 32,
-                "created_at": 5000.0, "base_model": "builtin:tiny-llama"}
+    manifest = {
+        "id": artifact_id,
+        "run_id": run_id,
+        "kind": "adapter_zip",
+        "path": str(folder / "adapter.zip"),
+        "bytes": 3,
+        "sha256": "cd" * 32,
+        "created_at": 5000.0,
+        "base_model": "builtin:tiny-llama",
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return folder / "adapter.zip"
 
 
 def snapshot(store: Store) -> dict:
     runs = store.list_runs()
-    return {"runs": runs, "artifacts": store.artifacts(),
-            "series": [(store.metrics(r["id"]), store.evals(r["id"]), store.events(r["id"]),
-                        store.samples(r["id"])) for r in runs]}
+    return {
+        "runs": runs,
+        "artifacts": store.artifacts(),
+        "series": [
+            (
+                store.metrics(r["id"]),
+                store.evals(r["id"]),
+                store.events(r["id"]),
+                store.samples(r["id"]),
+            )
+            for r in runs
+        ],
+    }
 
 
 def test_rebuild_from_run_folders_and_library_gives_the_same_answers(store, clock, tmp_path):
     parent = completed_run(store, clock, "parent", created_at=10.0)
     child = completed_run(store, clock, "child", created_at=20.0, parent=parent.name)
     path = write_library_artifact(parent.name)
-    append_raw(parent / WORKER_LOG, "artifact", clock.time(), id="lib-0001",
-               artifact_kind="adapter_zip", path=str(path), bytes=3, sha256="cd" * 32)
+    append_raw(
+        parent / WORKER_LOG,
+        "artifact",
+        clock.time(),
+        id="lib-0001",
+        artifact_kind="adapter_zip",
+        path=str(path),
+        bytes=3,
+        sha256="cd" * 32,
+    )
     store.ingest(parent)
     store.ingest_library()
     before = snapshot(store)
@@ -461,8 +587,16 @@ def test_delete_run_keeps_library_artifacts(store, clock):
     run_dir = completed_run(store, clock)
     run_id = run_dir.name
     path = write_library_artifact(run_id)
-    append_raw(run_dir / WORKER_LOG, "artifact", clock.time(), id="lib-0001",
-               artifact_kind="adapter_zip", path=str(path), bytes=3, sha256="cd" * 32)
+    append_raw(
+        run_dir / WORKER_LOG,
+        "artifact",
+        clock.time(),
+        id="lib-0001",
+        artifact_kind="adapter_zip",
+        path=str(path),
+        bytes=3,
+        sha256="cd" * 32,
+    )
     store.ingest(run_dir)
     store.set_hold(run_id, 0, 2.0)
     assert len(store.artifacts(run_id)) == 2

@@ -64,8 +64,11 @@ def test_three_runs_on_two_cpu_slots_the_third_waits_and_continue(sup, data, cap
     epochs) is then continued from its final checkpoint while the third still trains."""
     from engine.cli import main
 
-    specs = [make_spec(data, "parent", max_steps=0, epochs=1.0, save_steps=4),
-             make_spec(data, "slot 1", max_steps=4), make_spec(data, "slot 2", max_steps=4)]
+    specs = [
+        make_spec(data, "parent", max_steps=0, epochs=1.0, save_steps=4),
+        make_spec(data, "slot 1", max_steps=4),
+        make_spec(data, "slot 2", max_steps=4),
+    ]
     entries = client.submit(sup, specs, [cpu_estimate(s) for s in specs])
     assert [e["state"] for e in entries] == ["queued"] * 3
     ids = [e["id"] for e in entries]
@@ -106,8 +109,13 @@ def test_three_runs_on_two_cpu_slots_the_third_waits_and_continue(sup, data, cap
 
 def test_two_runs_placed_on_two_fake_gpus_the_third_is_held(sup, data, monkeypatch):
     monkeypatch.setenv("TUNEGRAPH_FAKE_GPUS", "24,24")
-    big = {"params": 1, "trainable_params": 1, "vram_gib": {"bf16": 15.0, "4bit": 6.0},
-           "mode": "lora", "device": "cuda:0"}
+    big = {
+        "params": 1,
+        "trainable_params": 1,
+        "vram_gib": {"bf16": 15.0, "4bit": 6.0},
+        "mode": "lora",
+        "device": "cuda:0",
+    }
     specs = [make_spec(data, f"gpu run {i}", device="auto", max_steps=3) for i in range(3)]
     ids = [e["id"] for e in client.submit(sup, specs, [big] * 3)]
 
@@ -133,12 +141,20 @@ def test_two_runs_placed_on_two_fake_gpus_the_third_is_held(sup, data, monkeypat
 
 
 def test_refused_at_submission_with_the_numbers_while_the_valid_module_is_queued(
-        sup, tmp_path, monkeypatch):
+    sup, tmp_path, monkeypatch
+):
     monkeypatch.setenv("TUNEGRAPH_FAKE_GPUS", "8")
-    graph = make_graph(tmp_path, {"small": {"max_steps": 3},
-                                  "huge": {"micro_batch_size": 512, "max_seq_length": 2048}})
-    out = subprocess.run([sys.executable, "-m", "engine", "run", str(graph), "--detach", "--json",
-                          "--yes"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    graph = make_graph(
+        tmp_path,
+        {"small": {"max_steps": 3}, "huge": {"micro_batch_size": 512, "max_seq_length": 2048}},
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "run", str(graph), "--detach", "--json", "--yes"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode != 0
     entries = {e["name"]: e for e in json.loads(out.stdout)}
     assert entries["small"]["state"] == "queued" and "error" not in entries["small"]
@@ -152,8 +168,13 @@ def test_refused_at_submission_with_the_numbers_while_the_valid_module_is_queued
     run = sup.run_json(huge["id"])
     assert run["state"] == "refused" and run["error"]["message"] == message
     assert not (Path(run["run_dir"]) / WORKER_LOG).exists()  # never started
-    cancel = subprocess.run([sys.executable, "-m", "engine", "cancel", "small"],
-                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    cancel = subprocess.run(
+        [sys.executable, "-m", "engine", "cancel", "small"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert cancel.returncode == 0, cancel.stderr
     assert wait_for(sup, entries["small"]["id"], "cancelled", 20)["state"] == "cancelled"
 
@@ -289,8 +310,12 @@ def test_estimate_parameter_count_equals_the_loaded_model(data):
     assert shape.params == model.num_parameters() == sum(p.numel() for p in model.parameters())
 
     spec = make_spec(data)
-    peft = get_peft_model(model, LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha,
-                                            target_modules=spec.lora.target_modules))
+    peft = get_peft_model(
+        model,
+        LoraConfig(
+            r=spec.lora.r, lora_alpha=spec.lora.alpha, target_modules=spec.lora.target_modules
+        ),
+    )
     assert trainable_params(shape, spec) == peft.get_nb_trainable_parameters()[0]
 
 

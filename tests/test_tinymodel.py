@@ -16,11 +16,20 @@ from engine import paths
 from engine.errors import ModelError
 from engine.tinymodel import build_tiny_model, ensure_builtin_tiny_model, resolve_builtin
 
-FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.model",
-         "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
-CHAT = [{"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "My router is slow."},
-        {"role": "assistant", "content": "Restart it, please."}]
+FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "My router is slow."},
+    {"role": "assistant", "content": "Restart it, please."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +38,11 @@ def tokenizer(tiny_model_dir):
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
 
 
 def test_folder_holds_weights_tokenizer_and_template(tiny_model_dir):
@@ -75,9 +87,11 @@ def test_fast_tokenizer_matches_sentencepiece_model(tokenizer, tiny_model_dir):
 
 def test_chat_template_renders_chatml_and_marks_the_answer(tokenizer):
     text = tokenizer.apply_chat_template(CHAT, tokenize=False)
-    assert text == ("<s><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
-                    "My router is slow.<|im_end|>\n<|im_start|>assistant\n"
-                    "Restart it, please.<|im_end|>\n")
+    assert text == (
+        "<s><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+        "My router is slow.<|im_end|>\n<|im_start|>assistant\n"
+        "Restart it, please.<|im_end|>\n"
+    )
     prompt = tokenizer.apply_chat_template(CHAT[:2], tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|im_start|>assistant\n")
     out = tokenizer.apply_chat_template(CHAT, return_dict=True, return_assistant_tokens_mask=True)
@@ -87,8 +101,9 @@ def test_chat_template_renders_chatml_and_marks_the_answer(tokenizer):
 
 def test_generates(tiny_model_dir, tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    inputs = tokenizer.apply_chat_template(CHAT[:2], add_generation_prompt=True,
-                                           return_dict=True, return_tensors="pt")
+    inputs = tokenizer.apply_chat_template(
+        CHAT[:2], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
@@ -131,7 +146,9 @@ def test_racing_builders_build_one_complete_model(tmp_path, monkeypatch):
     assert not errors
     assert results[0] == results[1]
     models = tmp_path / "home" / "models"
-    assert sorted(p.name for p in models.iterdir() if not p.name.endswith(".lock")) == ["tiny-llama"]
+    assert sorted(p.name for p in models.iterdir() if not p.name.endswith(".lock")) == [
+        "tiny-llama"
+    ]
     AutoModelForCausalLM.from_pretrained(results[0])
 
 

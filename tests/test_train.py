@@ -22,22 +22,41 @@ def write_chats(path: Path, n: int = 40) -> Path:
     rows = []
     for i in range(n):
         topic = topics[i % len(topics)]
-        rows.append({"messages": [
-            {"role": "system", "content": "You are a helpful support agent."},
-            {"role": "user", "content": f"My {topic} has a problem, case {i}."},
-            {"role": "assistant", "content": f"Sorry about your {topic}. I opened ticket {i}."},
-        ]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": "You are a helpful support agent."},
+                    {"role": "user", "content": f"My {topic} has a problem, case {i}."},
+                    {
+                        "role": "assistant",
+                        "content": f"Sorry about your {topic}. I opened ticket {i}.",
+                    },
+                ]
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
 def fast_spec(data: Path, base: str = "builtin:tiny-llama", **training) -> JobSpec:
-    settings = dict(max_steps=4, micro_batch_size=4, max_seq_length=128, eval_split=0.1,
-                    save_steps=2, learning_rate=5e-3, warmup_ratio=0.0)
+    settings = dict(
+        max_steps=4,
+        micro_batch_size=4,
+        max_seq_length=128,
+        eval_split=0.1,
+        save_steps=2,
+        learning_rate=5e-3,
+        warmup_ratio=0.0,
+    )
     settings.update(training)
-    return JobSpec(name="fast", base_model=BaseModelSpec(source=base),
-                   datasets=[DatasetSpec(path=str(data))], training=TrainingSpec(**settings),
-                   lora=LoraSpec(r=4, alpha=8), resources=_cpu())
+    return JobSpec(
+        name="fast",
+        base_model=BaseModelSpec(source=base),
+        datasets=[DatasetSpec(path=str(data))],
+        training=TrainingSpec(**settings),
+        lora=LoraSpec(r=4, alpha=8),
+        resources=_cpu(),
+    )
 
 
 def _cpu():
@@ -60,16 +79,22 @@ def test_worker_process_trains_and_saves_a_loadable_adapter(tmp_path, tiny_model
     run_dir.mkdir()
     fast_spec(data, base=str(tiny_model_dir), max_steps=6).save(run_dir / "spec.json")
 
-    proc = subprocess.run([sys.executable, "-m", "engine.worker", str(run_dir)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.worker", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, (run_dir / "worker.log").read_text()[-3000:]
 
     events = list(read_events(run_dir / "events.jsonl"))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     states = [e["state"] for e in events if e.kind == "status"]
     assert states == ["starting", "training", "evaluating", "exporting", "completed"]
-    assert next(e for e in events if e.kind == "status" and e["state"] == "completed"
-                )["warnings"] == []
+    assert (
+        next(e for e in events if e.kind == "status" and e["state"] == "completed")["warnings"]
+        == []
+    )
     metrics = [e for e in events if e.kind == "metric"]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
     for m in metrics:
@@ -89,8 +114,13 @@ def test_worker_process_trains_and_saves_a_loadable_adapter(tmp_path, tiny_model
     assert pid["pid"] > 0 and pid["create_time"] > 0
 
     adapter = run_dir / "adapter"
-    for name in ("adapter_model.safetensors", "adapter_config.json", "chat_template.jinja",
-                 "tokenizer_config.json", "README.md"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "chat_template.jinja",
+        "tokenizer_config.json",
+        "README.md",
+    ):
         assert (adapter / name).is_file(), name
     card = (adapter / "README.md").read_text()
     assert "chats.jsonl" in card and "learning_rate" in card and "Prompt 1" in card
@@ -101,9 +131,12 @@ def test_worker_process_trains_and_saves_a_loadable_adapter(tmp_path, tiny_model
     tok = AutoTokenizer.from_pretrained(adapter)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = PeftModel.from_pretrained(base, adapter)
-    ids = tok.apply_chat_template([{"role": "user", "content": "My router is slow."}],
-                                  add_generation_prompt=True, return_tensors="pt",
-                                  return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "My router is slow."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert tok.chat_template == (adapter / "chat_template.jinja").read_text()
@@ -113,8 +146,12 @@ def test_failed_worker_writes_error_and_failed_state(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     fast_spec(tmp_path / "missing.jsonl").save(run_dir / "spec.json")
-    proc = subprocess.run([sys.executable, "-m", "engine.worker", str(run_dir)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.worker", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     events = list(read_events(run_dir / "events.jsonl"))
     error = next(e for e in events if e.kind == "error")
@@ -163,8 +200,9 @@ def test_unknown_target_module_lists_the_existing_ones(tmp_path):
     assert "query_key_value" in text and "q_proj" in text and "down_proj" in text
 
 
-@pytest.mark.parametrize("field,value", [("max_seq_length", -1), ("learning_rate", 0.0),
-                                         ("learning_rate", -1e-4)])
+@pytest.mark.parametrize(
+    "field,value", [("max_seq_length", -1), ("learning_rate", 0.0), ("learning_rate", -1e-4)]
+)
 def test_bad_training_values_name_field_and_value(tmp_path, field, value):
     spec = fast_spec(write_chats(tmp_path / "c.jsonl"), **{field: value})
     with pytest.raises(SpecError) as err:
@@ -177,8 +215,9 @@ def test_base_model_folder_without_config(tmp_path):
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"0")
     with pytest.raises(ModelError, match="config.json"):
-        run_in_process(fast_spec(write_chats(tmp_path / "c.jsonl"), base=str(folder)),
-                       tmp_path / "run")
+        run_in_process(
+            fast_spec(write_chats(tmp_path / "c.jsonl"), base=str(folder)), tmp_path / "run"
+        )
 
 
 def test_cuda_request_on_a_cpu_machine(tmp_path):
@@ -219,8 +258,14 @@ def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
     spec.export.adapter_zip = False
     spec.save(run_dir / "spec.json")
     env = {**__import__("os").environ, "TUNEGRAPH_THREADS": "1"}
-    proc = subprocess.run(worker_command(run_dir, 2), capture_output=True, text=True,
-                          timeout=400, env=env, cwd=run_dir)
+    proc = subprocess.run(
+        worker_command(run_dir, 2),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+        cwd=run_dir,
+    )
     assert proc.returncode == 0, (run_dir / "worker.log").read_text()[-3000:] + proc.stderr[-2000:]
     events = list(read_events(run_dir / "events.jsonl"))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))  # one writer: rank 0
@@ -244,12 +289,16 @@ def test_stop_ends_training_early_and_still_delivers_the_adapter(tmp_path):
     spec = fast_spec(data, max_steps=400, keep_best=True, eval_steps=2, save_steps=2)
     spec.export.gguf = False
     spec.save(run_dir / "spec.json")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.worker", str(run_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.worker", str(run_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not any(
-                e.kind == "metric" for e in read_events(run_dir / "events.jsonl")):
+            e.kind == "metric" for e in read_events(run_dir / "events.jsonl")
+        ):
             time.sleep(0.2)
         control.request(run_dir, "stop")
         assert proc.wait(timeout=120) == 0
