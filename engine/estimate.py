@@ -11,7 +11,6 @@ process, never from the UI process.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 from engine.spec import JobSpec
@@ -263,8 +262,3 @@ def gguf_warnings(spec: JobSpec) -> list[str]:
 
     warning = quantized_warning(gguf_path(source[len("gguf:") :]))
     return [warning] if warning else []
-
-
-def steps_per_epoch(rows: int, spec: JobSpec) -> int:
-    batch = spec.training.micro_batch_size * spec.training.grad_accum * spec.resources.gpu_count
-    return max(1, math.ceil(rows / batch))

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from engine.events import SUPERVISOR_LOG, TERMINAL_STATES, WORKER_LOG, read_events
-from engine.store import Store
+from engine.store import Store, format_event
 
 POLL_S = 0.3
 SETTLED = set(TERMINAL_STATES) | {"paused"}
@@ -82,25 +82,6 @@ def follow_runs(store: Store, run_ids: list[str], quiet: bool = False) -> dict[s
     return states
 
 
-def format_event(source: str, event) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
-    data = dict(event.data)
-    if event.kind == "log":
-        return f"{stamp} {source:10} {data.get('level', 'info'):7} {data.get('message')}"
-    if event.kind == "status":
-        reason = f" ({data['reason']})" if data.get("reason") else ""
-        return f"{stamp} {source:10} status  {data.get('state')}{reason}"
-    body = " ".join(f"{k}={_short(v)}" for k, v in data.items())
-    return f"{stamp} {source:10} {event.kind:7} {body}"
-
-
-def _short(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.5g}"
-    text = str(value)
-    return text if len(text) < 80 else text[:77] + "..."
-
-
 def print_logs(store: Store, run_id: str, follow: bool = False, as_json: bool = False) -> int:
     """Both logs of a run merged by time; with follow, keep printing until the run settles."""
     run_dir = Path(store.run_json(run_id)["run_dir"])
@@ -125,7 +106,17 @@ def print_logs(store: Store, run_id: str, follow: bool = False, as_json: bool = 
                     )
                 )
             else:
-                print(format_event(source, event))
+                print(
+                    format_event(
+                        {
+                            "source": source,
+                            "seq": event.seq,
+                            "ts": event.ts,
+                            "kind": event.kind,
+                            **event.data,
+                        }
+                    )
+                )
         sys.stdout.flush()
         if not follow:
             return 0
