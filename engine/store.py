@@ -529,6 +529,8 @@ def format_event(event: dict) -> str:
     fields = {k: v for k, v in event.items() if k not in ("source", "seq", "ts", "kind")}
     kind = event["kind"]
     if kind == "status":
+        for bulky in ("estimate", "created_at"):  # shown by `show`, noise in a log line
+            fields.pop(bulky, None)
         detail = str(fields.pop("state", ""))
         reason = fields.pop("reason", None)
         detail += f" ({reason})" if reason else ""
