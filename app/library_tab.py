@@ -19,7 +19,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.chat_worker import error_text
-from engine import ollama, paths
+from engine import artifacts, ollama, paths
 
 KIND_LABELS = {
     "adapter_zip": "Adapter ZIP",
@@ -32,13 +32,7 @@ COLUMNS = ("Artifact", "Run", "Base model", "Quant", "Size", "Created")
 
 # -- the library on disk (no Qt) -------------------------------------------------------------
 def human_size(size: float | None) -> str:
-    if size is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
+    return artifacts.human_size(size, ("B", "KB", "MB", "GB"))
 
 
 def _run_name(run_id: str | None) -> str:

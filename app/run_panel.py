@@ -60,14 +60,9 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
+    from engine.artifacts import human_size
+
+    return "—" if n is None else human_size(n)
 
 
 def epoch_text(run: dict) -> str:

@@ -9,6 +9,17 @@ from pathlib import Path
 PRIMARY = {"adapter_dir": "adapter_model.safetensors", "merged_dir": "model.safetensors"}
 
 
+def human_size(size: float | None, units: tuple[str, ...] = ("B", "KiB", "MiB", "GiB")) -> str:
+    """A byte count for people, e.g. 1.2 MiB ("?" when unknown)."""
+    if size is None:
+        return "?"
+    for unit in units:
+        if size < 1024 or unit == units[-1]:
+            return f"{size:.0f} {unit}" if unit == units[0] else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

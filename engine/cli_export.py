@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from engine.artifacts import human_size
 from engine.errors import NotFoundError, TunegraphError
 from engine.events import LIVE_STATES, WORKER_LOG, EventLog, read_events, run_state
 
@@ -103,7 +104,7 @@ def cmd_export(args) -> int:
         )
         return 0
     for art in made:
-        print(f"{art['kind']:12} {_size(art['bytes']):>9}  {art['path']}")
+        print(f"{art['kind']:12} {human_size(art['bytes']):>9}  {art['path']}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -137,16 +138,6 @@ def _progress_printer(verbose: bool, quiet: bool):
         print(message if fraction is None else f"[{fraction:4.0%}] {message}", file=sys.stderr)
 
     return show
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 # -- chat -----------------------------------------------------------------------------------------

@@ -13,6 +13,29 @@ from engine.spec import BaseModelSpec, DatasetSpec, ExportSpec, JobSpec, LoraSpe
 from engine.store import Store
 from nodes.graphfile import GraphBuilder, save_graph
 
+# the keys of a run in DESIGN.md "JSON shapes" (`show --json`, `runs --json`, Store.run_json)
+RUN_KEYS = {
+    "id",
+    "name",
+    "state",
+    "reason",
+    "warnings",
+    "parent",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "step",
+    "max_steps",
+    "epoch",
+    "device",
+    "metrics",
+    "estimate",
+    "error",
+    "run_dir",
+    "artifacts",
+    "samples",
+}
+
 # Fast enough that one tiny run trains in a few seconds after its ~5 s of imports.
 FAST_TRAINING = {
     "epochs": 1.0,

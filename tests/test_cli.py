@@ -13,30 +13,9 @@ import pytest
 
 from engine import __version__
 from engine.cli import main
-from tests.helpers import home_processes, make_graph
+from tests.helpers import RUN_KEYS, home_processes, make_graph
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_KEYS = {
-    "id",
-    "name",
-    "state",
-    "reason",
-    "warnings",
-    "parent",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "step",
-    "max_steps",
-    "epoch",
-    "device",
-    "metrics",
-    "estimate",
-    "error",
-    "run_dir",
-    "artifacts",
-    "samples",
-}
 METRIC_KEYS = {"loss", "grad_norm", "lr", "eval_loss", "tokens_per_s"}
 ESTIMATE_KEYS = {
     "params",

@@ -15,28 +15,8 @@ from engine.errors import NotFoundError, TunegraphError
 from engine.events import SUPERVISOR_LOG, WORKER_LOG, Event, EventLog, read_events
 from engine.spec import DatasetSpec, JobSpec
 from engine.store import Store
+from tests.helpers import RUN_KEYS
 
-DESIGN_KEYS = {
-    "id",
-    "name",
-    "state",
-    "reason",
-    "warnings",
-    "parent",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "step",
-    "max_steps",
-    "epoch",
-    "device",
-    "metrics",
-    "estimate",
-    "error",
-    "run_dir",
-    "artifacts",
-    "samples",
-}
 EXTRA_KEYS = {"eta_s", "spec"}
 ESTIMATE = {"params": 1000, "vram_gib": {"bf16": 1.5, "4bit": 0.8}, "mode": "lora"}
 
@@ -435,14 +415,14 @@ def test_run_json_has_exactly_the_design_keys(store, clock):
     run_dir = make_run()
     store.register_run(run_dir.name, JobSpec.load(run_dir / "spec.json"), run_dir)
     fresh = store.run_json(run_dir.name)
-    assert set(fresh) == DESIGN_KEYS | EXTRA_KEYS
+    assert set(fresh) == RUN_KEYS | EXTRA_KEYS
     assert set(fresh["metrics"]) == {"loss", "grad_norm", "lr", "eval_loss", "tokens_per_s"}
     assert fresh["state"] is None and fresh["step"] is None and fresh["error"] is None
     assert fresh["warnings"] == [] and fresh["artifacts"] == [] and fresh["samples"] == []
     assert all(v is None for v in fresh["metrics"].values())
 
     done = store.run_json(completed_run(store, clock, name="beta").name)
-    assert set(done) == DESIGN_KEYS | EXTRA_KEYS
+    assert set(done) == RUN_KEYS | EXTRA_KEYS
     assert (done["state"], done["step"], done["max_steps"], done["eta_s"]) == (
         "completed",
         8,
