@@ -83,6 +83,15 @@ def make_run(
     return run_dir
 
 
+def artifact_path(events: list, kind: str) -> Path:
+    """The path of the last `artifact` event of this kind in a run's events."""
+    found = [
+        Path(e["path"]) for e in events if e.kind == "artifact" and e.get("artifact_kind") == kind
+    ]
+    assert found, f"no {kind} artifact"
+    return found[-1]
+
+
 @dataclass
 class Exported:
     home: Path
@@ -92,13 +101,7 @@ class Exported:
     events: list = field(default_factory=list)
 
     def artifact(self, kind: str) -> Path:
-        found = [
-            Path(e["path"])
-            for e in self.events
-            if e.kind == "artifact" and e.get("artifact_kind") == kind
-        ]
-        assert found, f"no {kind} artifact"
-        return found[-1]
+        return artifact_path(self.events, kind)
 
     def parity(self) -> dict:
         return next(e["parity"] for e in self.events if e.kind == "log" and "parity" in e.data)

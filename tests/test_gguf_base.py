@@ -20,6 +20,7 @@ from engine.control import Control
 from engine.errors import ExportError, ModelError
 from engine.events import EventLog, read_events
 from engine.spec import BaseModelSpec, ExportSpec, JobSpec
+from tests.test_export import artifact_path
 from tests.test_train import fast_spec, write_chats
 
 
@@ -40,13 +41,7 @@ class Trained:
     events: list = field(default_factory=list)
 
     def artifact(self, kind: str) -> Path:
-        found = [
-            Path(e["path"])
-            for e in self.events
-            if e.kind == "artifact" and e.get("artifact_kind") == kind
-        ]
-        assert found, f"no {kind} artifact"
-        return found[-1]
+        return artifact_path(self.events, kind)
 
 
 _TRAINED: dict[str, Trained] = {}
