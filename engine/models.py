@@ -122,9 +122,16 @@ def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource):
 
 
 def load_model(
-    spec: BaseModelSpec, resolved: ResolvedSource, dtype, quantization_config=None, device_map=None
+    spec: BaseModelSpec,
+    resolved: ResolvedSource,
+    dtype,
+    quantization_config=None,
+    device_map=None,
+    attn_implementation: str | None = None,
 ):
-    """The base model as AutoModelForCausalLM in `dtype` (or 4-bit when a config is given)."""
+    """The base model as AutoModelForCausalLM in `dtype` (or 4-bit when a config is given), with
+    the attention kernel `attn_implementation` ("sdpa", "eager", "flash_attention_2"; None for
+    transformers' default)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = _hub_kwargs(spec, resolved)
@@ -132,11 +139,16 @@ def load_model(
         kwargs["quantization_config"] = quantization_config
     if device_map is not None:
         kwargs["device_map"] = device_map
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     try:
         if resolved.kind == "gguf" and quantization_config is None:
             from engine.gguf_base import load_model as load_gguf_model
 
-            return load_gguf_model(Path(resolved.location) / resolved.gguf_file, dtype)
+            model = load_gguf_model(Path(resolved.location) / resolved.gguf_file, dtype)
+            if attn_implementation is not None:
+                model.set_attn_implementation(attn_implementation)
+            return model
         return AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype, **kwargs)
     except ModelError:
         raise

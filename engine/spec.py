@@ -30,6 +30,7 @@ DEVICES = ("auto", "cuda", "cpu")
 TARGETS = ("local", "cluster")
 GGUF_QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
 CHECKPOINTING = ("auto", "on", "off")
+ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 
 
 def param(
@@ -122,8 +123,21 @@ class TrainingSpec:
     )
     gradient_checkpointing: str = param(
         "auto",
-        "Recompute activations to save memory (auto: on for GPUs, off on CPU).",
+        "Recompute activations to save memory at ~30% more compute (auto: on only when the "
+        "VRAM estimate without it would not fit in 90% of the GPU; always off on the CPU).",
         choices=CHECKPOINTING,
+    )
+    attention: str = param(
+        "auto",
+        "Attention kernel (auto = sdpa, PyTorch's fused attention; eager is the slow reference; "
+        "flash_attention_2 needs the flash-attn package built for this torch and CUDA).",
+        choices=ATTENTIONS,
+    )
+    liger_kernels: bool = param(
+        False,
+        "Fused Triton kernels from Liger (RMSNorm, RoPE, SwiGLU, fused cross-entropy): faster "
+        "and less memory on NVIDIA GPUs; needs the liger-kernel package (pip install "
+        "'tunegraph[speed]').",
     )
 
 

@@ -4,14 +4,23 @@ Loads the base model and tokenizer, prepares the data, attaches LoRA (4-bit base
 with transformers' Trainer while a callback writes metric/progress/eval events and obeys control
 requests, then writes three inference samples and the adapter folder. Runs inside the worker
 process (`engine.worker`); imports torch.
+
+`build_trainer` is everything up to `trainer.train()` (the benchmarks time exactly that), with the
+speed switches of TrainingSpec: the attention kernel (auto = sdpa), Liger kernels, padding-free
+batches (`packing`) and gradient checkpointing ("auto": on only when the memory estimate without
+it would not fit the GPU, see engine.estimate.use_checkpointing). A switch that cannot work here
+(flash-attn or liger-kernel missing, no GPU) fails before loading with a SpecError naming it.
 """
 
 from __future__ import annotations
 
 import collections
+import importlib.util
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -226,9 +235,65 @@ def peak_memory_gib(device: str) -> float | None:
         return None
 
 
+def attention_kernel(spec: JobSpec, device: str) -> str:
+    """The `attn_implementation` for this run: auto means sdpa; flash_attention_2 needs the
+    flash-attn package and a GPU (a SpecError naming training.attention otherwise)."""
+    choice = spec.training.attention
+    if choice == "auto":
+        return "sdpa"
+    if choice == "flash_attention_2":
+        if device != "cuda":
+            raise SpecError(
+                "training.attention",
+                choice,
+                "flash_attention_2 needs an NVIDIA GPU",
+                "Use auto (sdpa) on the CPU.",
+            )
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available():
+            raise SpecError(
+                "training.attention",
+                choice,
+                "the flash-attn package is not installed (or not built for this torch/CUDA)",
+                "Use auto (sdpa, nearly as fast), or install a flash-attn wheel built for "
+                f"torch {torch.__version__}.",
+            )
+    return choice
+
+
+def check_liger(spec: JobSpec, device: str) -> bool:
+    """True when Liger kernels are asked for and usable; a SpecError naming
+    training.liger_kernels when the package is missing or there is no GPU."""
+    if not spec.training.liger_kernels:
+        return False
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise SpecError(
+            "training.liger_kernels",
+            True,
+            "the liger-kernel package is not installed",
+            "Install it with pip install 'tunegraph[speed]' (or liger-kernel), "
+            "or turn liger_kernels off.",
+        )
+    if device != "cuda":
+        raise SpecError(
+            "training.liger_kernels",
+            True,
+            "Liger kernels are Triton GPU kernels and need an NVIDIA GPU",
+            "Turn liger_kernels off to train on the CPU.",
+        )
+    return True
+
+
 def training_arguments(
-    spec: JobSpec, run_dir: Path, device: str, dtype, has_eval: bool
+    spec: JobSpec,
+    run_dir: Path,
+    device: str,
+    dtype,
+    has_eval: bool,
+    checkpointing: bool | None = None,
 ) -> TrainingArguments:
+    """The Trainer's arguments for a run; `checkpointing` None = "on" only when chosen so."""
     t = spec.training
     if (t.early_stopping_patience or t.keep_best) and not has_eval:
         field = (
@@ -247,9 +312,7 @@ def training_arguments(
     best = bool(t.keep_best or t.early_stopping_patience)
     if best:  # the best checkpoint can only be chosen among evaluated ones
         save_strategy, save_steps = eval_strategy, (t.eval_steps or 500)
-    gc = t.gradient_checkpointing == "on" or (
-        t.gradient_checkpointing == "auto" and device == "cuda"
-    )
+    gc = t.gradient_checkpointing == "on" if checkpointing is None else checkpointing
     return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),
         num_train_epochs=t.epochs,
@@ -277,6 +340,7 @@ def training_arguments(
         use_cpu=device == "cpu",
         activation_checkpointing=gc,
         activation_checkpointing_kwargs={"use_reentrant": False} if gc else None,
+        use_liger_kernel=check_liger(spec, device),
         include_num_input_tokens_seen="non_padding",
         ddp_backend="gloo" if device == "cpu" and spec.resources.gpu_count > 1 else None,
         report_to="none",
@@ -288,9 +352,24 @@ def training_arguments(
     )
 
 
-def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> list[str]:
-    """Train one run into `run_dir` and return its warnings; raises RunPaused / RunCancelled
-    when asked to stop."""
+@dataclass
+class Setup:
+    """Everything `build_trainer` prepared for one run (the benchmarks time `trainer.train()`)."""
+
+    trainer: Trainer
+    model: Any
+    tokenizer: Any
+    data: Any  # engine.data.PreparedData
+    callback: EventCallback
+    device: str
+    mode: str
+    trainable: int
+    has_eval: bool
+
+
+def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> Setup:
+    """Load model and tokenizer, prepare the data, attach LoRA and build the Trainer for a run,
+    with its speed options (attention kernel, Liger, padding-free batches, checkpointing)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from engine.data import make_collator, prepare_datasets
@@ -300,6 +379,8 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     spec.validate()
     device = pick_device(spec)
     dtype = pick_dtype(spec, device)
+    attention = attention_kernel(spec, device)
+    check_liger(spec, device)  # before the slow loading: a missing package fails at once
     resolved = resolve_source(spec.base_model)
     log.emit("log", level="info", message=f"Loading {spec.base_model.source} on {device}")
     tokenizer = load_tokenizer(spec.base_model, resolved)
@@ -311,9 +392,12 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
         dtype,
         quantization_config(spec, device, mode),
         device_map={"": 0} if mode == "qlora" else None,
+        attn_implementation=attention,
     )
     context = getattr(model.config, "max_position_embeddings", None) or 2048
     max_len = spec.training.max_seq_length or min(context, 2048)
+    checkpointing, why = checkpointing_for(spec, device, model.config, mode, max_len)
+    log.emit("log", level="info", message=f"Attention {attention}; {why}")
 
     data = prepare_datasets(spec, tokenizer, max_len)
     tokenizer.chat_template = data.chat_template
@@ -344,7 +428,7 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     log.emit("log", level="info", message=f"LoRA: {trainable:,} trainable of {total:,} parameters")
 
     has_eval = data.eval is not None and len(data.eval) > 0
-    args = training_arguments(spec, run_dir, device, dtype, has_eval)
+    args = training_arguments(spec, run_dir, device, dtype, has_eval, checkpointing)
     callback = EventCallback(log, control, device)
     callbacks: list[TrainerCallback] = [callback]
     if spec.training.early_stopping_patience:
@@ -359,7 +443,31 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(args.output_dir) if (run_dir / CHECKPOINTS).is_dir() else None
+    return Setup(trainer, model, tokenizer, data, callback, device, mode, trainable, has_eval)
+
+
+def checkpointing_for(spec: JobSpec, device: str, config, mode: str, seq_len: int):
+    """(gradient checkpointing on?, why), from the estimate when the spec says auto."""
+    from engine.estimate import model_shape, use_checkpointing
+
+    shape, total = None, None
+    if spec.training.gradient_checkpointing == "auto" and device == "cuda":
+        shape = model_shape(config)
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return use_checkpointing(spec, device, shape, mode == "qlora", seq_len, total)
+
+
+def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> list[str]:
+    """Train one run into `run_dir` and return its warnings; raises RunPaused / RunCancelled
+    when asked to stop."""
+    run_dir = Path(run_dir)
+    setup = build_trainer(spec, run_dir, log, control)
+    trainer, model, tokenizer, data = setup.trainer, setup.model, setup.tokenizer, setup.data
+    callback, device = setup.callback, setup.device
+    has_eval, trainable = setup.has_eval, setup.trainable
+    last = (
+        get_last_checkpoint(trainer.args.output_dir) if (run_dir / CHECKPOINTS).is_dir() else None
+    )
     if last:
         log.emit("log", level="info", message=f"Resuming from {Path(last).name}")
     trainer.train(resume_from_checkpoint=last)

@@ -1,0 +1,184 @@
+"""Time-estimate coverage: how many short runs finish inside the time range the estimate predicted.
+
+    .venv/bin/python bench/bench_time_coverage.py [--model tiny|PATH|config:<shape>]
+        [--device cpu|cuda] [--runs 6] [--out FILE.json]
+
+A fixed set of run shapes (steps, micro-batch, max_seq_length, packing, GGUF export on or off)
+is trained one after the other, each as a real worker process (`python -m engine.worker RUN_DIR`,
+with the thread count the supervisor would give it). Before each run the estimate is computed as
+the CLI and the supervisor do (engine.estimate_report.estimate_spec), and the run's wall time
+from process start to exit is compared with its `time_s` range. Prints a table and the coverage
+line (goal: >= 90% of runs inside their range).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+GOAL = 0.90
+# (steps, micro-batch, max_seq_length, packing, gguf export)
+SHAPES_CPU = [
+    (5, 2, 128, True, False),
+    (20, 4, 256, True, False),
+    (10, 8, 512, False, False),
+    (40, 2, 256, True, False),
+    (10, 4, 512, True, True),
+    (30, 8, 256, True, False),
+    (15, 1, 1024, False, False),
+    (60, 4, 128, True, False),
+]
+SHAPES_GPU = [
+    (20, 4, 512, True, False),
+    (50, 8, 1024, True, False),
+    (30, 2, 2048, True, False),
+    (100, 8, 512, True, False),
+    (40, 4, 1024, False, False),
+    (20, 16, 512, True, True),
+    (60, 4, 2048, True, False),
+    (200, 8, 256, True, False),
+]
+
+
+def run_worker(run_dir: Path, env: dict) -> tuple[float, dict]:
+    """Start the worker, wait for it, return (wall seconds, phase durations from its events)."""
+    from engine.events import read_events
+
+    t0 = time.time()
+    with open(run_dir / "worker.log", "ab") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "engine.worker", str(run_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=900,
+        )
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        tail = (run_dir / "worker.log").read_text(errors="replace")[-1500:]
+        raise RuntimeError(f"worker failed ({proc.returncode}):\n{tail}")
+    states = {e["state"]: e.ts for e in read_events(run_dir / "events.jsonl") if e.kind == "status"}
+    phases = {
+        "to_training": states.get("training", t0) - t0,
+        "training": states.get("evaluating", t0) - states.get("training", t0),
+        "after_training": time.time() - states.get("evaluating", time.time()),
+    }
+    return wall, {k: round(v, 2) for k, v in phases.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny", help="tiny, config:<shape> or a model folder")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--runs", type=int, default=6, help="how many of the run shapes to use")
+    parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--out", help="write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    common.quiet()
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("bench_time_coverage: --device cuda needs CUDA, and none is visible")
+            return 2
+
+    home = Path(tempfile.mkdtemp(prefix="tg-coverage-"))
+    os.environ["TUNEGRAPH_HOME"] = str(home)
+    from engine import hardware
+    from engine.estimate_report import estimate_spec
+
+    source = common.model_source(args.model, args.device)
+    data = common.write_jsonl(home / "chats.jsonl", common.varied_chats(args.rows))
+    env = {
+        **os.environ,
+        "TUNEGRAPH_THREADS": str(hardware.cpu_threads_per_run()),
+        "TUNEGRAPH_HOME": str(home),
+    }
+    shapes = (SHAPES_GPU if args.device == "cuda" else SHAPES_CPU)[: args.runs]
+    rows, figures = [], []
+    for i, (steps, batch, seq, packing, gguf) in enumerate(shapes):
+        spec = common.bench_spec(
+            source, data, args.device, steps, batch, seq, name=f"cov{i}", packing=packing
+        )
+        spec.export.gguf = gguf
+        spec.export.quant = "Q8_0"
+        estimate = estimate_spec(spec, args.device)
+        low, high = estimate["time_s"]["low"], estimate["time_s"]["high"]
+        run_dir = home / "runs" / f"cov{i}"
+        run_dir.mkdir(parents=True)
+        spec.save(run_dir / "spec.json")
+        wall, phases = run_worker(run_dir, env)
+        inside = low <= wall <= high
+        figures.append(
+            {
+                "steps": steps,
+                "batch": batch,
+                "seq": seq,
+                "packing": packing,
+                "gguf": gguf,
+                "low": low,
+                "high": high,
+                "measured": round(wall, 2),
+                "inside": inside,
+                "phases": phases,
+            }
+        )
+        rows.append(
+            [
+                f"{steps}x{batch}@{seq}" + (" packed" if packing else " padded"),
+                "gguf" if gguf else "-",
+                f"{low:.0f}-{high:.0f}",
+                f"{wall:.1f}",
+                f"{phases['to_training']:.0f}/{phases['training']:.0f}/"
+                f"{phases['after_training']:.0f}",
+                "yes" if inside else ("below" if wall < low else "above"),
+            ]
+        )
+        print(f"run {i + 1}/{len(shapes)}: {json.dumps(figures[-1])}", file=sys.stderr)
+
+    shutil.rmtree(home, ignore_errors=True)
+    coverage = sum(f["inside"] for f in figures) / len(figures)
+    print(f"\ntime-estimate coverage, {args.model} on {args.device}, one run at a time")
+    print(
+        common.table(
+            [
+                "run (steps x batch @ seq)",
+                "export",
+                "predicted s",
+                "measured s",
+                "start/train/end s",
+                "inside",
+            ],
+            rows,
+        )
+    )
+    verdict = "meets" if coverage >= GOAL else "misses"
+    print(
+        f"coverage = {coverage:.0%} ({sum(f['inside'] for f in figures)}/{len(figures)} runs "
+        f"inside the predicted range; {verdict} the goal >= {GOAL:.0%})"
+    )
+    common.write_result(
+        args.out,
+        {
+            "benchmark": "time_coverage",
+            "env": common.environment(args.device),
+            "model": args.model,
+            "runs": figures,
+            "coverage": coverage,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
