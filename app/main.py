@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["tunegraph"])
     app.setApplicationName("Tunegraph")
     app.setOrganizationName("Tunegraph")
+    app.setDesktopFileName("tunegraph")  # ties the window to tunegraph.desktop (Wayland, docks)
+    icon = Path(__file__).resolve().parents[1] / "resources" / "icons" / "tunegraph.svg"
+    if icon.is_file():  # a checkout and the installers ship it; a bare wheel does not
+        from PySide6 import QtGui
+
+        app.setWindowIcon(QtGui.QIcon(str(icon)))
     apply_theme(app)
     from app.tools import apply_theme_setting
     from engine import settings

@@ -54,7 +54,14 @@ class SubmitThread(QtCore.QThread):
 
 
 class MainWindow(FileActions, QtWidgets.QMainWindow):
-    def __init__(self, settings: SettingsStore | None = None, submit: Submit | None = None):
+    def __init__(
+        self,
+        settings: SettingsStore | None = None,
+        submit: Submit | None = None,
+        offer_engine_setup: bool | None = None,
+    ):
+        """`offer_engine_setup`: show the "engine not set up" banner at start (default: yes,
+        except under pytest)."""
         super().__init__()
         self.settings = settings or SettingsStore()
         self.submit = submit or default_submit
@@ -84,6 +91,9 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         from app.tools import install_tools
 
         self.tools = install_tools(self)  # chat pane, library, hardware view, settings
+        from app.engine_setup_dialog import install_engine_ui
+
+        self.engine_ui = install_engine_ui(self, offer_engine_setup)  # Help menu, Run check
         self.run_views.panel.chatRequested.connect(self._test_in_chat)
         geometry, state = self.settings.window_layout()
         if geometry is not None:
@@ -354,7 +364,10 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
     def run_modules(
         self, nodes: list, estimates: list[dict] | None = None
     ) -> ConfirmRunsDialog | None:
-        """Open the confirmation for these modules (those with errors are listed, not run)."""
+        """Open the confirmation for these modules (those with errors are listed, not run);
+        without a training engine, say what is missing and offer the set-up instead."""
+        if not self.engine_ui.ensure_ready():
+            return None
         result = self.canvas.recompile()
         ids = {n.id for n in nodes}
         chosen = [m for m in result.modules if m.node_id in ids]
@@ -462,6 +475,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
     def shutdown(self) -> None:
         """Stop helper processes and threads; save the window layout."""
         self.preview.stop()
+        self.engine_ui.shutdown()
         self.tools.shutdown()
         self.run_views.shutdown()
         if self.confirm_dialog is not None:

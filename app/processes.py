@@ -1,12 +1,16 @@
 """Helper processes that print JSON (estimates, dataset previews), run with QProcess so the UI
-never imports torch or transformers and the user can cancel at any time."""
+never imports torch or transformers and the user can cancel at any time. Both need the training
+engine, so they run under `engine.interpreters.engine_python()`; without an engine, `failed` says
+how to set it up."""
 
 from __future__ import annotations
 
 import json
-import sys
 
 from PySide6 import QtCore
+
+from engine.errors import EngineMissingError
+from engine.interpreters import engine_python
 
 KILL_WAIT_MS = 3000
 
@@ -20,15 +24,23 @@ class JsonProcess(QtCore.QObject):
     def __init__(self, parent: QtCore.QObject | None = None):
         super().__init__(parent)
         self.process: QtCore.QProcess | None = None
+        self.python: str | None = None
 
     def start(self, module: str, args: list[str]) -> None:
-        """Start (cancelling a run still going)."""
+        """Start `engine_python() -m MODULE ARGS` (cancelling a run still going)."""
         self.cancel()
+        try:
+            python = engine_python()
+        except EngineMissingError as err:
+            message = str(err)
+            QtCore.QTimer.singleShot(0, self, lambda: self.failed.emit(message))
+            return
+        self.python = python
         process = QtCore.QProcess(self)
         process.finished.connect(lambda code, _status, p=process: self._done(p, code))
         process.errorOccurred.connect(lambda _err, p=process: self._error(p))
         self.process = process
-        process.start(sys.executable, ["-m", module, *args])
+        process.start(python, ["-m", module, *args])
 
     def is_running(self) -> bool:
         return (
@@ -68,4 +80,4 @@ class JsonProcess(QtCore.QObject):
             and process.error() == QtCore.QProcess.ProcessError.FailedToStart
         ):
             self.process = None
-            self.failed.emit(f"could not start {sys.executable}: {process.errorString()}")
+            self.failed.emit(f"could not start {self.python}: {process.errorString()}")

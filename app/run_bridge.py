@@ -3,14 +3,13 @@
 `RunBridge.start()` starts a reader thread that opens its own `Store`, polls it ~4 times a second
 through `engine.run_watch.RunWatcher` and emits what changed as signals (queued to the GUI thread).
 Commands (cancel, pause, resume, continue) run on a second thread, because `engine.client` waits
-for the supervisor's answer. Exports run as a `python -m engine export` child process, so the UI
+for the supervisor's answer. Exports run as an `<engine python> -m engine export` child process, so the UI
 process never imports torch.
 """
 
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -193,8 +192,20 @@ class RunBridge(QtCore.QObject):
     def submit_job(self, label: str, run_id: str, fn: Callable) -> None:
         self._commands.jobs.put((label, run_id, fn))
 
-    def export(self, run_id: str) -> QtCore.QProcess:
-        """`tunegraph export RUN --json` as a child process (it loads torch, the UI must not)."""
+    def export(self, run_id: str) -> QtCore.QProcess | None:
+        """`tunegraph export RUN --json` as a child process in the engine's Python (it loads
+        torch, the UI must not); without an engine, commandFailed says how to set it up."""
+        from engine.errors import EngineMissingError
+        from engine.interpreters import engine_python
+
+        try:
+            python = engine_python()
+        except EngineMissingError as err:
+            message = str(err)
+            QtCore.QTimer.singleShot(
+                0, self, lambda: self.commandFailed.emit("export", run_id, message)
+            )
+            return None
         proc = QtCore.QProcess(self)
         proc.setProcessChannelMode(QtCore.QProcess.ProcessChannelMode.MergedChannels)
         self._exports.append(proc)
@@ -214,7 +225,7 @@ class RunBridge(QtCore.QObject):
             proc.deleteLater()
 
         proc.finished.connect(finished)
-        proc.start(sys.executable, ["-m", "engine", "export", run_id, "--json"])
+        proc.start(python, ["-m", "engine", "export", run_id, "--json"])
         return proc
 
     # -- slots -------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TunegraphError
+from engine.interpreters import engine_python, same_install
 
 CLOSE_TIMEOUT_S = 5.0
 
@@ -55,12 +55,14 @@ class ChatSession:
         self._current: int | None = None
         self._write_lock = threading.Lock()
         self._stderr = tempfile.TemporaryFile(mode="w+b")
+        python = engine_python()  # llama-cpp-python lives in the engine's environment
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        if same_install(python):  # a checkout: its modules; else the engine's installed ones
+            root = str(Path(__file__).resolve().parents[1])
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         env.setdefault("PYTHONIOENCODING", "utf-8")
         self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "engine.chat_server"],
+            [python, "-m", "engine.chat_server"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

@@ -1,4 +1,6 @@
-"""`make demo`: run the example sweep headless on the CPU and print what each run produced."""
+"""`make demo` and `tunegraph demo`: run the example sweep headless on the CPU and print what each
+run produced. In the installed (frozen) app the sweep lies in `_internal/resources/`, which is
+`Path(__file__).parents[1] / "resources"` there too."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ SWEEP = Path(__file__).resolve().parent.parent / "resources" / "examples" / "swe
 
 def main(argv: list[str] | None = None) -> int:
     graph = Path(argv[0]) if argv else SWEEP
+    if not graph.is_file():  # the examples ship with a checkout and the installers, not the wheel
+        print(f"tunegraph demo: no graph file at {graph}", file=sys.stderr)
+        return 1
     code = cli.main(["run", str(graph), "--device", "cpu", "--yes"])
     store = Store()
     runs = [r for r in store.list_runs() if r["state"] is not None][:10]

@@ -72,3 +72,19 @@ class RunCancelled(Exception):
 
 class RunPaused(Exception):
     """Raised inside the worker when the user paused the run after the checkpoint was written."""
+
+
+class EngineMissingError(TunegraphError):
+    """The training engine (the Python environment with torch) is not set up on this machine."""
+
+    def __init__(self, message: str | None = None, hint: str | None = None):
+        super().__init__(
+            message or "The training engine is not set up: no Python with torch was found.",
+            hint
+            or "Set it up from Help → Set up training engine… in the app, or run "
+            "`tunegraph engine setup` (add `--bundle FILE` to install from an offline bundle).",
+        )
+
+
+class EngineSetupError(TunegraphError):
+    """Setting up the training engine failed (no space, no network, a bad bundle, a failed install)."""

@@ -2,12 +2,16 @@
 
 `python -m engine.estimate_report RUN_DIR` prints one estimate as JSON: the supervisor runs it as a
 helper process when a submit arrives without an estimate, so the supervisor never imports torch.
+`python -m engine.estimate_report --specs DEVICE` reads a JSON list of specs on stdin and prints
+`[estimate, …]`: `estimate_specs` uses it when this process has no engine (a frozen app).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,15 +44,62 @@ def estimate_spec(spec: JobSpec, device: str = "auto") -> dict:
 
 
 def estimate_graph(specs: list[JobSpec], device: str = "auto") -> list[dict]:
-    """`estimate --json`: a list of {name, node_uuid, estimate}."""
+    """`estimate --json`: a list of {name, node_uuid, estimate} (via `estimate_specs`)."""
     return [
-        {"name": s.name, "node_uuid": s.node_uuid, "estimate": estimate_spec(s, device)}
-        for s in specs
+        {"name": s.name, "node_uuid": s.node_uuid, "estimate": est}
+        for s, est in zip(specs, estimate_specs(specs, device), strict=True)
     ]
+
+
+def engine_in_process() -> bool:
+    """True when torch and transformers can be imported here (never true in a frozen app)."""
+    from engine.interpreters import frozen
+
+    return not frozen() and all(
+        importlib.util.find_spec(m) is not None for m in ("torch", "transformers")
+    )
+
+
+def estimate_specs(specs: list[JobSpec], device: str = "auto") -> list[dict]:
+    """One estimate per spec: in this process when it has the engine, else in the engine's
+    Python (`engine_python() -m engine.estimate_report --specs DEVICE`)."""
+    if not specs:
+        return []
+    if engine_in_process():
+        return [estimate_spec(s, device) for s in specs]
+    from engine.errors import TunegraphError
+    from engine.interpreters import engine_python
+
+    result = subprocess.run(
+        [engine_python(), "-m", "engine.estimate_report", "--specs", device],
+        input=json.dumps([s.to_dict() for s in specs]),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=False,
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise TunegraphError(
+            "Estimating the runs in the training engine failed: "
+            + (lines[-1].removeprefix("tunegraph: ") if lines else f"exit {result.returncode}")
+        )
+    return json.loads(result.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--specs":
+        from engine.errors import TunegraphError
+
+        device = argv[1] if len(argv) > 1 else "auto"
+        specs = [JobSpec.from_dict(d) for d in json.loads(sys.stdin.read())]
+        try:
+            print(json.dumps([estimate_spec(s, device) for s in specs]))
+        except TunegraphError as err:
+            print(f"tunegraph: {err}", file=sys.stderr)
+            return 1
+        return 0
     spec = JobSpec.load(Path(argv[0]) / "spec.json")
     print(json.dumps(estimate_spec(spec)))
     return 0

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ExportError, ModelError, RunCancelled
+from engine.interpreters import engine_python, same_install
 from engine.setup_tools import converter_dir, supported_architectures
 
 QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
@@ -270,7 +271,7 @@ def convert_to_gguf(
     check_architecture(architecture)
     folder = converter_dir()
     cmd = [
-        sys.executable,
+        engine_python(),
         str(folder / "convert_hf_to_gguf.py"),
         str(model_dir),
         "--outtype",
@@ -387,8 +388,9 @@ def quantize(
     if quant == "F16":
         return Path(src)
     dst = Path(dst)
+    python = engine_python()
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "engine.gguf_tools",
         "quantize",
@@ -398,8 +400,9 @@ def quantize(
         str(threads or os.cpu_count() or 1),
     ]
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    if same_install(python):  # a checkout: its modules; else the engine's installed ones
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     code, tail = run_streaming(cmd, env=env, on_line=on_line, cancel=cancel)
     if code != 0 or not dst.is_file():
         raise ExportError(f"Quantizing to {quant} failed: " + _last_error(tail, code))

@@ -11,11 +11,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from engine import paths
+from engine.interpreters import engine_python
 from engine.spec import JobSpec
 from engine.worker import LOG_FILE, PID_FILE
 
@@ -41,10 +41,12 @@ def create_run(
 
 
 def worker_command(run_dir: Path, processes: int = 1) -> list[str]:
-    """The worker's command line; several processes train with DDP under torchrun."""
+    """The worker's command line in the engine's Python (interpreters.engine_python; raises
+    EngineMissingError without one); several processes train with DDP under torchrun."""
+    python = engine_python()
     if processes > 1:
         return [
-            sys.executable,
+            python,
             "-m",
             "torch.distributed.run",
             "--standalone",
@@ -53,7 +55,7 @@ def worker_command(run_dir: Path, processes: int = 1) -> list[str]:
             "engine.worker",
             str(run_dir),
         ]
-    return [sys.executable, "-m", "engine.worker", str(run_dir)]
+    return [python, "-m", "engine.worker", str(run_dir)]
 
 
 def start_worker(run_dir: Path, env: dict | None = None, processes: int = 1) -> subprocess.Popen:
