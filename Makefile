@@ -5,11 +5,11 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev,chat
+EXTRAS ?= dev,chat,cluster
 
 export QT_API := pyside6
 
-.PHONY: run test demo demo-real lint setup clean
+.PHONY: run test demo demo-real lint setup clean deb deb-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# the Linux package: packaging/linux/build_deb.sh (own build venv; output in /tmp/tg-pkg/out)
+deb:
+	packaging/linux/build_deb.sh
+
+# build the .deb, install it into a fresh Debian root (mmdebstrap; needs root), set up the engine
+# from an offline CPU bundle, run the headless demo from the installed copy, upgrade and remove it
+deb-check:
+	packaging/linux/check_deb.sh

@@ -1,5 +1,6 @@
-"""The run confirmation: for each run, parameters, VRAM and device, the 4-bit decision and why,
-the time range, dataset rows (with the under-1,000 warning) and what gets exported.
+"""The run confirmation: for each run, where it runs (this workstation or the Ray cluster),
+parameters, VRAM and device, the 4-bit decision and why, the time range, dataset rows (with the
+under-1,000 warning) and what gets exported.
 
 Estimates come from `tunegraph estimate GRAPH --json` in a helper process (the UI never imports
 torch), or are passed in. "Start" emits `start_requested(specs, estimates)` for the runs that can
@@ -19,6 +20,7 @@ from PySide6 import QtCore, QtWidgets
 from app.canvas import absolute_paths
 from app.processes import JsonProcess
 from engine import hardware, scheduler
+from engine.ray_executor import ADDRESS_HINT, resolve_address
 from engine.spec import JobSpec
 from nodes.compiler import ModuleResult
 from nodes.lineage import format_value
@@ -48,6 +50,7 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         self.refusals: dict[str, scheduler.Refusal] = {}
         self.estimate_error = ""
         self.gpus = hardware.gpus()
+        self.cluster = resolve_address()  # TUNEGRAPH_RAY_ADDRESS or Settings; "" when none
         self._tmp: str | None = None
         layout = QtWidgets.QVBoxLayout(self)
         self.status = QtWidgets.QLabel()
@@ -94,6 +97,12 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         for module in self.modules:
             est = self.estimate_for(module)
             spec = module.spec
+            if spec.resources.target == "cluster":
+                if not self.cluster:  # the cluster's own capacity is checked when it starts
+                    self.refusals[module.node_uuid] = scheduler.Refusal(
+                        "its target is the cluster, and no Ray cluster is named", ADDRESS_HINT
+                    )
+                continue
             refusal = (
                 scheduler.refusal(
                     est, self.gpus, spec.resources.gpu_count, spec.resources.device != "cpu"
@@ -147,7 +156,10 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
     def _card(self, module: ModuleResult) -> str:
         spec: JobSpec = module.spec
         est = self.estimate_for(module)
-        rows = [("Recipe", html.escape(recipe_text(spec)))]
+        rows = [
+            ("Runs on", html.escape(target_text(spec, self.cluster))),
+            ("Recipe", html.escape(recipe_text(spec))),
+        ]
         if est is None:
             waiting = "estimating…" if self.estimating else "not available"
             rows.append(("Estimate", waiting))
@@ -242,6 +254,13 @@ def estimate_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def target_text(spec: JobSpec, cluster: str) -> str:
+    """Where the run executes: "this workstation" or "cluster (ADDRESS)"."""
+    if spec.resources.target != "cluster":
+        return "this workstation"
+    return f"cluster ({cluster})" if cluster else "cluster (none named)"
 
 
 def recipe_text(spec: JobSpec) -> str:

@@ -5,6 +5,10 @@ A poller in its own thread reads NVML (engine.hardware, no torch) and the store'
 few seconds. A suspension is remembered in settings.json (`suspended_gpus`) and sent to the
 supervisor as `suspend_gpu` / `unsuspend_gpu` from that thread (starting a supervisor can take a
 moment).
+
+When a Ray cluster is named (Settings or TUNEGRAPH_RAY_ADDRESS), its nodes with their CPUs and
+GPUs are listed below, from `tunegraph cluster ADDRESS --json` in a helper process (the UI never
+imports Ray), refreshed every CLUSTER_REFRESH_MS.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from collections.abc import Callable
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.chat_worker import error_text
+from app.processes import JsonProcess
 from engine import hardware, paths
 from engine import settings as settings_mod
+from engine.ray_executor import resolve_address
 
 REFRESH_MS = 3000
+CLUSTER_REFRESH_MS = 30000
 
 Sender = Callable[[str, int], object]
 
@@ -183,6 +190,62 @@ class GpuCard(QtWidgets.QGroupBox):
         self.suspend_toggled.emit(self.index, checked)
 
 
+class ClusterBox(QtWidgets.QGroupBox):
+    """The Ray cluster's live nodes with their CPUs and GPUs; hidden when no cluster is named."""
+
+    updated = QtCore.Signal(object)  # the `tunegraph cluster --json` answer, or an error text
+
+    def __init__(
+        self, parent: QtWidgets.QWidget | None = None, interval_ms: int = CLUSTER_REFRESH_MS
+    ):
+        super().__init__("Ray cluster", parent)
+        self.address = ""
+        self.nodes = QtWidgets.QLabel("")
+        self.nodes.setWordWrap(True)
+        self.nodes.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        QtWidgets.QVBoxLayout(self).addWidget(self.nodes)
+        self.process = JsonProcess(self)
+        self.process.finished.connect(self._on_nodes)
+        self.process.failed.connect(self._on_failed)
+        self.timer = QtCore.QTimer(self, interval=interval_ms)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+        self.hide()
+
+    def refresh(self) -> None:
+        """Ask the cluster again (unless a question is still out)."""
+        address = resolve_address()
+        if address != self.address:
+            self.address = address
+            self.process.cancel()
+            self.nodes.setText(f"Asking {address}…" if address else "")
+        self.setVisible(bool(address))
+        if address and not self.process.is_running():
+            self.process.start("engine", ["cluster", address, "--json"])
+
+    def shutdown(self) -> None:
+        self.timer.stop()
+        self.process.cancel()
+
+    @QtCore.Slot(object)
+    def _on_nodes(self, data) -> None:
+        self.setTitle(f"Ray cluster at {data.get('address') or self.address}")
+        lines = []
+        for n in data.get("nodes") or []:
+            gpus = f"{n['gpus']} GPU{'s' * (n['gpus'] != 1)}"
+            if n.get("gpu_type"):
+                gpus += f" ({n['gpu_type']})"
+            vram = f" · {n['vram_gib']:g} GiB vram_gib" if n.get("vram_gib") else ""
+            lines.append(f"{n['node']}: {n['cpus']} CPUs · {gpus}{vram}")
+        self.nodes.setText("\n".join(lines) or "The cluster has no live node.")
+        self.updated.emit(data)
+
+    @QtCore.Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self.nodes.setText(f"Cannot reach the cluster: {message}")
+        self.updated.emit(message)
+
+
 class HardwareView(QtWidgets.QWidget):
     """GPU cards and the CPU entry, refreshed every REFRESH_MS in a poller thread."""
 
@@ -214,6 +277,8 @@ class HardwareView(QtWidgets.QWidget):
         layout.addLayout(self.cards_box)
         layout.addWidget(self.no_gpu)
         layout.addWidget(cpu_box)
+        self.cluster = ClusterBox()
+        layout.addWidget(self.cluster)
         layout.addWidget(self.status)
         layout.addStretch(1)
         scroll = QtWidgets.QScrollArea(widgetResizable=True)
@@ -234,6 +299,7 @@ class HardwareView(QtWidgets.QWidget):
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
         self.refresh()
+        self.cluster.refresh()
 
     def refresh(self) -> None:
         self._poll.emit()
@@ -250,6 +316,7 @@ class HardwareView(QtWidgets.QWidget):
     def shutdown(self) -> None:
         """Stop polling and end the thread (call before the window closes)."""
         self.timer.stop()
+        self.cluster.shutdown()
         self._thread.quit()
         self._thread.wait()
 

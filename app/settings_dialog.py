@@ -1,4 +1,5 @@
-"""The Settings dialog: data directory, offline mode, GPU policy, CPU threads, theme, and the
+"""The Settings dialog: data directory, offline mode, GPU policy, CPU threads, theme, the Ray
+cluster address (with a connection test in a helper process: the UI never imports Ray), and the
 Hugging Face token, which goes to the OS keyring only (engine.secrets) — never to settings.json,
 a log or a graph. Without a keyring backend the dialog says so and points to HF_TOKEN.
 """
@@ -10,8 +11,10 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
+from app.processes import JsonProcess
 from engine import paths, secrets
 from engine import settings as settings_mod
+from engine.ray_executor import ADDRESS_ENV
 from engine.settings import Settings
 
 NO_KEYRING = (
@@ -120,6 +123,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.error.setWordWrap(True)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(general)
+        layout.addWidget(self._cluster_box())
         layout.addWidget(token_box)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
@@ -181,6 +185,59 @@ class SettingsDialog(QtWidgets.QDialog):
     def _on_checked(self, text: str) -> None:
         self.token_status.setText(text)
 
+    # -- Ray cluster ------------------------------------------------------------------------------
+    def _cluster_box(self) -> QtWidgets.QGroupBox:
+        self.ray_address = QtWidgets.QLineEdit(self.current.ray_address)
+        self.ray_address.setPlaceholderText("e.g. 10.0.0.5:6379 or ray://head:10001 (empty: none)")
+        self.ray_address.textChanged.connect(self._update_cluster_button)
+        self.cluster_button = QtWidgets.QPushButton("Test connection")
+        self.cluster_button.clicked.connect(self.test_cluster)
+        self.cluster_status = QtWidgets.QLabel(
+            "Fine-Tune nodes whose target is “cluster” run there."
+            + (
+                f" TUNEGRAPH_RAY_ADDRESS ({os.environ[ADDRESS_ENV]}) overrides this field."
+                if os.environ.get(ADDRESS_ENV)
+                else ""
+            )
+        )
+        self.cluster_status.setWordWrap(True)
+        self.cluster_probe = JsonProcess(self)
+        self.cluster_probe.finished.connect(self._on_cluster)
+        self.cluster_probe.failed.connect(self._on_cluster_failed)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.ray_address, 1)
+        row.addWidget(self.cluster_button)
+        box = QtWidgets.QGroupBox("Ray cluster (for runs whose target is the cluster)")
+        layout = QtWidgets.QVBoxLayout(box)
+        layout.addLayout(row)
+        layout.addWidget(self.cluster_status)
+        self._update_cluster_button()
+        return box
+
+    def _update_cluster_button(self) -> None:
+        self.cluster_button.setEnabled(
+            bool(self.ray_address.text().strip()) and not self.cluster_probe.is_running()
+        )
+
+    def test_cluster(self) -> None:
+        """Ask the cluster for its nodes with `tunegraph cluster ADDRESS --json` (a subprocess)."""
+        address = self.ray_address.text().strip()
+        if not address:
+            return
+        self.cluster_status.setText(f"Connecting to {address}…")
+        self.cluster_probe.start("engine", ["cluster", address, "--json"])
+        self._update_cluster_button()
+
+    @QtCore.Slot(object)
+    def _on_cluster(self, data) -> None:
+        self.cluster_status.setText(cluster_summary(data))
+        self._update_cluster_button()
+
+    @QtCore.Slot(str)
+    def _on_cluster_failed(self, message: str) -> None:
+        self.cluster_status.setText(f"Could not connect: {message}")
+        self._update_cluster_button()
+
     @QtCore.Slot()
     def _on_check_done(self) -> None:
         self._check = None
@@ -208,6 +265,7 @@ class SettingsDialog(QtWidgets.QDialog):
             cpu_threads=self.cpu_threads.value(),
             theme=self.theme.currentData(),
             suspended_gpus=settings_mod.load().suspended_gpus,
+            ray_address=self.ray_address.text().strip(),
         )
 
     def save(self) -> bool:
@@ -239,4 +297,18 @@ class SettingsDialog(QtWidgets.QDialog):
     def done(self, result: int) -> None:
         if self._check is not None:
             self._check.wait()
+        self.cluster_probe.cancel()
         super().done(result)
+
+
+def cluster_summary(data: dict) -> str:
+    """One sentence for `tunegraph cluster --json`'s answer: nodes, CPUs, GPUs."""
+    nodes = data.get("nodes") or []
+    cpus = sum(n.get("cpus") or 0 for n in nodes)
+    gpus = sum(n.get("gpus") or 0 for n in nodes)
+    types = sorted({n["gpu_type"] for n in nodes if n.get("gpu_type")})
+    kind = f" ({', '.join(types)})" if types else ""
+    return (
+        f"Connected to {data.get('address')}: {len(nodes)} node{'s' * (len(nodes) != 1)}, "
+        f"{cpus} CPUs, {gpus} GPU{'s' * (gpus != 1)}{kind}."
+    )

@@ -62,7 +62,7 @@ def compile_graph(path: str, only: list[str] | None = None):
 # -- commands ----------------------------------------------------------------------------------
 def cmd_run(args) -> int:
     from engine import client
-    from engine.estimate_report import estimate_spec
+    from engine.estimate_report import estimate_specs
     from engine.follow import follow_runs
 
     specs, errors = compile_graph(args.graph, args.only)
@@ -78,10 +78,8 @@ def cmd_run(args) -> int:
         }
         for name, errs in errors
     ]
-    estimates = []
-    for spec in specs:
-        est = estimate_spec(spec, args.device)
-        estimates.append(est)
+    estimates = estimate_specs(specs, args.device)  # in the engine's Python when not here
+    for spec, est in zip(specs, estimates, strict=True):
         if not args.json:
             print(describe_estimate(spec.name, est), file=sys.stderr)
     for entry in entries:
@@ -91,7 +89,7 @@ def cmd_run(args) -> int:
             print("Nothing submitted.", file=sys.stderr)
             return 1
     store = _store()
-    submitted = client.submit(store, specs, estimates) if specs else []
+    submitted = client.submit(store, specs, estimates, cluster=args.cluster) if specs else []
     entries += submitted
     run_ids = [e["id"] for e in submitted if e["state"] == "queued"]
     for e in submitted:
@@ -272,11 +270,35 @@ def cmd_estimate(args) -> int:
     return 1 if errors else 0
 
 
+def cmd_cluster(args) -> int:
+    """The Ray cluster's live nodes with their CPUs and GPUs (what the hardware view lists)."""
+    from engine.ray_executor import ADDRESS_HINT, cluster_inventory, resolve_address
+
+    address = resolve_address(args.address)
+    if not address:
+        raise TunegraphError("No Ray cluster is named.", ADDRESS_HINT)
+    nodes = cluster_inventory(address)
+    if args.json:
+        _print_json({"address": address, "nodes": nodes})
+        return 0
+    print(f"Ray cluster at {address}: {len(nodes)} node(s)")
+    for n in nodes:
+        gpus = f"{n['gpus']} GPU" + (f" {n['gpu_type']}" if n["gpu_type"] else "")
+        print(f"  {n['node']:24} {n['cpus']:>4} CPU  {gpus}")
+    return 0
+
+
 def cmd_rebuild_index(args) -> int:
     store = _store()
     store.rebuild()
     print(f"Rebuilt the index: {len(store.list_runs())} runs.")
     return 0
+
+
+def cmd_demo(args) -> int:
+    from engine import demo
+
+    return demo.main([args.graph] if args.graph else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,8 +399,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parsers(sub)
 
+    from engine.cli_engine import add_parsers as add_engine_parsers
+
+    add_engine_parsers(sub)
+
+    p = sub.add_parser("cluster", help="the Ray cluster's nodes, CPUs and GPUs")
+    p.add_argument("address", nargs="?", help="default: TUNEGRAPH_RAY_ADDRESS or Settings")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cluster)
+
     p = sub.add_parser("rebuild-index", help="rebuild the database from the run directories")
     p.set_defaults(func=cmd_rebuild_index)
+
+    p = sub.add_parser(
+        "demo", help="run the example sweep headless on the CPU and list what each run produced"
+    )
+    p.add_argument("graph", nargs="?", help="another graph file (default: the example sweep)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -398,6 +435,10 @@ def open_app(argv: list[str]) -> int:
     return app_main(argv[:1])
 
 
+# commands that import torch/transformers in-process; a frozen app runs them in the engine's Python
+IN_ENGINE_COMMANDS = {"export", "preview", "make-tiny-model", "cluster"}  # cluster: Ray
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -409,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.command in IN_ENGINE_COMMANDS:
+            from engine.cli_engine import run_in_engine
+
+            code = run_in_engine(argv)  # None: this process has the engine itself
+            if code is not None:
+                return code
         return args.func(args)
     except TunegraphError as err:
         if args.debug:

@@ -6,8 +6,10 @@ table; the supervisor (started on demand) takes it and records a result, which `
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from pathlib import Path
 
 from engine import paths
 from engine.errors import TunegraphError
@@ -45,24 +47,40 @@ def submit(
     specs: list[JobSpec],
     estimates: list[dict | None] | None = None,
     parent: str | None = None,
+    cluster: str | None = None,
 ) -> list[dict]:
     """Freeze each spec into a run and hand it to the supervisor.
 
-    Returns one entry per spec: {"id", "name", "state"} with state queued or refused (then also
-    "error"), as `tunegraph run --detach --json` prints them.
+    `cluster` (a Ray address, as `tunegraph run --cluster ADDR`) sends every run to that cluster;
+    otherwise runs whose target is "cluster" go to the address of TUNEGRAPH_RAY_ADDRESS or
+    Settings, recorded with the submission. Returns one entry per spec: {"id", "name", "state"}
+    with state queued or refused (then also "error"), as `tunegraph run --detach --json` prints.
     """
+    from engine.ray_executor import resolve_address
     from engine.runs import create_run
 
     estimates = estimates or [None] * len(specs)
     entries = []
     for spec, est in zip(specs, estimates, strict=True):
+        if cluster:
+            spec.resources.target = "cluster"
         run_id = create_run(spec, store, parent=parent, estimate=est)
+        if spec.resources.target == "cluster":
+            record_cluster(paths.runs_dir() / run_id, resolve_address(cluster))
         result = send(store, "submit", run_id, estimate=est)
         entry = {"id": run_id, "name": spec.name, "state": result.get("state", "queued")}
         if entry["state"] == "refused":
             entry["error"] = result.get("error")
         entries.append(entry)
     return entries
+
+
+def record_cluster(run_dir: Path, address: str) -> None:
+    """Add the run's Ray cluster address to its submission.json (before the submit command)."""
+    path = Path(run_dir) / "submission.json"
+    meta = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    meta["ray_address"] = address
+    path.write_text(json.dumps(meta), encoding="utf-8")
 
 
 def control(store: Store, action: str, ref: str) -> dict:
@@ -115,6 +133,12 @@ def submit_child(
     last = checkpoints(parent_dir)[-1]
     run_id = create_run(spec, store, parent=parent_id, estimate=estimate)
     shutil.copytree(last, paths.runs_dir() / run_id / "checkpoints" / last.name)
+    if spec.resources.target == "cluster":  # the child goes where its parent went
+        from engine.ray_executor import resolve_address
+        from engine.supervisor import read_submission
+
+        address = read_submission(Path(parent_dir)).get("ray_address")
+        record_cluster(paths.runs_dir() / run_id, resolve_address(address))
     result = send(store, "submit", run_id, estimate=estimate)
     entry = {
         "id": run_id,

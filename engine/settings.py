@@ -37,6 +37,8 @@ class Settings:
     cpu_threads: int = 0  # threads per CPU run; 0 = the cores divided among the CPU slots
     theme: str = "dark"
     suspended_gpus: list[int] = field(default_factory=list)  # no new runs are placed on these
+    # a Ray cluster for Fine-Tune nodes whose target is "cluster" (TUNEGRAPH_RAY_ADDRESS overrides)
+    ray_address: str = ""
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -51,6 +53,9 @@ class Settings:
                 f"cpu_threads must be 0 (automatic) or more, not {self.cpu_threads!r}"
             )
         self.suspended_gpus = sorted({int(g) for g in self.suspended_gpus})
+        if not isinstance(self.ray_address, str):
+            raise SettingsError(f"ray_address must be text, not {self.ray_address!r}")
+        self.ray_address = self.ray_address.strip()
 
     def to_dict(self) -> dict:
         return asdict(self)

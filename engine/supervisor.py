@@ -2,10 +2,12 @@
 
 Clients (CLI commands, the app's bridge) only add rows to the `commands` table and read the store.
 The supervisor takes those commands, places queued runs on GPUs by VRAM holds (or CPU slots),
-starts detached workers, ingests both event logs of every live run, turns dead workers into
-`failed`/`retrying` states, and writes `supervisor.jsonl` (its only writer). An exclusive lock on
-`<data_dir>/supervisor.lock` keeps it single; it exits after `idle_exit_s` with nothing to do.
-It imports no torch: estimates arrive with the submit command or come from a helper process.
+starts workers through an executor (engine.executors: detached local processes by default, a Ray
+cluster for runs whose target is "cluster"), ingests both event logs of every live run, turns dead
+workers into `failed`/`retrying` states, and writes `supervisor.jsonl` (its only writer). An
+exclusive lock on `<data_dir>/supervisor.lock` keeps it single; it exits after `idle_exit_s` with
+nothing to do. It imports neither torch nor Ray: estimates arrive with the submit command or come
+from a helper process, and the Ray connection lives in a bridge process (engine.ray_executor).
 """
 
 from __future__ import annotations
@@ -16,26 +18,32 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from engine import control, hardware, paths, runs, scheduler, settings
-from engine.errors import TunegraphError
-from engine.events import LIVE_STATES, SUPERVISOR_LOG, TERMINAL_STATES, EventLog, run_state
+from engine.errors import EngineMissingError, TunegraphError
+from engine.events import (
+    LIVE_STATES,
+    SUPERVISOR_LOG,
+    TERMINAL_STATES,
+    EventLog,
+    run_state,
+)
+from engine.executors import Executor, LocalExecutor
 from engine.spec import JobSpec
 from engine.store import Store
+from engine.supervisor_cluster import ClusterRuns
 
 LOCK_FILE = "supervisor.lock"
 TICK_S = 0.25
-CANCEL_GRACE_S = 1.0
 MAX_ATTEMPTS = 3
 ESTIMATE_TIMEOUT_S = 300.0
 HOLD_MARGIN = 1.1
 log = logging.getLogger("tunegraph.supervisor")
 
 
-class Supervisor:
+class Supervisor(ClusterRuns):
     def __init__(self, store: Store | None = None, idle_exit_s: float | None = None):
         self.store = store or Store()
         self.idle_exit_s = (
@@ -43,7 +51,11 @@ class Supervisor:
             if idle_exit_s is not None
             else float(os.environ.get("TUNEGRAPH_SUPERVISOR_IDLE", "180"))
         )
-        self.procs: dict[str, subprocess.Popen | None] = {}  # live workers we watch
+        self.local = LocalExecutor()
+        self.clusters: dict[str, Executor] = {}  # address -> Ray executor, made on first use
+        self.procs: dict[str, Executor] = {}  # live workers we watch -> what runs them
+        self.lost: dict[str, float] = {}  # cluster runs out of reach -> since when
+        self.waiting_note: dict[str, str] = {}  # queued cluster runs -> why they wait
         self.placements: dict[str, scheduler.Placement] = {}
         self.attempts: dict[str, int] = {}
         self.cancelling: dict[str, float] = {}
@@ -82,6 +94,8 @@ class Supervisor:
                 time.sleep(TICK_S)
         finally:
             self.abandon_estimates()
+            for executor in self.clusters.values():
+                executor.close()
 
     def abandon_estimates(self) -> None:
         """On exit: submits still waiting for their estimate are refused, never left hanging."""
@@ -166,6 +180,8 @@ class Supervisor:
         run_dir = paths.runs_dir() / run_id
         spec = JobSpec.load(run_dir / "spec.json")
         meta = read_submission(run_dir)
+        if spec.resources.target == "cluster":
+            return self.submit_cluster(run_id, spec, meta, estimate)
         gpus = hardware.gpus()
         refused = scheduler.refusal(
             estimate,
@@ -186,18 +202,7 @@ class Supervisor:
                     "Settings.",
                 )
         if refused:
-            message = f"{spec.name}: {refused.message}"
-            error = {"class": "RefusedError", "message": message, "hint": refused.hint}
-            self.emit(run_id, "error", **error)
-            self.emit(
-                run_id,
-                "status",
-                state="refused",
-                reason=message,
-                parent=meta.get("parent"),
-                created_at=meta.get("created_at"),
-            )
-            return {"ok": True, "state": "refused", "error": error}
+            return self.refuse(run_id, spec, meta, refused)
         self.emit(
             run_id,
             "status",
@@ -208,12 +213,30 @@ class Supervisor:
         )
         return {"ok": True, "state": "queued"}
 
+    def refuse(self, run_id: str, spec: JobSpec, meta: dict, refused: scheduler.Refusal) -> dict:
+        message = f"{spec.name}: {refused.message}"
+        error = {"class": "RefusedError", "message": message, "hint": refused.hint}
+        self.emit(run_id, "error", **error)
+        self.emit(
+            run_id,
+            "status",
+            state="refused",
+            reason=message,
+            parent=meta.get("parent"),
+            created_at=meta.get("created_at"),
+        )
+        return {"ok": True, "state": "refused", "error": error}
+
     def cancel(self, run_id: str) -> dict:
         state = self.state(run_id)
         if state in TERMINAL_STATES:
             return {"ok": False, "error": f"the run is already {state}"}
         if run_id in self.procs or (state in LIVE_STATES and state != "queued"):
-            control.request(paths.runs_dir() / run_id, "cancel")
+            run_dir = paths.runs_dir() / run_id
+            try:
+                self.executor(run_id).request(run_id, run_dir, "cancel")
+            except TunegraphError:
+                pass  # not reachable right now (or not started): the kill below decides
             self.cancelling[run_id] = time.time()
             self.kill(run_id)
         else:
@@ -228,7 +251,10 @@ class Supervisor:
             return {"ok": False, "error": "a queued run cannot be paused; cancel it instead"}
         if state not in ("starting", "training"):
             return {"ok": False, "error": f"only a training run can be paused (it is {state})"}
-        control.request(paths.runs_dir() / run_id, action)
+        try:
+            self.executor(run_id).request(run_id, paths.runs_dir() / run_id, action)
+        except TunegraphError as err:
+            return {"ok": False, "error": str(err)}
         return {"ok": True}
 
     def resume(self, run_id: str) -> dict:
@@ -270,6 +296,9 @@ class Supervisor:
                 )
                 self.emit(run_id, "status", state="failed", reason=str(err))
                 continue
+            if spec.resources.target == "cluster":
+                self.start_cluster(run_id, spec, run["estimate"])
+                continue  # the cluster queues it: Ray places it when it has the resources
             held = self.held()
             cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
             place = scheduler.place(
@@ -319,28 +348,41 @@ class Supervisor:
         processes = JobSpec.load(run_dir / "spec.json").resources.gpu_count
         if processes > 1 and place.device == "cpu":  # DDP on the CPU (gloo): split the cores
             env["TUNEGRAPH_THREADS"] = str(max(1, int(env["TUNEGRAPH_THREADS"]) // processes))
-        self.procs[run_id] = runs.start_worker(run_dir, env, processes)
+        try:
+            self.local.start(run_id, run_dir, env, processes)
+        except EngineMissingError as err:  # a frozen app without an engine: fail, never loop
+            self.placements.pop(run_id, None)
+            self.store.release_hold(run_id)
+            hint = "Set it up with Help > Set up training engine, or `tunegraph engine setup`."
+            self.emit(
+                run_id, "error", **{"class": type(err).__name__, "message": str(err), "hint": hint}
+            )
+            self.emit(
+                run_id, "status", state="failed", reason=str(err), resumable=has_checkpoint(run_dir)
+            )
+            return
+        self.procs[run_id] = self.local
 
     def kill(self, run_id: str) -> None:
-        proc = self.procs.get(run_id)
-        runs.kill_worker_tree(paths.runs_dir() / run_id, grace=CANCEL_GRACE_S)
-        if proc is not None:
-            try:
-                proc.wait(timeout=CANCEL_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self.executor(run_id).kill(run_id, paths.runs_dir() / run_id)
 
     def watch_workers(self) -> None:
         for run_id in list(self.procs):
             run_dir = paths.runs_dir() / run_id
+            executor = self.procs[run_id]
+            poll = executor.poll(run_id, run_dir)
             self.store.ingest(run_dir)
-            proc = self.procs[run_id]
-            alive = proc.poll() is None if proc is not None else runs.worker_alive(run_dir)
-            if alive:
+            if poll.lost:
+                self.out_of_reach(run_id, poll.reason)
+                continue
+            if run_id in self.lost:
+                self.reattached(run_id)
+            if poll.alive:
+                if run_id in self.cancelling and executor is not self.local:
+                    self.kill(run_id)  # asked while the cluster was out of reach
                 self.tighten_hold(run_id)
                 continue
-            self.finish(run_id, proc.returncode if proc is not None else None)
+            self.finish(run_id, poll.returncode, poll.reason)
 
     def tighten_hold(self, run_id: str) -> None:
         place = self.placements.get(run_id)
@@ -364,11 +406,12 @@ class Supervisor:
                 hold_gib=tightened,
             )
 
-    def finish(self, run_id: str, returncode: int | None) -> None:
+    def finish(self, run_id: str, returncode: int | None, why: str | None = None) -> None:
         """A worker exited: release its hold and settle states the worker could not write."""
         run_dir = paths.runs_dir() / run_id
         self.store.ingest(run_dir)
-        self.procs.pop(run_id, None)
+        executor = self.procs.pop(run_id, None) or self.local
+        executor.release(run_id, run_dir)
         self.placements.pop(run_id, None)
         self.store.release_hold(run_id)
         state, data = run_state(run_dir)
@@ -382,7 +425,7 @@ class Supervisor:
                 self.retry(run_id, data.get("reason") or "failed")
             return
         # the worker died without saying why (killed, crashed hard)
-        reason = (
+        reason = why or (
             f"the worker exited with code {returncode}"
             if returncode is not None
             else "the worker died"
@@ -430,6 +473,10 @@ class Supervisor:
             state, _ = run_state(run_dir)
             if state not in LIVE_STATES:
                 continue
+            executor = self.executor(run_id)
+            if executor is not self.local:
+                self.readopt_cluster_run(run_id, run_dir, executor)
+                continue
             if state == "queued" and not runs.worker_alive(run_dir):
                 continue  # still waiting for a place (a worker just started is adopted below)
             if state == "retrying":
@@ -444,7 +491,8 @@ class Supervisor:
                     float(hold["gib"]) if hold else 0.0,
                     "re-adopted",
                 )
-                self.procs[run_id] = None
+                self.local.adopt(run_id, run_dir)
+                self.procs[run_id] = self.local
                 self.emit(
                     run_id,
                     "log",
@@ -520,9 +568,12 @@ def drop_torn_checkpoints(run_dir: Path) -> None:
 
 
 def start_estimate(run_dir: Path) -> subprocess.Popen:
-    """Estimate a run in a helper process (the supervisor never imports torch)."""
+    """Estimate a run in a helper process in the engine's Python (the supervisor never imports
+    torch); raises EngineMissingError when there is no engine."""
+    from engine.interpreters import engine_python
+
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.estimate_report", str(run_dir)],
+        [engine_python(), "-m", "engine.estimate_report", str(run_dir)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -568,6 +619,8 @@ def supervisor_pid() -> int | None:
 
 def ensure_supervisor(timeout: float = 20.0) -> int:
     """Start the background supervisor for this data directory unless one runs; returns its pid."""
+    from engine.interpreters import tunegraph_command
+
     pid = supervisor_pid()
     if pid:
         return pid
@@ -577,7 +630,7 @@ def ensure_supervisor(timeout: float = 20.0) -> int:
     else:
         kwargs["start_new_session"] = True
     with open(paths.data_dir() / "supervisor.log", "ab") as err:
-        subprocess.Popen([sys.executable, "-m", "engine", "supervisor"], stderr=err, **kwargs)
+        subprocess.Popen(tunegraph_command("supervisor"), stderr=err, **kwargs)
     deadline = time.time() + timeout
     while time.time() < deadline:
         pid = supervisor_pid()

@@ -377,3 +377,17 @@ def test_a_torn_checkpoint_does_not_count_and_is_dropped_before_a_resume(tmp_pat
     drop_torn_checkpoints(tmp_path)
     assert get_last_checkpoint(str(folder)) == str(folder / "checkpoint-2")
     assert not has_checkpoint(tmp_path / "elsewhere")
+
+
+def test_a_run_without_a_training_engine_fails_with_the_fix_instead_of_looping(
+    sup, data, monkeypatch, tmp_path
+):
+    """A frozen app whose engine is not set up: the run fails once, naming what to do."""
+    spec = make_spec(data, "no engine")
+    estimate = cpu_estimate(spec)
+    monkeypatch.setenv("TUNEGRAPH_ENGINE_PYTHON", str(tmp_path / "missing" / "python"))
+    [entry] = client.submit(sup, [spec], [estimate])
+    run = wait_for(sup, entry["id"], "failed", 30)
+    assert "training engine is not set up" in run["reason"]
+    assert "engine setup" in run["error"]["hint"]
+    wait_until(no_holds(sup), 10, "the hold to be released")
