@@ -132,7 +132,9 @@ def test_bundle_for_another_machine_is_refused(tmp_path, wanted, words):
 def test_damaged_or_incomplete_bundle_is_refused(tmp_path):
     folder = fake_bundle(tmp_path / "b")
     wheel = next(folder.glob("torch-*.whl"))
-    wheel.write_bytes(wheel.read_bytes()[:-1] + b"!")
+    damaged = bytearray(wheel.read_bytes())
+    damaged[-1] ^= 0xFF  # always a different byte (the content is random)
+    wheel.write_bytes(bytes(damaged))
     with pytest.raises(EngineSetupError, match="damaged: torch-.*does not match its sha256"):
         engine_bundle.verify(folder, "cpu", "3.11", "linux")
     wheel.unlink()
