@@ -24,6 +24,7 @@ from app.main_window_files import EXAMPLE_GRAPH  # noqa: E402
 from app.settings_store import SettingsStore  # noqa: E402
 from nodes import compile as compile_graph  # noqa: E402
 from nodes import load_graph  # noqa: E402
+from tests.app_helpers import main_window_session  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "resources" / "datasets" / "support_chats.jsonl"
@@ -49,18 +50,7 @@ def canvas(qtbot):
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    submitted = []
-
-    def fake_submit(specs, estimates):
-        submitted.append((specs, estimates))
-        return [{"id": f"run-{i}", "name": s.name, "state": "queued"} for i, s in enumerate(specs)]
-
-    win = MainWindow(settings=SettingsStore(tmp_path / "ui.ini"), submit=fake_submit)
-    win.submitted = submitted
-    win.ask_unsaved = lambda: "discard"
-    qtbot.addWidget(win)
-    yield win
-    win.shutdown()
+    yield from main_window_session(qtbot, tmp_path)
 
 
 def build_module(

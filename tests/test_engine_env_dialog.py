@@ -17,10 +17,9 @@ pytest.importorskip("pytestqt")
 from PySide6 import QtWidgets  # noqa: E402
 
 from app.engine_setup_dialog import AboutDialog, EngineSetupDialog  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
 from app.main_window_files import EXAMPLE_GRAPH  # noqa: E402
-from app.settings_store import SettingsStore  # noqa: E402
 from engine import __version__, engine_bundle, engine_env, interpreters  # noqa: E402
+from tests.app_helpers import main_window_session  # noqa: E402
 
 SMI = Path(__file__).parent / "data" / "nvidia_smi"
 
@@ -139,18 +138,7 @@ def test_version_flag():
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    submitted = []
-
-    def fake_submit(specs, estimates):
-        submitted.append((specs, estimates))
-        return [{"id": f"run-{i}", "name": s.name, "state": "queued"} for i, s in enumerate(specs)]
-
-    win = MainWindow(settings=SettingsStore(tmp_path / "ui.ini"), submit=fake_submit)
-    win.submitted = submitted
-    win.ask_unsaved = lambda: "discard"
-    qtbot.addWidget(win)
-    yield win
-    win.shutdown()
+    yield from main_window_session(qtbot, tmp_path)
 
 
 def test_run_without_engine_explains_and_offers_setup(window, monkeypatch, no_torch_python, qtbot):

@@ -1,0 +1,25 @@
+"""Helpers for the Qt tests (imported only by modules that already skip without pytest-qt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.main_window import MainWindow
+from app.settings_store import SettingsStore
+
+
+def main_window_session(qtbot, folder: Path):
+    """Fixture body: a main window whose Run records what it would submit (`win.submitted`)
+    instead of starting runs, closed and shut down afterwards."""
+    submitted = []
+
+    def fake_submit(specs, estimates):
+        submitted.append((specs, estimates))
+        return [{"id": f"run-{i}", "name": s.name, "state": "queued"} for i, s in enumerate(specs)]
+
+    win = MainWindow(settings=SettingsStore(folder / "ui.ini"), submit=fake_submit)
+    win.submitted = submitted
+    win.ask_unsaved = lambda: "discard"
+    qtbot.addWidget(win)
+    yield win
+    win.shutdown()
