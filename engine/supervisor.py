@@ -203,6 +203,10 @@ class Supervisor(ClusterRuns):
                 )
         if refused:
             return self.refuse(run_id, spec, meta, refused)
+        return self.queue(run_id, meta, estimate)
+
+    def queue(self, run_id: str, meta: dict, estimate: dict | None, **extra) -> dict:
+        """Accept a submitted run: its first `queued` status (with lineage and estimate)."""
         self.emit(
             run_id,
             "status",
@@ -210,6 +214,7 @@ class Supervisor(ClusterRuns):
             parent=meta.get("parent"),
             created_at=meta.get("created_at"),
             estimate=estimate,
+            **extra,
         )
         return {"ok": True, "state": "queued"}
 

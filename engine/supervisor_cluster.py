@@ -31,7 +31,7 @@ def _core():
 
 
 class ClusterRuns:
-    """Mixed into engine.supervisor.Supervisor (it provides emit, refuse, procs, local, …)."""
+    """Mixed into engine.supervisor.Supervisor (it provides emit, refuse, queue, procs, local, …)."""
 
     local: Executor
     procs: dict[str, Executor]
@@ -56,16 +56,7 @@ class ClusterRuns:
             )
         if refused:
             return self.refuse(run_id, spec, meta, refused)
-        self.emit(
-            run_id,
-            "status",
-            state="queued",
-            parent=meta.get("parent"),
-            created_at=meta.get("created_at"),
-            estimate=estimate,
-            target=f"cluster ({address})",
-        )
-        return {"ok": True, "state": "queued"}
+        return self.queue(run_id, meta, estimate, target=f"cluster ({address})")
 
     def executor(self, run_id: str, spec: JobSpec | None = None) -> Executor:
         """What runs (or ran) this run's worker: the local executor, or the Ray cluster's."""
