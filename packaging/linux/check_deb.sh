@@ -18,24 +18,9 @@
 # (a bundle without llama-cpp-python), KEEP=1 leaves the root for inspection.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT=${OUT:-/tmp/tg-pkg/out}
-CHECK=${CHECK:-/tmp/tg-pkg/check}
-CACHE=${CACHE:-/tmp/tg-pkg/cache}
+source "$(dirname "$0")/../chroot_lib.sh"
 ENGINE=${ENGINE:-1}
-SUITE=bookworm
-MIRRORS=("deb http://deb.debian.org/debian $SUITE main"
-         "deb http://deb.debian.org/debian $SUITE-updates main"
-         "deb http://deb.debian.org/debian-security $SUITE-security main")
-USER_NAME=analyst
 R=$CHECK/root
-T_START=$(date +%s.%N)
-
-log() { printf '\n== %s\n' "$*" >&2; }
-fail() { printf '\nFAIL: %s\n' "$*" >&2; exit 1; }
-elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(date +%s.%N)"; }
-[ "$(id -u)" = 0 ] || fail "run as root (chroot, mounts)"
-command -v mmdebstrap >/dev/null || fail "mmdebstrap is missing (apt-get install mmdebstrap)"
 
 DEB=${1:-}
 if [ -z "$DEB" ]; then
@@ -56,19 +41,12 @@ fi
 
 cleanup() {
     set +e
-    for m in var/cache/apt/archives dev/pts dev sys proc; do
-        mountpoint -q "$R/$m" && umount -l "$R/$m"
-    done
+    unmount_root var/cache/apt/archives
     if [ "${KEEP:-0}" != 1 ]; then rm -rf "$R" "$CHECK/upgrade"; fi
 }
 trap cleanup EXIT
 cleanup
-mkdir -p "$R"
-tar -C "$R" -xf "$BASE"
-mount -t proc proc "$R/proc"
-mount -t sysfs sys "$R/sys"
-mount --bind /dev "$R/dev"
-mount --bind /dev/pts "$R/dev/pts"
+fresh_root "$BASE"
 # apt's downloads are kept between checks (they are Debian's packages, not ours)
 mount --bind "$CACHE/apt-archives" "$R/var/cache/apt/archives"
 cp /etc/resolv.conf "$R/etc/resolv.conf"

@@ -15,23 +15,8 @@
 # paths and the frozen app itself (see README "Install").
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT=${OUT:-/tmp/tg-pkg/out}
-CHECK=${CHECK:-/tmp/tg-pkg/check}
-CACHE=${CACHE:-/tmp/tg-pkg/cache}
-SUITE=bookworm
-MIRRORS=("deb http://deb.debian.org/debian $SUITE main"
-         "deb http://deb.debian.org/debian $SUITE-updates main"
-         "deb http://deb.debian.org/debian-security $SUITE-security main")
-USER_NAME=analyst
+source "$(dirname "$0")/../chroot_lib.sh"
 R=$CHECK/wine-root
-T_START=$(date +%s.%N)
-
-log() { printf '\n== %s\n' "$*" >&2; }
-fail() { printf '\nFAIL: %s\n' "$*" >&2; exit 1; }
-elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(date +%s.%N)"; }
-[ "$(id -u)" = 0 ] || fail "run as root (chroot, mounts)"
-command -v mmdebstrap >/dev/null || fail "mmdebstrap is missing (apt-get install mmdebstrap)"
 
 SETUP=${1:-}
 if [ -z "$SETUP" ]; then
@@ -52,17 +37,12 @@ cleanup() {
     set +e
     in_root_quiet() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@" >/dev/null 2>&1; }
     [ -d "$R/proc" ] && in_root_quiet pkill -u "$USER_NAME"
-    for m in dev/pts dev sys proc; do mountpoint -q "$R/$m" && umount -l "$R/$m"; done
+    unmount_root
     if [ "${KEEP:-0}" != 1 ]; then rm -rf "$R"; fi
 }
 trap cleanup EXIT
 cleanup
-mkdir -p "$R"
-tar -C "$R" -xf "$BASE"
-mount -t proc proc "$R/proc"
-mount -t sysfs sys "$R/sys"
-mount --bind /dev "$R/dev"
-mount --bind /dev/pts "$R/dev/pts"
+fresh_root "$BASE"
 chroot "$R" useradd --create-home --shell /bin/bash "$USER_NAME"
 cp "$SETUP" "$R/tmp/setup.exe"
 chmod 644 "$R/tmp/setup.exe"
