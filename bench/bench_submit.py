@@ -106,12 +106,12 @@ def bare(spec, threads: str) -> tuple[float, float]:
 
 
 def supervised(store, spec, estimate: dict, cold: bool) -> tuple[float, float]:
-    from engine import client, supervisor
+    from engine import client, supervisor_process
 
     if cold:
-        supervisor.stop_supervisor()
+        supervisor_process.stop_supervisor()
     else:
-        supervisor.ensure_supervisor()
+        supervisor_process.ensure_supervisor()
     t0 = time.time()
     [entry] = client.submit(store, [spec], [estimate])
     started, step = milestones(Path(store.run_json(entry["id"])["run_dir"]))
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.pop("TUNEGRAPH_FAKE_GPUS", None)
 
-    from engine import hardware, supervisor
+    from engine import hardware, supervisor_process
     from engine.estimate_report import estimate_spec
     from engine.store import Store
     from engine.tinymodel import ensure_builtin_tiny_model
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     finally:
-        supervisor.stop_supervisor()
+        supervisor_process.stop_supervisor()
         store.close()
         shutil.rmtree(home, ignore_errors=True)
 

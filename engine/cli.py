@@ -148,13 +148,13 @@ def cmd_continue(args) -> int:
 
 
 def cmd_supervisor(args) -> int:
-    from engine import supervisor
+    from engine import supervisor_process
 
     if args.stop:
-        stopped = supervisor.stop_supervisor()
+        stopped = supervisor_process.stop_supervisor()
         print("Stopped the supervisor." if stopped else "No supervisor was running.")
         return 0
-    if supervisor.serve_locked() != 0:
+    if supervisor_process.serve_locked() != 0:
         print("A supervisor already runs for this data directory.", file=sys.stderr)
         return 1
     return 0

@@ -15,7 +15,7 @@ from engine import paths
 from engine.errors import TunegraphError
 from engine.spec import JobSpec
 from engine.store import Store
-from engine.supervisor import ensure_supervisor
+from engine.supervisor_process import ensure_supervisor
 
 WAIT_S = 60.0
 
@@ -94,7 +94,7 @@ def control(store: Store, action: str, ref: str) -> dict:
 
 def continue_run(store: Store, ref: str, epochs: float) -> dict:
     """A child run that starts from RUN's final checkpoint and trains `epochs` more epochs."""
-    from engine.supervisor import has_checkpoint
+    from engine.checkpoints import has_checkpoint
 
     if not epochs > 0:
         raise TunegraphError(f"cannot continue {ref}: --epochs must be above 0, not {epochs:g}")
@@ -127,15 +127,15 @@ def submit_child(
     The parent's estimate is reused: the child trains the same model with the same batch shape,
     so it holds the same memory.
     """
+    from engine.checkpoints import checkpoints
     from engine.runs import create_run
-    from engine.supervisor import checkpoints
 
     last = checkpoints(parent_dir)[-1]
     run_id = create_run(spec, store, parent=parent_id, estimate=estimate)
     shutil.copytree(last, paths.runs_dir() / run_id / "checkpoints" / last.name)
     if spec.resources.target == "cluster":  # the child goes where its parent went
         from engine.ray_executor import resolve_address
-        from engine.supervisor import read_submission
+        from engine.runs import read_submission
 
         address = read_submission(Path(parent_dir)).get("ray_address")
         record_cluster(paths.runs_dir() / run_id, resolve_address(address))

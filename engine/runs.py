@@ -1,4 +1,5 @@
-"""Creating run directories and starting worker processes.
+"""Creating run directories (and reading back their submission record) and starting worker
+processes.
 
 A run directory is created at submission: `spec.json` (frozen) and a first `queued` status in
 `supervisor.jsonl`. Workers are started detached (their own process group / session) so they
@@ -38,6 +39,14 @@ def create_run(
         run_id, spec, run_dir, created_at=meta["created_at"], parent=parent, estimate=estimate
     )
     return run_id
+
+
+def read_submission(run_dir: Path) -> dict:
+    """What the client recorded at submission: parent, created_at, estimate."""
+    try:
+        return json.loads((Path(run_dir) / "submission.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def worker_command(run_dir: Path, processes: int = 1) -> list[str]:

@@ -89,6 +89,15 @@ def load() -> Settings:
         return Settings()  # a damaged file falls back to defaults rather than stopping the app
 
 
+def load_or_defaults() -> Settings:
+    """The user's settings; defaults when the file is unreadable for any reason (the supervisor
+    must never stop its queue over them)."""
+    try:
+        return load()
+    except Exception:
+        return Settings()
+
+
 def save(settings: Settings) -> Path:
     """Write the settings atomically; returns the file."""
     path = settings_path()

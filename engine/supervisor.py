@@ -1,27 +1,27 @@
 """The supervisor: one background process per data directory that owns the queue and the workers.
 
 Clients (CLI commands, the app's bridge) only add rows to the `commands` table and read the store.
-The supervisor takes those commands, places queued runs on GPUs by VRAM holds (or CPU slots),
-starts workers through an executor (engine.executors: detached local processes by default, a Ray
-cluster for runs whose target is "cluster"), ingests both event logs of every live run, turns dead
-workers into `failed`/`retrying` states, and writes `supervisor.jsonl` (its only writer). An
-exclusive lock on `<data_dir>/supervisor.lock` keeps it single; it exits after `idle_exit_s` with
-nothing to do. It imports neither torch nor Ray: estimates arrive with the submit command or come
-from a helper process, and the Ray connection lives in a bridge process (engine.ray_executor).
+The supervisor takes those commands (engine.supervisor_commands), places queued runs on GPUs by
+VRAM holds (or CPU slots), starts workers through an executor (engine.executors: detached local
+processes by default, a Ray cluster for runs whose target is "cluster", engine.supervisor_cluster),
+ingests both event logs of every live run, turns dead workers into `failed`/`retrying` states, and
+writes `supervisor.jsonl` (its only writer). An exclusive lock on `<data_dir>/supervisor.lock`
+keeps it single (engine.supervisor_process starts, finds and stops it); it exits after
+`idle_exit_s` with nothing to do. It imports neither torch nor Ray: estimates arrive with the
+submit command or come from a helper process, and the Ray connection lives in a bridge process
+(engine.ray_executor).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from engine import control, hardware, paths, runs, scheduler, settings
+from engine.checkpoints import drop_torn_checkpoints, has_checkpoint
 from engine.errors import EngineMissingError, TunegraphError
 from engine.events import (
     LIVE_STATES,
@@ -34,16 +34,17 @@ from engine.executors import Executor, LocalExecutor
 from engine.spec import JobSpec
 from engine.store import Store
 from engine.supervisor_cluster import ClusterRuns
+from engine.supervisor_commands import ClientCommands
 
-LOCK_FILE = "supervisor.lock"
 TICK_S = 0.25
 MAX_ATTEMPTS = 3
-ESTIMATE_TIMEOUT_S = 300.0
 HOLD_MARGIN = 1.1
 log = logging.getLogger("tunegraph.supervisor")
 
 
-class Supervisor(ClusterRuns):
+class Supervisor(ClientCommands, ClusterRuns):
+    """The queue and the workers of one data directory (run by engine.supervisor_process)."""
+
     def __init__(self, store: Store | None = None, idle_exit_s: float | None = None):
         self.store = store or Store()
         self.idle_exit_s = (
@@ -61,21 +62,24 @@ class Supervisor(ClusterRuns):
         self.cancelling: dict[str, float] = {}
         # run -> (estimate helper, submit command id, started at)
         self.estimating: dict[str, tuple[subprocess.Popen, int, float]] = {}
-        self.suspended: set[int] = set(user_settings().suspended_gpus)
+        self.suspended: set[int] = set(settings.load_or_defaults().suspended_gpus)
         self._stop = False
         self._last_busy = time.time()
 
     # -- logs ------------------------------------------------------------------------------------
     def emit(self, run_id: str, kind: str, **data) -> None:
+        """Write an event to the run's supervisor.jsonl and ingest it into the store."""
         with EventLog(paths.runs_dir() / run_id / SUPERVISOR_LOG) as elog:
             elog.emit(kind, **data)
         self.store.ingest(paths.runs_dir() / run_id)
 
     def state(self, run_id: str) -> str | None:
+        """The run's current state from its event logs."""
         return run_state(paths.runs_dir() / run_id)[0]
 
     # -- main loop -------------------------------------------------------------------------------
     def serve(self) -> None:
+        """The main loop: tick until SIGTERM, a stop command or `idle_exit_s` with nothing to do."""
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.reconcile()
         try:
@@ -97,18 +101,6 @@ class Supervisor(ClusterRuns):
             for executor in self.clusters.values():
                 executor.close()
 
-    def abandon_estimates(self) -> None:
-        """On exit: submits still waiting for their estimate are refused, never left hanging."""
-        for run_id, (helper, cmd_id, _) in list(self.estimating.items()):
-            helper.kill()
-            helper.wait()
-            message = "the supervisor stopped before the run was estimated"
-            error = {"class": "RefusedError", "message": message, "hint": "Submit it again."}
-            self.emit(run_id, "error", **error)
-            self.emit(run_id, "status", state="refused", reason=message)
-            self.store.finish_command(cmd_id, {"ok": True, "state": "refused", "error": error})
-        self.estimating.clear()
-
     def tick(self) -> bool:
         """One round: commands, workers, scheduling. Returns True while anything is live."""
         for cmd in self.store.take_commands():
@@ -125,160 +117,9 @@ class Supervisor(ClusterRuns):
         queued = self.store.list_runs(state="queued")
         return bool(self.procs or queued or self.estimating)
 
-    # -- commands --------------------------------------------------------------------------------
-    def handle(self, cmd: dict) -> dict | None:
-        action, run_id = cmd["action"], cmd.get("run_id")
-        args = cmd.get("args") or {}
-        if action == "submit":
-            estimate = args.get("estimate") or read_submission(paths.runs_dir() / run_id).get(
-                "estimate"
-            )
-            if estimate is None:  # estimated in a helper process; the loop goes on meanwhile
-                self.estimating[run_id] = (
-                    start_estimate(paths.runs_dir() / run_id),
-                    cmd["id"],
-                    time.time(),
-                )
-                return None
-            return self.submit(run_id, estimate)
-        if action == "cancel":
-            return self.cancel(run_id)
-        if action == "pause":
-            return self.pause(run_id)
-        if action == "stop":
-            return self.pause(run_id, "stop")
-        if action == "resume":
-            return self.resume(run_id)
-        if action == "suspend_gpu":
-            self.suspended.add(int(args["gpu"]))
-            return {"ok": True}
-        if action == "unsuspend_gpu":
-            self.suspended.discard(int(args["gpu"]))
-            return {"ok": True}
-        if action == "stop":
-            self._stop = True
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown command {action!r}"}
-
-    def watch_estimates(self) -> None:
-        """Submit the runs whose estimate helper has finished, and answer their commands."""
-        for run_id, (helper, cmd_id, started) in list(self.estimating.items()):
-            if helper.poll() is None:
-                if time.time() - started < ESTIMATE_TIMEOUT_S:
-                    continue
-                helper.kill()  # submitted without an estimate: it holds nothing
-                helper.wait()
-            del self.estimating[run_id]
-            try:
-                result = self.submit(run_id, read_estimate(helper))
-            except Exception as exc:  # noqa: BLE001 - the client must get an answer
-                log.exception("submit of %s failed", run_id)
-                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            self.store.finish_command(cmd_id, result)
-
-    def submit(self, run_id: str, estimate: dict | None) -> dict:
-        run_dir = paths.runs_dir() / run_id
-        spec = JobSpec.load(run_dir / "spec.json")
-        meta = read_submission(run_dir)
-        if spec.resources.target == "cluster":
-            return self.submit_cluster(run_id, spec, meta, estimate)
-        gpus = hardware.gpus()
-        refused = scheduler.refusal(
-            estimate,
-            gpus,
-            spec.resources.gpu_count,
-            spec.resources.device != "cpu",
-            requires_gpu=spec.resources.device == "cuda",
-        )
-        wants_gpu = spec.resources.device != "cpu" and bool(gpus)
-        if not refused and wants_gpu and user_settings().gpu_policy == "refuse":
-            free_now = scheduler.place(
-                estimate, gpus, self.held(), self.suspended, spec.resources.gpu_count, True, 0
-            )
-            if free_now is None:
-                refused = scheduler.Refusal(
-                    "every GPU is busy and the GPU policy is to refuse rather than queue",
-                    "Start it again when a GPU is free, or set the GPU policy to queue in "
-                    "Settings.",
-                )
-        if refused:
-            return self.refuse(run_id, spec, meta, refused)
-        return self.queue(run_id, meta, estimate)
-
-    def queue(self, run_id: str, meta: dict, estimate: dict | None, **extra) -> dict:
-        """Accept a submitted run: its first `queued` status (with lineage and estimate)."""
-        self.emit(
-            run_id,
-            "status",
-            state="queued",
-            parent=meta.get("parent"),
-            created_at=meta.get("created_at"),
-            estimate=estimate,
-            **extra,
-        )
-        return {"ok": True, "state": "queued"}
-
-    def refuse(self, run_id: str, spec: JobSpec, meta: dict, refused: scheduler.Refusal) -> dict:
-        message = f"{spec.name}: {refused.message}"
-        error = {"class": "RefusedError", "message": message, "hint": refused.hint}
-        self.emit(run_id, "error", **error)
-        self.emit(
-            run_id,
-            "status",
-            state="refused",
-            reason=message,
-            parent=meta.get("parent"),
-            created_at=meta.get("created_at"),
-        )
-        return {"ok": True, "state": "refused", "error": error}
-
-    def cancel(self, run_id: str) -> dict:
-        state = self.state(run_id)
-        if state in TERMINAL_STATES:
-            return {"ok": False, "error": f"the run is already {state}"}
-        if run_id in self.procs or (state in LIVE_STATES and state != "queued"):
-            run_dir = paths.runs_dir() / run_id
-            try:
-                self.executor(run_id).request(run_id, run_dir, "cancel")
-            except TunegraphError:
-                pass  # not reachable right now (or not started): the kill below decides
-            self.cancelling[run_id] = time.time()
-            self.kill(run_id)
-        else:
-            self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
-        return {"ok": True}
-
-    def pause(self, run_id: str, action: str = "pause") -> dict:
-        state = self.state(run_id)
-        if state == "queued" and run_id in self.procs:
-            state = "starting"  # its worker is up but has not said so yet
-        if state == "queued":
-            return {"ok": False, "error": "a queued run cannot be paused; cancel it instead"}
-        if state not in ("starting", "training"):
-            return {"ok": False, "error": f"only a training run can be paused (it is {state})"}
-        try:
-            self.executor(run_id).request(run_id, paths.runs_dir() / run_id, action)
-        except TunegraphError as err:
-            return {"ok": False, "error": str(err)}
-        return {"ok": True}
-
-    def resume(self, run_id: str) -> dict:
-        state = self.state(run_id)
-        run_dir = paths.runs_dir() / run_id
-        if state not in ("paused", "failed"):
-            return {
-                "ok": False,
-                "error": f"only a paused or failed run can be resumed (it is {state})",
-            }
-        if state == "failed" and not has_checkpoint(run_dir):
-            return {"ok": False, "error": "the run has no checkpoint to resume from"}
-        control.clear(run_dir)
-        self.attempts.pop(run_id, None)
-        self.emit(run_id, "status", state="queued", reason="resumed")
-        return {"ok": True, "state": "queued"}
-
     # -- workers ---------------------------------------------------------------------------------
     def schedule(self) -> None:
+        """Start the queued runs that fit now, oldest first (cluster runs go to their cluster)."""
         queued = sorted(
             self.store.list_runs(state="queued"), key=lambda r: (r["created_at"] or 0, r["id"])
         )
@@ -320,6 +161,7 @@ class Supervisor(ClusterRuns):
             self.start(run_id, place, gpus)
 
     def held(self) -> dict[int, float]:
+        """GiB held on each GPU index by the live runs."""
         held: dict[int, float] = {}
         for h in self.store.holds():
             for gpu in str(h["gpu"]).split(","):
@@ -328,10 +170,11 @@ class Supervisor(ClusterRuns):
         return held
 
     def start(self, run_id: str, place: scheduler.Placement, gpus) -> None:
+        """Hold the placement's memory and start the run's worker on it."""
         run_dir = paths.runs_dir() / run_id
         control.clear(run_dir)
         drop_torn_checkpoints(run_dir)  # no worker of this run is alive here
-        prefs = user_settings()
+        prefs = settings.load_or_defaults()
         env = settings.worker_env({}, prefs)  # offline mode, threads
         env["TUNEGRAPH_THREADS"] = str(prefs.cpu_threads or hardware.cpu_threads_per_run())
         if place.device == "cuda":
@@ -369,9 +212,11 @@ class Supervisor(ClusterRuns):
         self.procs[run_id] = self.local
 
     def kill(self, run_id: str) -> None:
+        """Kill the run's worker through whatever runs it."""
         self.executor(run_id).kill(run_id, paths.runs_dir() / run_id)
 
     def watch_workers(self) -> None:
+        """Ingest every live worker's events, tighten holds, and settle the ones that ended."""
         for run_id in list(self.procs):
             run_dir = paths.runs_dir() / run_id
             executor = self.procs[run_id]
@@ -390,6 +235,7 @@ class Supervisor(ClusterRuns):
             self.finish(run_id, poll.returncode, poll.reason)
 
     def tighten_hold(self, run_id: str) -> None:
+        """Lower a GPU run's hold to its measured peak (with HOLD_MARGIN) once it is known."""
         place = self.placements.get(run_id)
         if not place or place.device != "cuda":
             return
@@ -458,6 +304,7 @@ class Supervisor(ClusterRuns):
         return "OutOfMemoryError" in str(last.get("class")) and (run["step"] or 0) <= 1
 
     def retry(self, run_id: str, reason: str) -> None:
+        """Put the run back in the queue as `retrying`, with the attempt count in the reason."""
         attempt = self.attempts.get(run_id, 0)
         self.emit(
             run_id,
@@ -517,180 +364,3 @@ class Supervisor(ClusterRuns):
         for h in self.store.holds():
             if h["run_id"] not in live:
                 self.store.release_hold(h["run_id"])
-
-
-def user_settings() -> settings.Settings:
-    """The user's settings; defaults when the file is unreadable (never stop the queue)."""
-    try:
-        return settings.load()
-    except Exception:
-        return settings.Settings()
-
-
-def read_submission(run_dir: Path) -> dict:
-    """What the client recorded at submission: parent, created_at, estimate."""
-    try:
-        return json.loads((Path(run_dir) / "submission.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's complete checkpoints, oldest step first.
-
-    A worker killed while saving leaves a folder without `trainer_state.json` (the Trainer
-    writes it last): that one cannot be resumed from and does not count.
-    """
-    folder = Path(run_dir) / "checkpoints"
-    found = []
-    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
-        step = path.name.split("-", 1)[1]
-        if step.isdigit() and _complete_checkpoint(path):
-            found.append((int(step), path))
-    return [path for _, path in sorted(found)]
-
-
-def _complete_checkpoint(path: Path) -> bool:
-    try:
-        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    """True when the run can be resumed: it has a complete checkpoint."""
-    return bool(checkpoints(run_dir))
-
-
-def drop_torn_checkpoints(run_dir: Path) -> None:
-    """Delete checkpoint folders a dead worker left half-written, so a new worker resumes from
-    the latest complete one (the Trainer takes the highest-numbered folder)."""
-    complete = set(checkpoints(run_dir))
-    for path in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
-        if path.is_dir() and path not in complete:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def start_estimate(run_dir: Path) -> subprocess.Popen:
-    """Estimate a run in a helper process in the engine's Python (the supervisor never imports
-    torch); raises EngineMissingError when there is no engine."""
-    from engine.interpreters import engine_python
-
-    return subprocess.Popen(
-        [engine_python(), "-m", "engine.estimate_report", str(run_dir)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def read_estimate(helper: subprocess.Popen) -> dict | None:
-    """The estimate a finished helper printed, or None when it failed."""
-    out = helper.stdout.read() if helper.stdout else ""
-    if helper.stdout:
-        helper.stdout.close()
-    if helper.returncode != 0:
-        return None
-    try:
-        return json.loads(out)
-    except ValueError:
-        return None
-
-
-# -- process management --------------------------------------------------------------------------
-def lock_path() -> Path:
-    return paths.data_dir() / LOCK_FILE
-
-
-def supervisor_pid() -> int | None:
-    """The pid of the live supervisor of this data directory, or None."""
-    import psutil
-
-    try:
-        info = json.loads(lock_path().read_text(encoding="utf-8"))
-        proc = psutil.Process(info["pid"])
-        if (
-            abs(proc.create_time() - info["create_time"]) < 1.0
-            and proc.is_running()
-            and proc.status() != psutil.STATUS_ZOMBIE
-        ):
-            return info["pid"]
-    except (OSError, ValueError, KeyError, psutil.Error):
-        pass
-    return None
-
-
-def ensure_supervisor(timeout: float = 20.0) -> int:
-    """Start the background supervisor for this data directory unless one runs; returns its pid."""
-    from engine.interpreters import tunegraph_command
-
-    pid = supervisor_pid()
-    if pid:
-        return pid
-    kwargs: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
-    if os.name == "nt":
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | 0x00000008
-    else:
-        kwargs["start_new_session"] = True
-    with open(paths.data_dir() / "supervisor.log", "ab") as err:
-        subprocess.Popen(tunegraph_command("supervisor"), stderr=err, **kwargs)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        pid = supervisor_pid()
-        if pid:
-            return pid
-        time.sleep(0.05)
-    raise RuntimeError("the supervisor did not start; see supervisor.log in the data directory")
-
-
-def stop_supervisor(timeout: float = 10.0) -> bool:
-    """End the supervisor at once (workers keep running). True if one was stopped."""
-    import psutil
-
-    pid = supervisor_pid()
-    if not pid:
-        return False
-    proc = psutil.Process(pid)
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except psutil.TimeoutExpired:
-        proc.kill()
-    return True
-
-
-def serve_locked(idle_exit_s: float | None = None) -> int:
-    """Run the supervisor in this process if no other holds the lock; 0 when it ran."""
-    import psutil
-
-    path = lock_path()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if os.name == "nt":
-            import msvcrt
-
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return 1
-    os.ftruncate(fd, 0)
-    os.write(
-        fd, json.dumps({"pid": os.getpid(), "create_time": psutil.Process().create_time()}).encode()
-    )
-    logging.basicConfig(
-        filename=paths.data_dir() / "supervisor.log",
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
-    try:
-        Supervisor(idle_exit_s=idle_exit_s).serve()
-    finally:
-        os.ftruncate(fd, 0)
-        os.close(fd)
-    return 0

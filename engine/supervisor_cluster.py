@@ -15,19 +15,14 @@ import time
 from pathlib import Path
 
 from engine import control, paths, scheduler, settings
+from engine.checkpoints import drop_torn_checkpoints, has_checkpoint
 from engine.errors import TunegraphError
 from engine.events import WORKER_LOG, read_events, run_state
 from engine.executors import Executor
+from engine.runs import read_submission
 from engine.spec import JobSpec
 
 LOST_GIVE_UP_S = float(os.environ.get("TUNEGRAPH_CLUSTER_GIVE_UP_S", "900"))
-
-
-def _core():
-    """engine.supervisor, for its run-directory helpers (it imports this module)."""
-    from engine import supervisor
-
-    return supervisor
 
 
 class ClusterRuns:
@@ -73,7 +68,7 @@ class ClusterRuns:
         from engine import ray_executor
 
         address = ray_executor.read_state(run_dir).get("address") or (
-            ray_executor.resolve_address(_core().read_submission(run_dir).get("ray_address"))
+            ray_executor.resolve_address(read_submission(run_dir).get("ray_address"))
         )
         if address not in self.clusters:
             self.clusters[address] = ray_executor.RayExecutor(address)
@@ -86,12 +81,12 @@ class ClusterRuns:
 
         run_dir = paths.runs_dir() / run_id
         executor = self.executor(run_id, spec)
-        prefs = _core().user_settings()
+        prefs = settings.load_or_defaults()
         env = settings.worker_env({}, prefs)
         hold, _ = scheduler.need_gib(estimate)
         wants_gpu = spec.resources.device != "cpu"
         control.clear(run_dir)
-        _core().drop_torn_checkpoints(run_dir)
+        drop_torn_checkpoints(run_dir)
         try:
             asked = executor.start(
                 run_id,
@@ -146,7 +141,7 @@ class ClusterRuns:
                 "status",
                 state="failed",
                 reason=f"interrupted: {reason} for {LOST_GIVE_UP_S:.0f} s",
-                resumable=_core().has_checkpoint(paths.runs_dir() / run_id),
+                resumable=has_checkpoint(paths.runs_dir() / run_id),
             )
 
     def reattached(self, run_id: str) -> None:
@@ -173,7 +168,7 @@ class ClusterRuns:
                     "status",
                     state="failed",
                     reason="interrupted: the run was not handed to the cluster",
-                    resumable=_core().has_checkpoint(run_dir),
+                    resumable=has_checkpoint(run_dir),
                 )
             elif state == "retrying":
                 self.emit(run_id, "status", state="queued", reason="retrying")
@@ -196,7 +191,7 @@ class ClusterRuns:
             "status",
             state="failed",
             reason="interrupted: the run's Ray actor died while nobody was watching",
-            resumable=_core().has_checkpoint(run_dir),
+            resumable=has_checkpoint(run_dir),
         )
 
 

@@ -6,350 +6,43 @@ requests, then writes three inference samples and the adapter folder. Runs insid
 process (`engine.worker`); imports torch.
 
 `build_trainer` is everything up to `trainer.train()` (the benchmarks time exactly that), with the
-speed switches of TrainingSpec: the attention kernel (auto = sdpa), Liger kernels, padding-free
-batches (`packing`) and gradient checkpointing ("auto": on only when the memory estimate without
-it would not fit the GPU, see engine.estimate.use_checkpointing). A switch that cannot work here
-(flash-attn or liger-kernel missing, no GPU) fails before loading with a SpecError naming it.
+speed switches of TrainingSpec (engine.train_options: attention kernel, Liger kernels, gradient
+checkpointing) and padding-free batches (`packing`); the event callback is
+engine.train_callback.
 """
 
 from __future__ import annotations
 
-import collections
-import importlib.util
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    EarlyStoppingCallback,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from engine import artifacts, modelcard
+from engine.checkpoints import CHECKPOINTS
 from engine.control import Control
-from engine.errors import RunCancelled, RunPaused, SpecError
+from engine.errors import RunCancelled, RunPaused
 from engine.events import EventLog
 from engine.models import check_target_modules, load_model, load_tokenizer, resolve_source
 from engine.spec import JobSpec
+from engine.train_callback import EventCallback
+from engine.train_options import (
+    attention_kernel,
+    check_liger,
+    checkpointing_for,
+    pick_device,
+    pick_dtype,
+    quantization_config,
+    training_arguments,
+)
 
-CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
 SAMPLE_MAX_NEW_TOKENS = 64
-
-
-def pick_device(spec: JobSpec) -> str:
-    """'cuda' or 'cpu' for this run; a CUDA request on a machine without one is a spec error."""
-    wanted = spec.resources.device
-    if wanted == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if wanted == "cuda":
-        raise SpecError(
-            "resources.device",
-            "cuda",
-            "no CUDA GPU is visible to the worker",
-            "Choose device auto or cpu, or check the NVIDIA driver.",
-        )
-    return "cpu"
-
-
-def pick_dtype(spec: JobSpec, device: str) -> torch.dtype:
-    """Compute dtype: the spec's choice, or bf16/fp16 on GPUs and fp32 on the CPU."""
-    precision = spec.training.precision
-    if device == "cpu":
-        if precision == "fp16":
-            raise SpecError(
-                "training.precision",
-                precision,
-                "fp16 training needs a GPU",
-                "Use auto, bf16 or fp32 on the CPU.",
-            )
-        return torch.bfloat16 if precision == "bf16" else torch.float32
-    if precision == "fp32":
-        return torch.float32
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def quantization_config(spec: JobSpec, device: str, mode: str):
-    """A BitsAndBytesConfig for 4-bit NF4 QLoRA, or None for a 16/32-bit base."""
-    if mode != "qlora":
-        return None
-    if device != "cuda":
-        raise SpecError(
-            "lora.quantization",
-            spec.lora.quantization,
-            "4-bit QLoRA needs an NVIDIA GPU (bitsandbytes)",
-            "Set quantization to none to train on the CPU.",
-        )
-    from transformers import BitsAndBytesConfig
-
-    compute = pick_dtype(spec, device)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute,
-    )
-
-
-class EventCallback(TrainerCallback):
-    """Turns Trainer logs into events and control requests into stops (pause saves first)."""
-
-    def __init__(self, log: EventLog, control: Control, device: str):
-        self.log = log
-        self.ctl = control
-        self.device = device
-        self.stopped: str | None = None
-        self._step_times: collections.deque[float] = collections.deque(maxlen=20)
-        self._last_step_t: float | None = None
-        self._last_tokens = 0
-        self._last_log_t: float | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.log.emit("status", state="training", device=device_label(self.device))
-        self._last_step_t = self._last_log_t = time.time()
-        self._last_tokens = state.num_input_tokens_seen or 0
-        self.log.emit(
-            "progress",
-            step=state.global_step,
-            max_steps=state.max_steps,
-            eta_s=None,
-            epoch=state.epoch or 0.0,
-        )
-
-    def on_step_end(self, args, state, control, **kwargs):
-        now = time.time()
-        if self._last_step_t is not None:
-            self._step_times.append(now - self._last_step_t)
-        self._last_step_t = now
-        eta = None
-        if self._step_times:
-            per_step = sum(self._step_times) / len(self._step_times)
-            eta = round(per_step * max(state.max_steps - state.global_step, 0), 1)
-        self.log.emit(
-            "progress",
-            step=state.global_step,
-            max_steps=state.max_steps,
-            eta_s=eta,
-            epoch=round(state.epoch or 0.0, 4),
-        )
-        action = agree(self.ctl.action(), args.device)
-        if action == "pause":
-            control.should_save = True  # a checkpoint at this step, then stop
-            control.should_training_stop = True
-            self.stopped = "pause"
-        elif action == "cancel":
-            control.should_training_stop = True
-            self.stopped = "cancel"
-        elif action == "stop" and self.stopped != "stop":  # end early, as a finished run
-            control.should_training_stop = True
-            control.should_save = True
-            control.should_evaluate = bool(args.eval_strategy != "no")
-            self.stopped = "stop"
-            self.log.emit(
-                "log",
-                level="info",
-                message=f"Stopped early by the user at step {state.global_step}",
-            )
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = dict(logs or {})
-        if "eval_loss" in logs:
-            extra = {
-                k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"
-            }
-            self.log.emit(
-                "eval",
-                step=state.global_step,
-                eval_loss=logs["eval_loss"],
-                epoch=state.epoch,
-                **extra,
-            )
-            return
-        if "loss" not in logs:
-            return
-        now = time.time()
-        tokens = state.num_input_tokens_seen or 0
-        span = now - (self._last_log_t or now)
-        tokens_per_s = (tokens - self._last_tokens) / span if span > 0 else None
-        self._last_log_t, self._last_tokens = now, tokens
-        self.log.emit(
-            "metric",
-            step=state.global_step,
-            epoch=state.epoch,
-            loss=logs["loss"],
-            grad_norm=logs.get("grad_norm"),
-            lr=logs.get("learning_rate"),
-            tokens_per_s=tokens_per_s,
-            tokens_seen=tokens,
-            peak_mem_gib=peak_memory_gib(self.device),
-        )
-
-
-ACTION_CODES = (None, "pause", "cancel", "stop")
-
-
-def agree(action: str | None, device) -> str | None:
-    """Under DDP, every rank takes rank 0's control decision, so all stop at the same step."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return action
-    code = torch.tensor([ACTION_CODES.index(action)], device=device)
-    dist.broadcast(code, src=0)
-    return ACTION_CODES[int(code.item())]
-
-
-def device_label(device: str) -> str:
-    """'cpu' or 'cuda:N' with N the machine's GPU index (the supervisor passes its placement)."""
-    if device != "cuda":
-        return device
-    import os
-
-    ids = os.environ.get("TUNEGRAPH_GPU_IDS") or os.environ.get("CUDA_VISIBLE_DEVICES") or "0"
-    return "cuda:" + ids.split(",")[0]
-
-
-def peak_memory_gib(device: str) -> float | None:
-    """Peak memory of this process on its device: CUDA reserved, or resident set on the CPU."""
-    if device == "cuda":
-        return round(torch.cuda.max_memory_reserved() / 2**30, 3)
-    try:
-        import resource
-
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
-    except ImportError:  # Windows
-        return None
-
-
-def attention_kernel(spec: JobSpec, device: str) -> str:
-    """The `attn_implementation` for this run: auto means sdpa; flash_attention_2 needs the
-    flash-attn package and a GPU (a SpecError naming training.attention otherwise)."""
-    choice = spec.training.attention
-    if choice == "auto":
-        return "sdpa"
-    if choice == "flash_attention_2":
-        if device != "cuda":
-            raise SpecError(
-                "training.attention",
-                choice,
-                "flash_attention_2 needs an NVIDIA GPU",
-                "Use auto (sdpa) on the CPU.",
-            )
-        from transformers.utils import is_flash_attn_2_available
-
-        if not is_flash_attn_2_available():
-            raise SpecError(
-                "training.attention",
-                choice,
-                "the flash-attn package is not installed (or not built for this torch/CUDA)",
-                "Use auto (sdpa, nearly as fast), or install a flash-attn wheel built for "
-                f"torch {torch.__version__}.",
-            )
-    return choice
-
-
-def check_liger(spec: JobSpec, device: str) -> bool:
-    """True when Liger kernels are asked for and usable; a SpecError naming
-    training.liger_kernels when the package is missing or there is no GPU."""
-    if not spec.training.liger_kernels:
-        return False
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise SpecError(
-            "training.liger_kernels",
-            True,
-            "the liger-kernel package is not installed",
-            "Install it with pip install 'tunegraph[speed]' (or liger-kernel), "
-            "or turn liger_kernels off.",
-        )
-    if device != "cuda":
-        raise SpecError(
-            "training.liger_kernels",
-            True,
-            "Liger kernels are Triton GPU kernels and need an NVIDIA GPU",
-            "Turn liger_kernels off to train on the CPU.",
-        )
-    return True
-
-
-def training_arguments(
-    spec: JobSpec,
-    run_dir: Path,
-    device: str,
-    dtype,
-    has_eval: bool,
-    checkpointing: bool | None = None,
-) -> TrainingArguments:
-    """The Trainer's arguments for a run; `checkpointing` None = "on" only when chosen so."""
-    t = spec.training
-    if (t.early_stopping_patience or t.keep_best) and not has_eval:
-        field = (
-            "training.early_stopping_patience"
-            if t.early_stopping_patience
-            else "training.keep_best"
-        )
-        value = t.early_stopping_patience or t.keep_best
-        raise SpecError(field, value, "needs an eval split", "Set eval_split above 0.")
-    eval_strategy = "no"
-    if has_eval:
-        eval_strategy = "steps" if t.eval_steps else "epoch"
-    # save_steps 0 = only at the end: the Trainer saves the final step under a "steps" strategy,
-    # and pause, resume after a failure and `continue` all need that checkpoint
-    save_strategy, save_steps = "steps", (t.save_steps or 10**9)
-    best = bool(t.keep_best or t.early_stopping_patience)
-    if best:  # the best checkpoint can only be chosen among evaluated ones
-        save_strategy, save_steps = eval_strategy, (t.eval_steps or 500)
-    gc = t.gradient_checkpointing == "on" if checkpointing is None else checkpointing
-    return TrainingArguments(
-        output_dir=str(run_dir / CHECKPOINTS),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps or -1,
-        learning_rate=t.learning_rate,
-        per_device_train_batch_size=t.micro_batch_size,
-        per_device_eval_batch_size=t.micro_batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        warmup_steps=t.warmup_ratio,
-        lr_scheduler_type=t.lr_scheduler,
-        weight_decay=t.weight_decay,
-        logging_steps=1,
-        save_strategy=save_strategy,
-        save_steps=save_steps,
-        save_total_limit=t.save_total_limit,
-        eval_strategy=eval_strategy,
-        eval_steps=t.eval_steps or None,
-        load_best_model_at_end=best,
-        metric_for_best_model="eval_loss" if best else None,
-        greater_is_better=False if best else None,
-        seed=t.seed,
-        data_seed=t.seed,
-        bf16=device == "cuda" and dtype == torch.bfloat16,
-        fp16=device == "cuda" and dtype == torch.float16,
-        use_cpu=device == "cpu",
-        activation_checkpointing=gc,
-        activation_checkpointing_kwargs={"use_reentrant": False} if gc else None,
-        use_liger_kernel=check_liger(spec, device),
-        include_num_input_tokens_seen="non_padding",
-        ddp_backend="gloo" if device == "cpu" and spec.resources.gpu_count > 1 else None,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        save_only_model=False,
-        log_level="warning",
-    )
 
 
 @dataclass
@@ -446,17 +139,6 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     return Setup(trainer, model, tokenizer, data, callback, device, mode, trainable, has_eval)
 
 
-def checkpointing_for(spec: JobSpec, device: str, config, mode: str, seq_len: int):
-    """(gradient checkpointing on?, why), from the estimate when the spec says auto."""
-    from engine.estimate import model_shape, use_checkpointing
-
-    shape, total = None, None
-    if spec.training.gradient_checkpointing == "auto" and device == "cuda":
-        shape = model_shape(config)
-        total = torch.cuda.get_device_properties(0).total_memory / 2**30
-    return use_checkpointing(spec, device, shape, mode == "qlora", seq_len, total)
-
-
 def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> list[str]:
     """Train one run into `run_dir` and return its warnings; raises RunPaused / RunCancelled
     when asked to stop."""
@@ -533,6 +215,7 @@ def _last_loss(trainer: Trainer) -> float | None:
 
 
 def stats_dict(stats) -> dict:
+    """The data statistics as a plain dict (for the run log and the model card)."""
     import dataclasses
 
     return dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(stats)

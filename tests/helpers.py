@@ -224,7 +224,7 @@ def stop_everything(home: Path) -> None:
     """Stop the supervisor of `home` and kill whatever of its workers still runs."""
     import psutil
 
-    from engine.supervisor import stop_supervisor
+    from engine.supervisor_process import stop_supervisor
 
     stop_supervisor()
     procs = home_processes(home)

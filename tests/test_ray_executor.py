@@ -19,10 +19,10 @@ import psutil
 import pytest
 
 from engine import client, settings
+from engine.checkpoints import has_checkpoint
 from engine.events import WORKER_LOG, read_events
 from engine.ray_executor import STATE_FILE, node_summary, ray_installed, read_state
 from engine.ray_node import NODE_HOME_ENV
-from engine.supervisor import has_checkpoint
 from tests.helpers import (
     cpu_estimate,
     home_processes,

@@ -41,7 +41,7 @@ def test_bad_values_name_the_field(tmp_path, field, value, message):
 
 
 def test_attention_kernel_choices(tmp_path):
-    from engine.train import attention_kernel
+    from engine.train_options import attention_kernel
 
     spec = fast_spec(tmp_path / "chats.jsonl")
     assert attention_kernel(spec, "cpu") == "sdpa"  # auto

@@ -15,10 +15,11 @@ import psutil
 import pytest
 
 from engine import client, scheduler
+from engine.checkpoints import has_checkpoint
 from engine.errors import TunegraphError
 from engine.events import WORKER_LOG, read_events
 from engine.hardware import Gpu, parse_fake
-from engine.supervisor import ensure_supervisor, has_checkpoint, supervisor_pid
+from engine.supervisor_process import ensure_supervisor, supervisor_pid
 from tests.helpers import (
     cpu_estimate,
     make_graph,
@@ -366,7 +367,7 @@ def test_refusal_gives_the_numbers_and_what_to_change():
 def test_a_torn_checkpoint_does_not_count_and_is_dropped_before_a_resume(tmp_path):
     from transformers.trainer_utils import get_last_checkpoint
 
-    from engine.supervisor import checkpoints, drop_torn_checkpoints
+    from engine.checkpoints import checkpoints, drop_torn_checkpoints
 
     folder = tmp_path / "checkpoints"
     (folder / "checkpoint-2").mkdir(parents=True)

@@ -234,7 +234,7 @@ def test_cuda_request_on_a_cpu_machine(tmp_path):
 def test_qlora_config_is_nf4_with_double_quant():
     import torch
 
-    from engine.train import quantization_config
+    from engine.train_options import quantization_config
 
     spec = JobSpec(name="q", lora=LoraSpec(quantization="4bit"))
     spec.training.precision = "bf16"

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         common.write_result(str(out), {"benchmark": "ddp", "skipped": f"{count} GPU"})
         return 0
 
-    from engine import client, supervisor
+    from engine import client, supervisor_process
     from engine.estimate_report import estimate_spec
     from engine.events import read_events
     from engine.store import Store
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         sampler.join(timeout=5)
-        supervisor.stop_supervisor()
+        supervisor_process.stop_supervisor()
         store.close()
 
     result_runs = []

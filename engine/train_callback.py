@@ -1,0 +1,148 @@
+"""The Trainer callback of a run: Trainer logs become events, control requests become stops.
+
+`EventCallback` writes `status` (training), `progress` (with an ETA from the last 20 steps),
+`metric` (loss, learning rate, tokens/s, peak memory) and `eval` events, and after each step obeys
+the run's control file: pause (save a checkpoint, then stop), cancel, or stop early as a finished
+run. Under DDP every rank takes rank 0's decision (`agree`), so all stop at the same step.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import torch
+from transformers import TrainerCallback
+
+from engine.control import Control
+from engine.events import EventLog
+
+
+class EventCallback(TrainerCallback):
+    """Turns Trainer logs into events and control requests into stops (pause saves first)."""
+
+    def __init__(self, log: EventLog, control: Control, device: str):
+        self.log = log
+        self.ctl = control
+        self.device = device
+        self.stopped: str | None = None
+        self._step_times: collections.deque[float] = collections.deque(maxlen=20)
+        self._last_step_t: float | None = None
+        self._last_tokens = 0
+        self._last_log_t: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.log.emit("status", state="training", device=device_label(self.device))
+        self._last_step_t = self._last_log_t = time.time()
+        self._last_tokens = state.num_input_tokens_seen or 0
+        self.log.emit(
+            "progress",
+            step=state.global_step,
+            max_steps=state.max_steps,
+            eta_s=None,
+            epoch=state.epoch or 0.0,
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.time()
+        if self._last_step_t is not None:
+            self._step_times.append(now - self._last_step_t)
+        self._last_step_t = now
+        eta = None
+        if self._step_times:
+            per_step = sum(self._step_times) / len(self._step_times)
+            eta = round(per_step * max(state.max_steps - state.global_step, 0), 1)
+        self.log.emit(
+            "progress",
+            step=state.global_step,
+            max_steps=state.max_steps,
+            eta_s=eta,
+            epoch=round(state.epoch or 0.0, 4),
+        )
+        action = agree(self.ctl.action(), args.device)
+        if action == "pause":
+            control.should_save = True  # a checkpoint at this step, then stop
+            control.should_training_stop = True
+            self.stopped = "pause"
+        elif action == "cancel":
+            control.should_training_stop = True
+            self.stopped = "cancel"
+        elif action == "stop" and self.stopped != "stop":  # end early, as a finished run
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = bool(args.eval_strategy != "no")
+            self.stopped = "stop"
+            self.log.emit(
+                "log",
+                level="info",
+                message=f"Stopped early by the user at step {state.global_step}",
+            )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "eval_loss" in logs:
+            extra = {
+                k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"
+            }
+            self.log.emit(
+                "eval",
+                step=state.global_step,
+                eval_loss=logs["eval_loss"],
+                epoch=state.epoch,
+                **extra,
+            )
+            return
+        if "loss" not in logs:
+            return
+        now = time.time()
+        tokens = state.num_input_tokens_seen or 0
+        span = now - (self._last_log_t or now)
+        tokens_per_s = (tokens - self._last_tokens) / span if span > 0 else None
+        self._last_log_t, self._last_tokens = now, tokens
+        self.log.emit(
+            "metric",
+            step=state.global_step,
+            epoch=state.epoch,
+            loss=logs["loss"],
+            grad_norm=logs.get("grad_norm"),
+            lr=logs.get("learning_rate"),
+            tokens_per_s=tokens_per_s,
+            tokens_seen=tokens,
+            peak_mem_gib=peak_memory_gib(self.device),
+        )
+
+
+ACTION_CODES = (None, "pause", "cancel", "stop")
+
+
+def agree(action: str | None, device) -> str | None:
+    """Under DDP, every rank takes rank 0's control decision, so all stop at the same step."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return action
+    code = torch.tensor([ACTION_CODES.index(action)], device=device)
+    dist.broadcast(code, src=0)
+    return ACTION_CODES[int(code.item())]
+
+
+def device_label(device: str) -> str:
+    """'cpu' or 'cuda:N' with N the machine's GPU index (the supervisor passes its placement)."""
+    if device != "cuda":
+        return device
+    import os
+
+    ids = os.environ.get("TUNEGRAPH_GPU_IDS") or os.environ.get("CUDA_VISIBLE_DEVICES") or "0"
+    return "cuda:" + ids.split(",")[0]
+
+
+def peak_memory_gib(device: str) -> float | None:
+    """Peak memory of this process on its device: CUDA reserved, or resident set on the CPU."""
+    if device == "cuda":
+        return round(torch.cuda.max_memory_reserved() / 2**30, 3)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+    except ImportError:  # Windows
+        return None
