@@ -20,6 +20,7 @@ from PySide6 import QtCore, QtWidgets
 from app.canvas import absolute_paths
 from app.processes import JsonProcess
 from engine import hardware, scheduler
+from engine.estimate import vram_parts_text
 from engine.ray_executor import ADDRESS_HINT, resolve_address
 from engine.spec import JobSpec
 from nodes.compiler import ModuleResult
@@ -228,7 +229,13 @@ def estimate_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
             "VRAM",
             f"~{need} GiB on {html.escape(device)} "
             f"<span class='dim'>(16-bit ~{vram.get('bf16')} GiB, 4-bit "
-            f"~{vram.get('4bit')} GiB)</span>",
+            f"~{vram.get('4bit')} GiB)</span>"
+            + (
+                f"<br><span class='dim'>{html.escape(vram_parts_text(est['vram_parts_gib']))}"
+                "</span>"
+                if est.get("vram_parts_gib")
+                else ""
+            ),
         ),
         (
             "4-bit (QLoRA)",

@@ -122,6 +122,11 @@ def describe_estimate(name: str, est: dict) -> str:
         f"({est['mode_reason']}), device {est['device']}, time {t['low']:.0f}-{t['high']:.0f} s, "
         f"{est['dataset_rows']} rows"
     )
+    parts = est.get("vram_parts_gib")
+    if parts:
+        from engine.estimate import vram_parts_text
+
+        text += "\n  VRAM: " + vram_parts_text(parts)
     return text + "".join(f"\n  warning: {w}" for w in est["warnings"])
 
 

@@ -1,11 +1,13 @@
 """Estimates before a run starts: parameters, peak VRAM (16-bit and 4-bit), mode, time range.
 
 Parameter counts come from `config.json` alone (the model is built on the meta device: exact, no
-weights). Peak VRAM follows shared/NOTES.md "Memory and speed facts": weights + LoRA params with
-their fp32 gradients and AdamW states + activations (Korthikanti et al.: ~34·s·b·h bytes per layer
-with SDPA, ~2·s·b·h with full checkpointing plus one layer recomputed) + the fp32 logits of the
-loss + CUDA context and allocator slack. Imports torch: call it from the CLI, the worker or a helper
-process, never from the UI process.
+weights). Peak VRAM: weights + LoRA params with their fp32 gradients and AdamW states + the
+activations autograd keeps (counted tensor by tensor for a LoRA run of a Llama-style layer, see
+activation_bytes_per_token) + the fp32 logits of the loss + CUDA context and allocator slack.
+The allocated part is checked against a fake-tensor simulation of the worker's training step
+(bench/bench_vram_sim.py; tests/test_estimate_memory.py); context and slack need a GPU
+(bench/bench_vram.py). Imports torch: call it from the CLI, the worker or a helper process, never
+from the UI process.
 """
 
 from __future__ import annotations
@@ -19,36 +21,8 @@ GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5
 ALLOCATOR_SLACK = 1.10
 NF4_BYTES_PER_PARAM = 0.55
+LOGIT_BYTES = 12  # per token and vocabulary entry: fp32 log-softmax, its gradient and the input's
 HEADROOM = 0.90  # a run must fit in 90% of a GPU's memory
-TIME_HEADROOM = 1.3
-CHARS_PER_TOKEN = 3.6
-# dense bf16 peak FLOP/s by GPU name fragment (measured where we could; vendor figures otherwise)
-GPU_PEAK_FLOPS = {
-    "H200": 790e12,
-    "H100": 790e12,
-    "A100": 312e12,
-    "L40": 181e12,
-    "4090": 165e12,
-    "A6000": 155e12,
-    "3090": 71e12,
-    "A10": 125e12,
-    "T4": 65e12,
-    "4080": 97e12,
-}
-# The time model: (fast, slow) pairs; see time_range_s. Calibrated with
-# bench/bench_time_coverage.py (BENCHMARKS.md "Time-estimate coverage").
-GPU_MFU = (0.45, 0.10)  # LoRA model-FLOPs utilisation with HF Trainer (small models: low)
-CPU_FLOPS_PER_CORE = (10e9, 1e9)  # small shapes on a shared, busy CPU run far below peak
-START_S = {"cpu": (5.0, 30.0), "cuda": (8.0, 45.0)}  # process start, imports, CUDA init
-LOAD_BYTES_PER_S = (2e9, 1e8)  # reading and placing the weights
-ENCODE_ROWS_PER_S = (4000.0, 150.0)  # chat template, tokenizing, masking
-STEP_OVERHEAD_S = {"cpu": (0.02, 0.6), "cuda": (0.02, 0.15)}  # per micro-batch
-SAMPLE_TOKENS = 3 * 64  # the end-of-run samples (engine.train.SAMPLE_MAX_NEW_TOKENS)
-DECODE_S_PER_TOKEN = (0.002, 0.08)  # greedy decoding latency floor per token
-SAVE_S = (0.3, 8.0)  # adapter, tokenizer, model card, final checkpoint
-GGUF_S = (5.0, 60.0)  # merge, convert, quantize, parity check: fixed part
-GGUF_PARAMS_PER_S = (1e8, 5e6)  # ... and the part growing with the model
-TEMPLATE_TOKENS = 5  # per message: role markers and end of turn
 
 
 @dataclass
@@ -62,6 +36,8 @@ class ModelShape:
     embedding_params: int
     lora_params: dict[str, int] = field(default_factory=dict)  # module name -> params at r=1
     heads: int = 0  # attention heads (the eager kernel's s² score matrices)
+    kv_dim: int = 0  # width of the key (and of the value) projection
+    in_features: dict[str, int] = field(default_factory=dict)  # module name -> inputs, per layer
 
 
 @dataclass
@@ -69,6 +45,7 @@ class Estimate:
     params: int
     trainable_params: int
     vram_gib: dict
+    vram_parts_gib: dict  # where the chosen mode's memory goes (memory_parts, then the rest)
     mode: str
     mode_reason: str
     device: str
@@ -96,60 +73,129 @@ def model_shape(config) -> ModelShape:
     if getattr(config, "tie_word_embeddings", False):
         embedding //= 2
     lora: dict[str, int] = {}
+    inputs: dict[str, int] = {}
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and module is not model.get_output_embeddings():
             short = name.rsplit(".", 1)[-1]
             lora[short] = lora.get(short, 0) + module.in_features + module.out_features
+            inputs[short] = inputs.get(short, 0) + module.in_features
     text = getattr(config, "text_config", None) or config
+    layers = text.num_hidden_layers
+    heads = getattr(text, "num_attention_heads", 0) or 0
+    head_dim = getattr(text, "head_dim", None) or (text.hidden_size // max(heads, 1))
     return ModelShape(
         params=params,
         hidden=text.hidden_size,
-        layers=text.num_hidden_layers,
+        layers=layers,
         intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
         vocab=text.vocab_size,
         context=getattr(text, "max_position_embeddings", 2048) or 2048,
         embedding_params=embedding,
         lora_params=lora,
-        heads=getattr(text, "num_attention_heads", 0) or 0,
+        heads=heads,
+        kv_dim=(getattr(text, "num_key_value_heads", None) or heads) * head_dim,
+        in_features={k: v // max(layers, 1) for k, v in inputs.items()},
     )
+
+
+def _targeted(table: dict[str, int], spec: JobSpec) -> int:
+    targets = spec.lora.target_modules
+    if "all-linear" in targets:
+        return sum(table.values())
+    return sum(table.get(t, 0) for t in targets)
 
 
 def trainable_params(shape: ModelShape, spec: JobSpec) -> int:
-    targets = spec.lora.target_modules
-    per_rank = (
-        sum(shape.lora_params.values())
-        if "all-linear" in targets
-        else sum(shape.lora_params.get(t, 0) for t in targets)
-    )
-    return per_rank * spec.lora.r
+    """LoRA parameters the spec trains: r·(inputs + outputs) of every targeted linear."""
+    return _targeted(shape.lora_params, spec) * spec.lora.r
+
+
+def activation_bytes_per_token(shape: ModelShape, spec: JobSpec) -> float:
+    """Bytes autograd keeps per token and decoder layer in a 16-bit LoRA run, counted tensor by
+    tensor (engine/memory_sim.py traces them): the gated MLP's gate, activation and up outputs
+    (3·I, 16-bit); the two RMSNorm inputs in fp32 (2·4·h); the rotated query and the attention
+    output (2·2·h); key and value (2·2·kv with flash-attn, which reads grouped heads as they are;
+    sdpa and eager get them repeated to every head, 2·2·h, whenever a mask is in play, which
+    padding-free and padded batches always bring); and, per LoRA-targeted linear, its own 16-bit
+    copy of the input for lora_A's gradient, plus the dropout mask when dropout is on."""
+    h = shape.hidden
+    flash = spec.training.attention == "flash_attention_2"
+    kv = (shape.kv_dim or h) if flash else h
+    lora_inputs = _targeted(shape.in_features, spec) if shape.in_features else 4 * h
+    per_input = 2 + (4 if spec.lora.dropout > 0 else 0)
+    return 6 * shape.intermediate + 12 * h + 4 * kv + per_input * lora_inputs
+
+
+def mask_bytes_per_layer(spec: JobSpec, seq_len: int) -> float:
+    """The attention mask sdpa and eager keep per layer in 16-bit: one key-length row per query.
+    Padding-free batches are one row of micro_batch_size·seq_len tokens whose mask blocks
+    attention across sequences, so it grows with the square of that; flash-attn needs none."""
+    if spec.training.attention == "flash_attention_2":
+        return 0.0
+    b = spec.training.micro_batch_size
+    if spec.training.packing:
+        return 2.0 * (b * seq_len) ** 2
+    return 2.0 * b * seq_len**2
+
+
+def memory_parts(
+    shape: ModelShape, spec: JobSpec, four_bit: bool, checkpointing: bool, seq_len: int
+) -> dict[str, float]:
+    """Bytes of the tensors alive at a training step's peak, by kind: weights, LoRA (fp32 weight,
+    gradient and two AdamW moments), activations and logits.
+
+    Activations assume a fused attention kernel (sdpa / flash): the eager kernel additionally
+    keeps the a·s² attention scores of every layer (Korthikanti et al.'s 5·a·s²·b bytes). With
+    checkpointing each layer keeps only its input (16-bit, fp32 on a 4-bit base), and one layer is
+    recomputed at a time, after the loss's logits are gone.
+    """
+    b, s, h = spec.training.micro_batch_size, seq_len, shape.hidden
+    if four_bit:  # quantized linears, embeddings upcast to fp32 by kbit preparation, and one
+        # linear at a time dequantized to 16-bit for its matmul
+        weights = (
+            (shape.params - shape.embedding_params) * NF4_BYTES_PER_PARAM
+            + shape.embedding_params * 4
+            + 2 * h * shape.intermediate
+        )
+    else:
+        weights = shape.params * 2
+    per_layer = s * b * activation_bytes_per_token(shape, spec) + mask_bytes_per_layer(spec, s)
+    if spec.training.attention == "eager":
+        per_layer += 5 * shape.heads * s * s * b
+    logits = b * s * shape.vocab * LOGIT_BYTES
+    if checkpointing:  # the loss's peak has passed when the last layer is recomputed
+        residual = 4 if four_bit else 2  # fp32 embeddings keep the residual stream in fp32
+        activations = residual * s * b * h * shape.layers + max(0, per_layer - logits)
+    else:
+        activations = per_layer * shape.layers
+    return {
+        "weights": weights,
+        "lora": trainable_params(shape, spec) * 16,
+        "activations": activations,
+        "logits": logits,
+    }
 
 
 def peak_vram_gib(
     shape: ModelShape, spec: JobSpec, four_bit: bool, checkpointing: bool, seq_len: int
 ) -> float:
-    """Estimated peak GPU memory in GiB for one training process.
+    """Estimated peak GPU memory in GiB for one training process: the tensors of memory_parts,
+    with the caching allocator's slack, plus the CUDA context."""
+    total = sum(memory_parts(shape, spec, four_bit, checkpointing, seq_len).values())
+    return round(total * ALLOCATOR_SLACK / GIB + CUDA_CONTEXT_GIB, 2)
 
-    Activations assume a fused attention kernel (sdpa / flash): the eager kernel additionally
-    keeps the a·s² attention scores of every layer (Korthikanti et al.'s 5·a·s²·b bytes).
-    """
-    b, s, h = spec.training.micro_batch_size, seq_len, shape.hidden
-    if four_bit:  # quantized linears, 16-bit embeddings (upcast to fp32 by kbit preparation)
-        weights = (
-            shape.params - shape.embedding_params
-        ) * NF4_BYTES_PER_PARAM + shape.embedding_params * 4
-    else:
-        weights = shape.params * 2
-    lora = trainable_params(shape, spec) * 16  # fp32 weight + grad + two AdamW moments
-    mlp_scale = (3 * shape.intermediate) / (8 * h)  # SwiGLU vs the 4h GeLU MLP behind "34"
-    per_layer = s * b * h * (10 + 24 * mlp_scale)
-    if spec.training.attention == "eager":
-        per_layer += 5 * shape.heads * s * s * b
-    activations = (
-        (2 * s * b * h * shape.layers + per_layer) if checkpointing else per_layer * shape.layers
-    )
-    logits = b * s * shape.vocab * 10
-    total = (weights + lora + activations + logits) * ALLOCATOR_SLACK
-    return round(total / GIB + CUDA_CONTEXT_GIB, 2)
+
+def vram_parts_text(parts: dict) -> str:
+    """'weights 0.9, LoRA 0.01, activations 2.1, logits 1.4, CUDA context + slack 0.9 GiB'."""
+    labels = {
+        "weights": "weights",
+        "lora": "LoRA",
+        "activations": "activations",
+        "logits": "logits",
+        "context_and_slack": "CUDA context + slack",
+    }
+    shown = [f"{labels.get(k, k)} {v:g}" for k, v in parts.items()]
+    return ", ".join(shown) + " GiB"
 
 
 def use_checkpointing(
@@ -225,152 +271,6 @@ def load_config(spec: JobSpec, resolved=None):
     return AutoConfig.from_pretrained(resolved.location, **kwargs)
 
 
-@dataclass
-class Workload:
-    """What a run will compute, from the spec and a sample of its data (for the time range)."""
-
-    rows: int  # rows in the files
-    train_rows: float
-    eval_rows: float
-    steps: int  # optimizer steps
-    micro_batches: int  # forward/backward passes per device
-    real_tokens: float  # tokens trained, per device
-    computed_tokens: float  # with padding (packing off), per device
-    eval_tokens: float  # tokens of all evaluation passes, per device
-
-
-def time_range_s(
-    shape: ModelShape,
-    work: Workload | float,
-    device: str,
-    gpu_name: str | None,
-    cores: int,
-    spec: JobSpec | None = None,
-) -> dict:
-    """Lower and upper bound (with headroom) of a run's wall time, process start to exit.
-
-    The parts, each as a (fast, slow) pair of rates measured on the machines we could use
-    (bench/bench_time_coverage.py; BENCHMARKS.md): worker start-up (imports, CUDA init), reading
-    the weights, encoding the rows, the training compute (4·N FLOPs per computed token at a
-    FLOP rate for the device) plus a fixed cost per micro-batch (optimizer, logging, Python),
-    evaluation passes (2·N per token), the three end-of-run samples, saving, and the GGUF export.
-    `work` may be a plain token count (no data sample: the training compute only, plus start-up).
-    """
-    gpu = device == "cuda"
-    if gpu:
-        peak = next((v for k, v in GPU_PEAK_FLOPS.items() if gpu_name and k in gpu_name), 100e12)
-        rates = (peak * GPU_MFU[0], peak * GPU_MFU[1])
-    else:
-        rates = (CPU_FLOPS_PER_CORE[0] * cores, CPU_FLOPS_PER_CORE[1] * cores)
-    if not isinstance(work, Workload):
-        work = Workload(0, 0, 0, 0, 0, work, work, 0)
-    weights = shape.params * (2 if gpu else 4)
-    bounds = []
-    for i in (0, 1):  # 0: everything goes fast, 1: everything goes slow
-        seconds = START_S[device if gpu else "cpu"][i]
-        seconds += weights / LOAD_BYTES_PER_S[i] + work.rows / ENCODE_ROWS_PER_S[i]
-        seconds += 4 * shape.params * work.computed_tokens / rates[i]
-        seconds += work.micro_batches * STEP_OVERHEAD_S["cuda" if gpu else "cpu"][i]
-        seconds += 2 * shape.params * work.eval_tokens / rates[i]
-        if spec is not None:
-            per_token = max(2 * shape.params / rates[i], DECODE_S_PER_TOKEN[i])
-            seconds += SAMPLE_TOKENS * per_token + SAVE_S[i]
-            if spec.export.gguf:
-                seconds += GGUF_S[i] + shape.params / GGUF_PARAMS_PER_S[i]
-        bounds.append(seconds)
-    return {"low": round(bounds[0], 1), "high": round(bounds[1] * TIME_HEADROOM, 1)}
-
-
-def row_lengths(spec: JobSpec, sample: int = 500) -> tuple[int, list[int]]:
-    """(rows in the files, token lengths of up to `sample` rows per file, untruncated).
-
-    Lengths come from the base model's own tokenizer when it loads quickly (a folder, a hub
-    cache or the builtin model), else from characters / CHARS_PER_TOKEN; each message adds its
-    template's few tokens (role markers, end of turn).
-    """
-    from engine.data import load_dataset_rows
-    from engine.data_formats import normalize
-
-    tokenizer = _quick_tokenizer(spec)
-    rows, texts = 0, []
-    for ds in spec.datasets:
-        loaded, fmt = load_dataset_rows(ds)
-        rows += len(loaded)
-        stride = max(1, len(loaded) // sample)
-        for row in loaded[::stride][:sample]:
-            example = normalize(row, fmt)
-            if "text" in example:
-                texts.append((example["text"], 1))
-            else:
-                parts = example["messages"]
-                texts.append(("\n".join(m["content"] for m in parts), len(parts)))
-    if not texts:
-        return rows, []
-    if tokenizer is not None:
-        ids = tokenizer([t for t, _ in texts], add_special_tokens=False)["input_ids"]
-        counts = [len(x) for x in ids]
-    else:
-        counts = [len(t) / CHARS_PER_TOKEN for t, _ in texts]
-    return rows, [
-        max(1, round(c + TEMPLATE_TOKENS * n)) for c, (_, n) in zip(counts, texts, strict=True)
-    ]
-
-
-def _quick_tokenizer(spec: JobSpec):
-    source = spec.base_model.source.strip()
-    if source.startswith("gguf:"):
-        return None  # rebuilding a GGUF's tokenizer takes tens of seconds
-    try:
-        from transformers import AutoTokenizer
-
-        from engine.models import _hub_kwargs, resolve_source
-
-        resolved = resolve_source(spec.base_model)
-        return AutoTokenizer.from_pretrained(
-            resolved.location, **_hub_kwargs(spec.base_model, resolved)
-        )
-    except Exception:  # no tokenizer at hand: fall back to characters
-        return None
-
-
-def workload(spec: JobSpec, rows: int, lengths: list[int], seq: int) -> Workload:
-    """Steps, micro-batches and tokens a run will compute, from a sample of its row lengths."""
-    import math
-    import random
-
-    from engine.data import eval_size
-
-    t = spec.training
-    lengths = [min(n, seq) for n in lengths] or [seq]
-    mean = sum(lengths) / len(lengths)
-    n_eval = eval_size(rows, t.eval_split)
-    train_rows = rows - n_eval
-    b, devices = t.micro_batch_size, spec.resources.gpu_count
-    per_step = b * t.grad_accum * devices
-    epochs = t.epochs
-    if t.max_steps:
-        steps = t.max_steps
-        epochs = steps * per_step / max(train_rows, 1)
-    else:
-        steps = math.ceil(math.ceil(train_rows / (b * devices)) / t.grad_accum * epochs)
-    micro = steps * t.grad_accum
-    padded = mean
-    if not t.packing and b > 1:  # each micro-batch is padded to its longest row
-        rng = random.Random(0)
-        padded = sum(max(rng.choices(lengths, k=b)) for _ in range(200)) / 200
-    evals = math.ceil(epochs) if not t.eval_steps else steps // t.eval_steps + 1
-    return Workload(
-        rows=rows,
-        train_rows=train_rows,
-        eval_rows=n_eval,
-        steps=steps,
-        micro_batches=micro,
-        real_tokens=micro * b * mean,
-        computed_tokens=micro * b * padded,
-        eval_tokens=(evals * n_eval * mean / devices) if n_eval else 0.0,
-    )
-
-
 def estimate(
     spec: JobSpec,
     device: str = "cpu",
@@ -380,19 +280,32 @@ def estimate(
 ) -> Estimate:
     """The full estimate for one spec on a given device."""
     from engine.errors import TunegraphError
+    from engine.estimate_time import row_lengths, time_range_s, workload
 
     config = load_config(spec)
     shape = model_shape(config)
     seq = spec.training.max_seq_length or min(shape.context, 2048)
-    vram = {}
+    vram, checkpointing = {}, {}
     for key, four_bit in (("bf16", False), ("4bit", True)):
-        ckpt, _ = use_checkpointing(spec, device, shape, four_bit, seq, gpu_total_gib)
-        vram[key] = peak_vram_gib(shape, spec, four_bit, ckpt, seq)
+        checkpointing[key], _ = use_checkpointing(spec, device, shape, four_bit, seq, gpu_total_gib)
+        vram[key] = peak_vram_gib(shape, spec, four_bit, checkpointing[key], seq)
     warnings: list[str] = gguf_warnings(spec)
     if device == "cuda" and gpu_total_gib:
         mode, reason = choose_mode(spec, device, gpu_total_gib=gpu_total_gib)
     else:
         mode, reason = choose_mode(spec, "cpu")
+    key = "4bit" if mode == "qlora" else "bf16"
+    parts = memory_parts(shape, spec, mode == "qlora", checkpointing[key], seq)
+    vram_parts = {k: round(v / GIB, 2) for k, v in parts.items()}
+    vram_parts["context_and_slack"] = round(vram[key] - sum(parts.values()) / GIB, 2)
+    mask = mask_bytes_per_layer(spec, seq) * (1 if checkpointing[key] else shape.layers) / GIB
+    if device == "cuda" and mask >= 1.0:
+        warnings.append(
+            f"sdpa keeps a copy of the attention mask per layer: ~{mask:.1f} GiB at "
+            f"{spec.training.micro_batch_size} x {seq} tokens"
+            + (" in one padding-free row" if spec.training.packing else "")
+            + "; flash_attention_2 (training.attention) needs none, or lower the micro-batch"
+        )
     try:
         rows, lengths = row_lengths(spec)
     except TunegraphError as err:
@@ -406,6 +319,7 @@ def estimate(
         params=shape.params,
         trainable_params=trainable_params(shape, spec),
         vram_gib=vram,
+        vram_parts_gib=vram_parts,
         mode=mode,
         mode_reason=reason,
         device=device,

@@ -290,6 +290,13 @@ def _estimate(rows: int, mode: str = "lora") -> dict:
         "params": 494_032_768,
         "trainable_params": 1_081_344,
         "vram_gib": {"bf16": 5.2, "4bit": 2.9},
+        "vram_parts_gib": {
+            "weights": 0.92,
+            "lora": 0.02,
+            "activations": 2.1,
+            "logits": 1.45,
+            "context_and_slack": 0.71,
+        },
         "mode": mode,
         "mode_reason": "16-bit fits: needs ~5.2 GiB of 24 GiB"
         if mode == "lora"
@@ -322,6 +329,10 @@ def test_confirmation_lists_estimates_for_two_modules(canvas, qtbot, monkeypatch
     assert "494 M (1.08 M trainable with LoRA)" in text
     assert "~5.2 GiB on cuda:0 (RTX 4090, 24 GiB)" in text
     assert "~2.9 GiB on cuda:0" in text
+    assert (
+        "weights 0.92, LoRA 0.02, activations 2.1, logits 1.45, CUDA context + slack 0.71 GiB"
+        in text
+    )
     assert "yes — 16-bit would not fit" in text
     assert "no — 16-bit fits" in text
     assert "2 min – 7 min" in text

@@ -21,6 +21,7 @@ ESTIMATE_KEYS = {
     "params",
     "trainable_params",
     "vram_gib",
+    "vram_parts_gib",
     "mode",
     "mode_reason",
     "device",
@@ -177,6 +178,9 @@ def test_estimate_json_shape(tmp_path, capsys):
         est = entry["estimate"]
         assert set(est) == ESTIMATE_KEYS
         assert set(est["vram_gib"]) == {"bf16", "4bit"} and set(est["time_s"]) == {"low", "high"}
+        assert sum(est["vram_parts_gib"].values()) == pytest.approx(
+            est["vram_gib"]["bf16"], abs=0.03
+        )
         assert est["params"] > est["trainable_params"] > 0
         assert est["mode"] == "lora" and est["device"] == "cpu" and est["dataset_rows"] == 40
         assert est["time_s"]["low"] < est["time_s"]["high"]

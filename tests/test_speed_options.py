@@ -131,7 +131,8 @@ def test_eager_and_sdpa_train_to_the_same_loss(tmp_path, tiny_model_dir, packing
 def test_time_model_counts_steps_padding_and_export(tmp_path, tiny_model_dir):
     from transformers import AutoConfig
 
-    from engine.estimate import model_shape, time_range_s, workload
+    from engine.estimate import model_shape
+    from engine.estimate_time import time_range_s, workload
 
     spec = fast_spec(tmp_path / "chats.jsonl", max_steps=10, micro_batch_size=4, eval_split=0.0)
     lengths = [20, 200] * 50
