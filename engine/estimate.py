@@ -194,7 +194,7 @@ def vram_parts_text(parts: dict) -> str:
         "logits": "logits",
         "context_and_slack": "CUDA context + slack",
     }
-    shown = [f"{labels.get(k, k)} {v:g}" for k, v in parts.items()]
+    shown = [f"{labels.get(k, k)} {f'{v:g}' if v >= 0.01 else '<0.01'}" for k, v in parts.items()]
     return ", ".join(shown) + " GiB"
 
 

@@ -106,7 +106,7 @@ def test_four_bit_is_refused_by_the_simulation():
 def test_estimate_shows_where_the_memory_goes(tiny_model_dir, tmp_path):
     """The estimate's breakdown adds up to its VRAM figure, and a large per-layer sdpa mask
     (many tokens in one padding-free row) is named with the way out."""
-    from engine.estimate import estimate
+    from engine.estimate import estimate, vram_parts_text
     from tests.test_train import fast_spec, write_chats
 
     data = write_chats(tmp_path / "chats.jsonl")
@@ -119,6 +119,7 @@ def test_estimate_shows_where_the_memory_goes(tiny_model_dir, tmp_path):
     # 2 layers x a 16-bit (16 * 2048)^2 mask = 4 GiB of the activations
     assert parts["activations"] > 4.0
     assert any("attention mask per layer" in w and "flash_attention_2" in w for w in est.warnings)
+    assert vram_parts_text(parts).startswith("weights <0.01, LoRA <0.01, activations ")
 
     spec.training.micro_batch_size = 1
     assert not any("attention mask" in w for w in estimate(spec, device="cuda").warnings)
