@@ -126,16 +126,20 @@ def activation_bytes_per_token(shape: ModelShape, spec: JobSpec) -> float:
     return 6 * shape.intermediate + 12 * h + 4 * kv + per_input * lora_inputs
 
 
+def attention_rows(spec: JobSpec, seq_len: int) -> tuple[int, int]:
+    """(rows, tokens per row) attention sees: padding-free batches are one row of
+    micro_batch_size·seq_len tokens whose mask blocks attention across sequences."""
+    b = spec.training.micro_batch_size
+    return (1, b * seq_len) if spec.training.packing else (b, seq_len)
+
+
 def mask_bytes_per_layer(spec: JobSpec, seq_len: int) -> float:
-    """The attention mask sdpa and eager keep per layer in 16-bit: one key-length row per query.
-    Padding-free batches are one row of micro_batch_size·seq_len tokens whose mask blocks
-    attention across sequences, so it grows with the square of that; flash-attn needs none."""
+    """The attention mask sdpa and eager keep per layer in 16-bit, one key-length row per query
+    (so a padding-free row's grows with the square of its tokens); flash-attn needs none."""
     if spec.training.attention == "flash_attention_2":
         return 0.0
-    b = spec.training.micro_batch_size
-    if spec.training.packing:
-        return 2.0 * (b * seq_len) ** 2
-    return 2.0 * b * seq_len**2
+    rows, length = attention_rows(spec, seq_len)
+    return 2.0 * rows * length**2
 
 
 def memory_parts(
@@ -145,7 +149,7 @@ def memory_parts(
     gradient and two AdamW moments), activations and logits.
 
     Activations assume a fused attention kernel (sdpa / flash): the eager kernel additionally
-    keeps the a·s² attention scores of every layer (Korthikanti et al.'s 5·a·s²·b bytes). With
+    keeps every layer's a·s² attention probabilities, in fp32 and as a 16-bit copy. With
     checkpointing each layer keeps only its input (16-bit, fp32 on a 4-bit base), and one layer is
     recomputed at a time, after the loss's logits are gone.
     """
@@ -161,7 +165,8 @@ def memory_parts(
         weights = shape.params * 2
     per_layer = s * b * activation_bytes_per_token(shape, spec) + mask_bytes_per_layer(spec, s)
     if spec.training.attention == "eager":
-        per_layer += 5 * shape.heads * s * s * b
+        rows, length = attention_rows(spec, s)
+        per_layer += 6 * shape.heads * rows * length**2
     logits = b * s * shape.vocab * LOGIT_BYTES
     if checkpointing:  # the loss's peak has passed when the last layer is recomputed
         residual = 4 if four_bit else 2  # fp32 embeddings keep the residual stream in fp32

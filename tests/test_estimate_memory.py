@@ -38,12 +38,20 @@ def shape(name: str) -> dict:
     return {k: v for k, v in SHAPES[name].items() if k != "family"}
 
 
-def make_spec(batch=2, packing=True, targets=("q_proj", "k_proj", "v_proj", "o_proj"), dropout=0.0):
+def make_spec(
+    batch=2,
+    packing=True,
+    targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+    dropout=0.0,
+    attention="auto",
+):
     return JobSpec(
         name="memory",
         base_model=BaseModelSpec(source="unused"),
         datasets=[DatasetSpec(path="unused.jsonl")],
-        training=TrainingSpec(micro_batch_size=batch, packing=packing, max_seq_length=512),
+        training=TrainingSpec(
+            micro_batch_size=batch, packing=packing, max_seq_length=512, attention=attention
+        ),
         lora=LoraSpec(r=16, alpha=32, target_modules=list(targets), dropout=dropout),
     )
 
@@ -77,6 +85,8 @@ def test_fake_trace_matches_real_cpu_tensors():
         ("llama", "1b", 512, False, {"targets": ["all-linear"], "dropout": 0.05}),
         ("llama", "1b", 512, True, {"targets": ["all-linear"], "dropout": 0.05}),
         ("llama", "1b", 512, False, {"packing": False, "batch": 3}),
+        ("llama", "1b", 512, False, {"attention": "eager"}),
+        ("qwen2", "0.5b", 512, False, {"attention": "eager", "packing": False}),
         ("qwen2", "0.5b", 1024, False, {"batch": 1}),
         ("qwen2", "0.5b", 512, True, {"targets": ["q_proj", "v_proj"]}),
     ],
