@@ -290,7 +290,7 @@ class EventView(QtWidgets.QWidget):
                 bar.setValue(bar.maximum())
 
     def lines(self, events: list[dict] | None = None) -> list[str]:
-        from engine.store import format_event  # not at import: keeps the app's start fast
+        from engine.store_queries import format_event  # not at import: keeps the app's start fast
 
         choice = self.filter.currentText()
         needle = self.search.text().strip().lower()

@@ -28,7 +28,7 @@ def _store():
 
 def _run_out(run: dict) -> dict:
     """A run in exactly the DESIGN.md "JSON shapes" keys (the store adds a few of its own)."""
-    from engine.store import RUN_KEYS
+    from engine.store_queries import RUN_KEYS
 
     return {key: run[key] for key in RUN_KEYS}
 

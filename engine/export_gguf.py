@@ -16,7 +16,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
-from engine import gguf_base, gguf_tools, ollama
+from engine import gguf_base_export, gguf_tools, ollama
 from engine.errors import ExportError, RunCancelled, TunegraphError
 from engine.export import ExportJob, base_file, register, safe_name
 from engine.spec import ExportSpec
@@ -29,8 +29,8 @@ def merged_and_gguf(job: ExportJob, options: ExportSpec) -> list[str]:
     warnings: list[str] = []
     try:
         source = gguf_source(job)
-        if options.gguf and source is not None:  # written by gguf_base, not the converter
-            gguf_base.check_exportable(source)
+        if options.gguf and source is not None:  # written by gguf_base_export, not the converter
+            gguf_base_export.check_exportable(source)
         elif options.gguf:  # fail before the costly merge when the converter cannot take the model
             gguf_tools.converter_dir()
             gguf_tools.check_architecture(_base_architecture(job))
@@ -93,7 +93,7 @@ def merge_adapter(job: ExportJob) -> Path:
     out = job.work_dir / f"{safe_name(spec.name)}-merged"
     source = gguf_source(job)
     if source is not None:  # a GGUF base: dequantized, merged in float32, saved in float16
-        gguf_base.merge_and_save(spec.base_model, source, job.adapter_dir, out)
+        gguf_base_export.merge_and_save(spec.base_model, source, job.adapter_dir, out)
         finish_tokenizer_files(job, out)
         return out
     resolved = resolve_source(spec.base_model)
@@ -230,7 +230,7 @@ def convert_and_quantize(job: ExportJob, merged: Path, quant: str) -> tuple[Path
     source = gguf_source(job)
     if source is not None:  # keep the source file's metadata and tokenizer, as the run used them
         job.say(f"Export: writing the merged tensors into a GGUF from {source.name} (F16)", 0.35)
-        f16 = gguf_base.write_merged_gguf(
+        f16 = gguf_base_export.write_merged_gguf(
             source, merged, job.adapter_dir, job.work_dir / f"{name}-F16.gguf", on_line=show
         )
         job.check_cancel()

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from engine.events import SUPERVISOR_LOG, TERMINAL_STATES, WORKER_LOG, read_events
-from engine.store import Store, format_event
+from engine.store import Store
+from engine.store_queries import format_event
 
 POLL_S = 0.3
 SETTLED = set(TERMINAL_STATES) | {"paused"}

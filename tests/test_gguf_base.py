@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import gguf_base
+from engine import gguf_base, gguf_base_export
 from engine.control import Control
 from engine.errors import ExportError, ModelError
 from engine.events import EventLog, read_events
@@ -127,14 +127,14 @@ def test_gguf_layout_undoes_what_transformers_did_to_each_weight(tiny_gguf):
 
     model = gguf_base.load_model(tiny_gguf, torch.float32)
     state = model.state_dict()
-    to_hf = gguf_base.gguf_to_hf_names_for(model)
+    to_hf = gguf_base_export.gguf_to_hf_names_for(model)
     meta = gguf_base.header(tiny_gguf)
     checked = 0
     for tensor in gguf.GGUFReader(tiny_gguf).tensors:
         if "norm" in tensor.name or tensor.name not in to_hf:
             continue
         hf = state[to_hf[tensor.name]].numpy()
-        back = gguf_base._to_gguf_layout(hf, tensor.name, "llama", meta)
+        back = gguf_base_export._to_gguf_layout(hf, tensor.name, "llama", meta)
         source = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         assert np.abs(back - source).max() < 1e-3, tensor.name
         checked += 1
@@ -331,7 +331,7 @@ def test_written_gguf_round_trips_the_merged_weights(trained, tmp_path):
     source = Path(
         json.loads((trained.run_dir / "spec.json").read_text())["base_model"]["source"][5:]
     )
-    out = gguf_base.write_merged_gguf(
+    out = gguf_base_export.write_merged_gguf(
         source, merged, trained.run_dir / "adapter", tmp_path / "rt-F16.gguf"
     )
     ids = [1, 3, 504, 1507, 1477, 577, 1305, 4, 1507, 99, 12]
@@ -365,7 +365,7 @@ def test_exported_gguf_answers_in_llama_cpp(trained):
 def test_gguf_export_refuses_architectures_it_cannot_write_back(tmp_path):
     path = _tiny_arch_gguf(tmp_path / "gpt2.gguf", "gpt2")
     with pytest.raises(ExportError, match="gpt2"):
-        gguf_base.check_exportable(path)
+        gguf_base_export.check_exportable(path)
 
 
 # -- the real model (opt-in) -------------------------------------------------------------------------
