@@ -254,7 +254,9 @@ class Bridge:
 
     def mirror_checkpoints(self, att: Attempt, run_id: str, run_dir: Path, remote: list) -> None:
         """Make the local complete checkpoints those of the node (new ones fetched, rotated ones
-        deleted); a checkpoint the node deletes mid-copy is tried again at the next poll."""
+        deleted); a checkpoint the node deletes mid-copy is tried again at the next poll. Rotated
+        ones are deleted only once every checkpoint the node has is here: a fetch that fails (the
+        actor dying mid-copy) must not leave the run with nothing to resume from."""
         local = set(complete_checkpoints(run_dir))
         node_dir = Path(att.home) / "runs" / run_id / "checkpoints"
         att.checkpoints = list(remote)
@@ -266,7 +268,7 @@ class Bridge:
             except Exception:  # noqa: BLE001 - rotated away meanwhile: next poll
                 log.warning("checkpoint %s of %s not copied:\n%s", name, run_id, _tb())
                 att.checkpoints = None
-        if remote:
+        if remote and set(remote) <= set(complete_checkpoints(run_dir)):
             for name in local - set(remote):
                 shutil.rmtree(run_dir / "checkpoints" / name, ignore_errors=True)
 

@@ -502,3 +502,38 @@ def test_hardware_view_lists_the_cluster_nodes_next_to_the_local_ones(
         assert view.cpu.text()  # the local CPU entry is still there
     finally:
         view.shutdown()
+
+
+def test_a_failed_checkpoint_copy_keeps_the_local_ones(tmp_path):
+    """The node rotated checkpoint-2 away and wrote checkpoint-4, but copying checkpoint-4 fails
+    (its actor died mid-copy): checkpoint-2 stays, so the run can still be resumed. Once the copy
+    succeeds, the rotated one goes."""
+    from engine.ray_bridge import Attempt, Bridge
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    node_run = tmp_path / "node" / "runs" / "r1"
+    (node_run / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (node_run / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{}")
+
+    class Failing(Bridge):
+        broken = True
+
+        def __init__(self):  # no cluster: only the mirroring is under test
+            pass
+
+        def fetch(self, att, path, dest):
+            if self.broken:
+                raise RuntimeError("actor died")
+            shutil.copytree(path, dest)
+
+    bridge = Failing()
+    att = Attempt(actor=None, name="r1", home=str(tmp_path / "node"))
+    bridge.mirror_checkpoints(att, "r1", run_dir, ["checkpoint-4"])
+    assert has_checkpoint(run_dir) and (run_dir / "checkpoints" / "checkpoint-2").is_dir()
+    assert att.checkpoints is None  # tried again at the next poll
+    bridge.broken = False
+    bridge.mirror_checkpoints(att, "r1", run_dir, ["checkpoint-4"])
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["checkpoint-4"]
