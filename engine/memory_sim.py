@@ -72,7 +72,8 @@ def _model(config, spec: JobSpec, checkpointing: bool, mode: FakeTensorMode | No
 
     config = copy.deepcopy(config)
     attention = spec.training.attention
-    # flash-attn keeps what sdpa's flash kernel keeps (q, k, v, output, log-sum-exp)
+    # flash-attn has no CPU kernel: traced as sdpa, which keeps more than flash-attn would (key
+    # and value repeated to every head, a mask per layer), so only an upper bound for it
     config._attn_implementation = (
         "sdpa" if attention in ("auto", "flash_attention_2") else attention
     )
