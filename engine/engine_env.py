@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import __version__, engine_bundle, interpreters
-from engine.errors import EngineSetupError
+from engine.errors import EngineSetupError, RunCancelled
 from engine.flavours import (  # noqa: F401 - re-exported: engine_env is the set-up's one door
     SMI_ENV,
     Flavour,
@@ -31,6 +31,7 @@ from engine.flavours import (  # noqa: F401 - re-exported: engine_env is the set
     nvidia_smi_output,
     parse_smi,
 )
+from engine.streaming import run_streaming
 
 BASE_PYTHON_ENV = "TUNEGRAPH_BASE_PYTHON"  # the Python the engine venv is made from
 APP_WHEEL_ENV = "TUNEGRAPH_APP_WHEEL"  # the tunegraph wheel installed into the engine
@@ -107,45 +108,29 @@ class _Runner:
 
     def run(self, cmd: list[str], what: str, extra_env: dict | None = None) -> str:
         env = {**os.environ, **self.env, **(extra_env or {})}
+        lines: list[str] = []
         with open(self.log_path, "a", encoding="utf-8") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
-            kwargs: dict = {"start_new_session": True} if os.name != "nt" else {}
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                **kwargs,
-            )
-            lines: list[str] = []
 
-            def pump() -> None:
-                for line in proc.stdout:  # type: ignore[union-attr]
-                    lines.append(line)
-                    log.write(line)
-                    log.flush()
+            def keep(line: str) -> None:
+                lines.append(line + "\n")
+                log.write(line + "\n")
+                log.flush()
 
-            reader = threading.Thread(target=pump, daemon=True)
-            reader.start()
-            try:
-                while proc.poll() is None:
-                    if self.cancel is not None and self.cancel.wait(0.2):
-                        raise SetupCancelled()
-                    if self.cancel is None:
-                        time.sleep(0.2)
-            except BaseException:  # cancel, Ctrl-C: the step must not outlive us
-                _kill(proc)
-                reader.join(5)
+            try:  # cancel, Ctrl-C: the step (and what it started) must not outlive us
+                returncode, _ = run_streaming(
+                    cmd,
+                    env=env,
+                    on_line=keep,
+                    cancel=self.cancel.is_set if self.cancel is not None else None,
+                    new_session=True,
+                )
+            except RunCancelled:
                 log.write("cancelled\n")
-                raise
-            reader.join(10)
+                raise SetupCancelled() from None
         output = "".join(lines)
-        if proc.returncode != 0:
+        if returncode != 0:
             offline = network_error(output)
             if offline:
                 raise EngineSetupError(
@@ -156,21 +141,10 @@ class _Runner:
                 )
             tail = [ln.strip() for ln in output.splitlines() if ln.strip()][-3:]
             raise EngineSetupError(
-                f"{what} failed: " + (" ".join(tail) or f"exit code {proc.returncode}"),
+                f"{what} failed: " + (" ".join(tail) or f"exit code {returncode}"),
                 f"The full output is in {self.log_path}.",
             )
         return output
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        if os.name != "nt":
-            os.killpg(proc.pid, 9)
-        else:
-            proc.kill()
-    except OSError:
-        pass
-    proc.wait()
 
 
 def uv_command() -> list[str] | None:

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ExportError, ModelError, RunCancelled
+from engine.errors import ExportError, ModelError
 from engine.interpreters import engine_python, same_install
 from engine.setup_tools import converter_dir, supported_architectures
+from engine.streaming import CancelCheck, LineSink, run_streaming
 
 QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
 # bits per weight of each output type, for disk-space estimates (K-quants mix types)
@@ -37,10 +34,6 @@ KEY_EOT = "tokenizer.ggml.eot_token_id"
 KEY_BOS = "tokenizer.ggml.bos_token_id"
 KEY_ADD_BOS = "tokenizer.ggml.add_bos_token"
 KEY_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
-_TAIL_LINES = 40
-
-LineSink = Callable[[str], None]
-CancelCheck = Callable[[], bool]
 
 
 class GGUFFileError(ModelError):
@@ -304,69 +297,6 @@ def _last_error(tail: list[str], code: int) -> str:
         if stripped and not stripped.startswith(("Writing", "INFO")):
             return stripped
     return f"exit code {code}"
-
-
-def run_streaming(
-    cmd: list[str],
-    *,
-    env: dict | None = None,
-    on_line: LineSink | None = None,
-    cancel: CancelCheck | None = None,
-    poll_s: float = 0.2,
-) -> tuple[int, list[str]]:
-    """Run a command, forwarding each output line (stdout and stderr) to `on_line`.
-
-    Returns (exit code, last lines). When `cancel()` turns true the process is terminated (then
-    killed) and RunCancelled is raised.
-    """
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        text=True,
-        errors="replace",
-        bufsize=1,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            lines.put(raw)
-        lines.put(None)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    tail: list[str] = []
-    try:
-        while True:
-            if cancel is not None and cancel():
-                raise RunCancelled()
-            try:
-                raw = lines.get(timeout=poll_s)
-            except queue.Empty:
-                continue
-            if raw is None:
-                break
-            for part in raw.replace("\r", "\n").splitlines():
-                if part.strip():
-                    tail = (tail + [part])[-_TAIL_LINES:]
-                    if on_line is not None:
-                        on_line(part)
-        return proc.wait(), tail
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        reader.join(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 # -- quantizing -----------------------------------------------------------------------------------

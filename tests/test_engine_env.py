@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -227,6 +228,31 @@ def test_cancel_kills_the_running_step(tmp_path):
     with pytest.raises(engine_env.SetupCancelled):
         runner.run([sys.executable, "-c", "import time; time.sleep(60)"], "Sleeping")
     assert time.monotonic() - t0 < 10
+
+
+def test_cancel_also_ends_what_the_step_started(tmp_path):
+    """pip and uv start builds of their own: cancelling the step stops its whole process group."""
+    import psutil
+
+    cancel = threading.Event()
+    runner = engine_env._Runner(tmp_path / "setup.log", cancel)
+    parent = (
+        "import subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('child', child.pid, flush=True); time.sleep(60)"
+    )
+    threading.Timer(1.5, cancel.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(engine_env.SetupCancelled):
+        runner.run([sys.executable, "-c", parent], "Building")
+    assert time.monotonic() - t0 < 10
+    log = (tmp_path / "setup.log").read_text(encoding="utf-8")
+    child = int(re.search(r"^child (\d+)$", log, re.M).group(1))
+    assert "cancelled" in log
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the step's child outlived the cancel"
+        time.sleep(0.1)
 
 
 # -- which Python runs what ----------------------------------------------------------------------
