@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
+
+import pytest
 
 from app.main_window import MainWindow
 from app.settings_store import SettingsStore
@@ -23,3 +26,13 @@ def main_window_session(qtbot, folder: Path):
     qtbot.addWidget(win)
     yield win
     win.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def gc_on_the_gui_thread():
+    """Collect only between tests, on the GUI thread: gc running in a worker thread can free Qt
+    objects there and crash (shared/NOTES.md, "Threads"). Autouse in every module importing it."""
+    gc.disable()
+    yield
+    gc.enable()
+    gc.collect()

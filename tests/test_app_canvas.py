@@ -3,7 +3,6 @@ lineage, live compile errors on nodes, save/reopen, the run confirmation, the pr
 
 from __future__ import annotations
 
-import gc
 import json
 import subprocess
 import sys
@@ -24,19 +23,10 @@ from app.main_window_files import EXAMPLE_GRAPH  # noqa: E402
 from app.settings_store import SettingsStore  # noqa: E402
 from nodes import compile as compile_graph  # noqa: E402
 from nodes import load_graph  # noqa: E402
-from tests.app_helpers import main_window_session  # noqa: E402
+from tests.app_helpers import gc_on_the_gui_thread, main_window_session  # noqa: F401, E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "resources" / "datasets" / "support_chats.jsonl"
-
-
-@pytest.fixture(autouse=True)
-def _no_automatic_gc():
-    """Collect only between tests, on this thread (shared/NOTES.md, "Threads")."""
-    gc.disable()
-    yield
-    gc.enable()
-    gc.collect()
 
 
 @pytest.fixture

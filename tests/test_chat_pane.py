@@ -3,7 +3,6 @@ leaves the window alive, and two models side by side replaying a saved prompt se
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
@@ -14,19 +13,11 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from app.chat_pane import ChatPane, list_prompt_sets  # noqa: E402
+from tests.app_helpers import gc_on_the_gui_thread  # noqa: E402, F401
 from tests.test_export import build_exported_run  # noqa: E402
 
 LOAD_MS = 60000
 ANSWER_MS = 60000
-
-
-@pytest.fixture(autouse=True)
-def _no_automatic_gc():
-    """Collect on the GUI thread only (shared/NOTES.md: gc in a worker thread can crash Qt)."""
-    gc.disable()
-    yield
-    gc.enable()
-    gc.collect()
 
 
 @pytest.fixture(scope="module")

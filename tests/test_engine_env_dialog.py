@@ -5,7 +5,6 @@ the GPU comes from a recorded nvidia-smi output (TUNEGRAPH_NVIDIA_SMI_OUTPUT).""
 
 from __future__ import annotations
 
-import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -19,17 +18,9 @@ from PySide6 import QtWidgets  # noqa: E402
 from app.engine_setup_dialog import AboutDialog, EngineSetupDialog  # noqa: E402
 from app.main_window_files import EXAMPLE_GRAPH  # noqa: E402
 from engine import __version__, engine_bundle, engine_env, interpreters  # noqa: E402
-from tests.app_helpers import main_window_session  # noqa: E402
+from tests.app_helpers import gc_on_the_gui_thread, main_window_session  # noqa: F401, E402
 
 SMI = Path(__file__).parent / "data" / "nvidia_smi"
-
-
-@pytest.fixture(autouse=True)
-def _no_automatic_gc():
-    gc.disable()
-    yield
-    gc.enable()
-    gc.collect()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ supervisor, charts hold the right points, filters and the compare view show the 
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -15,18 +13,10 @@ from app.run_panel import RunPanel  # noqa: E402
 from app.run_views import install_run_views  # noqa: E402
 from app.runs_tab import RunsTab  # noqa: E402
 from engine.store import Store  # noqa: E402
+from tests.app_helpers import gc_on_the_gui_thread  # noqa: E402, F401
 from tests.synthetic_runs import SyntheticRun, make_spec, training_run  # noqa: E402
 
 WAIT_MS = 5000
-
-
-@pytest.fixture(autouse=True)
-def _no_auto_gc():
-    """Collect only here, in the GUI thread (gc in the bridge's thread can free Qt objects)."""
-    gc.disable()
-    yield
-    gc.enable()
-    gc.collect()
 
 
 @pytest.fixture
