@@ -24,6 +24,7 @@ from engine import artifacts, paths
 from engine.errors import ExportError, RunCancelled, TunegraphError
 from engine.events import EventLog
 from engine.spec import ExportSpec, JobSpec
+from engine.streaming import CancelCheck
 
 ADAPTER = "adapter"
 ADAPTER_FILES = (
@@ -40,7 +41,6 @@ GIB = 2**30
 MARGIN_BYTES = 256 * 2**20  # headroom for manifests, READMEs and file-system slack
 
 Progress = Callable[[str, float | None], None]
-CancelCheck = Callable[[], bool]
 
 
 class DiskSpaceError(ExportError):
