@@ -153,9 +153,11 @@ class Bridge:
             return {"alive": True, "pending": True}
         answer = ray.get(att.poll_ref)
         att.poll_ref = None
-        self.relay(att, run_id, run_dir, answer["lines"])
+        # checkpoints first: a "paused" (or failed) line must not arrive before the checkpoint
+        # the worker saved ahead of it, or the run would look unresumable for a moment
         if answer["checkpoints"] != att.checkpoints or not answer["alive"]:
             self.mirror_checkpoints(att, run_id, run_dir, answer["checkpoints"])
+        self.relay(att, run_id, run_dir, answer["lines"])
         return {
             "alive": answer["alive"],
             "returncode": answer["returncode"],
