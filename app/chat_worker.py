@@ -1,4 +1,4 @@
-"""The Qt bridge around `engine.chat.ChatSession`: one model, one worker thread.
+"""The Qt bridge around `engine.chat.session.ChatSession`: one model, one worker thread.
 
 `ChatModel` lives on the GUI side; it owns a QThread running a `_Worker` that loads the GGUF (in
 the engine's child process) and streams answers. Requests go to the worker through queued signals,
@@ -12,7 +12,7 @@ import traceback
 
 from PySide6 import QtCore
 
-from engine.chat import ChatSession
+from engine.chat.session import ChatSession
 from engine.errors import TunegraphError
 
 WAIT_MS = 15000

@@ -1,5 +1,5 @@
 """Compare two or more runs: overlaid curves, the config diff (with "differences only"), final
-metric deltas and the samples side by side. The diff itself is `engine.run_diff.compare`."""
+metric deltas and the samples side by side. The diff itself is `engine.store.diff.compare`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.run_bridge import RunBridge
 from app.run_detail import on_screen, set_curve, watch_range
-from engine.run_diff import RunDiff, compare, data_stats, format_delta, format_value
-from engine.run_watch import Series
+from engine.store.diff import RunDiff, compare, data_stats, format_delta, format_value
+from engine.store.watch import Series
 
 PALETTE = ("#4fa3e0", "#f0a53c", "#5cc48a", "#e0607e", "#b07ee0", "#e0d35c", "#5cd0e0", "#c08a5c")
 CHARTS = (("loss", "loss"), ("grad_norm", "grad norm"), ("lr", "learning rate"))

@@ -19,10 +19,11 @@ from PySide6 import QtCore, QtWidgets
 
 from app.canvas import absolute_paths
 from app.processes import JsonProcess
-from engine import hardware, scheduler
-from engine.estimate import vram_parts_text
-from engine.ray_executor import ADDRESS_HINT, resolve_address
+from engine import hardware
+from engine.cluster.executor import ADDRESS_HINT, resolve_address
+from engine.plan.estimate import vram_parts_text
 from engine.spec import JobSpec
+from engine.supervisor import scheduler
 from nodes.compiler import ModuleResult
 from nodes.lineage import format_value
 
@@ -87,7 +88,7 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         args = ["estimate", str(path), "--json"]
         for module in self.modules:
             args += ["--only", module.name]
-        self.process.start("engine", args)
+        self.process.start("app", args)
         self._render()
 
     def _on_estimates(self, entries) -> None:

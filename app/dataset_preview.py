@@ -1,6 +1,6 @@
 """Dataset preview: stats of the selected Dataset node's file and its first rows rendered through
 the base model's chat template, with the trained tokens highlighted, so a wrong template or mask
-shows before any GPU time is spent. The work runs in `python -m engine.preview_report`."""
+shows before any GPU time is spent. The work runs in `python -m engine.plan.preview`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from app.canvas import Canvas
 from app.node_factory import decl_of
 from app.processes import JsonProcess
+from engine.rundir import entry_module
 from nodes.catalogue import FINE_TUNE
 from nodes.graphfile import graph_dir, resolve_file, resolve_model_source
 
@@ -127,7 +128,7 @@ class DatasetPreview(QtWidgets.QWidget):
 
     # -- the helper process -----------------------------------------------------------------------
     def build_request(self, node) -> dict:
-        """What engine.preview_report needs: dataset, the base model of a module it feeds."""
+        """What engine.plan.preview needs: dataset, the base model of a module it feeds."""
         base = graph_dir(self.canvas.path)
         dataset = {p.name: node.get_property(p.name) for p in decl_of(node).parameters}
         dataset["path"] = resolve_file(str(dataset.get("path") or ""), base)
@@ -175,7 +176,7 @@ class DatasetPreview(QtWidgets.QWidget):
             f"<b>{html.escape(node.name())}</b> — reading "
             f"{html.escape(self.request['dataset']['path'])}…"
         )
-        self.process.start("engine.preview_report", [json.dumps(self.request)])
+        self.process.start(entry_module("preview"), [json.dumps(self.request)])
 
     def _on_failed(self, message: str) -> None:
         self._idle(f"Preview failed: {message}")
@@ -185,7 +186,7 @@ class DatasetPreview(QtWidgets.QWidget):
 
     # -- rendering --------------------------------------------------------------------------------
     def show_report(self, report: dict) -> None:
-        """Render a preview report (the shape engine.preview_report prints)."""
+        """Render a preview report (the shape engine.plan.preview prints)."""
         self.report = report
         name = self.node.name() if self.node is not None else "Dataset"
         if report.get("error"):

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app.cli.main import tunegraph_command
 from engine import __version__
-from engine.engine_bundle import FLAVOURS
-from engine.interpreters import engine_dir, engine_status, tunegraph_command
+from engine.setup.bundle import FLAVOURS
+from engine.setup.interpreters import engine_dir, engine_status
 
 LOG_LINES = 12
 KILL_WAIT_MS = 10000
@@ -29,7 +30,7 @@ def _start(process: QtCore.QProcess, args: list[str]) -> None:
 
 
 def _free_text(folder: Path) -> str:
-    from engine.engine_env import FREE_NEEDED, GIB, free_bytes
+    from engine.setup.environment import FREE_NEEDED, GIB, free_bytes
 
     free = free_bytes(folder) / GIB
     return (

@@ -1,4 +1,8 @@
-"""`tunegraph` with no command (or with a graph file) opens the desktop app here."""
+"""The `tunegraph` console script and `python -m app`.
+
+With no sub-command, or with a graph file, it opens the desktop window; any other argv goes to the
+headless command line (`app.cli`) without importing Qt.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,28 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Open the main window (with the graph file in `argv[0]`, if any); returns the exit code."""
+    """`tunegraph [GRAPH | COMMAND …]`: the window, or the command line; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    from app.cli.main import is_command
+    from app.cli.main import main as cli_main
+
+    if is_command(argv):
+        return cli_main(argv)
+    if argv and not Path(argv[0]).is_file():
+        print(
+            f"tunegraph: {argv[0]}: no such graph file or command (see tunegraph --help)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return open_window(argv[0] if argv else None)
+    except ImportError as err:
+        print(f"tunegraph: the desktop app cannot start: {err}", file=sys.stderr)
+        return 1
+
+
+def open_window(graph: str | None = None) -> int:
+    """Open the main window (with `graph` loaded, if given) and run the event loop."""
     from PySide6 import QtWidgets
 
     from app.main_window import MainWindow
@@ -30,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_theme_setting(settings.load().theme)
     window = MainWindow()
     window.show()
-    window.open_initial(argv[0] if argv else None)
+    window.open_initial(graph)
     return app.exec()
 
 

@@ -25,8 +25,8 @@ Submit = Callable[[list, list], list]
 
 def default_submit(specs: list, estimates: list) -> list[dict]:
     """Hand runs to the background supervisor (started on demand)."""
-    from engine import client
-    from engine.store import Store
+    from engine.store.index import Store
+    from engine.supervisor import client
 
     return client.submit(Store(), specs, estimates)
 

@@ -1,6 +1,6 @@
 """Helper processes that print JSON (estimates, dataset previews), run with QProcess so the UI
 never imports torch or transformers and the user can cancel at any time. Both need the training
-engine, so they run under `engine.interpreters.engine_python()`; without an engine, `failed` says
+engine, so they run under `engine.setup.interpreters.engine_python()`; without an engine, `failed` says
 how to set it up."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from PySide6 import QtCore
 
 from engine.errors import EngineMissingError
-from engine.interpreters import engine_python
+from engine.setup.interpreters import engine_python
 
 KILL_WAIT_MS = 3000
 

@@ -1,9 +1,9 @@
 """The QThread bridge between the store and the run views: the UI thread never waits on either.
 
 `RunBridge.start()` starts a reader thread that opens its own `Store`, polls it ~4 times a second
-through `engine.run_watch.RunWatcher` and emits what changed as signals (queued to the GUI thread).
-Commands (cancel, pause, resume, continue) run on a second thread, because `engine.client` waits
-for the supervisor's answer. Exports run as an `<engine python> -m engine export` child process, so the UI
+through `engine.store.watch.RunWatcher` and emits what changed as signals (queued to the GUI thread).
+Commands (cancel, pause, resume, continue) run on a second thread, because `engine.supervisor.client` waits
+for the supervisor's answer. Exports run as an `<engine python> -m app export` child process, so the UI
 process never imports torch.
 """
 
@@ -24,7 +24,7 @@ POLL_S = 0.25
 class _PollThread(QtCore.QThread):
     changed = QtCore.Signal(object)  # list of run dicts
     removed = QtCore.Signal(object)  # list of run ids
-    points = QtCore.Signal(object)  # list of engine.run_watch.MetricBatch
+    points = QtCore.Signal(object)  # list of engine.store.watch.MetricBatch
     failed = QtCore.Signal(str)
 
     def __init__(self, store_path: Path | None, interval_s: float, parent: QtCore.QObject):
@@ -37,8 +37,8 @@ class _PollThread(QtCore.QThread):
         self._lock = threading.Lock()
 
     def run(self) -> None:
-        from engine.run_watch import RunWatcher
-        from engine.store import Store
+        from engine.store.index import Store
+        from engine.store.watch import RunWatcher
 
         try:
             store = Store(self.store_path)
@@ -93,7 +93,7 @@ class _CommandThread(QtCore.QThread):
         self.jobs: queue.Queue = queue.Queue()
 
     def run(self) -> None:
-        from engine.store import Store
+        from engine.store.index import Store
 
         store = Store(self.store_path)
         try:
@@ -177,13 +177,13 @@ class RunBridge(QtCore.QObject):
 
     # -- commands ----------------------------------------------------------------------------
     def control(self, action: str, run_id: str) -> None:
-        """cancel / pause / resume through the supervisor (engine.client.control)."""
-        from engine import client
+        """cancel / pause / resume through the supervisor (engine.supervisor.client.control)."""
+        from engine.supervisor import client
 
         self.submit_job(action, run_id, lambda store: client.control(store, action, run_id))
 
     def continue_run(self, run_id: str, epochs: float) -> None:
-        from engine import client
+        from engine.supervisor import client
 
         self.submit_job(
             "continue", run_id, lambda store: client.continue_run(store, run_id, epochs)
@@ -196,7 +196,7 @@ class RunBridge(QtCore.QObject):
         """`tunegraph export RUN --json` as a child process in the engine's Python (it loads
         torch, the UI must not); without an engine, commandFailed says how to set it up."""
         from engine.errors import EngineMissingError
-        from engine.interpreters import engine_python
+        from engine.setup.interpreters import engine_python
 
         try:
             python = engine_python()
@@ -225,7 +225,7 @@ class RunBridge(QtCore.QObject):
             proc.deleteLater()
 
         proc.finished.connect(finished)
-        proc.start(python, ["-m", "engine", "export", run_id, "--json"])
+        proc.start(python, ["-m", "app", "export", run_id, "--json"])
         return proc
 
     # -- slots -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """One run in detail: live charts, step and batch monitors, config, samples, artifacts, logs.
 
-The charts draw from `engine.run_watch.Series` (fed by the bridge's metric batches) on a ~10 Hz
+The charts draw from `engine.store.watch.Series` (fed by the bridge's metric batches) on a ~10 Hz
 timer, only when new points arrived, with peak downsampling and clip-to-view so a 100k-point curve
 redraws in a few milliseconds. Logs and events are fetched on the bridge's command thread.
 """
@@ -15,8 +15,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.run_bridge import RunBridge
 from app.run_panel import STATE_STYLE, fmt_bytes
-from engine.run_diff import flatten, format_value
-from engine.run_watch import Series, batch_label, decimate
+from engine.store.diff import flatten, format_value
+from engine.store.watch import Series, batch_label, decimate
 
 REDRAW_MS = 100
 MAX_BINS = 2000
@@ -290,7 +290,7 @@ class EventView(QtWidgets.QWidget):
                 bar.setValue(bar.maximum())
 
     def lines(self, events: list[dict] | None = None) -> list[str]:
-        from engine.store_queries import format_event  # not at import: keeps the app's start fast
+        from engine.store.queries import format_event  # not at import: keeps the app's start fast
 
         choice = self.filter.currentText()
         needle = self.search.text().strip().lower()

@@ -60,7 +60,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def fmt_bytes(n: int | None) -> str:
-    from engine.artifacts import human_size
+    from engine.export.artifacts import human_size
 
     return "—" if n is None else human_size(n)
 

@@ -14,7 +14,7 @@ from PySide6 import QtCore, QtWidgets
 from app.processes import JsonProcess
 from engine import paths, secrets
 from engine import settings as settings_mod
-from engine.ray_executor import ADDRESS_ENV
+from engine.cluster.executor import ADDRESS_ENV
 from engine.settings import Settings
 
 NO_KEYRING = (
@@ -58,7 +58,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.current = settings_mod.load()
         self._check: _TokenCheck | None = None
 
-        self.data_dir = QtWidgets.QLineEdit(str(settings_mod.chosen_data_dir() or paths.data_dir()))
+        self.data_dir = QtWidgets.QLineEdit(str(paths.chosen_data_dir() or paths.data_dir()))
         browse = QtWidgets.QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         data_row = QtWidgets.QHBoxLayout()
@@ -225,7 +225,7 @@ class SettingsDialog(QtWidgets.QDialog):
         if not address:
             return
         self.cluster_status.setText(f"Connecting to {address}…")
-        self.cluster_probe.start("engine", ["cluster", address, "--json"])
+        self.cluster_probe.start("app", ["cluster", address, "--json"])
         self._update_cluster_button()
 
     @QtCore.Slot(object)
@@ -274,7 +274,7 @@ class SettingsDialog(QtWidgets.QDialog):
             new = self.values()
             folder = self.data_dir.text().strip()
             if folder and Path(folder).expanduser().resolve() != paths.data_dir():
-                settings_mod.choose_data_dir(folder)
+                paths.choose_data_dir(folder)
             token = self.token.text().strip()
             if token and self.keyring_ok:
                 secrets.set_hf_token(token)

@@ -41,9 +41,6 @@ class SettingsStore:
         self.qsettings.setValue("recent_files", files[:MAX_RECENT])
         return files[:MAX_RECENT]
 
-    def clear_recent(self) -> None:
-        self.qsettings.setValue("recent_files", [])
-
     def window_layout(self) -> tuple[QtCore.QByteArray | None, QtCore.QByteArray | None]:
         return self.qsettings.value("window/geometry"), self.qsettings.value("window/state")
 

@@ -73,7 +73,7 @@ def make_run(run_dir: Path, base: Path) -> None:
 
 def run_ours(run_dir: Path, quant: str) -> dict:
     from engine.events import EventLog, read_events
-    from engine.export import export_run
+    from engine.export.pipeline import export_run
     from engine.spec import ExportSpec
 
     started, start_ts = time.perf_counter(), time.time()
@@ -103,7 +103,7 @@ def run_ours(run_dir: Path, quant: str) -> dict:
 def run_baseline(merged: Path, out_dir: Path, quant: str) -> dict:
     import llama_cpp
 
-    from engine.setup_tools import converter_dir
+    from engine.setup.converter import converter_dir
 
     folder = converter_dir()
     f16, final = out_dir / "direct-F16.gguf", out_dir / f"direct-{quant}.gguf"
@@ -182,7 +182,7 @@ def compare(work: Path, base: Path | None, quant: str) -> int:
     """Measure both routes on one run and print the table and the ratio line."""
     os.environ["TUNEGRAPH_HOME"] = str(work / "home")
     if base is None:
-        from engine.tinymodel import build_tiny_model
+        from engine.models.tiny import build_tiny_model
 
         base = build_tiny_model(work / "tiny")
     run_dir = work / "home" / "runs" / "20260101-000000-bench0"
@@ -200,7 +200,7 @@ def compare(work: Path, base: Path | None, quant: str) -> int:
     marks = ours["phases"] + [("(end)", ours["end_ts"])]
     for (name, ts), (_, nxt) in zip(marks, marks[1:], strict=False):
         print(f"  {name[:60]:60} {nxt - ts:6.2f} s")
-    from engine.gguf_tools import read_gguf
+    from engine.export.gguf_tools import read_gguf
 
     same = read_gguf(ours["gguf"]).tensor_types == read_gguf(baseline["gguf"]).tensor_types
     print(

@@ -1,5 +1,5 @@
 """Time from submit to the first training step: through the client and the supervisor, against
-starting the worker by hand (`python -m engine.worker RUN_DIR`) on the same spec.
+starting the worker by hand (`python -m engine.training.worker RUN_DIR`) on the same spec.
 
     .venv/bin/python bench/bench_submit.py [--rounds 5]
 
@@ -63,7 +63,8 @@ def make_spec(data: Path):
 def milestones(run_dir: Path, timeout: float = 120.0) -> tuple[float, float]:
     """Time stamps of the worker's `starting` status (its process is up) and of its first
     metric event (its first training step)."""
-    from engine.events import WORKER_LOG, read_events
+    from engine.events import read_events
+    from engine.rundir import WORKER_LOG
 
     deadline = time.time() + timeout
     started = None
@@ -88,7 +89,7 @@ def bare(spec, threads: str) -> tuple[float, float]:
     with open(run_dir / "worker.log", "ab") as log:
         t0 = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.worker", str(run_dir)],
+            [sys.executable, "-m", "engine.training.worker", str(run_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=run_dir,
@@ -106,7 +107,8 @@ def bare(spec, threads: str) -> tuple[float, float]:
 
 
 def supervised(store, spec, estimate: dict, cold: bool) -> tuple[float, float]:
-    from engine import client, supervisor_process
+    from engine.supervisor import client
+    from engine.supervisor import process as supervisor_process
 
     if cold:
         supervisor_process.stop_supervisor()
@@ -135,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.pop("TUNEGRAPH_FAKE_GPUS", None)
 
-    from engine import hardware, supervisor_process
-    from engine.estimate_report import estimate_spec
-    from engine.store import Store
-    from engine.tinymodel import ensure_builtin_tiny_model
+    from engine import hardware
+    from engine.models.tiny import ensure_builtin_tiny_model
+    from engine.plan.report import estimate_spec
+    from engine.store.index import Store
+    from engine.supervisor import process as supervisor_process
 
     ensure_builtin_tiny_model()
     spec = make_spec(write_chats(home / "chats.jsonl"))

@@ -11,7 +11,7 @@ size and steps for every configuration:
   (default: padding to the longest row of each batch, the collator's usual setting; `max_length`
   pads every row to --seq), labels = input ids, no gradient checkpointing, logging every step;
   with --quant 4bit the base is loaded in NF4 and prepared with `prepare_model_for_kbit_training`;
-- ours: `engine.train.build_trainer`, exactly what the worker runs (our data pipeline, padding-free
+- ours: `engine.training.trainer.build_trainer`, exactly what the worker runs (our data pipeline, padding-free
   batches, sdpa, checkpointing only when memory needs it), timed around `trainer.train()`;
 - variants of ours, each one switch changed: `ours-padded` (packing off), `ours-eager` (eager
   attention), `ours-ckpt` (gradient checkpointing on), `ours-liger` (Liger kernels), `ours-fa2`
@@ -215,7 +215,7 @@ def baseline_trainer(args, source: str, rows: list[dict], work: Path):
 def ours_trainer(args, source: str, data: Path, work: Path, variant: str):
     from engine.control import Control
     from engine.events import NullLog
-    from engine.train import build_trainer
+    from engine.training.trainer import build_trainer
 
     quant = {"quantization": "4bit" if args.quant == "4bit" else "none"}
     spec = common.bench_spec(
@@ -232,7 +232,7 @@ def matmul_params(source: str) -> int:
     projection counts even when tied to it)."""
     from transformers import AutoConfig
 
-    from engine.estimate import model_shape
+    from engine.plan.shape import model_shape
 
     config = AutoConfig.from_pretrained(source)
     shape = model_shape(config)

@@ -4,9 +4,9 @@
         [--device cpu|cuda] [--runs 6] [--out FILE.json]
 
 A fixed set of run shapes (steps, micro-batch, max_seq_length, packing, GGUF export on or off)
-is trained one after the other, each as a real worker process (`python -m engine.worker RUN_DIR`,
+is trained one after the other, each as a real worker process (`python -m engine.training.worker RUN_DIR`,
 with the thread count the supervisor would give it). Before each run the estimate is computed as
-the CLI and the supervisor do (engine.estimate_report.estimate_spec), and the run's wall time
+the CLI and the supervisor do (engine.plan.report.estimate_spec), and the run's wall time
 from process start to exit is compared with its `time_s` range. Prints a table and the coverage
 line (goal: >= 90% of runs inside their range).
 """
@@ -57,7 +57,7 @@ def run_worker(run_dir: Path, env: dict) -> tuple[float, dict]:
     t0 = time.time()
     with open(run_dir / "worker.log", "ab") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "engine.worker", str(run_dir)],
+            [sys.executable, "-m", "engine.training.worker", str(run_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="tg-coverage-"))
     os.environ["TUNEGRAPH_HOME"] = str(home)
     from engine import hardware
-    from engine.estimate_report import estimate_spec
+    from engine.plan.report import estimate_spec
 
     source = common.model_source(args.model, args.device)
     data = common.write_jsonl(home / "chats.jsonl", common.varied_chats(args.rows))

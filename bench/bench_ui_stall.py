@@ -72,7 +72,8 @@ def writer(run_dirs: list[str], seconds: float, home: str) -> None:
     os.environ["TUNEGRAPH_HOME"] = home
     import math
 
-    from engine.events import WORKER_LOG, EventLog
+    from engine.events import EventLog
+    from engine.rundir import WORKER_LOG
 
     logs = [EventLog(Path(d) / WORKER_LOG) for d in run_dirs]
     step = POINTS
@@ -105,7 +106,7 @@ def stall(seconds: float) -> dict:
     from PySide6 import QtCore, QtWidgets
 
     from app.run_views import install_run_views
-    from engine.store import Store
+    from engine.store.index import Store
     from tests.synthetic_runs import SyntheticRun, make_spec
 
     store = Store()

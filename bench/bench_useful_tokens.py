@@ -3,10 +3,10 @@ our padding-free batches (packing=True, the default) against padded batches.
 
     .venv/bin/python bench/bench_useful_tokens.py [--rows 1000] [--seq 1024] [--model tiny|PATH]
 
-The rows go through the worker's own data pipeline (engine.data.prepare_datasets: chat template,
+The rows go through the worker's own data pipeline (engine.data.prepare.prepare_datasets: chat template,
 truncation, masking) and are cut into micro-batches in a seeded shuffled order; every batch is
 collated by the real collators and its `input_ids` tensor counted. Compared, per micro-batch size:
-our padding-free batches (engine.data.make_collator(packing=True)), our padded fallback
+our padding-free batches (engine.data.prepare.make_collator(packing=True)), our padded fallback
 (packing=False: pad to the longest row of the batch, multiple of 8), pad-to-longest without the
 multiple, and fixed padding to max_seq_length. No training; takes seconds on a CPU.
 Prints a table and the ratio line (goal: >= 0.97 for ours).
@@ -30,8 +30,8 @@ GOAL = 0.97
 def collators(tokenizer, seq: int) -> dict:
     from transformers import DataCollatorForSeq2Seq
 
-    from engine.data import make_collator
-    from engine.data_encode import IGNORE
+    from engine.data.encode import IGNORE
+    from engine.data.prepare import make_collator
 
     return {
         "ours: padding-free (packing on)": make_collator(tokenizer, True),
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     common.quiet()
 
-    from engine.data import prepare_datasets
-    from engine.models import load_tokenizer, resolve_source
+    from engine.data.prepare import prepare_datasets
+    from engine.models.sources import load_tokenizer, resolve_source
 
     source = common.model_source(args.model) if args.model != "tiny" else str(common.tiny_model())
     work = Path(tempfile.mkdtemp(prefix="tg-useful-"))

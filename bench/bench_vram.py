@@ -1,4 +1,4 @@
-"""VRAM estimate accuracy (CUDA only): engine.estimate's peak against the measured peak of real
+"""VRAM estimate accuracy (CUDA only): engine.plan.estimate's peak against the measured peak of real
 training steps, for random-weight models shaped like 0.5B-8B Llama/Qwen, 16-bit LoRA and 4-bit
 QLoRA, at a few sequence lengths.
 
@@ -6,11 +6,11 @@ QLoRA, at a few sequence lengths.
         [--seqs 512,2048] [--batch 2] [--steps 4] [--out FILE.json]
 
 Each case runs in a fresh process (so peaks and the CUDA context are its own) through the
-worker's own setup (engine.train.build_trainer: 4-bit base, kbit preparation, LoRA r16 on
+worker's own setup (engine.training.trainer.build_trainer: 4-bit base, kbit preparation, LoRA r16 on
 q/k/v/o, gradient checkpointing as "auto" decides) on rows long enough to fill every sequence,
 and records torch.cuda.max_memory_allocated, max_memory_reserved and the process's whole use
 from NVML / nvidia-smi (reserved + CUDA context). The estimate is
-engine.estimate.peak_vram_gib with the checkpointing the run actually used; its error is given
+engine.plan.estimate.peak_vram_gib with the checkpointing the run actually used; its error is given
 against reserved + context (what the estimate models). Goal: within +-10%.
 On a machine without CUDA it prints that it needs CUDA and exits 0 without writing figures.
 """
@@ -75,9 +75,10 @@ def one_case(shape: str, mode: str, seq: int, batch: int, steps: int) -> dict:
     from transformers import AutoConfig
 
     from engine.control import Control
-    from engine.estimate import model_shape, peak_vram_gib
     from engine.events import NullLog
-    from engine.train import build_trainer
+    from engine.plan.estimate import peak_vram_gib
+    from engine.plan.shape import model_shape
+    from engine.training.trainer import build_trainer
 
     common.quiet()
     source = str(common.random_model(shape, "cuda"))

@@ -1,4 +1,4 @@
-"""VRAM estimate against a traced training step, no GPU needed: engine.estimate.memory_parts (the
+"""VRAM estimate against a traced training step, no GPU needed: engine.plan.estimate.memory_parts (the
 tensor part of the estimate, before the allocator's slack and the CUDA context) vs the peak of
 live tensor bytes in two LoRA training steps traced on fake tensors (engine/memory_sim.py), for
 models shaped like 0.5B-8B Llama/Qwen at their full depth.
@@ -32,8 +32,9 @@ LORA_CASES = [
 
 
 def one_case(shape: str, seq: int, batch: int, checkpointing: bool, targets, dropout) -> dict:
-    from engine.estimate import memory_parts, model_shape, peak_vram_gib
-    from engine.memory_sim import simulate_peak
+    from engine.plan.estimate import memory_parts, peak_vram_gib
+    from engine.plan.memory_trace import simulate_peak
+    from engine.plan.shape import model_shape
 
     config = common.shape_config(shape)
     spec = common.bench_spec("unused", Path("unused.jsonl"), "cuda", 2, batch, seq)

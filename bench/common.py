@@ -126,7 +126,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def tiny_model() -> Path:
     """The builtin tiny model (built once into the bench model cache)."""
-    from engine.tinymodel import build_tiny_model
+    from engine.models.tiny import build_tiny_model
 
     out = MODEL_CACHE / "tiny-llama"
     if not (out / "model.safetensors").exists():

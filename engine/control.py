@@ -14,7 +14,8 @@ import signal
 import time
 from pathlib import Path
 
-CONTROL_FILE = "control.json"
+from engine.rundir import CONTROL_FILE
+
 ACTIONS = ("pause", "cancel", "stop")
 
 

@@ -88,3 +88,7 @@ class EngineMissingError(TunegraphError):
 
 class EngineSetupError(TunegraphError):
     """Setting up the training engine failed (no space, no network, a bad bundle, a failed install)."""
+
+
+class SettingsError(TunegraphError):
+    """A settings value is out of range; the message names the field."""

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-WORKER_LOG = "events.jsonl"
-SUPERVISOR_LOG = "supervisor.jsonl"
+from engine.rundir import SUPERVISOR_LOG, WORKER_LOG
 
 # kind -> fields every event of that kind carries (more may follow)
 KINDS: dict[str, tuple[str, ...]] = {

@@ -3,9 +3,8 @@
 Holds offline mode, the default GPU policy, CPU threads per CPU run, the theme and the suspended
 GPUs. Never a secret: the Hugging Face token lives only in the OS keyring (engine.secrets).
 
-The data directory itself cannot be stored inside the data directory, so a chosen location is
-written to a small pointer file in the user's config folder (`location_file()`); `paths.data_dir()`
-is meant to read it when `TUNEGRAPH_HOME` is not set (it takes effect on the next start).
+The data directory itself cannot be stored inside the data directory: its chosen location is kept
+by `engine.paths` (`choose_data_dir`, `chosen_data_dir`).
 """
 
 from __future__ import annotations
@@ -16,16 +15,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from engine import paths
-from engine.errors import TunegraphError
+from engine.errors import SettingsError, TunegraphError
 
 FORMAT_VERSION = 1
 FILE_NAME = "settings.json"
 GPU_POLICIES = ("queue", "refuse")
 THEMES = ("dark", "light")
-
-
-class SettingsError(TunegraphError):
-    """A settings value is out of range; the message names the field."""
 
 
 @dataclass
@@ -107,41 +102,6 @@ def save(settings: Settings) -> Path:
     )
     tmp.replace(path)
     return path
-
-
-# -- the data directory's location --------------------------------------------------------------
-def location_file() -> Path:
-    """Where a chosen data directory is remembered (`TUNEGRAPH_CONFIG_DIR` overrides, for tests)."""
-    override = os.environ.get("TUNEGRAPH_CONFIG_DIR")
-    if override:
-        return Path(override).expanduser() / "location.json"
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("Tunegraph", False)) / "location.json"
-
-
-def chosen_data_dir() -> Path | None:
-    """The data directory the user chose in Settings, if any."""
-    try:
-        text = json.loads(location_file().read_text(encoding="utf-8")).get("data_dir")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return Path(text).expanduser() if text else None
-
-
-def choose_data_dir(path: Path | str | None) -> None:
-    """Remember `path` as the data directory from the next start (None forgets the choice)."""
-    file = location_file()
-    if path is None:
-        file.unlink(missing_ok=True)
-        return
-    target = Path(path).expanduser()
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SettingsError(f"cannot use {target} as the data directory: {exc.strerror}") from exc
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps({"data_dir": str(target.resolve())}) + "\n", encoding="utf-8")
 
 
 # -- offline mode -------------------------------------------------------------------------------

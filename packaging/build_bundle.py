@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import engine_bundle  # noqa: E402 - after the checkout is on sys.path
-from engine.setup_tools import CONVERTER_PACKAGE  # noqa: E402
+from engine.setup import bundle as engine_bundle  # noqa: E402 - after the checkout is on sys.path
+from engine.setup.converter import CONVERTER_PACKAGE  # noqa: E402
 
 PLATFORM_TAGS = {
     "linux": [

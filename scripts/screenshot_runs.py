@@ -85,7 +85,7 @@ def main() -> int:
 
     from app.run_views import install_run_views
     from app.theme import apply_theme
-    from engine.store import Store
+    from engine.store.index import Store
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["tunegraph"])
     apply_theme(app)

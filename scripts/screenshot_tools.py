@@ -27,9 +27,9 @@ def export_runs(home: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     from engine.events import EventLog
-    from engine.export import export_run
+    from engine.export.pipeline import export_run
     from engine.spec import ExportSpec
-    from engine.tinymodel import build_tiny_model
+    from engine.models.tiny import build_tiny_model
     from tests.test_export import make_run
 
     base = home / "tiny-base"

@@ -47,7 +47,7 @@ def _shared_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama with a sentencepiece tokenizer, built once per session."""
-    from engine.tinymodel import build_tiny_model
+    from engine.models.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny-model")
     build_tiny_model(out)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.spec import BaseModelSpec, DatasetSpec, ExportSpec, JobSpec, LoraSpec, TrainingSpec
-from engine.store import Store
+from engine.store.index import Store
 from nodes.graphfile import GraphBuilder, save_graph
 
 # the keys of a run in DESIGN.md "JSON shapes" (`show --json`, `runs --json`, Store.run_json)
@@ -168,7 +168,7 @@ def wait_for(
 
 def worker_pid(run_dir: Path, timeout: float = 30.0) -> int:
     """The pid of a run's worker once it has written worker.pid."""
-    from engine.runs import read_pid
+    from engine.training.launch import read_pid
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -224,7 +224,7 @@ def stop_everything(home: Path) -> None:
     """Stop the supervisor of `home` and kill whatever of its workers still runs."""
     import psutil
 
-    from engine.supervisor_process import stop_supervisor
+    from engine.supervisor.process import stop_supervisor
 
     stop_supervisor()
     procs = home_processes(home)
@@ -251,6 +251,6 @@ def supervisor_session(monkeypatch, home: Path, cpu_slots: int = 2):
 
 def cpu_estimate(spec: JobSpec) -> dict:
     """The estimate the CLI would pass with a CPU run's submission."""
-    from engine.estimate_report import estimate_spec
+    from engine.plan.report import estimate_spec
 
     return estimate_spec(spec, "cpu")

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from engine import paths
-from engine.events import SUPERVISOR_LOG, WORKER_LOG, EventLog
+from engine.events import EventLog
+from engine.rundir import SUPERVISOR_LOG, WORKER_LOG
 from engine.spec import BaseModelSpec, DatasetSpec, JobSpec, LoraSpec, TrainingSpec
-from engine.store import Store
+from engine.store.index import Store
 
 
 def make_spec(name: str, **training) -> JobSpec:

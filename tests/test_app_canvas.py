@@ -577,7 +577,7 @@ def test_node_context_menu_run_follows_errors(window):
 
 
 def test_preview_report_names_a_missing_file(tmp_path):
-    from engine.preview_report import empty_report, histogram, run
+    from engine.plan.preview import empty_report, histogram, run
 
     answer = run(
         {

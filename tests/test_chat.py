@@ -11,8 +11,8 @@ import shutil
 import psutil
 import pytest
 
-from engine import gguf_tools
-from engine.chat import ChatError, ChatSession
+from engine.chat.session import ChatError, ChatSession
+from engine.export import gguf_tools
 from tests.test_export import build_exported_run
 
 HELLO = [{"role": "user", "content": "Hello, can you help me with my bill?"}]
@@ -108,7 +108,7 @@ def test_close_ends_the_process(gguf_path):
 
 
 def test_cli_chat_json(gguf_path, capsys):
-    from engine.cli_export import add_parsers
+    from app.cli.export import add_parsers
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))

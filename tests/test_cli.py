@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from app.cli.main import main
 from engine import __version__
-from engine.cli import main
 from tests.helpers import RUN_KEYS, home_processes, make_graph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,9 +32,9 @@ ESTIMATE_KEYS = {
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`python -m engine ARGS` in a subprocess (the environment of this test unless `env`)."""
+    """`python -m app ARGS` in a subprocess (the environment of this test unless `env`)."""
     return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
+        [sys.executable, "-m", "app", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -75,7 +75,7 @@ def in_trained(trained, monkeypatch):
     """Point this process at the trained data directory; returns the two runs by name."""
     home, _ = trained
     monkeypatch.setenv("TUNEGRAPH_HOME", str(home))
-    from engine.store import Store
+    from engine.store.index import Store
 
     with Store() as store:
         return {run["name"]: run for run in store.list_runs()}
@@ -163,7 +163,7 @@ def test_run_refuses_a_module_without_base_model(tmp_path, capsys):
     assert main(["run", str(graph), "--device", "cpu", "--yes"]) != 0
     err = capsys.readouterr().err
     assert "refused" in err and '"orphan module"' in err and "base_model" in err
-    from engine.store import Store
+    from engine.store.index import Store
 
     with Store() as store:
         assert store.list_runs() == []  # nothing half-submitted
@@ -198,7 +198,7 @@ def test_make_tiny_model(tmp_path, capsys):
 
 
 def test_preview_marks_the_trained_tokens(capsys):
-    from engine import cli
+    from app.cli import main as cli
 
     sample = Path(__file__).parents[1] / "resources" / "datasets" / "support_chats.jsonl"
     assert cli.main(["preview", str(sample), "-n", "1"]) == 0

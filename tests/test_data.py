@@ -14,9 +14,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from engine.data import (
+from engine.data.prepare import (
     DataStats,
-    dataset_fingerprint,
     detect_format,
     format_preview,
     load_dataset_rows,
@@ -25,15 +24,16 @@ from engine.data import (
     preview_rows,
     to_messages,
 )
-from engine.errors import DataError
-from engine.spec import DatasetSpec, JobSpec, TrainingSpec
-from engine.templates import (
+from engine.data.templates import (
     FALLBACK_ORIGIN,
     chat_template_for,
     has_generation_markers,
     prepare_tokenizer,
     strip_generation_markers,
 )
+from engine.errors import DataError
+from engine.paths import sha256_file
+from engine.spec import DatasetSpec, JobSpec, TrainingSpec
 
 SUPPORT_CHATS = Path(__file__).parents[1] / "resources" / "datasets" / "support_chats.jsonl"
 CHAT = [
@@ -336,7 +336,7 @@ def test_several_datasets_are_concatenated(tmp_path, tokenizer):
     stats = data.stats
     assert stats.rows == 10 and stats.train_rows == 10 and data.eval is None
     assert [(d["format"], d["rows"]) for d in stats.datasets] == [("messages", 6), ("alpaca", 4)]
-    assert stats.datasets[1]["sha256"] == dataset_fingerprint(b)
+    assert stats.datasets[1]["sha256"] == sha256_file(b)
     json.dumps(dataclasses.asdict(stats))  # JSON-able
     assert isinstance(stats, DataStats) and stats.trained_tokens > 0
     assert stats.tokens_min <= stats.tokens_mean <= stats.tokens_max

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import engine_bundle, engine_env, interpreters
 from engine.errors import EngineMissingError, EngineSetupError
+from engine.setup import bundle as engine_bundle
+from engine.setup import environment as engine_env
+from engine.setup import interpreters
 
 DATA = Path(__file__).parent / "data"
 SMI = DATA / "nvidia_smi"
@@ -208,7 +210,7 @@ def _echo_and_fail(path: Path) -> list[str]:
 
 
 def test_a_failed_download_says_no_network_and_offers_the_bundle(tmp_path):
-    runner = engine_env._Runner(tmp_path / "setup.log", None)
+    runner = engine_env.StepRunner(tmp_path / "setup.log", None)
     with pytest.raises(EngineSetupError) as err:
         runner.run(_echo_and_fail(UV_OUT / "offline_pytorch_index.txt"), "Installing torch")
     assert err.value.message.startswith("No network: Installing torch")
@@ -222,7 +224,7 @@ def test_a_failed_download_says_no_network_and_offers_the_bundle(tmp_path):
 
 def test_cancel_kills_the_running_step(tmp_path):
     cancel = threading.Event()
-    runner = engine_env._Runner(tmp_path / "setup.log", cancel)
+    runner = engine_env.StepRunner(tmp_path / "setup.log", cancel)
     threading.Timer(0.5, cancel.set).start()
     t0 = time.monotonic()
     with pytest.raises(engine_env.SetupCancelled):
@@ -235,7 +237,7 @@ def test_cancel_also_ends_what_the_step_started(tmp_path):
     import psutil
 
     cancel = threading.Event()
-    runner = engine_env._Runner(tmp_path / "setup.log", cancel)
+    runner = engine_env.StepRunner(tmp_path / "setup.log", cancel)
     parent = (
         "import subprocess, sys, time; "
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
@@ -277,18 +279,27 @@ def test_bundle_unpack_refuses_escaping_members_with_or_without_tar_filters(
     assert not (tmp_path / "bad" / "escaped.json").exists()
 
 
-def test_tunegraph_command(monkeypatch):
-    assert interpreters.tunegraph_command("supervisor") == [
+def test_tunegraph_and_entry_commands(monkeypatch):
+    from app.cli.main import tunegraph_command
+
+    assert tunegraph_command("engine", "status") == [
         sys.executable,
         "-m",
-        "engine",
-        "supervisor",
-    ]
-    monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert interpreters.tunegraph_command("engine", "status") == [
-        sys.executable,
+        "app",
         "engine",
         "status",
+    ]
+    assert interpreters.app_entry_command("supervisor") == [
+        sys.executable,
+        "-m",
+        "engine.supervisor.process",
+    ]
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert tunegraph_command("engine", "status") == [sys.executable, "engine", "status"]
+    assert interpreters.app_entry_command("supervisor") == [
+        sys.executable,
+        "-m",
+        "engine.supervisor.process",
     ]
 
 
@@ -331,7 +342,7 @@ def test_frozen_without_engine_raises_with_the_way_out(monkeypatch):
     with pytest.raises(EngineMissingError, match="no engine has been set up in") as err:
         interpreters.engine_python()
     assert "Set up training engine" in err.value.hint
-    from engine.runs import worker_command
+    from engine.training.launch import worker_command
 
     with pytest.raises(EngineMissingError):
         worker_command(Path("run"))
@@ -341,9 +352,9 @@ def test_launches_use_the_engine_python(monkeypatch, tmp_path):
     other = tmp_path / "engine-python"
     other.write_text("", encoding="utf-8")
     monkeypatch.setenv(interpreters.ENV_PYTHON, str(other))
-    from engine.runs import worker_command
+    from engine.training.launch import worker_command
 
-    assert worker_command(tmp_path)[:3] == [str(other), "-m", "engine.worker"]
+    assert worker_command(tmp_path)[:3] == [str(other), "-m", "engine.training.worker"]
     assert worker_command(tmp_path, 2)[:3] == [str(other), "-m", "torch.distributed.run"]
 
 
@@ -364,7 +375,7 @@ def test_status_json_names_what_is_missing(no_torch_python, monkeypatch):
         engine_env.SMI_ENV: str(SMI / "h100_driver580.csv"),
     }
     out = subprocess.run(
-        [sys.executable, "-m", "engine", "engine", "status", "--json"],
+        [sys.executable, "-m", "app", "engine", "status", "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -377,7 +388,7 @@ def test_status_json_names_what_is_missing(no_torch_python, monkeypatch):
     assert status["detected"]["flavour"] == "cu130"
     env[interpreters.ENV_PYTHON] = sys.executable
     out = subprocess.run(
-        [sys.executable, "-m", "engine", "engine", "status", "--json"],
+        [sys.executable, "-m", "app", "engine", "status", "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -389,7 +400,7 @@ def test_status_json_names_what_is_missing(no_torch_python, monkeypatch):
 
 
 def test_estimates_run_in_the_engine_python_when_not_here(tmp_path, monkeypatch, tiny_model_dir):
-    from engine import estimate_report
+    from engine.plan import report as estimate_report
     from tests.helpers import make_spec, write_chats
 
     spec = make_spec(write_chats(tmp_path / "chats.jsonl"))
@@ -448,9 +459,7 @@ def test_offline_setup_from_cpu_bundle_trains_the_tiny_model(tmp_path, monkeypat
     assert [f for _, f in steps] == sorted(f for _, f in steps)
     python = interpreters.engine_python()
     assert python == record["python"] and Path(python).is_relative_to(engine)
-    check = (
-        "import torch, transformers, peft, engine.worker, llama_cpp; print(engine.worker.__file__)"
-    )
+    check = "import torch, transformers, peft, engine.training.worker, llama_cpp; print(engine.training.worker.__file__)"
     out = subprocess.run(
         [python, "-c", check], capture_output=True, text=True, check=True, cwd=tmp_path
     )
@@ -467,7 +476,7 @@ def test_offline_setup_from_cpu_bundle_trains_the_tiny_model(tmp_path, monkeypat
     env = {**os.environ, "TUNEGRAPH_HOME": str(tg_home)}
     try:
         result = subprocess.run(
-            [python, "-m", "engine", "run", str(graph), "--device", "cpu", "--yes", "--json"],
+            [python, "-m", "app", "run", str(graph), "--device", "cpu", "--yes", "--json"],
             capture_output=True,
             text=True,
             env=env,
@@ -477,7 +486,7 @@ def test_offline_setup_from_cpu_bundle_trains_the_tiny_model(tmp_path, monkeypat
         )
     finally:
         subprocess.run(
-            [python, "-m", "engine", "supervisor", "--stop"], env=env, cwd=tmp_path, check=False
+            [python, "-m", "app", "supervisor", "--stop"], env=env, cwd=tmp_path, check=False
         )
     print(f"tiny training run through the engine's Python: {time.monotonic() - t0 - took:.1f} s")
     assert result.returncode == 0, result.stderr[-2000:]

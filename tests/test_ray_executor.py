@@ -18,11 +18,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import client, settings
-from engine.checkpoints import has_checkpoint
-from engine.events import WORKER_LOG, read_events
-from engine.ray_executor import STATE_FILE, node_summary, ray_installed, read_state
-from engine.ray_node import NODE_HOME_ENV
+from engine import settings
+from engine.cluster.executor import STATE_FILE, node_summary, ray_installed, read_state
+from engine.cluster.node_files import NODE_HOME_ENV
+from engine.events import read_events
+from engine.rundir import WORKER_LOG
+from engine.supervisor import client
+from engine.training.checkpoints import has_checkpoint
 from tests.helpers import (
     cpu_estimate,
     home_processes,
@@ -288,7 +290,7 @@ def test_pause_resume_and_cancel_a_cluster_run(sup, tmp_path, ray_cluster, capsy
     """Submitted with `tunegraph run --cluster`: pause saves a checkpoint that comes back and
     ends the actor; resume continues from it on a new actor; cancel ends the actor and its
     worker."""
-    from engine.cli import main
+    from app.cli.main import main
 
     address, node_home = ray_cluster
     graph = make_graph(tmp_path, {"long": {"max_steps": 2000}}, device="cpu")
@@ -360,7 +362,7 @@ def test_a_killed_ray_actor_is_reconciled_resumes_and_survives_a_lost_connection
     os.kill(worker, signal.SIGSTOP)  # it must not finish while the link is down
     try:
         [bridge] = [
-            p for p in home_processes(tg_home_of(sup)) if "engine.ray_bridge" in p.cmdline()
+            p for p in home_processes(tg_home_of(sup)) if "engine.cluster.bridge" in p.cmdline()
         ]
         bridge.kill()  # the supervisor's link to the cluster drops
         run = wait_for(sup, run_id, "retrying", 20)
@@ -395,7 +397,7 @@ def test_a_cluster_run_without_an_address_is_refused_with_what_to_set(sup, data,
 
 
 def test_the_ray_address_setting_round_trips_and_the_environment_overrides_it(monkeypatch):
-    from engine.ray_executor import resolve_address
+    from engine.cluster.executor import resolve_address
 
     monkeypatch.delenv("TUNEGRAPH_RAY_ADDRESS", raising=False)
     settings.save(settings.Settings(ray_address=" ray://head:10001 "))
@@ -408,7 +410,7 @@ def test_the_ray_address_setting_round_trips_and_the_environment_overrides_it(mo
 
 def test_the_supervisor_and_the_executor_import_neither_ray_nor_torch():
     code = (
-        "import sys, engine.supervisor, engine.ray_executor, engine.executors;"
+        "import sys, engine.supervisor.service, engine.cluster.executor, engine.training.executors;"
         "print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -508,7 +510,7 @@ def test_a_failed_checkpoint_copy_keeps_the_local_ones(tmp_path):
     """The node rotated checkpoint-2 away and wrote checkpoint-4, but copying checkpoint-4 fails
     (its actor died mid-copy): checkpoint-2 stays, so the run can still be resumed. Once the copy
     succeeds, the rotated one goes."""
-    from engine.ray_bridge import Attempt, Bridge
+    from engine.cluster.bridge import Attempt, Bridge
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.run_diff import compare, config_of, data_stats, flatten, format_diff
-from engine.run_watch import RunWatcher, Series, batch_label
-from engine.store import Store
+from engine.store.diff import compare, config_of, data_stats, flatten, format_diff
+from engine.store.index import Store
+from engine.store.watch import RunWatcher, Series, batch_label
 from tests.synthetic_runs import SyntheticRun, make_spec, training_run
 
 
@@ -118,7 +118,7 @@ def test_batch_label_counts_micro_batches_within_the_epoch():
 
 
 def test_decimate_keeps_peaks_and_the_visible_range():
-    from engine.run_watch import decimate
+    from engine.store.watch import decimate
 
     x = np.arange(100_000, dtype=float)
     y = np.zeros_like(x)
@@ -136,7 +136,7 @@ def test_decimate_keeps_peaks_and_the_visible_range():
 def test_diff_runs_resolves_names_and_diff_json_lists_the_changes(store):
     import json
 
-    from engine.run_diff import diff_json, diff_runs
+    from engine.store.diff import diff_json, diff_runs
 
     _run(store, "base")
     _run(store, "lower", learning_rate=1e-4)

@@ -12,7 +12,7 @@ from PySide6 import QtCore, QtWidgets  # noqa: E402
 from app.run_panel import RunPanel  # noqa: E402
 from app.run_views import install_run_views  # noqa: E402
 from app.runs_tab import RunsTab  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.store.index import Store  # noqa: E402
 from tests.app_helpers import gc_on_the_gui_thread  # noqa: E402, F401
 from tests.synthetic_runs import SyntheticRun, make_spec, training_run  # noqa: E402
 
@@ -69,7 +69,7 @@ def test_rows_move_from_active_to_history_as_states_change(qtbot, views, store):
 
 
 def test_buttons_send_commands_and_cancel_asks_first(qtbot, views, store, monkeypatch):
-    from engine import client
+    from engine.supervisor import client
 
     calls = []
     monkeypatch.setattr(
@@ -112,8 +112,8 @@ def test_buttons_send_commands_and_cancel_asks_first(qtbot, views, store, monkey
 
 
 def test_a_failed_command_shows_on_its_row(qtbot, views, store, monkeypatch):
-    from engine import client
     from engine.errors import TunegraphError
+    from engine.supervisor import client
 
     def refuse(_s, action, ref):
         raise TunegraphError(f"cannot {action} {ref}: it is not running")
@@ -269,8 +269,8 @@ def test_compare_overlays_curves_and_shows_exactly_the_differing_fields(qtbot, v
 # -- a real run through the supervisor -----------------------------------------------------------
 def test_a_real_tiny_run_is_cancelled_from_the_panel(qtbot, views, monkeypatch, tg_home, tmp_path):
     """The real path: client.submit → supervisor → worker (CPU), shown live, cancelled by the
-    Cancel button through engine.client.control."""
-    from engine import client
+    Cancel button through engine.supervisor.client.control."""
+    from engine.supervisor import client
     from tests.helpers import make_spec as real_spec
     from tests.helpers import stop_everything, write_chats
 

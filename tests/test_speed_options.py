@@ -41,7 +41,7 @@ def test_bad_values_name_the_field(tmp_path, field, value, message):
 
 
 def test_attention_kernel_choices(tmp_path):
-    from engine.train_options import attention_kernel
+    from engine.training.options import attention_kernel
 
     spec = fast_spec(tmp_path / "chats.jsonl")
     assert attention_kernel(spec, "cpu") == "sdpa"  # auto
@@ -61,7 +61,7 @@ def test_attention_kernel_choices(tmp_path):
 def test_liger_without_the_package_fails_at_once_naming_the_field(tmp_path):
     from engine.control import Control
     from engine.events import NullLog
-    from engine.train import build_trainer
+    from engine.training.trainer import build_trainer
 
     spec = fast_spec(write_chats(tmp_path / "chats.jsonl"), liger_kernels=True)
     with pytest.raises(SpecError) as err:
@@ -73,7 +73,8 @@ def test_liger_without_the_package_fails_at_once_naming_the_field(tmp_path):
 def test_checkpointing_auto_follows_the_memory_estimate(tiny_model_dir, tmp_path):
     from transformers import AutoConfig
 
-    from engine.estimate import model_shape, peak_vram_gib, use_checkpointing
+    from engine.plan.estimate import peak_vram_gib, use_checkpointing
+    from engine.plan.shape import model_shape
 
     spec = fast_spec(tmp_path / "chats.jsonl", base=str(tiny_model_dir), max_seq_length=2048)
     shape = model_shape(AutoConfig.from_pretrained(tiny_model_dir))
@@ -92,7 +93,8 @@ def test_checkpointing_auto_follows_the_memory_estimate(tiny_model_dir, tmp_path
 def test_eager_attention_costs_more_memory_in_the_estimate(tiny_model_dir, tmp_path):
     from transformers import AutoConfig
 
-    from engine.estimate import model_shape, peak_vram_gib
+    from engine.plan.estimate import peak_vram_gib
+    from engine.plan.shape import model_shape
 
     shape = model_shape(AutoConfig.from_pretrained(tiny_model_dir))
     spec = fast_spec(tmp_path / "chats.jsonl", base=str(tiny_model_dir))
@@ -104,7 +106,7 @@ def test_eager_attention_costs_more_memory_in_the_estimate(tiny_model_dir, tmp_p
 def _losses(spec, run_dir) -> list[float]:
     from engine.control import Control
     from engine.events import NullLog
-    from engine.train import build_trainer
+    from engine.training.trainer import build_trainer
 
     run_dir.mkdir()
     setup = build_trainer(spec, run_dir, NullLog(), Control(run_dir))
@@ -131,8 +133,8 @@ def test_eager_and_sdpa_train_to_the_same_loss(tmp_path, tiny_model_dir, packing
 def test_time_model_counts_steps_padding_and_export(tmp_path, tiny_model_dir):
     from transformers import AutoConfig
 
-    from engine.estimate import model_shape
-    from engine.estimate_time import time_range_s, workload
+    from engine.plan.shape import model_shape
+    from engine.plan.timing import time_range_s, workload
 
     spec = fast_spec(tmp_path / "chats.jsonl", max_steps=10, micro_batch_size=4, eval_split=0.0)
     lengths = [20, 200] * 50

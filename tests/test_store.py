@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from engine import events as events_mod
-from engine import paths, store_schema
-from engine import store as store_mod
+from engine import paths
 from engine.errors import NotFoundError, TunegraphError
-from engine.events import SUPERVISOR_LOG, WORKER_LOG, Event, EventLog, read_events
+from engine.events import Event, EventLog, read_events
+from engine.rundir import SUPERVISOR_LOG, WORKER_LOG
 from engine.spec import DatasetSpec, JobSpec
-from engine.store import Store
+from engine.store import index as store_mod
+from engine.store import schema as store_schema
+from engine.store.index import Store
 from tests.helpers import RUN_KEYS
 
 EXTRA_KEYS = {"eta_s", "spec"}

@@ -14,12 +14,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import client, scheduler
-from engine.checkpoints import has_checkpoint
 from engine.errors import TunegraphError
-from engine.events import WORKER_LOG, read_events
+from engine.events import read_events
 from engine.hardware import Gpu, parse_fake
-from engine.supervisor_process import ensure_supervisor, supervisor_pid
+from engine.rundir import WORKER_LOG
+from engine.supervisor import client, scheduler
+from engine.supervisor.process import ensure_supervisor, supervisor_pid
+from engine.training.checkpoints import has_checkpoint
 from tests.helpers import (
     cpu_estimate,
     make_graph,
@@ -63,7 +64,7 @@ def worker_metric_steps(folder: Path) -> list[int]:
 def test_three_runs_on_two_cpu_slots_the_third_waits_and_continue(sup, data, capsys):
     """Three runs on two CPU slots: two start, the third waits for a slot. The first (trained by
     epochs) is then continued from its final checkpoint while the third still trains."""
-    from engine.cli import main
+    from app.cli.main import main
 
     specs = [
         make_spec(data, "parent", max_steps=0, epochs=1.0, save_steps=4),
@@ -150,7 +151,7 @@ def test_refused_at_submission_with_the_numbers_while_the_valid_module_is_queued
         {"small": {"max_steps": 3}, "huge": {"micro_batch_size": 512, "max_seq_length": 2048}},
     )
     out = subprocess.run(
-        [sys.executable, "-m", "engine", "run", str(graph), "--detach", "--json", "--yes"],
+        [sys.executable, "-m", "app", "run", str(graph), "--detach", "--json", "--yes"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -170,7 +171,7 @@ def test_refused_at_submission_with_the_numbers_while_the_valid_module_is_queued
     assert run["state"] == "refused" and run["error"]["message"] == message
     assert not (Path(run["run_dir"]) / WORKER_LOG).exists()  # never started
     cancel = subprocess.run(
-        [sys.executable, "-m", "engine", "cancel", "small"],
+        [sys.executable, "-m", "app", "cancel", "small"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -302,8 +303,9 @@ def test_estimate_parameter_count_equals_the_loaded_model(data):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from engine.estimate import model_shape, trainable_params
-    from engine.tinymodel import ensure_builtin_tiny_model
+    from engine.models.tiny import ensure_builtin_tiny_model
+    from engine.plan.estimate import trainable_params
+    from engine.plan.shape import model_shape
 
     folder = ensure_builtin_tiny_model()
     shape = model_shape(AutoConfig.from_pretrained(folder))
@@ -367,7 +369,7 @@ def test_refusal_gives_the_numbers_and_what_to_change():
 def test_a_torn_checkpoint_does_not_count_and_is_dropped_before_a_resume(tmp_path):
     from transformers.trainer_utils import get_last_checkpoint
 
-    from engine.checkpoints import checkpoints, drop_torn_checkpoints
+    from engine.training.checkpoints import checkpoints, drop_torn_checkpoints
 
     folder = tmp_path / "checkpoints"
     (folder / "checkpoint-2").mkdir(parents=True)

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine import paths
 from engine.errors import ModelError
-from engine.tinymodel import build_tiny_model, ensure_builtin_tiny_model, resolve_builtin
+from engine.models.tiny import build_tiny_model, ensure_builtin_tiny_model, resolve_builtin
 
 FILES = (
     "config.json",

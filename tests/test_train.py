@@ -14,7 +14,7 @@ from engine.control import Control
 from engine.errors import DataError, ModelError, SpecError
 from engine.events import EventLog, read_events, run_state
 from engine.spec import BaseModelSpec, DatasetSpec, JobSpec, LoraSpec, TrainingSpec
-from engine.train import run_job
+from engine.training.trainer import run_job
 
 
 def write_chats(path: Path, n: int = 40) -> Path:
@@ -80,7 +80,7 @@ def test_worker_process_trains_and_saves_a_loadable_adapter(tmp_path, tiny_model
     fast_spec(data, base=str(tiny_model_dir), max_steps=6).save(run_dir / "spec.json")
 
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.worker", str(run_dir)],
+        [sys.executable, "-m", "engine.training.worker", str(run_dir)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -147,7 +147,7 @@ def test_failed_worker_writes_error_and_failed_state(tmp_path):
     run_dir.mkdir()
     fast_spec(tmp_path / "missing.jsonl").save(run_dir / "spec.json")
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.worker", str(run_dir)],
+        [sys.executable, "-m", "engine.training.worker", str(run_dir)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -234,7 +234,7 @@ def test_cuda_request_on_a_cpu_machine(tmp_path):
 def test_qlora_config_is_nf4_with_double_quant():
     import torch
 
-    from engine.train_options import quantization_config
+    from engine.training.options import quantization_config
 
     spec = JobSpec(name="q", lora=LoraSpec(quantization="4bit"))
     spec.training.precision = "bf16"
@@ -247,7 +247,7 @@ def test_qlora_config_is_nf4_with_double_quant():
 
 def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
     """gpu_count 2 launches two ranks under torchrun; each sees half the data, rank 0 reports."""
-    from engine.runs import worker_command
+    from engine.training.launch import worker_command
 
     data = write_chats(tmp_path / "chats.jsonl", 40)
     run_dir = tmp_path / "run"
@@ -290,7 +290,7 @@ def test_stop_ends_training_early_and_still_delivers_the_adapter(tmp_path):
     spec.export.gguf = False
     spec.save(run_dir / "spec.json")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.worker", str(run_dir)],
+        [sys.executable, "-m", "engine.training.worker", str(run_dir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

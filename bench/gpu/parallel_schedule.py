@@ -63,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         common.write_result(str(out), {"benchmark": "ddp", "skipped": f"{count} GPU"})
         return 0
 
-    from engine import client, supervisor_process
-    from engine.estimate_report import estimate_spec
     from engine.events import read_events
-    from engine.store import Store
+    from engine.plan.report import estimate_spec
+    from engine.store.index import Store
+    from engine.supervisor import client
+    from engine.supervisor import process as supervisor_process
 
     source = common.model_source(args.model, "cuda")
     data = common.write_jsonl(home / "chats.jsonl", common.varied_chats(1000, long_tail=4))

@@ -83,7 +83,7 @@ cp -a "$WORK/dist/tunegraph" "$PKG/opt/tunegraph"
 install -m 755 "$WORK/venv/bin/uv" "$PKG/opt/tunegraph/uv"
 install -d "$PKG/opt/tunegraph/wheels" "$PKG/opt/tunegraph/python/bin"
 # The "relocatable Python" of the engine on Debian/Ubuntu is the system one: `tunegraph engine
-# setup` looks for python/bin/python3 beside the executable (engine.engine_env.SHIPPED_PYTHON).
+# setup` looks for python/bin/python3 beside the executable (engine.setup.environment.SHIPPED_PYTHON).
 ln -s /usr/bin/python3 "$PKG/opt/tunegraph/python/bin/python3"
 install -m 644 "$WHEEL" "$PKG/opt/tunegraph/wheels/"
 ln -s /opt/tunegraph/tunegraph "$PKG/usr/bin/tunegraph"

@@ -1,0 +1,196 @@
+"""`tunegraph run` and `tunegraph estimate`: compile a graph file, estimate its runs, submit them to
+the supervisor and follow them. The steps are plain functions the demo reuses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from app.cli.common import open_store, print_json, run_out
+from engine.errors import TunegraphError
+
+if TYPE_CHECKING:
+    from engine.spec import JobSpec
+    from engine.store.index import Store
+    from nodes.compiler import CompileError
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the `run` and `estimate` commands to the CLI's subparsers."""
+    p = sub.add_parser("run", help="compile a graph, submit its runs and follow them")
+    p.add_argument("graph")
+    p.add_argument("--only", action="append", metavar="NAME", help="only this Fine-Tune module")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--cluster", metavar="ADDR", help="a Ray cluster address")
+    p.add_argument("--detach", action="store_true", help="submit and return at once")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("estimate", help="parameters, VRAM, mode and time for each run of a graph")
+    p.add_argument("graph")
+    p.add_argument("--only", action="append", metavar="NAME")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_estimate)
+
+
+# -- graph compilation -------------------------------------------------------------------------
+def compile_graph(
+    path: str, only: list[str] | None = None
+) -> tuple[list[JobSpec], list[tuple[str, list[CompileError]]]]:
+    """Compile a graph file; returns (specs, refused) where refused lists (module name, errors),
+    with --only keeping the named Fine-Tune modules."""
+    from nodes import compile as compile_nodes
+    from nodes import load_graph
+
+    result = compile_nodes(load_graph(path), graph_path=path)
+    modules = list(result.modules)
+    if only:
+        names = {m.name for m in modules}
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise TunegraphError(
+                f"{path}: no Fine-Tune module named {unknown[0]!r}.",
+                "Modules in this graph: " + ", ".join(sorted(names)),
+            )
+        modules = [m for m in modules if m.name in only]
+    specs = [m.spec for m in modules if m.spec is not None]
+    refused = [(m.name, list(m.errors)) for m in modules if m.spec is None]
+    graph_errors = [e for e in result.errors if not e.node_id]
+    if graph_errors and not only:
+        refused.append(("graph", graph_errors))
+    return specs, refused
+
+
+def describe_estimate(name: str, est: dict) -> str:
+    """One run's estimate as the lines `tunegraph run` and `estimate` print."""
+    vram, t = est["vram_gib"], est["time_s"]
+    text = (
+        f"{name}: {est['params']:,} params ({est['trainable_params']:,} trainable), "
+        f"VRAM ~{vram['bf16']} GiB 16-bit / ~{vram['4bit']} GiB 4-bit, mode {est['mode']} "
+        f"({est['mode_reason']}), device {est['device']}, time {t['low']:.0f}-{t['high']:.0f} s, "
+        f"{est['dataset_rows']} rows"
+    )
+    parts = est.get("vram_parts_gib")
+    if parts:
+        from engine.plan.estimate import vram_parts_text
+
+        text += "\n  VRAM: " + vram_parts_text(parts)
+    return text + "".join(f"\n  warning: {w}" for w in est["warnings"])
+
+
+# -- the steps of `tunegraph run` --------------------------------------------------------------
+def prepare_runs(
+    graph: str, only: list[str] | None = None, device: str = "auto", quiet: bool = False
+) -> tuple[list[JobSpec], list[dict], list[dict]]:
+    """Compile `graph` for `device` and estimate each run, printing the estimates (unless quiet)
+    and the refused modules on stderr; returns (specs, estimates, refused entries)."""
+    from engine.plan.report import estimate_specs
+
+    specs, errors = compile_graph(graph, only)
+    for spec in specs:
+        if device != "auto":
+            spec.resources.device = device
+    entries = [
+        {
+            "id": None,
+            "name": name,
+            "state": "refused",
+            "error": {"class": "CompileError", "message": "; ".join(map(str, errs)), "hint": None},
+        }
+        for name, errs in errors
+    ]
+    estimates = estimate_specs(specs, device)  # in the engine's Python when not here
+    for spec, est in zip(specs, estimates, strict=True):
+        if not quiet:
+            print(describe_estimate(spec.name, est), file=sys.stderr)
+    for entry in entries:
+        print(f"refused: {entry['error']['message']}", file=sys.stderr)
+    return specs, estimates, entries
+
+
+def confirm(count: int) -> bool:
+    """Ask on the terminal whether to start `count` runs (Enter means yes)."""
+    return input(f"Start {count} run(s)? [Y/n] ").strip().lower() in ("", "y", "yes")
+
+
+def submit_runs(
+    store: Store, specs: list[JobSpec], estimates: list[dict], cluster: str | None = None
+) -> list[dict]:
+    """Hand `specs` to the supervisor; returns its entries, printing the refused ones on stderr."""
+    from engine.supervisor import client
+
+    submitted = client.submit(store, specs, estimates, cluster=cluster) if specs else []
+    for e in submitted:
+        if e["state"] == "refused":
+            print(
+                f"refused: {e['error']['message']} {e['error'].get('hint') or ''}", file=sys.stderr
+            )
+    return submitted
+
+
+def queued_ids(entries: list[dict]) -> list[str]:
+    """The ids of the runs the supervisor queued."""
+    return [e["id"] for e in entries if e["state"] == "queued"]
+
+
+def run_exit_code(states: dict[str, str], entries: list[dict]) -> int:
+    """0 when every followed run completed and no module was refused, else 1."""
+    refused = any(e["state"] == "refused" for e in entries)
+    ok = all(s == "completed" for s in states.values()) and not refused
+    return 0 if ok else 1
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    """`tunegraph run`: compile, estimate, confirm, submit, then follow the runs to their end."""
+    from app.cli.follow import follow_runs
+
+    specs, estimates, entries = prepare_runs(args.graph, args.only, args.device, quiet=args.json)
+    if specs and not args.yes and sys.stdin.isatty() and not confirm(len(specs)):
+        print("Nothing submitted.", file=sys.stderr)
+        return 1
+    store = open_store()
+    submitted = submit_runs(store, specs, estimates, cluster=args.cluster)
+    entries += submitted
+    run_ids = queued_ids(submitted)
+    if args.detach:
+        return _report_detached(entries, run_ids, args.json)
+    if not run_ids:
+        return 1
+    states = follow_runs(store, run_ids, quiet=args.json)
+    if args.json:
+        print_json([run_out(store.run_json(r)) for r in run_ids])
+    return run_exit_code(states, entries)
+
+
+def _report_detached(entries: list[dict], run_ids: list[str], as_json: bool) -> int:
+    """`run --detach`: list what was submitted or refused; 1 when anything was refused."""
+    if as_json:
+        print_json(entries)
+    else:
+        for e in entries:
+            print(f"{e['state']:8} {e['id'] or '-':24} {e['name']}")
+    refused = any(e["state"] == "refused" for e in entries)
+    return 1 if refused or not run_ids else 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """`tunegraph estimate`: each run's parameters, VRAM, mode and time; 1 when a module is refused."""
+    from engine.plan.report import estimate_graph
+
+    specs, errors = compile_graph(args.graph, args.only)
+    entries = estimate_graph(specs, device=args.device)
+    for _, errs in errors:
+        for err in errs:
+            print(f"error: {err}", file=sys.stderr)
+    if args.json:
+        print_json(entries)
+    else:
+        for e in entries:
+            print(describe_estimate(e["name"], e["estimate"]))
+    return 1 if errors else 0

@@ -1,0 +1,50 @@
+"""Artifact descriptions: size and content hash of what a run produced (folders and files)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from engine.paths import sha256_file
+
+# the file whose hash identifies a folder artifact
+PRIMARY = {"adapter_dir": "adapter_model.safetensors", "merged_dir": "model.safetensors"}
+
+
+def human_size(size: float | None, units: tuple[str, ...] = ("B", "KiB", "MiB", "GiB")) -> str:
+    """A byte count for people, e.g. 1.2 MiB ("?" when unknown)."""
+    if size is None:
+        return "?"
+    for unit in units:
+        if size < 1024 or unit == units[-1]:
+            return f"{size:.0f} {unit}" if unit == units[0] else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def tree_sha256(path: Path) -> str:
+    """A folder's hash: sha256 over its files' relative names and contents, in sorted order."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(p.relative_to(path).as_posix().encode() + b"\0")
+        h.update(bytes.fromhex(sha256_file(p)))
+    return h.hexdigest()
+
+
+def describe_dir(path: Path, kind: str) -> dict:
+    """The fields of an `artifact` event for a folder or file."""
+    path = Path(path)
+    if path.is_file():
+        digest = sha256_file(path)
+    else:
+        primary = path / PRIMARY.get(kind, "")
+        digest = (
+            sha256_file(primary) if PRIMARY.get(kind) and primary.is_file() else tree_sha256(path)
+        )
+    return {"artifact_kind": kind, "path": str(path), "bytes": tree_bytes(path), "sha256": digest}

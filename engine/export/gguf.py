@@ -1,0 +1,406 @@
+"""The merged-model and GGUF half of an export (called by `engine.export.pipeline.export_run`).
+
+merge the adapter into the base in 16-bit → save a HF folder whose tokenizer files llama.cpp's
+converter reads correctly → convert to F16 → quantize → check the chat template, EOS and EOT in the
+file (patching them when they drifted) → parity check → Modelfile, install scripts, README → ZIP.
+Any failure here becomes a warning; the adapter ZIP made before is never touched.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import traceback
+import zipfile
+from pathlib import Path
+
+from engine.data.templates import end_of_turn_token, strip_generation_markers
+from engine.errors import ExportError, RunCancelled, TunegraphError
+from engine.export import gguf_base as gguf_base_export
+from engine.export import gguf_tools, ollama
+from engine.export.job import ExportJob, base_file, register, safe_name
+from engine.spec import ExportSpec
+
+
+def merged_and_gguf(job: ExportJob, options: ExportSpec) -> list[str]:
+    """Merge, then (if asked) build the GGUF bundle; register what was asked; return warnings."""
+    label = "GGUF export" if options.gguf else "Merged model export"
+    warnings: list[str] = []
+    try:
+        source = gguf_source(job)
+        if options.gguf and source is not None:  # written by gguf_base_export, not the converter
+            gguf_base_export.check_exportable(source)
+        elif options.gguf:  # fail before the costly merge when the converter cannot take the model
+            gguf_tools.converter_dir()
+            gguf_tools.check_architecture(_base_architecture(job))
+        job.say("Export: merging the adapter into the base model (16-bit)", 0.1)
+        merged = merge_adapter(job)
+    except RunCancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure here must keep the adapter ZIP
+        return _failed(job, label, exc)
+    if options.gguf:
+        try:
+            warnings += build_gguf(job, merged, options)
+        except RunCancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            warnings += _failed(job, "GGUF export", exc)
+    if options.merged:
+        register(job, merged, "merged_dir")
+    return warnings
+
+
+def _failed(job: ExportJob, label: str, exc: BaseException) -> list[str]:
+    reason = exc.message if isinstance(exc, TunegraphError) else f"{type(exc).__name__}: {exc}"
+    warning = f"{label} failed: {reason}"
+    job.log.emit("log", level="warning", message=warning)
+    if not isinstance(exc, TunegraphError):
+        job.log.emit("log", level="debug", message="".join(traceback.format_exception(exc)))
+    return [warning]
+
+
+def gguf_source(job: ExportJob) -> Path | None:
+    """The base GGUF file when the run's base is a `gguf:` source, else None."""
+    from engine.models.sources import resolve_source
+
+    if not job.spec.base_model.source.strip().startswith("gguf:"):
+        return None
+    resolved = resolve_source(job.spec.base_model)
+    return Path(resolved.location) / str(resolved.gguf_file)
+
+
+def _base_architecture(job: ExportJob) -> str | None:
+    from engine.models.sources import load_config
+
+    config = load_config(job.spec.base_model)
+    archs = getattr(config, "architectures", None) or []
+    return archs[0] if archs else None
+
+
+# -- merging ----------------------------------------------------------------------------------------
+def merge_adapter(job: ExportJob) -> Path:
+    """Merge the run's adapter into its base in 16-bit and save a HF folder; returns it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from engine.models.sources import load_config, load_model, resolve_source
+
+    spec = job.spec
+    out = job.work_dir / f"{safe_name(spec.name)}-merged"
+    source = gguf_source(job)
+    if source is not None:  # a GGUF base: dequantized, merged in float32, saved in float16
+        gguf_base_export.merge_and_save(spec.base_model, source, job.adapter_dir, out)
+        finish_tokenizer_files(job, out)
+        return out
+    resolved = resolve_source(spec.base_model)
+    config = load_config(spec.base_model, resolved)
+    dtype = torch.float16 if _config_dtype(config) == "float16" else torch.bfloat16
+    tokenizer = AutoTokenizer.from_pretrained(job.adapter_dir)
+    base = load_model(spec.base_model, resolved, dtype, config=config)
+    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
+        base.resize_token_embeddings(len(tokenizer))  # the run added a token (e.g. <pad>)
+    model = PeftModel.from_pretrained(base, job.adapter_dir)
+    job.check_cancel()
+    merged = model.merge_and_unload()
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    del base, model, merged
+    gc.collect()
+    finish_tokenizer_files(job, out)
+    return out
+
+
+def _config_dtype(config) -> str:
+    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return str(value).replace("torch.", "") if value is not None else ""
+
+
+def run_template(job: ExportJob) -> str:
+    """The chat template the run trained with (saved beside the adapter)."""
+    path = job.adapter_dir / "chat_template.jinja"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    config = json.loads((job.adapter_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    template = config.get("chat_template")
+    if not isinstance(template, str):
+        raise ExportError(f"{job.adapter_dir} holds no chat template (chat_template.jinja).")
+    return template
+
+
+def finish_tokenizer_files(job: ExportJob, out: Path) -> None:
+    """Make the merged folder's tokenizer files say what the HF tokenizer does, for llama.cpp.
+
+    - `tokenizer.model` (sentencepiece) copied from the adapter or the base;
+    - `chat_template.jinja` = the run's template without `{% generation %}` markers (renders the
+      same; older runtimes cannot parse the tag), and no second copy in tokenizer_config.json;
+    - `added_tokens_decoder` in tokenizer_config.json: transformers 5 no longer writes it, and
+      without it the converter marks added special tokens (e.g. `<|im_start|>`) as normal text;
+    - `add_bos_token` / `add_eos_token` from the base's tokenizer_config.json when missing.
+    """
+    if not (out / "tokenizer.model").is_file():
+        src = job.adapter_dir / "tokenizer.model"
+        src = src if src.is_file() else base_file(job.spec, "tokenizer.model")
+        if src is not None:
+            shutil.copyfile(src, out / "tokenizer.model")
+    (out / "chat_template.jinja").write_text(
+        strip_generation_markers(run_template(job)), encoding="utf-8"
+    )
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.pop("chat_template", None)
+    tok_json = out / "tokenizer.json"
+    if "added_tokens_decoder" not in config and tok_json.is_file():
+        added = json.loads(tok_json.read_text(encoding="utf-8")).get("added_tokens", [])
+        config["added_tokens_decoder"] = {
+            str(t["id"]): {
+                k: t[k]
+                for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
+                if k in t
+            }
+            for t in added
+        }
+    base_config = base_file(job.spec, "tokenizer_config.json")
+    if base_config is not None:
+        base = json.loads(base_config.read_text(encoding="utf-8"))
+        for key in ("add_bos_token", "add_eos_token"):
+            if key in base and key not in config:
+                config[key] = base[key]
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+# -- GGUF -------------------------------------------------------------------------------------------
+def build_gguf(job: ExportJob, merged: Path, options: ExportSpec) -> list[str]:
+    """Convert, quantize, check, parity-test and bundle; registers `gguf` and `gguf_bundle`."""
+    from transformers import AutoTokenizer
+
+    from engine.export import parity
+
+    f16, final = convert_and_quantize(job, merged, options.quant)
+    job.say("Export: checking the chat template and stop tokens in the GGUF", 0.65)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    template = strip_generation_markers(run_template(job))
+    samples = parity.sample_prompts(job.run_dir, parity.FALLBACK_PROMPTS)
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": s["prompt"]}],
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for s in samples
+    ]
+    patched = check_and_fix(final, tokenizer, template) + align_tokenizer(final, tokenizer, prompts)
+    if patched:
+        job.log.emit(
+            "log",
+            level="info",
+            message=f"Export: set {', '.join(patched)} in the GGUF so llama.cpp reads it as the "
+            "run's tokenizer does",
+        )
+
+    job.say("Export: parity check of the GGUF against the merged model", 0.7)
+    quantized = final if final != f16 else None
+    result = parity.check_parity(
+        merged, f16, samples, chat_template=template, quant_gguf=quantized, quant=options.quant
+    )
+    job.log.emit("log", level="info", message=result.summary(), parity=result.as_dict())
+    if quantized is not None:
+        f16.unlink()
+
+    job.say("Export: writing the Ollama bundle", 0.85)
+    warnings = result.warnings() + write_ollama_bundle(
+        job, final, tokenizer, template, options, result
+    )
+    register(job, final, "gguf", options.quant)
+    return warnings
+
+
+def convert_and_quantize(job: ExportJob, merged: Path, quant: str) -> tuple[Path, Path]:
+    """The F16 GGUF and the quantized one (the same file for F16), in the work folder."""
+    name = safe_name(job.spec.name)
+
+    def show(line: str) -> None:
+        job.progress(line, None)
+
+    source = gguf_source(job)
+    if source is not None:  # keep the source file's metadata and tokenizer, as the run used them
+        job.say(f"Export: writing the merged tensors into a GGUF from {source.name} (F16)", 0.35)
+        f16 = gguf_base_export.write_merged_gguf(
+            source, merged, job.adapter_dir, job.work_dir / f"{name}-F16.gguf", on_line=show
+        )
+        job.check_cancel()
+    else:
+        job.say("Export: converting the merged model to GGUF (F16)", 0.35)
+        f16 = _convert(job, merged, name, show)
+    if quant == "F16":
+        return f16, f16
+    job.say(f"Export: quantizing to {quant}", 0.55)
+    out = job.work_dir / f"{name}-{quant}.gguf"
+    return f16, gguf_tools.quantize(f16, out, quant, cancel=job.cancel, on_line=show)
+
+
+def _convert(job: ExportJob, merged: Path, name: str, show) -> Path:
+    return gguf_tools.convert_to_gguf(
+        merged,
+        job.work_dir / f"{name}-F16.gguf",
+        model_name=job.spec.name,
+        cancel=job.cancel,
+        on_line=show,
+    )
+
+
+def write_ollama_bundle(
+    job: ExportJob, gguf: Path, tokenizer, template: str, options: ExportSpec, result
+) -> list[str]:
+    """Modelfile, install scripts and README beside the GGUF in a ZIP (registered as
+    `gguf_bundle`); installs into Ollama when asked. Returns warnings."""
+    info = gguf_tools.read_gguf(gguf)
+    family = ollama.detect_family(template, info.architecture, set(info.special_tokens.values()))
+    modelfile, warnings = ollama.modelfile(
+        gguf.name,
+        family,
+        [end_of_turn_token(tokenizer, template), tokenizer.eos_token],
+        title=f"{job.spec.name}: {job.spec.base_model.source} + LoRA, {options.quant}, "
+        "by Tunegraph",
+    )
+    name = ollama.model_name(options.ollama_name or job.spec.name)
+    texts = {
+        "Modelfile": modelfile,
+        "install.sh": ollama.install_sh(name),
+        "install.ps1": ollama.install_ps1(name),
+        "README.md": bundle_readme(job, gguf.name, options.quant, family, name, result),
+    }
+    bundle = job.work_dir / f"{safe_name(job.spec.name)}-{options.quant}-ollama.zip"
+    write_bundle(bundle, gguf, texts)
+    if options.ollama_name:
+        warnings += install_into_ollama(job, options.ollama_name, gguf, modelfile)
+    register(job, bundle, "gguf_bundle", options.quant)
+    return warnings
+
+
+def check_and_fix(path: Path, tokenizer, template: str) -> list[str]:
+    """Make the GGUF's chat template, EOS and EOT ids match the run's; patch what drifted.
+
+    Returns the metadata keys it patched; raises ExportError when the file's vocabulary does not
+    even hold the expected EOS id or a patch did not take.
+    """
+    info = gguf_tools.read_gguf(path)
+    updates: dict[str, str | int] = {}
+    if info.chat_template != template:
+        updates[gguf_tools.KEY_TEMPLATE] = template
+    eos = tokenizer.eos_token_id
+    if eos is not None and info.eos_id != eos:
+        updates[gguf_tools.KEY_EOS] = eos
+    eot_text = end_of_turn_token(tokenizer, template)
+    eot = tokenizer.convert_tokens_to_ids(eot_text) if eot_text else None
+    if isinstance(eot, int) and eot != eos and info.eot_id != eot:
+        updates[gguf_tools.KEY_EOT] = eot
+    if info.vocab_size and (eos or 0) >= info.vocab_size:
+        raise ExportError(f"The GGUF vocabulary ({info.vocab_size} tokens) has no EOS id {eos}.")
+    if not updates:
+        return []
+    gguf_tools.patch_metadata(path, updates)
+    fixed = gguf_tools.read_gguf(path)
+    if fixed.chat_template != template or (eos is not None and fixed.eos_id != eos):
+        raise ExportError(f"Writing the chat template / EOS into {path.name} did not take.")
+    return sorted(updates)
+
+
+def align_tokenizer(path: Path, tokenizer, texts: list[str]) -> list[str]:
+    """Make llama.cpp tokenize rendered chats like the HF tokenizer; returns the keys patched.
+
+    llama.cpp's sentencepiece tokenizer puts a space in front of the text after every special
+    token when `add_space_prefix` is set, which HF tokenizers with `legacy=False` never do, so the
+    first word of every turn becomes a different token. When the ids differ and flipping that flag
+    makes them equal, the flag is written; otherwise the file is left as it was.
+    """
+    from engine.export.gguf_tools import KEY_SPACE_PREFIX, llama_vocab_ids
+
+    expected = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    if not texts or llama_vocab_ids(path, texts) == expected:
+        return []
+    info = gguf_tools.read_gguf(path)
+    if info.metadata.get("tokenizer.ggml.model") != "llama":
+        return []
+    current = bool(info.metadata.get(KEY_SPACE_PREFIX, True))
+    gguf_tools.patch_metadata(path, {KEY_SPACE_PREFIX: not current})
+    if llama_vocab_ids(path, texts) == expected:
+        return [KEY_SPACE_PREFIX]
+    gguf_tools.patch_metadata(path, {KEY_SPACE_PREFIX: current})
+    return []
+
+
+def write_bundle(path: Path, gguf: Path, texts: dict[str, str]) -> None:
+    """The Ollama bundle ZIP: the GGUF (stored, it does not compress) and the text files."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(gguf, gguf.name, compress_type=zipfile.ZIP_STORED)
+        for name, text in texts.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (0o755 if name.endswith(".sh") else 0o644) << 16
+            zf.writestr(info, text)
+
+
+def install_into_ollama(job: ExportJob, name: str, gguf: Path, modelfile: str) -> list[str]:
+    """`ollama create` from a folder holding the GGUF and Modelfile, when ollama is on PATH."""
+    if not ollama.ollama_available():
+        return [
+            f"Ollama: `ollama` is not on PATH, so {name} was not installed; run install.sh "
+            "(or install.ps1) from the bundle."
+        ]
+    folder = job.work_dir / "ollama"
+    folder.mkdir(exist_ok=True)
+    try:
+        os.link(gguf, folder / gguf.name)
+    except OSError:
+        shutil.copyfile(gguf, folder / gguf.name)
+    (folder / "Modelfile").write_text(modelfile, encoding="utf-8")
+    try:
+        ollama.install(name, folder)
+    except (ExportError, OSError) as err:
+        return [f"Ollama install failed: {err}"]
+    job.say(f"Export: installed into Ollama as {ollama.model_name(name)}")
+    return []
+
+
+def bundle_readme(
+    job: ExportJob, gguf_name: str, quant: str, family, ollama_name: str, result
+) -> str:
+    """The bundle's README: what it is, how to install and run it, and the parity figures."""
+    spec = job.spec
+    fam = family.label if family else "unknown (no TEMPLATE in the Modelfile)"
+    lines = [
+        f"# {spec.name} — GGUF ({quant})",
+        "",
+        f"A LoRA fine-tune of **{spec.base_model.source}**, merged and converted by Tunegraph "
+        f"(run `{job.run_id}`).",
+        "",
+        f"- `{gguf_name}`: the model for llama.cpp, Ollama, LM Studio and other GGUF runtimes",
+        f"- `Modelfile`: Ollama recipe with the chat template ({fam}) and every stop token",
+        "- `install.sh` / `install.ps1`: install into Ollama",
+        "",
+        "## Install into Ollama",
+        "",
+        "```sh",
+        f"./install.sh            # or: ollama create {ollama_name} -f Modelfile",
+        f"ollama run {ollama_name}",
+        "```",
+        "",
+        "On Windows: `powershell -File install.ps1`.",
+        "",
+        "## Chat template",
+        "",
+        "The GGUF carries the exact template the run trained with (`tokenizer.chat_template`); "
+        "use it, not a guessed one, or answers may never stop.",
+        "",
+        "## Parity with the merged model",
+        "",
+        result.summary() + ".",
+        "",
+    ]
+    lines += [f"- warning: {w}" for w in result.warnings()]
+    return "\n".join(lines) + "\n"

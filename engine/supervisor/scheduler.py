@@ -1,0 +1,115 @@
+"""Placement of runs on GPUs by VRAM holds; a pure function of the inventory and current holds.
+
+A run holds its estimated peak on each GPU it uses while it lives. It is placed when enough GPUs
+have that much unheld memory (within 90% of their size), waits when they might later, and is
+refused when no GPU could ever hold it even in 4-bit. With no GPU, runs go to CPU slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.hardware import Gpu
+from engine.plan.estimate import HEADROOM
+
+
+@dataclass
+class Placement:
+    device: str  # "cuda" | "cpu"
+    gpus: list[int]
+    hold_gib: float
+    message: str
+
+
+@dataclass
+class Refusal:
+    message: str
+    hint: str
+
+
+def need_gib(estimate: dict | None) -> tuple[float, float]:
+    """(hold for the chosen mode, the 4-bit figure) from an estimate dict; 0 when unknown."""
+    if not estimate:
+        return 0.0, 0.0
+    vram = estimate.get("vram_gib") or {}
+    four = float(vram.get("4bit") or 0.0)
+    need = four if estimate.get("mode") == "qlora" else float(vram.get("bf16") or 0.0)
+    return need, four
+
+
+def refusal(
+    estimate: dict | None,
+    gpus: list[Gpu],
+    gpu_count: int,
+    wants_gpu: bool,
+    *,
+    requires_gpu: bool = False,
+) -> Refusal | None:
+    """Why a run can never fit this machine, or None.
+
+    The run is judged in the mode it will train in (its estimate's `mode`): a run forced to a
+    16-bit base that only 4-bit would fit is refused too, since it would wait forever.
+    `requires_gpu` (device cuda) refuses a run on a machine without a GPU.
+    """
+    if requires_gpu and not gpus:
+        return Refusal(
+            "asks for a CUDA GPU, this machine has none",
+            "Set device to auto or cpu on the Fine-Tune node.",
+        )
+    if not wants_gpu or not gpus:
+        return None
+    if gpu_count > len(gpus):
+        return Refusal(
+            f"asks for {gpu_count} GPUs, this machine has {len(gpus)}",
+            f"Set GPU count to {len(gpus)} or fewer.",
+        )
+    need, four = need_gib(estimate)
+    sixteen = float(((estimate or {}).get("vram_gib") or {}).get("bf16") or 0.0)
+    largest = max(g.total_gib for g in gpus)
+    if need <= largest * HEADROOM:
+        return None
+    smaller = "lower micro batch size / max sequence length, or use a smaller base model."
+    if four and four <= largest * HEADROOM:
+        hint = "Enable 4-bit (quantization 4bit or auto on the LoRA config node), or " + smaller
+    else:
+        hint = smaller[0].upper() + smaller[1:]
+    return Refusal(
+        f"needs ~{sixteen or need:.1f} GiB ({four:.1f} GiB in 4-bit), largest GPU "
+        f"has {largest:.0f} GiB (a run may use {HEADROOM:.0%} of it)",
+        hint,
+    )
+
+
+def place(
+    estimate: dict | None,
+    gpus: list[Gpu],
+    held: dict[int, float],
+    suspended: set[int],
+    gpu_count: int,
+    wants_gpu: bool,
+    cpu_free: int,
+) -> Placement | None:
+    """Where the run can start now, or None when it must wait."""
+    if not wants_gpu or not gpus:
+        if cpu_free > 0:
+            return Placement("cpu", [], 0.0, "placed on the CPU")
+        return None
+    need, _ = need_gib(estimate)
+    free = []
+    for g in gpus:
+        if g.index in suspended:
+            continue
+        room = g.total_gib * HEADROOM - held.get(g.index, 0.0)
+        if room >= need:
+            free.append((room, g))
+    if len(free) < gpu_count:
+        return None
+    free.sort(key=lambda item: (-item[0], item[1].index))
+    chosen = sorted(g.index for _, g in free[:gpu_count])
+    where = ", ".join(f"GPU {i}" for i in chosen)
+    return Placement(
+        "cuda",
+        chosen,
+        need,
+        f"needs {need:.1f} GiB / {free[0][0]:.1f} free; placed on {where} with hold {need:.1f} GiB",
+    )

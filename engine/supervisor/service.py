@@ -1,0 +1,363 @@
+"""The supervisor: one background process per data directory that owns the queue and the workers.
+
+Clients (CLI commands, the app's bridge) only add rows to the `commands` table and read the store.
+The supervisor takes those commands (engine.supervisor.commands), places queued runs on GPUs by
+VRAM holds (or CPU slots), starts workers through an executor (engine.training.executors: detached local
+processes by default, a Ray cluster for runs whose target is "cluster", engine.supervisor.cluster_runs),
+ingests both event logs of every live run, turns dead workers into `failed`/`retrying` states, and
+writes `supervisor.jsonl` (its only writer). An exclusive lock on `<data_dir>/supervisor.lock`
+keeps it single (engine.supervisor.process starts, finds and stops it); it exits after
+`idle_exit_s` with nothing to do. It imports neither torch nor Ray: estimates arrive with the
+submit command or come from a helper process, and the Ray connection lives in a bridge process
+(engine.cluster.executor).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+
+from engine import control, hardware, paths, settings
+from engine.errors import EngineMissingError, TunegraphError
+from engine.events import LIVE_STATES, TERMINAL_STATES, EventLog, run_state
+from engine.rundir import SPEC_FILE, SUPERVISOR_LOG
+from engine.spec import JobSpec
+from engine.store.index import Store
+from engine.supervisor import scheduler
+from engine.supervisor.cluster_runs import ClusterRuns
+from engine.supervisor.commands import ClientCommands
+from engine.training import launch as runs
+from engine.training.checkpoints import drop_torn_checkpoints, has_checkpoint
+from engine.training.executors import Executor, LocalExecutor
+
+TICK_S = 0.25
+MAX_ATTEMPTS = 3
+HOLD_MARGIN = 1.1
+log = logging.getLogger("tunegraph.supervisor")
+
+
+class Supervisor(ClientCommands, ClusterRuns):
+    """The queue and the workers of one data directory (run by engine.supervisor.process)."""
+
+    def __init__(self, store: Store | None = None, idle_exit_s: float | None = None):
+        self.store = store or Store()
+        self.idle_exit_s = (
+            idle_exit_s
+            if idle_exit_s is not None
+            else float(os.environ.get("TUNEGRAPH_SUPERVISOR_IDLE", "180"))
+        )
+        self.local = LocalExecutor()
+        self.clusters: dict[str, Executor] = {}  # address -> Ray executor, made on first use
+        self.procs: dict[str, Executor] = {}  # live workers we watch -> what runs them
+        self.lost: dict[str, float] = {}  # cluster runs out of reach -> since when
+        self.waiting_note: dict[str, str] = {}  # queued cluster runs -> why they wait
+        self.placements: dict[str, scheduler.Placement] = {}
+        self.attempts: dict[str, int] = {}
+        self.cancelling: dict[str, float] = {}
+        # run -> (estimate helper, submit command id, started at)
+        self.estimating: dict[str, tuple[subprocess.Popen, int, float]] = {}
+        self.suspended: set[int] = set(settings.load_or_defaults().suspended_gpus)
+        self._stop = False
+        self._last_busy = time.time()
+
+    # -- logs ------------------------------------------------------------------------------------
+    def emit(self, run_id: str, kind: str, **data) -> None:
+        """Write an event to the run's supervisor.jsonl and ingest it into the store."""
+        with EventLog(paths.runs_dir() / run_id / SUPERVISOR_LOG) as elog:
+            elog.emit(kind, **data)
+        self.store.ingest(paths.runs_dir() / run_id)
+
+    def state(self, run_id: str) -> str | None:
+        """The run's current state from its event logs."""
+        return run_state(paths.runs_dir() / run_id)[0]
+
+    # -- main loop -------------------------------------------------------------------------------
+    def serve(self) -> None:
+        """The main loop: tick until SIGTERM, a stop command or `idle_exit_s` with nothing to do."""
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        self.reconcile()
+        try:
+            while not self._stop:
+                try:
+                    busy = self.tick()
+                except Exception:  # e.g. the database stayed locked: log it, try again
+                    log.exception("supervisor tick failed")
+                    busy = True
+                now = time.time()
+                if busy:
+                    self._last_busy = now
+                elif now - self._last_busy > self.idle_exit_s:
+                    log.info("idle for %.0f s: exiting", self.idle_exit_s)
+                    break
+                time.sleep(TICK_S)
+        finally:
+            self.abandon_estimates()
+            for executor in self.clusters.values():
+                executor.close()
+
+    def tick(self) -> bool:
+        """One round: commands, workers, scheduling. Returns True while anything is live."""
+        for cmd in self.store.take_commands():
+            try:
+                result = self.handle(cmd)
+            except Exception as exc:  # a bad command must not take the supervisor down
+                log.exception("command %s failed", cmd)
+                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            if result is not None:  # None: answered later (a submit waiting for its estimate)
+                self.store.finish_command(cmd["id"], result)
+        self.watch_estimates()
+        self.watch_workers()
+        self.schedule()
+        queued = self.store.list_runs(state="queued")
+        return bool(self.procs or queued or self.estimating)
+
+    # -- workers ---------------------------------------------------------------------------------
+    def schedule(self) -> None:
+        """Start the queued runs that fit now, oldest first (cluster runs go to their cluster)."""
+        queued = sorted(
+            self.store.list_runs(state="queued"), key=lambda r: (r["created_at"] or 0, r["id"])
+        )
+        gpus = hardware.gpus()
+        for run in queued:
+            run_id = run["id"]
+            if run_id in self.procs:
+                continue
+            try:
+                spec = JobSpec.load(paths.runs_dir() / run_id / SPEC_FILE)
+            except (OSError, ValueError, TunegraphError) as err:  # must not hold up the rest
+                self.emit(
+                    run_id,
+                    "error",
+                    **{
+                        "class": type(err).__name__,
+                        "message": str(err),
+                        "hint": "Submit the run again.",
+                    },
+                )
+                self.emit(run_id, "status", state="failed", reason=str(err))
+                continue
+            if spec.resources.target == "cluster":
+                self.start_cluster(run_id, spec, run["estimate"])
+                continue  # the cluster queues it: Ray places it when it has the resources
+            held = self.held()
+            cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
+            place = scheduler.place(
+                run["estimate"],
+                gpus,
+                held,
+                self.suspended,
+                spec.resources.gpu_count,
+                spec.resources.device != "cpu",
+                hardware.cpu_slots() - cpu_busy,
+            )
+            if place is None:
+                continue  # FIFO per resource: later, smaller runs may still fit elsewhere
+            self.start(run_id, place, gpus)
+
+    def held(self) -> dict[int, float]:
+        """GiB held on each GPU index by the live runs."""
+        held: dict[int, float] = {}
+        for h in self.store.holds():
+            for gpu in str(h["gpu"]).split(","):
+                if gpu not in ("", "cpu"):
+                    held[int(gpu)] = held.get(int(gpu), 0.0) + float(h["gib"])
+        return held
+
+    def start(self, run_id: str, place: scheduler.Placement, gpus) -> None:
+        """Hold the placement's memory and start the run's worker on it."""
+        run_dir = paths.runs_dir() / run_id
+        control.clear(run_dir)
+        drop_torn_checkpoints(run_dir)  # no worker of this run is alive here
+        prefs = settings.load_or_defaults()
+        env = settings.worker_env({}, prefs)  # offline mode, threads
+        env["TUNEGRAPH_THREADS"] = str(prefs.cpu_threads or hardware.cpu_threads_per_run())
+        if place.device == "cuda":
+            env["TUNEGRAPH_GPU_IDS"] = ",".join(str(i) for i in place.gpus)
+            if not any(g.fake for g in gpus):
+                env["CUDA_VISIBLE_DEVICES"] = env["TUNEGRAPH_GPU_IDS"]
+        gpu_key = ",".join(str(i) for i in place.gpus) if place.gpus else "cpu"
+        self.store.set_hold(run_id, gpu_key, place.hold_gib)
+        self.emit(
+            run_id,
+            "schedule",
+            message=place.message,
+            gpus=place.gpus,
+            hold_gib=place.hold_gib,
+            device=place.device,
+        )
+        self.placements[run_id] = place
+        self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
+        processes = JobSpec.load(run_dir / SPEC_FILE).resources.gpu_count
+        if processes > 1 and place.device == "cpu":  # DDP on the CPU (gloo): split the cores
+            env["TUNEGRAPH_THREADS"] = str(max(1, int(env["TUNEGRAPH_THREADS"]) // processes))
+        try:
+            self.local.start(run_id, run_dir, env, processes)
+        except EngineMissingError as err:  # a frozen app without an engine: fail, never loop
+            self.placements.pop(run_id, None)
+            self.store.release_hold(run_id)
+            hint = "Set it up with Help > Set up training engine, or `tunegraph engine setup`."
+            self.emit(
+                run_id, "error", **{"class": type(err).__name__, "message": str(err), "hint": hint}
+            )
+            self.emit(
+                run_id, "status", state="failed", reason=str(err), resumable=has_checkpoint(run_dir)
+            )
+            return
+        self.procs[run_id] = self.local
+
+    def kill(self, run_id: str) -> None:
+        """Kill the run's worker through whatever runs it."""
+        self.executor(run_id).kill(run_id, paths.runs_dir() / run_id)
+
+    def watch_workers(self) -> None:
+        """Ingest every live worker's events, tighten holds, and settle the ones that ended."""
+        for run_id in list(self.procs):
+            run_dir = paths.runs_dir() / run_id
+            executor = self.procs[run_id]
+            poll = executor.poll(run_id, run_dir)
+            self.store.ingest(run_dir)
+            if poll.lost:
+                self.out_of_reach(run_id, poll.reason)
+                continue
+            if run_id in self.lost:
+                self.reattached(run_id)
+            if poll.alive:
+                if run_id in self.cancelling and executor is not self.local:
+                    self.kill(run_id)  # asked while the cluster was out of reach
+                self.tighten_hold(run_id)
+                continue
+            self.finish(run_id, poll.returncode, poll.reason)
+
+    def tighten_hold(self, run_id: str) -> None:
+        """Lower a GPU run's hold to its measured peak (with HOLD_MARGIN) once it is known."""
+        place = self.placements.get(run_id)
+        if not place or place.device != "cuda":
+            return
+        if not str(self.store.run_json(run_id)["device"] or "").startswith("cuda"):
+            return  # a worker on the CPU (fake GPUs) measures RAM, not VRAM
+        peaks = [m.get("peak_mem_gib") for m in self.store.metrics(run_id)[-5:]]
+        peaks = [p for p in peaks if p]
+        if not peaks:
+            return
+        tightened = round(max(peaks) * HOLD_MARGIN, 2)
+        if tightened < place.hold_gib - 0.05:
+            place.hold_gib = tightened
+            self.store.set_hold(run_id, ",".join(map(str, place.gpus)), tightened)
+            self.emit(
+                run_id,
+                "schedule",
+                message=f"hold tightened to {tightened:.1f} GiB "
+                f"(measured peak {max(peaks):.1f} GiB)",
+                hold_gib=tightened,
+            )
+
+    def finish(self, run_id: str, returncode: int | None, why: str | None = None) -> None:
+        """A worker exited: release its hold and settle states the worker could not write."""
+        run_dir = paths.runs_dir() / run_id
+        self.store.ingest(run_dir)
+        executor = self.procs.pop(run_id, None) or self.local
+        executor.release(run_id, run_dir)
+        self.placements.pop(run_id, None)
+        self.store.release_hold(run_id)
+        state, data = run_state(run_dir)
+        if run_id in self.cancelling:
+            self.cancelling.pop(run_id)
+            if state != "cancelled":
+                self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
+            return
+        if state in TERMINAL_STATES or state == "paused":
+            if state == "failed" and self.transient(run_id):
+                self.retry(run_id, data.get("reason") or "failed")
+            return
+        # the worker died without saying why (killed, crashed hard)
+        reason = why or (
+            f"the worker exited with code {returncode}"
+            if returncode is not None
+            else "the worker died"
+        )
+        if state == "starting" and self.attempts.get(run_id, 0) < MAX_ATTEMPTS:
+            self.retry(run_id, f"{reason} while loading")
+            return
+        self.emit(
+            run_id,
+            "status",
+            state="failed",
+            reason=f"interrupted: {reason}",
+            resumable=has_checkpoint(run_dir),
+        )
+
+    def transient(self, run_id: str) -> bool:
+        """A CUDA out-of-memory at the very first step is worth another try (fragmentation)."""
+        if self.attempts.get(run_id, 0) >= MAX_ATTEMPTS:
+            return False
+        errors = self.store.events(run_id, kinds=["error"])
+        if not errors:
+            return False
+        last = errors[-1]["data"] if "data" in errors[-1] else errors[-1]
+        run = self.store.run_json(run_id)
+        return "OutOfMemoryError" in str(last.get("class")) and (run["step"] or 0) <= 1
+
+    def retry(self, run_id: str, reason: str) -> None:
+        """Put the run back in the queue as `retrying`, with the attempt count in the reason."""
+        attempt = self.attempts.get(run_id, 0)
+        self.emit(
+            run_id,
+            "status",
+            state="retrying",
+            reason=f"{reason} (attempt {attempt} of {MAX_ATTEMPTS})",
+        )
+        self.emit(run_id, "status", state="queued", reason="retrying")
+
+    # -- crash recovery --------------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """On start: re-adopt live workers, settle dead ones, restore holds."""
+        for run_dir in sorted(paths.runs_dir().iterdir()):
+            if not (run_dir / SPEC_FILE).is_file():
+                continue
+            self.store.ingest(run_dir)
+            run_id = run_dir.name
+            state, _ = run_state(run_dir)
+            if state not in LIVE_STATES:
+                continue
+            executor = self.executor(run_id)
+            if executor is not self.local:
+                self.readopt_cluster_run(run_id, run_dir, executor)
+                continue
+            if state == "queued" and not runs.worker_alive(run_dir):
+                continue  # still waiting for a place (a worker just started is adopted below)
+            if state == "retrying":
+                self.emit(run_id, "status", state="queued", reason="retrying")
+                continue
+            if runs.worker_alive(run_dir):
+                hold = next((h for h in self.store.holds() if h["run_id"] == run_id), None)
+                gpus = [int(g) for g in str(hold["gpu"]).split(",") if g.isdigit()] if hold else []
+                self.placements[run_id] = scheduler.Placement(
+                    "cuda" if gpus else "cpu",
+                    gpus,
+                    float(hold["gib"]) if hold else 0.0,
+                    "re-adopted",
+                )
+                self.local.adopt(run_id, run_dir)
+                self.procs[run_id] = self.local
+                self.emit(
+                    run_id,
+                    "log",
+                    level="info",
+                    message="supervisor restarted: re-adopted the live worker",
+                )
+            else:
+                self.store.release_hold(run_id)
+                self.emit(
+                    run_id,
+                    "status",
+                    state="failed",
+                    reason="interrupted: the worker died while nobody was watching",
+                    resumable=has_checkpoint(run_dir),
+                )
+        live = set(self.procs)
+        for h in self.store.holds():
+            if h["run_id"] not in live:
+                self.store.release_hold(h["run_id"])

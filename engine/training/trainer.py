@@ -1,0 +1,288 @@
+"""One training run, start to finish: `run_job(spec, run_dir, log, control)`.
+
+Loads the base model and tokenizer, prepares the data, attaches LoRA (4-bit base for QLoRA), trains
+with transformers' Trainer while a callback writes metric/progress/eval events and obeys control
+requests, then writes three inference samples and the adapter folder. Runs inside the worker
+process (`engine.training.worker`); imports torch.
+
+`build_trainer` is everything up to `trainer.train()` (the benchmarks time exactly that), with the
+speed switches of TrainingSpec (engine.training.options: attention kernel, Liger kernels, gradient
+checkpointing) and padding-free batches (`packing`); the event callback is
+engine.training.callback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_seed
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from engine.control import Control
+from engine.errors import RunCancelled, RunPaused
+from engine.events import EventLog
+from engine.export import artifacts, modelcard
+from engine.models.sources import (
+    check_target_modules,
+    load_config,
+    load_model,
+    load_tokenizer,
+    resolve_source,
+)
+from engine.rundir import ADAPTER, CHECKPOINTS
+from engine.spec import JobSpec
+from engine.training.callback import EventCallback
+from engine.training.options import (
+    attention_kernel,
+    check_liger,
+    gpu_total_gib,
+    pick_device,
+    pick_dtype,
+    quantization_config,
+    training_arguments,
+)
+
+SAMPLE_MAX_NEW_TOKENS = 64
+
+
+@dataclass
+class Setup:
+    """Everything `build_trainer` prepared for one run (the benchmarks time `trainer.train()`)."""
+
+    trainer: Trainer
+    model: Any
+    tokenizer: Any
+    data: Any  # engine.data.prepare.PreparedData
+    callback: EventCallback
+    device: str
+    mode: str
+    trainable: int
+    has_eval: bool
+
+
+def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> Setup:
+    """Load model and tokenizer, prepare the data, attach LoRA and build the Trainer for a run,
+    with its speed options (attention kernel, Liger, padding-free batches, checkpointing)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from engine.data.prepare import make_collator, prepare_datasets
+    from engine.plan.estimate import choose_mode, use_checkpointing
+    from engine.plan.shape import model_shape
+
+    run_dir = Path(run_dir)
+    spec.validate()
+    device = pick_device(spec)
+    dtype = pick_dtype(spec, device)
+    attention = attention_kernel(spec, device)
+    check_liger(spec, device)  # before the slow loading: a missing package fails at once
+    resolved = resolve_source(spec.base_model)
+    log.emit("log", level="info", message=f"Loading {spec.base_model.source} on {device}")
+    tokenizer = load_tokenizer(spec.base_model, resolved)
+    config = load_config(spec.base_model, resolved)  # loaded once; the shape goes down from here
+    gpu_gib = gpu_total_gib(device)
+    shape = model_shape(config) if device == "cuda" else None  # only a GPU run's plan needs it
+    mode, reason = choose_mode(spec, device, shape, gpu_gib)
+    log.emit("log", level="info", message=f"Mode {mode}: {reason}")
+    model = load_model(
+        spec.base_model,
+        resolved,
+        dtype,
+        quantization_config(spec, device, mode),
+        device_map={"": 0} if mode == "qlora" else None,
+        attn_implementation=attention,
+        config=config,
+    )
+    context = getattr(model.config, "max_position_embeddings", None) or 2048
+    max_len = spec.training.max_seq_length or min(context, 2048)
+    checkpointing, why = use_checkpointing(spec, device, shape, mode == "qlora", max_len, gpu_gib)
+    log.emit("log", level="info", message=f"Attention {attention}; {why}")
+
+    data = prepare_datasets(spec, tokenizer, max_len)
+    tokenizer.chat_template = data.chat_template
+    if data.added_tokens:  # a pad token the vocabulary lacked
+        model.resize_token_embeddings(len(tokenizer))
+    model.generation_config.eos_token_id = end_of_turn_ids(tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    for note in data.notes:
+        log.emit("log", level="info", message=note)
+    for warning in data.stats.warnings:
+        log.emit("log", level="warning", message=warning)
+    log.emit("log", level="info", message="Data: " + json.dumps(stats_dict(data.stats)))
+
+    check_target_modules(model, spec.lora.target_modules)
+    if mode == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    set_seed(spec.training.seed)  # LoRA weights are drawn here, before Trainer seeds anything
+    lora = LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=_targets(spec.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    model.config.use_cache = False  # padding-free batches must not see a KV cache
+    trainable, total = model.get_nb_trainable_parameters()
+    log.emit("log", level="info", message=f"LoRA: {trainable:,} trainable of {total:,} parameters")
+
+    has_eval = data.eval is not None and len(data.eval) > 0
+    args = training_arguments(spec, run_dir, device, dtype, has_eval, checkpointing)
+    callback = EventCallback(log, control, device)
+    callbacks: list[TrainerCallback] = [callback]
+    if spec.training.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(spec.training.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval if has_eval else None,
+        data_collator=make_collator(tokenizer, spec.training.packing),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    return Setup(trainer, model, tokenizer, data, callback, device, mode, trainable, has_eval)
+
+
+def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> list[str]:
+    """Train one run into `run_dir` and return its warnings; raises RunPaused / RunCancelled
+    when asked to stop."""
+    run_dir = Path(run_dir)
+    setup = build_trainer(spec, run_dir, log, control)
+    trainer, model, tokenizer, data = setup.trainer, setup.model, setup.tokenizer, setup.data
+    callback, device = setup.callback, setup.device
+    has_eval, trainable = setup.has_eval, setup.trainable
+    last = (
+        get_last_checkpoint(trainer.args.output_dir) if (run_dir / CHECKPOINTS).is_dir() else None
+    )
+    if last:
+        log.emit("log", level="info", message=f"Resuming from {Path(last).name}")
+    trainer.train(resume_from_checkpoint=last)
+    if callback.stopped == "pause":
+        raise RunPaused()
+    if callback.stopped == "cancel":
+        raise RunCancelled()
+
+    log.emit("status", state="evaluating")
+    final_metrics = {"train_loss": _last_loss(trainer)}
+    if not trainer.is_world_process_zero():
+        if has_eval and not _evaluated_at_end(trainer):
+            trainer.evaluate()  # a collective: every rank takes part
+        return []
+    if has_eval:
+        last_eval = _evaluated_at_end(trainer)
+        # the end-of-epoch evaluation may already have been the final one
+        final_metrics.update(last_eval or trainer.evaluate())
+    samples = generate_samples(model, tokenizer, data.sample_prompts, device)
+    for sample in samples:
+        log.emit("sample", **sample)
+    adapter_dir = save_adapter(model, tokenizer, run_dir / ADAPTER, data.chat_template)
+    modelcard.write(
+        adapter_dir / "README.md",
+        spec,
+        stats_dict(data.stats),
+        final_metrics,
+        samples,
+        data.template_origin,
+        trainable,
+    )
+    log.emit("artifact", **artifacts.describe_dir(adapter_dir, "adapter_dir"))
+
+    log.emit("status", state="exporting")
+    from engine.export.pipeline import export_after_training
+
+    warnings = export_after_training(
+        spec, run_dir, log, cancel=lambda: control.action() == "cancel"
+    )
+    if callback.stopped == "stop":
+        warnings.insert(
+            0,
+            f"stopped early by the user at step {trainer.state.global_step} of "
+            f"{trainer.state.max_steps}",
+        )
+    return warnings
+
+
+def _evaluated_at_end(trainer: Trainer) -> dict | None:
+    last = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), None)
+    return last if last and last.get("step") == trainer.state.global_step else None
+
+
+def _targets(targets: list[str]):
+    return "all-linear" if "all-linear" in targets else list(targets)
+
+
+def _last_loss(trainer: Trainer) -> float | None:
+    for entry in reversed(trainer.state.log_history):
+        if "loss" in entry:
+            return entry["loss"]
+    return None
+
+
+def stats_dict(stats) -> dict:
+    """The data statistics as a plain dict (for the run log and the model card)."""
+    import dataclasses
+
+    return dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(stats)
+
+
+@torch.no_grad()
+def generate_samples(model, tokenizer, prompts: list[dict], device: str) -> list[dict]:
+    """Greedy answers to the held-out prompts, rendered with the run's chat template."""
+    model.eval()
+    model.config.use_cache = True
+    stop_ids = end_of_turn_ids(tokenizer)
+    samples = []
+    for item in prompts[:3]:
+        if "messages" in item:
+            messages = item["messages"]
+            ids = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        else:  # plain-text data: continue the text
+            messages = [{"role": "user", "content": item["text"]}]
+            ids = tokenizer(item["text"], return_tensors="pt")
+        input_ids = ids["input_ids"].to(model.device)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=ids["attention_mask"].to(model.device),
+            max_new_tokens=SAMPLE_MAX_NEW_TOKENS,
+            do_sample=False,
+            eos_token_id=stop_ids,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        response = tokenizer.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True)
+        user = next(
+            (m["content"] for m in reversed(messages) if m["role"] == "user"),
+            messages[-1]["content"],
+        )
+        samples.append(
+            {"prompt": user, "response": response.strip(), "reference": item.get("reference")}
+        )
+    model.config.use_cache = False
+    return samples
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """EOS plus the family's end-of-turn tokens that exist in this vocabulary."""
+    ids = {tokenizer.eos_token_id}
+    for text in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(text)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)
+
+
+def save_adapter(model, tokenizer, out: Path, chat_template: str) -> Path:
+    """The PEFT adapter with tokenizer files and the exact chat template the run trained with."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(out)
+    (out / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
+    return out
