@@ -7,7 +7,6 @@ re-compile; the result is painted on the nodes (red error badge, lineage line) a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,21 @@ from PySide6 import QtCore
 from app.decorations import NodeDecorations
 from app.node_factory import TunegraphNode, decl_of, error_text, register_all
 from nodes import compile as compile_graph
-from nodes.catalogue import CATALOGUE, FINE_TUNE, decl_for_type
+from nodes.catalogue import CATALOGUE, FINE_TUNE
 from nodes.compiler import CompileResult
+from nodes.graphedit import (
+    absolute_paths,
+    graph_from_session,
+    unique_name,
+    with_declared_custom,
+    with_unique_uuids,
+)
 from nodes.graphfile import (
-    CANVAS_ONLY_SETTINGS,
     GRAPH_FORMAT_VERSION,
     graph_dir,
     load_graph,
     migrate_graph,
     new_uuid,
-    resolve_file,
     save_graph,
 )
 from nodes.lineage import lineage_diff
@@ -130,6 +134,39 @@ class Canvas(QtCore.QObject):
         out = source.output_ports()[0]
         out.connect_to(target.get_input(port))
 
+    def add_graph_nodes(
+        self, nodes: dict[str, dict], connections: list[dict], label: str = "add nodes"
+    ) -> dict[str, TunegraphNode]:
+        """Add node dicts (session shape) and the connections among them, as one undo step.
+
+        Returns the created nodes by the ids used in `nodes`; the canvas gives them its own ids.
+        """
+        self.graph.begin_undo(label)
+        try:
+            created = {}
+            for node_id, data in nodes.items():
+                node = self.graph.create_node(
+                    data["type_"],
+                    name=data.get("name"),
+                    selected=False,
+                    color=tuple(data["color"]) if data.get("color") else None,
+                    text_color=tuple(data["text_color"]) if data.get("text_color") else None,
+                    pos=list(data.get("pos") or self.view_centre()),
+                )
+                for key, value in (data.get("custom") or {}).items():
+                    if node.has_property(key):  # part of the node's creation: no undo step
+                        node.set_property(key, value, push_undo=False)
+                if data.get("disabled"):
+                    node.set_property("disabled", True, push_undo=False)
+                created[node_id] = node
+            for conn in connections:
+                (out_id, out_port), (in_id, in_port) = conn["out"], conn["in"]
+                out = created[out_id].get_output(out_port)
+                out.connect_to(created[in_id].get_input(in_port))
+        finally:
+            self.graph.end_undo()
+        return created
+
     def set_param(self, node: TunegraphNode, name: str, value: Any) -> None:
         """Set a declared parameter (coerced to its type when possible) as one undo step."""
         param = decl_of(node).parameter(name)
@@ -150,14 +187,7 @@ class Canvas(QtCore.QObject):
 
     def unique_name(self, name: str, taken: set[str] | None = None) -> str:
         """`name`, or `name 2`, `name 3`… so no node (nor a name in `taken`) has it."""
-        used = {n.name() for n in self.graph.all_nodes()} | (taken or set())
-        name = " ".join(name.split())
-        if name not in used:
-            return name
-        number = 2
-        while f"{name} {number}" in used:
-            number += 1
-        return f"{name} {number}"
+        return unique_name(name, {n.name() for n in self.graph.all_nodes()} | (taken or set()))
 
     def nodes(self, kind: str | None = None) -> list[TunegraphNode]:
         """Our nodes (of one kind), ordered by position."""
@@ -238,18 +268,12 @@ class Canvas(QtCore.QObject):
     # -- the file --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """The graph as a graph-file dict (what Save writes and `nodes.compile` reads)."""
-        data = json.loads(json.dumps(self.graph.serialize_session(), default=list))
-        for key in CANVAS_ONLY_SETTINGS:
-            data.get("graph", {}).pop(key, None)
-        data.setdefault("connections", [])
-        data["tunegraph"] = {"format_version": GRAPH_FORMAT_VERSION}
-        return data
+        return graph_from_session(self.graph.serialize_session())
 
     def load_dict(self, data: dict, path: str | Path | None = None, template: bool = False) -> None:
         """Replace the canvas with a graph dict (checked and migrated like a graph file)."""
-        data = _canvas_ready(migrate_graph(data, path or "<graph>"))
+        data = with_unique_uuids(with_declared_custom(migrate_graph(data, path or "<graph>")))
         self.graph.deserialize_session(data, clear_session=True, clear_undo_stack=True)
-        self._fix_uuids()
         self.graph.undo_stack().clear()
         self.graph.undo_stack().setClean()
         self.path = Path(path).resolve() if path else None
@@ -281,15 +305,6 @@ class Canvas(QtCore.QObject):
     @property
     def dirty(self) -> bool:
         return not self.graph.undo_stack().isClean()
-
-    def _fix_uuids(self) -> None:
-        """Give nodes without a uuid, or sharing one, a fresh one (pasted or hand-edited files)."""
-        seen: set[str] = set()
-        for node in self.nodes():
-            uuid = node.get_property("uuid")
-            if not uuid or uuid in seen:
-                node.set_property("uuid", new_uuid(), push_undo=False)
-            seen.add(node.get_property("uuid"))
 
     # -- compile ---------------------------------------------------------------------------------
     def schedule_compile(self, *args) -> None:
@@ -341,39 +356,3 @@ class Canvas(QtCore.QObject):
 
     def _on_selection(self, *args) -> None:
         self.selection_changed.emit(self.selected())
-
-
-def _canvas_ready(data: dict) -> dict:
-    """A migrated graph dict NodeGraphQt can deserialize: every declared custom key present, no
-    unknown ones (its deserializer refuses keys the class lacks)."""
-    data = json.loads(json.dumps(data))
-    for node in data.get("nodes", {}).values():
-        decl = decl_for_type(node.get("type_")) if isinstance(node, dict) else None
-        if decl is None:
-            continue
-        defaults = decl.custom_defaults()
-        custom = node.get("custom") if isinstance(node.get("custom"), dict) else {}
-        node["custom"] = {k: custom.get(k, v) for k, v in defaults.items()}
-    return data
-
-
-def absolute_paths(data: dict, graph_path: str | Path) -> dict:
-    """A copy of `data` whose relative file paths (datasets, `gguf:` and folder bases) are made
-    absolute against `graph_path`'s folder, so the graph can be saved or estimated elsewhere."""
-    from nodes.graphfile import resolve_model_source
-
-    base = graph_dir(graph_path)
-    data = json.loads(json.dumps(data))
-    for node in data.get("nodes", {}).values():
-        decl = decl_for_type(node.get("type_"))
-        if decl is None:
-            continue
-        for param in decl.parameters:
-            value = node["custom"].get(param.name)
-            if not isinstance(value, str):
-                continue
-            if param.widget == "file":
-                node["custom"][param.name] = resolve_file(value, base)
-            elif param.widget == "model":
-                node["custom"][param.name] = resolve_model_source(value, base)
-    return data

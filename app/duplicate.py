@@ -1,24 +1,23 @@
 """Deep duplicate of a Fine-Tune module, and sweeps (one deep copy per value of one parameter).
 
 NodeGraphQt's own `duplicate_nodes` keeps a copy wired to the original feeders, so editing the
-copy's training config would change the original's. Here the module and every node feeding it
-are serialized, only the connections inside that set are kept, and the set is deserialized to the
-right of the graph with fresh uuids and unique names, inside one undo macro.
+copy's training config would change the original's. Here `nodes.duplicate.deep_duplicate` copies
+the module and every node feeding it on the graph dict (fresh ids and uuids, unique names, placed
+to the right, only the connections inside that set), and the canvas adds the result through
+NodeGraphQt's public API, inside one undo macro.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from app.canvas import Canvas
 from app.node_factory import TunegraphNode, decl_of
 from nodes.catalogue import FINE_TUNE, Parameter
-from nodes.graphfile import new_uuid
+from nodes.duplicate import deep_duplicate as duplicate_graph
 from nodes.lineage import SHORT_LABELS, format_value
 
-GAP = 120.0
 SWEEP_TYPES = ("int", "float", "choice", "str", "bool", "file", "list")
 
 
@@ -39,34 +38,11 @@ def deep_duplicate(
 def _duplicate(
     canvas: Canvas, module: TunegraphNode, suffix: str, x_offset: float | None
 ) -> TunegraphNode:
-    if decl_of(module) is not FINE_TUNE:
-        raise ValueError("only Fine-Tune modules are duplicated with their feeders")
-    members = [module, *canvas.upstream(module)]
-    ids = {n.id for n in members}
-    full = canvas.to_dict()
-    nodes = {i: full["nodes"][i] for i in [module.id] + [n.id for n in members[1:]]}
-    connections = [c for c in full["connections"] if c["out"][0] in ids and c["in"][0] in ids]
-    if x_offset is None:
-        right = max((n.view.x() + n.view.width for n in canvas.graph.all_nodes()), default=0.0)
-        left = min(n.view.x() for n in members)
-        x_offset = right + GAP - left
-    taken: set[str] = set()
-    for node_id, node in nodes.items():
-        node["name"] = canvas.unique_name(f"{node['name']}{suffix}", taken)
-        taken.add(node["name"])
-        node["pos"] = [node["pos"][0] + x_offset, node["pos"][1]]
-        node["selected"] = False
-        custom = node["custom"]
-        if node_id == module.id:
-            custom["origin_uuid"] = module.get_property("uuid")
-        custom["uuid"] = new_uuid()
-    data = {"graph": {}, "nodes": json.loads(json.dumps(nodes)), "connections": connections}
+    copy = duplicate_graph(canvas.to_dict(), module.id, suffix=suffix, x_offset=x_offset)
     for node in canvas.graph.all_nodes():
         node.view.setSelected(False)
-    created = dict(
-        zip(nodes, canvas.graph._deserialize(data, adjust_graph_style=False), strict=True)
-    )
-    return created[module.id]
+    created = canvas.add_graph_nodes(copy.nodes, copy.connections, f'copy "{module.name()}"')
+    return created[copy.module_id]
 
 
 # -- sweeps ------------------------------------------------------------------------------------

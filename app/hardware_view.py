@@ -1,10 +1,10 @@
 """The hardware view: each GPU with its total / used / held memory as a bar, the runs holding it,
 and a switch that suspends it (no new runs); then the CPU entry.
 
-A poller in its own thread reads NVML (engine.hardware, no torch) and the store's VRAM holds every
-few seconds. A suspension is remembered in settings.json (`suspended_gpus`) and sent to the
-supervisor as `suspend_gpu` / `unsuspend_gpu` from that thread (starting a supervisor can take a
-moment).
+A poller in its own thread takes `engine.store.holds.hardware_snapshot()` (NVML through
+engine.hardware, no torch, and the store's VRAM holds) every few seconds. A suspension is
+remembered in settings.json (`suspended_gpus`) and sent to the supervisor as `suspend_gpu` /
+`unsuspend_gpu` from that thread (starting a supervisor can take a moment).
 
 When a Ray cluster is named (Settings or TUNEGRAPH_RAY_ADDRESS), its nodes with their CPUs and
 GPUs are listed below, from `tunegraph cluster ADDRESS --json` in a helper process (the UI never
@@ -13,17 +13,15 @@ imports Ray), refreshed every CLUSTER_REFRESH_MS.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.chat_worker import error_text
 from app.processes import JsonProcess
-from engine import hardware, paths
 from engine import settings as settings_mod
-from engine.ray_executor import resolve_address
+from engine.cluster.executor import resolve_address
+from engine.store.holds import hardware_snapshot
 
 REFRESH_MS = 3000
 CLUSTER_REFRESH_MS = 30000
@@ -31,54 +29,10 @@ CLUSTER_REFRESH_MS = 30000
 Sender = Callable[[str, int], object]
 
 
-def _run_name(run_id: str) -> str:
-    try:
-        spec = json.loads((paths.runs_dir() / run_id / "spec.json").read_text(encoding="utf-8"))
-        return str(spec.get("name") or run_id)
-    except (OSError, ValueError):
-        return run_id
-
-
-def snapshot() -> dict:
-    """What the view shows, as plain data: GPUs with their holds, suspended GPUs, CPU figures."""
-    from engine.store import Store
-
-    store = Store()
-    try:
-        holds = store.holds()
-    finally:
-        store.close()
-    settings = settings_mod.load()
-    gpus = []
-    for gpu in hardware.gpus():
-        mine = [h for h in holds if str(h["gpu"]) == str(gpu.index)]
-        gpus.append(
-            {
-                **gpu.to_dict(),
-                "held_gib": round(sum(float(h["gib"]) for h in mine), 2),
-                "holders": [
-                    {"run_id": h["run_id"], "name": _run_name(h["run_id"]), "gib": float(h["gib"])}
-                    for h in mine
-                ],
-                "suspended": gpu.index in settings.suspended_gpus,
-            }
-        )
-    cpu_holders = [h for h in holds if str(h["gpu"]).lower() == "cpu"]
-    return {
-        "gpus": gpus,
-        "cpu": {
-            "cores": os.cpu_count() or 1,
-            "slots": hardware.cpu_slots(),
-            "threads": settings.cpu_threads or hardware.cpu_threads_per_run(),
-            "runs": [_run_name(h["run_id"]) for h in cpu_holders],
-        },
-    }
-
-
 def default_sender(action: str, gpu: int) -> object:
     """Queue the command for the supervisor, starting one if none runs; no waiting."""
-    from engine import client
-    from engine.store import Store
+    from engine.store.index import Store
+    from engine.supervisor import client
 
     store = Store()
     try:
@@ -99,7 +53,7 @@ class _Poller(QtCore.QObject):
     @QtCore.Slot()
     def poll(self) -> None:
         try:
-            self.ready.emit(snapshot())
+            self.ready.emit(hardware_snapshot())
         except Exception as err:
             self.failed.emit(error_text(err))
 
@@ -221,7 +175,7 @@ class ClusterBox(QtWidgets.QGroupBox):
             self.nodes.setText(f"Asking {address}…" if address else "")
         self.setVisible(bool(address))
         if address and not self.process.is_running():
-            self.process.start("engine", ["cluster", address, "--json"])
+            self.process.start("app", ["cluster", address, "--json"])
 
     def shutdown(self) -> None:
         self.timer.stop()

@@ -1,25 +1,26 @@
 """The library: every exported artifact (adapter ZIPs, merged folders, GGUFs, GGUF bundles).
 
-It reads the manifests in `<data dir>/library/<artifact id>/manifest.json` (the files are the
-truth; the store only indexes them). Open folder, export a copy to a chosen folder, install a GGUF
-bundle into Ollama when `ollama` is on PATH, and delete an artifact after asking. Deleting a run
-record elsewhere never comes here: artifacts outlive their runs.
+A table of what engine.store.library reads from `<data dir>/library/*/manifest.json` (the files
+are the truth; the store only indexes them). Open folder, export a copy to a chosen folder,
+install a GGUF bundle into Ollama when `ollama` is on PATH, and delete an artifact after asking.
+Deleting a run record elsewhere never comes here: artifacts outlive their runs.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.chat_worker import error_text
-from engine import artifacts, ollama, paths
+from engine import paths
+from engine.export import artifacts, ollama
+from engine.store import library
+from engine.store.library import library_entries
 
 KIND_LABELS = {
     "adapter_zip": "Adapter ZIP",
@@ -30,74 +31,16 @@ KIND_LABELS = {
 COLUMNS = ("Artifact", "Run", "Base model", "Quant", "Size", "Created")
 
 
-# -- the library on disk (no Qt) -------------------------------------------------------------
 def human_size(size: float | None) -> str:
+    """A byte count as the table shows it (KB, MB, GB)."""
     return artifacts.human_size(size, ("B", "KB", "MB", "GB"))
-
-
-def _run_name(run_id: str | None) -> str:
-    if not run_id:
-        return ""
-    try:
-        spec = json.loads((paths.runs_dir() / run_id / "spec.json").read_text(encoding="utf-8"))
-        return str(spec.get("name") or run_id)
-    except (OSError, ValueError):
-        return run_id
-
-
-def library_entries() -> list[dict]:
-    """Every artifact with a readable manifest, newest first, with `folder`, `file` and
-    `run_name` added."""
-    out = []
-    for manifest in paths.library_dir().glob("*/manifest.json"):
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        folder = manifest.parent
-        data["folder"] = str(folder)
-        data["file"] = str(folder / data.get("path", ""))
-        data["run_name"] = _run_name(data.get("run_id"))
-        out.append(data)
-    return sorted(out, key=lambda d: (-float(d.get("created_at") or 0), str(d.get("id"))))
-
-
-def delete_artifact(entry: dict) -> None:
-    """Remove one artifact's folder, and nothing outside the library."""
-    folder = Path(entry["folder"]).resolve()
-    library = paths.library_dir().resolve()
-    if folder.parent != library:
-        raise ValueError(f"{folder} is not an artifact folder of {library}")
-    shutil.rmtree(folder)
-    if entry.get("id"):  # the index forgets it too (the run's own row stays)
-        from engine.store import Store
-
-        with Store() as store:
-            store.forget_artifact(str(entry["id"]))
-
-
-def export_artifact(entry: dict, dest_dir: Path | str) -> Path:
-    """Copy the artifact (file or folder) into `dest_dir`; returns the copy."""
-    src = Path(entry["file"])
-    dest = Path(dest_dir) / src.name
-    if dest.exists():
-        raise FileExistsError(f"{dest} already exists; choose another folder or remove it.")
-    if src.is_dir():
-        shutil.copytree(src, dest)
-    else:
-        shutil.copy2(src, dest)
-    return dest
 
 
 def install_bundle(entry: dict) -> str:
     """Unpack a GGUF bundle ZIP and `ollama create` it; returns ollama's output."""
     with tempfile.TemporaryDirectory(prefix="tunegraph-ollama-") as tmp:
-        with zipfile.ZipFile(entry["file"]) as zf:
-            zf.extractall(tmp)
-        modelfiles = sorted(Path(tmp).rglob("Modelfile"))
-        if not modelfiles:
-            raise FileNotFoundError(f"{entry['file']} holds no Modelfile")
-        return ollama.install(entry.get("run_name") or entry["id"], modelfiles[0].parent)
+        folder = library.unpack_bundle(entry, tmp)
+        return ollama.install(entry.get("run_name") or entry["id"], folder)
 
 
 # -- the tab ------------------------------------------------------------------------------------
@@ -218,11 +161,6 @@ class LibraryTab(QtWidgets.QWidget):
             return None
         return self.entries[rows[0].row()]
 
-    def select_id(self, artifact_id: str) -> None:
-        for row, e in enumerate(self.entries):
-            if e["id"] == artifact_id:
-                self.table.selectRow(row)
-
     def _update_buttons(self) -> None:
         entry = self.selected()
         for b in (self.open_button, self.export_button, self.delete_button):
@@ -247,7 +185,7 @@ class LibraryTab(QtWidgets.QWidget):
 
     def export_to(self, entry: dict, folder: str | Path) -> Path | None:
         try:
-            dest = export_artifact(entry, folder)
+            dest = library.export_artifact(entry, folder)
         except (OSError, shutil.Error) as err:
             self.status.setText(f"Export failed: {err}")
             return None
@@ -266,7 +204,7 @@ class LibraryTab(QtWidgets.QWidget):
         if not self.confirm(self, "Delete artifact", text):
             return False
         try:
-            delete_artifact(entry)
+            library.delete_artifact(entry)
         except (OSError, ValueError) as err:
             self.status.setText(f"Could not delete: {err}")
             return False

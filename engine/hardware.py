@@ -9,7 +9,9 @@ Runs placed on fake GPUs train on the CPU; placement, queueing, refusal and rele
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass
@@ -80,3 +82,42 @@ def cpu_slots() -> int:
 def cpu_threads_per_run() -> int:
     """Threads for one CPU run: the cores divided among the slots."""
     return max(1, (os.cpu_count() or 1) // cpu_slots())
+
+
+def holds_snapshot(
+    holds: Iterable[Mapping[str, Any]],
+    suspended: Iterable[int] = (),
+    cpu_threads: int | None = None,
+    name_of: Callable[[str], str] = str,
+    found: list[Gpu] | None = None,
+) -> dict:
+    """GPUs with the VRAM holds on each, suspension and the CPU figures, as plain data.
+
+    `holds` are `{run_id, gpu, gib}` rows (gpu "cpu" for CPU runs); `name_of` names a run;
+    `found` defaults to `gpus()`.
+    """
+    holds = list(holds)
+    suspended = set(suspended)
+    out = []
+    for gpu in gpus() if found is None else found:
+        mine = [h for h in holds if str(h["gpu"]) == str(gpu.index)]
+        out.append(
+            {
+                **gpu.to_dict(),
+                "held_gib": round(sum(float(h["gib"]) for h in mine), 2),
+                "holders": [
+                    {"run_id": h["run_id"], "name": name_of(h["run_id"]), "gib": float(h["gib"])}
+                    for h in mine
+                ],
+                "suspended": gpu.index in suspended,
+            }
+        )
+    return {
+        "gpus": out,
+        "cpu": {
+            "cores": os.cpu_count() or 1,
+            "slots": cpu_slots(),
+            "threads": cpu_threads or cpu_threads_per_run(),
+            "runs": [name_of(h["run_id"]) for h in holds if str(h["gpu"]).lower() == "cpu"],
+        },
+    }

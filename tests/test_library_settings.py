@@ -16,12 +16,13 @@ from keyring.errors import PasswordDeleteError
 pytest.importorskip("pytestqt")
 
 from app.hardware_view import HardwareView  # noqa: E402
-from app.library_tab import LibraryTab, library_entries  # noqa: E402
+from app.library_tab import LibraryTab  # noqa: E402
 from app.settings_dialog import NO_KEYRING, SettingsDialog  # noqa: E402
 from engine import paths, secrets  # noqa: E402
 from engine import settings as settings_mod  # noqa: E402
-from engine.errors import TunegraphError  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.errors import SettingsError, TunegraphError  # noqa: E402
+from engine.store.index import Store  # noqa: E402
+from engine.store.library import library_entries  # noqa: E402
 from tests.test_export import RUN_ID, build_exported_run  # noqa: E402
 
 TOKEN = "hf_TunegraphTestSecret0123456789"
@@ -95,7 +96,7 @@ def test_library_lists_a_real_export_and_deletes_only_what_was_asked(qtbot, libr
     assert {row[3] for row in texts} == {"", "Q4_K_M"}
     assert all(row[4].endswith(("KB", "MB", "GB")) for row in texts)
 
-    from engine.store import Store
+    from engine.store.index import Store
 
     with Store() as store:
         store.ingest_library()
@@ -150,7 +151,7 @@ def test_settings_round_trip_token_in_keyring_only(qtbot, memory_keyring):
         "light",
     )
     assert dialog.token.text() == ""
-    for file in [*paths.data_dir().rglob("*"), *settings_mod.location_file().parent.rglob("*")]:
+    for file in [*paths.data_dir().rglob("*"), *paths.location_file().parent.rglob("*")]:
         if file.is_file():
             assert TOKEN.encode() not in file.read_bytes(), f"the token is in {file}"
 
@@ -177,7 +178,7 @@ def test_without_a_keyring_the_dialog_points_to_hf_token(qtbot):
 
 
 def test_settings_file_offline_mode_and_data_dir(monkeypatch, tmp_path):
-    with pytest.raises(settings_mod.SettingsError, match="gpu_policy"):
+    with pytest.raises(SettingsError, match="gpu_policy"):
         settings_mod.Settings(gpu_policy="sometimes")
     assert settings_mod.load() == settings_mod.Settings()
     settings_mod.settings_path().write_text("{not json")
@@ -195,11 +196,11 @@ def test_settings_file_offline_mode_and_data_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     settings_mod.check_hub_id("nobody/not-a-cached-model", settings=settings_mod.Settings())
 
-    assert settings_mod.chosen_data_dir() is None
-    settings_mod.choose_data_dir(tmp_path / "elsewhere")
-    assert settings_mod.chosen_data_dir() == (tmp_path / "elsewhere").resolve()
-    settings_mod.choose_data_dir(None)
-    assert settings_mod.chosen_data_dir() is None
+    assert paths.chosen_data_dir() is None
+    paths.choose_data_dir(tmp_path / "elsewhere")
+    assert paths.chosen_data_dir() == (tmp_path / "elsewhere").resolve()
+    paths.choose_data_dir(None)
+    assert paths.chosen_data_dir() is None
 
 
 # -- hardware -------------------------------------------------------------------------------------
