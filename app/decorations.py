@@ -63,10 +63,6 @@ class NodeDecorations:
         self.error_text.setTextWidth(240)
         self.error_text.setVisible(False)
 
-    @property
-    def has_errors(self) -> bool:
-        return self.badge.isVisible()
-
     def show_errors(self, messages: list[str]) -> None:
         view = self.node.view
         self.outline.setRect(-3, -3, view.width + 6, view.height + 6)

@@ -1,18 +1,28 @@
 """Job specs: what one Fine-Tune module asks the engine to do, frozen at submission.
 
 Each part is a dataclass whose fields carry their help text, range and choices as metadata; the node
-catalogue (`nodes/`) builds its parameters from these, so a knob is declared once. `JobSpec.validate`
-raises `SpecError` naming the field (e.g. `training.learning_rate`) and the value. JSON is written
-with sorted keys and a `format_version`; `JobSpec.from_dict` migrates older versions.
+catalogue (`nodes/`) builds its parameters from these, so a knob is declared once.
+
+Validation lives here, with the spec: each part's `validate(prefix)` checks its own fields (declared
+type, range, choices) and the rules between them (e.g. `keep_best` needs an eval split);
+`JobSpec.validate` runs every part and then the rules across parts (e.g. fp16 needs a GPU when the
+device is cpu). Every failure is a `SpecError` naming the field (e.g. `training.learning_rate`) and
+the value, so the compiler shows it on the node and field, before anything is queued. Only what
+needs the machine or the data (a visible GPU, an installed package, the number of rows) is left to
+the worker. Parts are not checked on construction: an older spec.json must still load (to show
+or export its run), and the compiler builds parts from node values before reporting on them.
+
+JSON is written with sorted keys and a `format_version`; `JobSpec.from_dict` migrates older versions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.errors import SpecError
 
@@ -29,6 +39,7 @@ QUANTIZATIONS = ("auto", "none", "4bit")
 DEVICES = ("auto", "cuda", "cpu")
 TARGETS = ("local", "cluster")
 GGUF_QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
+DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 CHECKPOINTING = ("auto", "on", "off")
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 
@@ -57,17 +68,53 @@ def param(
     return field(default=default, metadata=meta)
 
 
+class SpecPart:
+    """What every spec part shares: `validate` checks each field against its declared type, range
+    and choices, then the part's own rules between its fields (`check_rules`)."""
+
+    part: ClassVar[str] = ""  # the part's name in field paths (`training.epochs`) by default
+
+    def validate(self, prefix: str | None = None) -> None:
+        """Raise SpecError naming `prefix.field` and the value for the first field we cannot run
+        with (`prefix` defaults to the part's name in JobSpec, e.g. `training`)."""
+        prefix = self.part if prefix is None else prefix
+        check_fields(self, prefix)
+        self.check_rules(prefix)
+
+    def check_rules(self, prefix: str) -> None:
+        """The part's rules between fields, once each field is valid on its own (none here)."""
+
+
 @dataclass
-class BaseModelSpec:
+class BaseModelSpec(SpecPart):
+    """The model to fine-tune: where it comes from and which revision."""
+
     source: str = param("builtin:tiny-llama", BASE_MODEL_HELP, label="Model", widget="model")
     revision: str = param("", "Hub revision (branch, tag or commit); empty for the default branch.")
     trust_remote_code: bool = param(
         False, "Run code shipped with the model repository. Only for sources you trust."
     )
 
+    part: ClassVar[str] = "base_model"
+
+    def check_rules(self, prefix: str) -> None:
+        """A source is given, and a `gguf:` source names a file."""
+        source = self.source.strip()
+        if not source:
+            raise SpecError(f"{prefix}.source", self.source, "choose a base model", BASE_MODEL_HELP)
+        if source == "gguf:":
+            raise SpecError(
+                f"{prefix}.source",
+                self.source,
+                "gguf: needs the path of a .gguf file",
+                "Write gguf:/path/to/model.gguf, or choose the file.",
+            )
+
 
 @dataclass
-class DatasetSpec:
+class DatasetSpec(SpecPart):
+    """One file of training examples and how to read it."""
+
     path: str = param("", "A .jsonl, .json, .csv or .parquet file.", label="File", widget="file")
     format: str = param(
         "auto",
@@ -82,9 +129,26 @@ class DatasetSpec:
     )
     max_rows: int = param(0, "Use at most this many rows (0 = all).", min=0)
 
+    part: ClassVar[str] = "dataset"
+
+    def check_rules(self, prefix: str) -> None:
+        """A file is chosen, and it is of a type the data loader reads."""
+        if not self.path.strip():
+            raise SpecError(f"{prefix}.path", self.path, "choose a dataset file")
+        suffix = Path(self.path.strip()).suffix.lower()
+        if suffix not in DATASET_SUFFIXES:
+            raise SpecError(
+                f"{prefix}.path",
+                self.path,
+                f"unsupported file type {suffix or '(none)'!r}",
+                "Use a " + ", ".join(DATASET_SUFFIXES[:-1]) + f" or {DATASET_SUFFIXES[-1]} file.",
+            )
+
 
 @dataclass
-class TrainingSpec:
+class TrainingSpec(SpecPart):
+    """How long and how fast to train, what to evaluate and keep, speed switches."""
+
     epochs: float = param(3.0, "Passes over the training data.", min=0.01, max=1000)
     max_steps: int = param(0, "Stop after this many optimizer steps (0 = use epochs).", min=0)
     learning_rate: float = param(2e-4, "Peak learning rate of AdamW.", min=1e-8, max=1.0)
@@ -140,9 +204,34 @@ class TrainingSpec:
         "'tunegraph[speed]').",
     )
 
+    part: ClassVar[str] = "training"
+
+    def check_rules(self, prefix: str) -> None:
+        """Something bounds the run's length; early stopping and keep_best have eval rows."""
+        if self.max_steps == 0 and self.epochs <= 0:
+            raise SpecError(f"{prefix}.epochs", self.epochs, "must be above 0 when max_steps is 0")
+        if self.eval_split == 0:
+            if self.early_stopping_patience:
+                raise SpecError(
+                    f"{prefix}.early_stopping_patience",
+                    self.early_stopping_patience,
+                    "needs evaluations to compare, but eval_split is 0 (no rows held out)",
+                    "Set eval_split above 0 (e.g. 0.05), or early_stopping_patience to 0.",
+                )
+            if self.keep_best:
+                raise SpecError(
+                    f"{prefix}.keep_best",
+                    self.keep_best,
+                    "needs an eval loss to pick the best checkpoint, but eval_split is 0 "
+                    "(no rows held out)",
+                    "Set eval_split above 0 (e.g. 0.05), or turn keep_best off.",
+                )
+
 
 @dataclass
-class LoraSpec:
+class LoraSpec(SpecPart):
+    """The adapter: rank, scaling, dropout, target modules, 4-bit base."""
+
     r: int = param(16, "LoRA rank.", min=1, max=1024)
     alpha: int = param(32, "LoRA scaling numerator (scale = alpha / r).", min=1, max=4096)
     dropout: float = param(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9)
@@ -156,23 +245,40 @@ class LoraSpec:
         choices=QUANTIZATIONS,
     )
 
+    part: ClassVar[str] = "lora"
+
+    def check_rules(self, prefix: str) -> None:
+        """At least one module is adapted."""
+        if not self.target_modules:
+            raise SpecError(
+                f"{prefix}.target_modules", [], "name at least one module, or all-linear"
+            )
+
 
 @dataclass
-class ResourceSpec:
+class ResourceSpec(SpecPart):
+    """Where the run trains: device, GPU count, local or a Ray cluster."""
+
     device: str = param(
         "auto", "Where to train: auto (a GPU when there is one), cuda or cpu.", choices=DEVICES
     )
     gpu_count: int = param(1, "GPUs for this run (more than 1 trains with DDP).", min=1, max=64)
     target: str = param("local", "This workstation or a Ray cluster.", choices=TARGETS)
 
+    part: ClassVar[str] = "resources"
+
 
 @dataclass
-class ExportSpec:
+class ExportSpec(SpecPart):
+    """What to deliver after training."""
+
     adapter_zip: bool = param(True, "Zip the adapter with tokenizer, chat template and model card.")
     gguf: bool = param(True, "Merge into the base and write a quantized GGUF bundle for Ollama.")
     quant: str = param("Q4_K_M", "GGUF quantization.", choices=GGUF_QUANTS)
     merged: bool = param(False, "Also keep the merged 16-bit Hugging Face folder.")
     ollama_name: str = param("", "Install into Ollama under this name when ollama is on PATH.")
+
+    part: ClassVar[str] = "export"
 
 
 @dataclass
@@ -193,13 +299,16 @@ class JobSpec:
 
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """The spec as plain JSON-ready data."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """The spec as JSON text with sorted keys."""
         return json.dumps(self.to_dict(), sort_keys=True, indent=2)
 
     @classmethod
     def from_dict(cls, data: dict) -> JobSpec:
+        """A spec from its dict, migrated from any older format_version; not validated."""
         data = migrate(dict(data))
         parts = {
             "base_model": BaseModelSpec,
@@ -224,67 +333,107 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
+        """A spec from JSON text (see `from_dict`)."""
         return cls.from_dict(json.loads(text))
 
     def save(self, path: Path) -> None:
+        """Write the spec as JSON to `path`."""
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> JobSpec:
+        """Read a spec.json (any earlier format_version); not validated, so old runs still open."""
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise SpecError for the first field holding a value we cannot run with."""
-        if not self.name.strip():
+        """Raise SpecError for the first field holding a value we cannot run with: each part's
+        own fields and rules first, then the rules across parts."""
+        if not isinstance(self.name, str) or not self.name.strip():
             raise SpecError("name", self.name, "the run needs a name")
-        if not self.base_model.source.strip():
-            raise SpecError(
-                "base_model.source", self.base_model.source, "choose a base model", BASE_MODEL_HELP
-            )
+        self.base_model.validate("base_model")
         if not self.datasets:
             raise SpecError("datasets", [], "connect at least one dataset")
         for i, ds in enumerate(self.datasets):
-            if not ds.path.strip():
-                raise SpecError(f"datasets[{i}].path", ds.path, "choose a dataset file")
-            check_fields(ds, f"datasets[{i}]")
-        for part in ("base_model", "training", "lora", "resources", "export"):
-            check_fields(getattr(self, part), part)
-        if not self.lora.target_modules:
-            raise SpecError("lora.target_modules", [], "name at least one module, or all-linear")
-        if self.training.max_steps == 0 and self.training.epochs <= 0:
+            ds.validate(f"datasets[{i}]")
+        for part in ("training", "lora", "resources", "export"):
+            getattr(self, part).validate(part)
+        self.check_device_rules()
+
+    def check_device_rules(self) -> None:
+        """Choices that need a GPU, refused when the run is told to train on the CPU.
+
+        With device auto the worker makes the same checks once it knows the machine.
+        """
+        if self.resources.device != "cpu":
+            return
+        on_cpu = "but this run's device is cpu"
+        if self.training.precision == "fp16":
             raise SpecError(
-                "training.epochs", self.training.epochs, "must be above 0 when max_steps is 0"
+                "training.precision",
+                "fp16",
+                f"fp16 training needs a GPU, {on_cpu}",
+                "Use auto, bf16 or fp32 on the CPU, or set the device to auto or cuda.",
+            )
+        if self.training.attention == "flash_attention_2":
+            raise SpecError(
+                "training.attention",
+                "flash_attention_2",
+                f"flash_attention_2 needs an NVIDIA GPU, {on_cpu}",
+                "Use auto (sdpa) on the CPU, or set the device to auto or cuda.",
+            )
+        if self.lora.quantization == "4bit":
+            raise SpecError(
+                "lora.quantization",
+                "4bit",
+                f"4-bit QLoRA needs an NVIDIA GPU (bitsandbytes), {on_cpu}",
+                "Set quantization to auto or none on the CPU, or set the device to auto or cuda.",
             )
 
 
 def check_fields(obj: Any, prefix: str) -> None:
     """Check every field of a spec part against its declared type, range and choices."""
     for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        name = f"{prefix}.{f.name}"
-        meta = f.metadata
-        if not meta:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise SpecError(name, value, "must be true or false")
-        elif isinstance(default, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SpecError(name, value, "must be a number")
-            if isinstance(default, int) and not isinstance(default, bool) and value != int(value):
-                raise SpecError(name, value, "must be a whole number")
-            low, high = meta.get("min"), meta.get("max")
-            if low is not None and value < low:
-                raise SpecError(name, value, f"must be at least {low:g}")
-            if high is not None and value > high:
-                raise SpecError(name, value, f"must be at most {high:g}")
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise SpecError(name, value, "must be text")
-        choices = meta.get("choices")
-        if choices and value not in choices:
-            raise SpecError(name, value, "must be one of " + ", ".join(choices))
+        check_field(type(obj), f.name, getattr(obj, f.name), prefix)
+
+
+def check_field(cls: type, name: str, value: Any, prefix: str) -> None:
+    """Check one value for field `name` of spec part `cls`; SpecError names `prefix.name`."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    meta = f.metadata
+    if not meta:
+        return
+    where = f"{prefix}.{name}"
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SpecError(where, value, "must be true or false")
+    elif isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(where, value, "must be a number")
+        if not math.isfinite(value):
+            raise SpecError(where, value, "must be a finite number")
+        if isinstance(default, int) and value != int(value):
+            raise SpecError(where, value, "must be a whole number")
+        low, high = meta.get("min"), meta.get("max")
+        if low is not None and value < low:
+            raise SpecError(where, value, f"must be at least {low:g}")
+        if high is not None and value > high:
+            raise SpecError(where, value, f"must be at most {high:g}")
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise SpecError(where, value, "must be text")
+    elif isinstance(default, list) and not (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    ):
+        raise SpecError(where, value, "must be a list of names")
+    elif isinstance(default, dict) and not (
+        isinstance(value, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    ):
+        raise SpecError(where, value, 'must map names to names, such as {"messages": "chat"}')
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise SpecError(where, value, "must be one of " + ", ".join(choices))
 
 
 def _build(cls: type, value: Any, name: str) -> Any:

@@ -1,7 +1,8 @@
 """Node catalogue (Qt-free declarations) and the graph -> JobSpec compiler.
 
 - `CATALOGUE`: one `NodeDecl` per node kind (ports and parameters generated from `engine.spec`);
-- `compile(graph, graph_path)`: a serialized graph dict -> `CompileResult` (specs + errors);
+- `compile(graph, graph_path)`: a serialized graph dict -> `CompileResult` (specs + errors, each
+  `CompileError` with a `kind` from `ERROR_KINDS`);
 - `load_graph` / `save_graph` / `GraphBuilder`: graph files (NodeGraphQt session JSON).
 """
 
@@ -18,7 +19,14 @@ from nodes.catalogue import (
     PortRef,
     decl_for_type,
 )
-from nodes.compiler import CompileError, CompileResult, ModuleResult, compile
+from nodes.compiler import (
+    ERROR_KINDS,
+    CompileError,
+    CompileResult,
+    ErrorKind,
+    ModuleResult,
+    compile,
+)
 from nodes.graphfile import (
     GRAPH_FORMAT_VERSION,
     GraphBuilder,
@@ -41,8 +49,10 @@ __all__ = [
     "Parameter",
     "PortRef",
     "decl_for_type",
+    "ERROR_KINDS",
     "CompileError",
     "CompileResult",
+    "ErrorKind",
     "ModuleResult",
     "compile",
     "GRAPH_FORMAT_VERSION",

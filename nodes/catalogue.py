@@ -90,8 +90,9 @@ class Parameter:
         """Convert a stored value to the declared type; raise ValueError saying what is wrong.
 
         Graph files may hold numbers as strings (NodeGraphQt's spinbox stores text), lists as
-        comma-separated text and mappings as JSON text. Range and choices are not checked here:
-        that is `engine.spec.check_fields`' job.
+        comma-separated text and mappings as JSON text. Range, choices and the rules between
+        fields are not checked here: that is the spec's job (`engine.spec.check_field`, and each
+        part's `validate`).
         """
         return _COERCE[self.type](value)
 

@@ -1,8 +1,13 @@
 """Graph -> JobSpecs: compile a serialized graph (a plain dict) into one spec per Fine-Tune node.
 
-Errors are values keyed by the node the user must look at: `CompileError(node_id, field, message)`.
-A Fine-Tune module with a problem (on itself or on a node feeding it) yields errors and no spec;
-valid modules of the same graph still yield theirs. Nothing here raises on bad input.
+Errors are values keyed by the node the user must look at: `CompileError(node_id, field, message,
+kind=...)`, `kind` one of ERROR_KINDS. A Fine-Tune module with a problem (on itself or on a node
+feeding it) yields errors and no spec; valid modules of the same graph still yield theirs. Values
+are checked by the spec itself (`engine.spec`: each part's fields and rules, then the rules across
+parts), so whatever would fail the worker on its spec fails here, on the node and field. Files a
+node names (a dataset, a `gguf:` or folder base model) must exist once resolved to an absolute
+path; relative paths of a graph without a file are left to the worker. Nothing here raises on bad
+input.
 """
 
 from __future__ import annotations
@@ -10,17 +15,46 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from engine.errors import SpecError
-from engine.spec import DatasetSpec, ExportSpec, JobSpec, check_fields
+from engine.spec import DatasetSpec, ExportSpec, JobSpec, check_field
 from nodes.catalogue import CATALOGUE, FINE_TUNE, NODE_TYPES, NodeDecl, PortRef, decl_for_type
 from nodes.graphfile import graph_dir, resolve_file, resolve_model_source
+
+ErrorKind = Literal[
+    "missing_input",
+    "bad_connection",
+    "cycle",
+    "unknown_type",
+    "invalid_value",
+    "file_error",
+    "invalid_graph",
+]
+ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
 
 
 @dataclass(frozen=True)
 class CompileError:
-    """A problem to show on one node: `field` is a parameter or port name ("" for the node)."""
+    """A problem to show on one node: `field` is a parameter or port name ("" for the node).
+
+    `kind` says what sort of problem it is, one of ERROR_KINDS (a closed set):
+
+    - `missing_input`: a required input port of a Fine-Tune node has no enabled node connected
+      (`field` is the port);
+    - `bad_connection`: a connection the graph cannot hold: from or to a node id that is not in
+      the graph, a port the node does not have, a node of the wrong kind, or several nodes on an
+      input that takes one (`field` is the port, or `connections` for the graph);
+    - `cycle`: the node sits on a cycle of connections (`field` is "");
+    - `unknown_type`: the node's `type_` is not a known kind (`field` is `type_`);
+    - `invalid_value`: a parameter holds a value the spec refuses, alone or together with other
+      values (a SpecError from `engine.spec`), or a Fine-Tune name is not unique (`field` is the
+      parameter);
+    - `file_error`: a file or folder the node names does not exist or is not what it should be
+      (`field` is the parameter);
+    - `invalid_graph`: the graph dict itself is malformed: no `nodes` object, `connections` not a
+      list, a node entry that is not an object, a connection that is not `{"out", "in"}`.
+    """
 
     node_id: str  # the key in graph["nodes"]; "" for a problem with the graph as a whole
     field: str
@@ -28,6 +62,13 @@ class CompileError:
     node_name: str = ""
     node_uuid: str = ""
     node_label: str = ""
+    kind: ErrorKind = dataclasses.field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ERROR_KINDS:
+            raise ValueError(
+                f"unknown CompileError kind {self.kind!r}; known: " + ", ".join(ERROR_KINDS)
+            )
 
     def __str__(self) -> str:
         where = f'{self.node_label or "Node"} "{self.node_name}"' if self.node_id else "Graph"
@@ -104,13 +145,13 @@ class _Compiler:
     def run(self) -> CompileResult:
         nodes = self.graph.get("nodes") if isinstance(self.graph, dict) else None
         if not isinstance(nodes, dict):
-            self.error(None, "nodes", "the graph has no nodes object")
+            self.error(None, "nodes", "the graph has no nodes object", "invalid_graph")
             return self.result
         for node_id, data in nodes.items():
             self.read_node(str(node_id), data)
         connections = self.graph.get("connections", [])
         if not isinstance(connections, list):
-            self.error(None, "connections", "must be a list")
+            self.error(None, "connections", "must be a list", "invalid_graph")
             connections = []
         for index, conn in enumerate(connections):
             self.read_connection(index, conn)
@@ -128,7 +169,8 @@ class _Compiler:
         return self.result
 
     # -- errors ---------------------------------------------------------------------------------
-    def error(self, node: _Node | None, field_name: str, message: str) -> None:
+    def error(self, node: _Node | None, field_name: str, message: str, kind: ErrorKind) -> None:
+        """Record one error (once: a node shared by several modules is checked once)."""
         key = (node.id if node else "", field_name, message)
         if key in self._seen:
             return
@@ -141,6 +183,7 @@ class _Compiler:
                 node_name=node.name if node else "",
                 node_uuid=node.uuid if node else "",
                 node_label=node.decl.label if node and node.decl else "",
+                kind=kind,
             )
         )
 
@@ -160,31 +203,32 @@ class _Compiler:
         )
         self.nodes[node_id] = node
         if not data:
-            self.error(node, "type_", "is not a node object with a type_")
+            self.error(node, "type_", "is not a node object with a type_", "invalid_graph")
             return
         if node.decl is None:
             self.error(
                 node,
                 "type_",
                 f"unknown node type {data.get('type_')!r}; known types: " + ", ".join(NODE_TYPES),
+                "unknown_type",
             )
             return
         if "custom" in data and not isinstance(data["custom"], dict):
-            self.error(node, "custom", "must be an object of parameter values")
+            self.error(node, "custom", "must be an object of parameter values", "invalid_value")
         self.read_values(node, custom)
 
     def read_values(self, node: _Node, custom: dict) -> None:
-        """Coerce, resolve and check each parameter; then check the node's part as a whole."""
+        """Coerce, resolve and check each parameter; then the node's part as a whole and the
+        files it names."""
         decl = node.decl
         assert decl is not None
-        defaults = decl.spec_class()
         clean = True
         for param in decl.parameters:
             raw = custom.get(param.name, param.default_value())
             try:
                 value = param.coerce(raw)
             except ValueError as e:
-                self.error(node, param.name, str(e))
+                self.error(node, param.name, str(e), "invalid_value")
                 clean = False
                 continue
             if param.widget == "file":
@@ -192,25 +236,39 @@ class _Compiler:
             elif param.widget == "model":
                 value = resolve_model_source(value, self.base)
             try:
-                check_fields(dataclasses.replace(defaults, **{param.name: value}), decl.spec_part)
+                check_field(decl.spec_class, param.name, value, decl.spec_part)
             except SpecError as e:
-                self.error(node, param.name, _reason(e))
+                self.error(node, param.name, _reason(e), "invalid_value")
                 clean = False
             node.values[param.name] = value
-        if clean:
-            self.check_part(node)
+        if clean and self.check_part(node):
+            self.check_files(node)
 
-    def check_part(self, node: _Node) -> None:
-        """Run JobSpec.validate with this node's part in an otherwise valid spec."""
+    def check_part(self, node: _Node) -> bool:
+        """Validate the node's spec part (its rules between fields); False when it failed."""
         decl = node.decl
         assert decl is not None
-        part = decl.spec_class(**node.values)
-        kwargs: dict[str, Any] = {"name": "probe", "datasets": [DatasetSpec(path="probe.jsonl")]}
-        kwargs[decl.spec_part] = [part] if decl.spec_part == "datasets" else part
         try:
-            JobSpec(**kwargs).validate()
+            decl.spec_class(**node.values).validate(decl.spec_part)
         except SpecError as e:
-            self.error(node, e.field.split(".", 1)[-1], _reason(e))
+            self.error(node, e.field.split(".", 1)[-1], _reason(e), "invalid_value")
+            return False
+        return True
+
+    def check_files(self, node: _Node) -> None:
+        """Report a dataset file or base-model file/folder that does not exist (absolute paths
+        only: a relative one has no graph folder to resolve against)."""
+        assert node.decl is not None
+        for param in node.decl.parameters:
+            value = node.values.get(param.name)
+            if param.widget == "file":
+                problem = _file_problem(value)
+            elif param.widget == "model":
+                problem = _model_problem(value)
+            else:
+                continue
+            if problem:
+                self.error(node, param.name, problem, "file_error")
 
     # -- connections ----------------------------------------------------------------------------
     def read_connection(self, index: int, conn: Any) -> None:
@@ -220,6 +278,7 @@ class _Compiler:
                 None,
                 "connections",
                 f'connection {index + 1} is not {{"out": [node_id, port], "in": [node_id, port]}}',
+                "invalid_graph",
             )
             return
         (out_id, out_port), (in_id, in_port) = ends
@@ -230,16 +289,23 @@ class _Compiler:
                 "connections",
                 f"connection {index + 1} joins node ids {out_id!r} "
                 f"and {in_id!r}, which are not in the graph",
+                "bad_connection",
             )
             return
         if src is None:
             self.error(
-                dst, in_port, f"is connected from node id {out_id!r}, which is not in the graph"
+                dst,
+                in_port,
+                f"is connected from node id {out_id!r}, which is not in the graph",
+                "bad_connection",
             )
             return
         if dst is None:
             self.error(
-                src, out_port, f"is connected to node id {in_id!r}, which is not in the graph"
+                src,
+                out_port,
+                f"is connected to node id {in_id!r}, which is not in the graph",
+                "bad_connection",
             )
             return
         self.edges.setdefault(out_id, set()).add(in_id)
@@ -251,6 +317,7 @@ class _Compiler:
                 out_port,
                 f"{src.decl.label} nodes have no output port "
                 f"{out_port!r}; " + _ports_text(src.decl.outputs, "outputs"),
+                "bad_connection",
             )
             return
         port = dst.decl.input(in_port)
@@ -260,12 +327,16 @@ class _Compiler:
                 in_port,
                 f"{dst.decl.label} nodes have no input port "
                 f"{in_port!r}; " + _ports_text(dst.decl.inputs, "inputs"),
+                "bad_connection",
             )
             return
         if PortRef(src.decl.kind, out_port) not in port.accepts:
             wanted = " or ".join(CATALOGUE[r.kind].label for r in port.accepts)
             self.error(
-                dst, in_port, f'takes a {wanted} node, not the {src.decl.label} node "{src.name}"'
+                dst,
+                in_port,
+                f'takes a {wanted} node, not the {src.decl.label} node "{src.name}"',
+                "bad_connection",
             )
             return
         sources = self.incoming.setdefault(in_id, {}).setdefault(in_port, [])
@@ -285,7 +356,7 @@ class _Compiler:
                     if len(members) == 1
                     else f"is part of a cycle of connections ({names}); remove one of them"
                 )
-                self.error(node, "", message)
+                self.error(node, "", message, "cycle")
 
     # -- modules --------------------------------------------------------------------------------
     def check_names(self, modules: list[_Node]) -> None:
@@ -297,6 +368,7 @@ class _Compiler:
                     "name",
                     f'another Fine-Tune node is already named "{node.name}"; '
                     "give each module a unique name",
+                    "invalid_value",
                 )
             seen.add(node.name)
 
@@ -308,7 +380,9 @@ class _Compiler:
             if not active:
                 if port.required:
                     note = " (the connected one is disabled)" if connected else ""
-                    self.error(node, port.name, f"connect a {port.label} node{note}")
+                    self.error(
+                        node, port.name, f"connect a {port.label} node{note}", "missing_input"
+                    )
             elif len(active) > 1 and not port.multiple:
                 names = ", ".join(f'"{n.name}"' for n in active)
                 self.error(
@@ -316,6 +390,7 @@ class _Compiler:
                     port.name,
                     f"takes one {port.label} node but {len(active)} are "
                     f"connected ({names}); keep one",
+                    "bad_connection",
                 )
             else:
                 picked[port.name] = active
@@ -355,7 +430,7 @@ class _Compiler:
             spec.validate()
         except SpecError as e:
             owner, field_name = self.owner_of(e.field, node, picked)
-            self.error(owner, field_name, _reason(e))
+            self.error(owner, field_name, _reason(e), "invalid_value")
             return None
         return spec
 
@@ -383,6 +458,45 @@ def _reason(e: SpecError) -> str:
     if e.value not in ("", None, [], {}):
         text += f" (got {e.value!r})"
     return f"{text}. {e.hint}" if e.hint else text
+
+
+def _file_problem(value: Any) -> str:
+    """Why a resolved dataset path cannot be read ("" when it can, or cannot be told here)."""
+    if not isinstance(value, str) or not value.strip() or not Path(value).is_absolute():
+        return ""
+    path = Path(value)
+    if path.is_dir():
+        return f"{path} is a folder; choose a file in it"
+    if not path.is_file():
+        return f"the file {path} does not exist; check the path or choose the file again"
+    return ""
+
+
+def _model_problem(value: Any) -> str:
+    """Why a resolved base-model source naming a local file or folder cannot be used ("" when it
+    can, or is a hub id, a builtin or a GGUF shipped in a package)."""
+    if not isinstance(value, str):
+        return ""
+    text = value.strip()
+    if text.startswith("gguf:"):
+        location = text[len("gguf:") :]
+        tail = location.replace("\\", "/").rsplit("/", 1)[-1]
+        if tail.startswith("pypi:") or not Path(location).is_absolute():
+            return ""
+        if not Path(location).is_file():
+            return f"the GGUF file {location} does not exist; choose an existing .gguf file"
+        return ""
+    if text.startswith("builtin:") or not Path(text).is_absolute():
+        return ""
+    folder = Path(text)
+    if not folder.is_dir():
+        return f"the model folder {folder} does not exist; check the path or choose the folder"
+    if not (folder / "config.json").is_file():
+        return (
+            f"the folder {folder} has no config.json, so it is not a Hugging Face model "
+            "folder; pick the folder that holds config.json and the weights"
+        )
+    return ""
 
 
 def _pos(value: Any) -> tuple[float, float]:
