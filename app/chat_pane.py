@@ -248,10 +248,30 @@ class ChatPane(QtWidgets.QWidget):
         self._replaying = False
         self._waiting = False
 
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addLayout(self._build_model_row())
+        layout.addWidget(self._build_columns(), 1)
+        layout.addLayout(self._build_input_row())
+        layout.addLayout(self._build_sets_row())
+        self._connect_signals()
+        self.reload_sets()
+        self._update_buttons()
+
+    # -- building ---------------------------------------------------------------------------------
+    def _build_model_row(self) -> QtWidgets.QHBoxLayout:
+        """The Open button, the system prompt and the sampling options."""
         self.open_button = QtWidgets.QPushButton("Open GGUF…")
         self.open_button.setToolTip(f"Add a model; up to {MAX_MODELS} answer side by side")
-        self.open_button.clicked.connect(self.open_gguf_dialog)
         self.system = QtWidgets.QLineEdit(placeholderText="System prompt (optional)")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.open_button)
+        row.addWidget(QtWidgets.QLabel("System"))
+        row.addWidget(self.system, 1)
+        self._add_sampling_options(row)
+        return row
+
+    def _add_sampling_options(self, row: QtWidgets.QHBoxLayout) -> None:
+        """Temperature, top-p and max tokens, each with its label, at the end of `row`."""
         self.temperature = QtWidgets.QDoubleSpinBox(
             minimum=0.0, maximum=2.0, singleStep=0.1, value=0.7, decimals=2
         )
@@ -259,18 +279,16 @@ class ChatPane(QtWidgets.QWidget):
             minimum=0.05, maximum=1.0, singleStep=0.05, value=0.95, decimals=2
         )
         self.max_tokens = QtWidgets.QSpinBox(minimum=1, maximum=8192, singleStep=64, value=256)
-        top = QtWidgets.QHBoxLayout()
-        top.addWidget(self.open_button)
-        top.addWidget(QtWidgets.QLabel("System"))
-        top.addWidget(self.system, 1)
         for label, box in (
             ("Temperature", self.temperature),
             ("Top-p", self.top_p),
             ("Max tokens", self.max_tokens),
         ):
-            top.addWidget(QtWidgets.QLabel(label))
-            top.addWidget(box)
+            row.addWidget(QtWidgets.QLabel(label))
+            row.addWidget(box)
 
+    def _build_columns(self) -> QtWidgets.QSplitter:
+        """The splitter that holds the model columns, showing a hint while it has none."""
         self.splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         self.splitter.setChildrenCollapsible(False)
         self.empty = QtWidgets.QLabel(
@@ -280,47 +298,50 @@ class ChatPane(QtWidgets.QWidget):
         self.empty.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.empty.setStyleSheet("color: #9aa0a6;")
         self.splitter.addWidget(self.empty)
+        return self.splitter
 
+    def _build_input_row(self) -> QtWidgets.QHBoxLayout:
+        """The prompt box with Send, Stop and Clear beside it."""
         self.prompt = QtWidgets.QPlainTextEdit(placeholderText="Ask something… (Ctrl+Enter sends)")
         self.prompt.setMaximumHeight(70)
-        send_shortcut = QtGui.QShortcut(QtGui.QKeySequence("Ctrl+Return"), self.prompt)
-        send_shortcut.activated.connect(self.send_prompt)
+        self.send_shortcut = QtGui.QShortcut(QtGui.QKeySequence("Ctrl+Return"), self.prompt)
         self.send_button = QtWidgets.QPushButton("Send")
         self.send_button.setDefault(True)
-        self.send_button.clicked.connect(self.send_prompt)
         self.stop_button = QtWidgets.QPushButton("Stop", enabled=False)
-        self.stop_button.clicked.connect(self.stop)
         self.clear_button = QtWidgets.QPushButton("Clear")
-        self.clear_button.clicked.connect(self.clear)
         buttons = QtWidgets.QVBoxLayout()
         for b in (self.send_button, self.stop_button, self.clear_button):
             buttons.addWidget(b)
-        bottom = QtWidgets.QHBoxLayout()
-        bottom.addWidget(self.prompt, 1)
-        bottom.addLayout(buttons)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.prompt, 1)
+        row.addLayout(buttons)
+        return row
 
+    def _build_sets_row(self) -> QtWidgets.QHBoxLayout:
+        """The prompt-set picker, Replay and Save, and the status line."""
         self.sets = QtWidgets.QComboBox(minimumContentsLength=18)
         self.sets.setToolTip("Saved prompt sets")
         self.replay_button = QtWidgets.QPushButton("Replay on all models")
-        self.replay_button.clicked.connect(self.replay_selected)
         self.save_set_button = QtWidgets.QPushButton("Save prompts as set…")
         self.save_set_button.setToolTip("Save the prompts sent so far as a named set")
-        self.save_set_button.clicked.connect(self.save_set_dialog)
         self.status = QtWidgets.QLabel("")
-        sets_row = QtWidgets.QHBoxLayout()
-        sets_row.addWidget(QtWidgets.QLabel("Prompt set"))
-        sets_row.addWidget(self.sets)
-        sets_row.addWidget(self.replay_button)
-        sets_row.addWidget(self.save_set_button)
-        sets_row.addWidget(self.status, 1)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(QtWidgets.QLabel("Prompt set"))
+        row.addWidget(self.sets)
+        row.addWidget(self.replay_button)
+        row.addWidget(self.save_set_button)
+        row.addWidget(self.status, 1)
+        return row
 
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(self.splitter, 1)
-        layout.addLayout(bottom)
-        layout.addLayout(sets_row)
-        self.reload_sets()
-        self._update_buttons()
+    def _connect_signals(self) -> None:
+        """The buttons and the Ctrl+Enter shortcut to what they do."""
+        self.open_button.clicked.connect(self.open_gguf_dialog)
+        self.send_shortcut.activated.connect(self.send_prompt)
+        self.send_button.clicked.connect(self.send_prompt)
+        self.stop_button.clicked.connect(self.stop)
+        self.clear_button.clicked.connect(self.clear)
+        self.replay_button.clicked.connect(self.replay_selected)
+        self.save_set_button.clicked.connect(self.save_set_dialog)
 
     # -- models ---------------------------------------------------------------------------------
     def add_model(self, path: str | Path) -> ChatColumn | None:
