@@ -17,7 +17,6 @@ from app.decorations import NodeDecorations
 from app.node_factory import TunegraphNode, decl_of, error_text, register_all
 from nodes import compile as compile_graph
 from nodes.catalogue import CATALOGUE, FINE_TUNE
-from nodes.compiler import CompileResult
 from nodes.graphedit import (
     absolute_paths,
     graph_from_session,
@@ -34,6 +33,7 @@ from nodes.graphfile import (
     save_graph,
 )
 from nodes.lineage import lineage_diff
+from nodes.results import CompileResult
 
 GRAPH_SUFFIX = ".tunegraph.json"
 DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")

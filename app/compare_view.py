@@ -10,7 +10,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.run_bridge import RunBridge
 from app.run_detail import on_screen, set_curve, watch_range
-from engine.store.diff import RunDiff, compare, data_stats, format_delta, format_value
+from engine.formatting import format_cell, format_delta
+from engine.store.diff import RunDiff, compare, data_stats
 from engine.store.watch import Series
 
 PALETTE = ("#4fa3e0", "#f0a53c", "#5cc48a", "#e0607e", "#b07ee0", "#e0d35c", "#5cd0e0", "#c08a5c")
@@ -177,7 +178,7 @@ class CompareView(QtWidgets.QWidget):
         parts = []
         for i in range(1, len(d.ids)):
             changes = [
-                f"{f.key.split('.')[-1]} {format_value(f.values[0])} → {format_value(f.values[i])}"
+                f"{f.key.split('.')[-1]} {format_cell(f.values[0])} → {format_cell(f.values[i])}"
                 for f in d.fields
                 if not _eq(f.values[0], f.values[i])
             ]
@@ -210,7 +211,7 @@ class CompareView(QtWidgets.QWidget):
         bold = QtGui.QFont()
         bold.setBold(True)
         for r, f in enumerate(rows):
-            cells = [f.key] + [format_value(v) for v in f.values]
+            cells = [f.key] + [format_cell(v) for v in f.values]
             for c, text in enumerate(cells):
                 item = QtWidgets.QTableWidgetItem(text)
                 item.setToolTip(text)
@@ -232,7 +233,7 @@ class CompareView(QtWidgets.QWidget):
             table.setItem(r, 0, QtWidgets.QTableWidgetItem(m.name))
             for c, (value, delta) in enumerate(zip(m.values, m.deltas, strict=True), 1):
                 d = format_delta(delta)
-                item = QtWidgets.QTableWidgetItem(format_value(value) + (f"  ({d})" if d else ""))
+                item = QtWidgets.QTableWidgetItem(format_cell(value) + (f"  ({d})" if d else ""))
                 if d and m.name in ("loss", "eval_loss", "grad_norm"):
                     better = delta < 0
                     item.setForeground(QtGui.QColor("#7fd08a" if better else "#f08a7a"))

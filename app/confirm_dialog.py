@@ -21,11 +21,11 @@ from app.canvas import absolute_paths
 from app.processes import JsonProcess
 from engine import hardware
 from engine.cluster.executor import ADDRESS_HINT, resolve_address
+from engine.formatting import format_count, format_rough_duration, format_setting
 from engine.plan.estimate import vram_parts_text
 from engine.spec import JobSpec
 from engine.supervisor import scheduler
-from nodes.compiler import ModuleResult
-from nodes.lineage import format_value
+from nodes.results import ModuleResult
 
 FEW_ROWS = 1000
 
@@ -220,11 +220,12 @@ def estimate_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
         device = "CPU (no NVIDIA GPU found: slow, but it works)"
     qlora = est.get("mode") == "qlora"
     need = vram.get("4bit") if qlora else vram.get("bf16")
+    low, high = format_rough_duration(t.get("low")), format_rough_duration(t.get("high"))
     rows = [
         (
             "Parameters",
-            f"{human_count(est.get('params'))} "
-            f"({human_count(est.get('trainable_params'))} trainable with LoRA)",
+            f"{format_count(est.get('params'))} "
+            f"({format_count(est.get('trainable_params'))} trainable with LoRA)",
         ),
         (
             "VRAM",
@@ -243,7 +244,7 @@ def estimate_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
             ("<b>yes</b>" if qlora else "no")
             + f" — {html.escape(str(est.get('mode_reason') or ''))}",
         ),
-        ("Time", f"{human_time(t.get('low'))} – {human_time(t.get('high'))}"),
+        ("Time", f"{low} – {high}"),
     ]
     rows_count = est.get("dataset_rows")
     data = f"{rows_count:,} rows" if isinstance(rows_count, int) else "unknown"
@@ -277,7 +278,7 @@ def recipe_text(spec: JobSpec) -> str:
     length = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)"
     data = ", ".join(Path(d.path).name for d in spec.datasets)
     return (
-        f"{spec.base_model.source} on {data}; {length}, lr {format_value(t.learning_rate)}, "
+        f"{spec.base_model.source} on {data}; {length}, lr {format_setting(t.learning_rate)}, "
         f"batch {t.micro_batch_size}×{t.grad_accum}; LoRA r{lora.r}/α{lora.alpha} on "
         f"{', '.join(lora.target_modules)}"
     )
@@ -295,25 +296,6 @@ def exports_text(spec: JobSpec) -> str:
     if e.ollama_name:
         parts.append(f"Ollama model “{html.escape(e.ollama_name)}” (when ollama is installed)")
     return ", ".join(parts)
-
-
-def human_count(n) -> str:
-    if not isinstance(n, (int, float)):
-        return "?"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return str(int(n))
-
-
-def human_time(seconds) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "?"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 _STYLE = """<style>

@@ -14,9 +14,9 @@ from typing import Any
 
 from app.canvas import Canvas
 from app.node_factory import TunegraphNode, decl_of
+from engine.formatting import format_setting
 from nodes.catalogue import FINE_TUNE, Parameter
 from nodes.duplicate import deep_duplicate as duplicate_graph
-from nodes.lineage import SHORT_LABELS, format_value
 
 SWEEP_TYPES = ("int", "float", "choice", "str", "bool", "file", "list")
 
@@ -60,11 +60,11 @@ class SweepParameter:
 
     @property
     def short(self) -> str:
-        return SHORT_LABELS.get(self.param.name, self.param.name.replace("_", " "))
+        return self.param.short
 
     def title(self) -> str:
         where = f" ({self.port.replace('_', ' ')})" if self.port else ""
-        return f"{self.param.label}{where} — now {format_value(self.current)}"
+        return f"{self.param.label}{where} — now {format_setting(self.current)}"
 
 
 def sweep_parameters(canvas: Canvas, module: TunegraphNode) -> list[SweepParameter]:
@@ -112,7 +112,7 @@ def duplicate_as_sweep(
     canvas.graph.begin_undo(f'sweep {sweep.short} of "{module.name()}"')
     try:
         for value in values:
-            suffix = f" · {sweep.short} {format_value(value)}"
+            suffix = f" · {sweep.short} {format_setting(value)}"
             copy = _duplicate(canvas, module, suffix, None)
             target = copy
             if sweep.port:

@@ -30,7 +30,8 @@ def _start(process: QtCore.QProcess, args: list[str]) -> None:
 
 
 def _free_text(folder: Path) -> str:
-    from engine.setup.environment import FREE_NEEDED, GIB, free_bytes
+    from engine.hardware import GIB
+    from engine.setup.environment import FREE_NEEDED, free_bytes
 
     free = free_bytes(folder) / GIB
     return (

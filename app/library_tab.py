@@ -18,7 +18,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.chat_worker import error_text
 from engine import paths
-from engine.export import artifacts, ollama
+from engine.export import ollama
+from engine.formatting import format_bytes
 from engine.store import library
 from engine.store.library import library_entries
 
@@ -29,11 +30,6 @@ KIND_LABELS = {
     "gguf_bundle": "GGUF bundle (Ollama)",
 }
 COLUMNS = ("Artifact", "Run", "Base model", "Quant", "Size", "Created")
-
-
-def human_size(size: float | None) -> str:
-    """A byte count as the table shows it (KB, MB, GB)."""
-    return artifacts.human_size(size, ("B", "KB", "MB", "GB"))
 
 
 def install_bundle(entry: dict) -> str:
@@ -131,7 +127,7 @@ class LibraryTab(QtWidgets.QWidget):
                 e["run_name"],
                 Path(base).name if base.startswith(("/", "~")) else base,
                 e.get("quant") or "",
-                human_size(e.get("bytes")),
+                format_bytes(e.get("bytes")),
                 created,
             )
             for col, text in enumerate(cells):
@@ -197,8 +193,9 @@ class LibraryTab(QtWidgets.QWidget):
         if not entry:
             return False
         label = KIND_LABELS.get(entry.get("kind"), entry.get("kind"))
+        size = format_bytes(entry.get("bytes"))
         text = (
-            f"Delete the {label} of “{entry['run_name']}” ({human_size(entry.get('bytes'))})?"
+            f"Delete the {label} of “{entry['run_name']}” ({size})?"
             f"\n\n{entry['file']}\n\nThe run itself is kept."
         )
         if not self.confirm(self, "Delete artifact", text):

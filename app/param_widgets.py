@@ -13,6 +13,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtWidgets
 
+from engine.formatting import format_float
 from nodes.catalogue import Parameter
 
 INT_LIMIT = 2_147_483_647
@@ -275,14 +276,6 @@ def tooltip_for(param: Parameter) -> str:
 
 def _number(value: float) -> str:
     return format_float(float(value)) if value != int(value) else str(int(value))
-
-
-def format_float(value: float) -> str:
-    """Full precision, readable: 2e-4, 0.05, 3.0."""
-    if value != 0 and abs(value) < 0.01:
-        mantissa, exponent = f"{value:.10e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return repr(float(value))
 
 
 def _text(value: Any, param: Parameter) -> str:

@@ -14,8 +14,9 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.run_bridge import RunBridge
-from app.run_panel import STATE_STYLE, fmt_bytes
-from engine.store.diff import flatten, format_value
+from app.run_panel import STATE_STYLE
+from engine.formatting import format_bytes, format_cell
+from engine.store.diff import flatten
 from engine.store.watch import Series, batch_label, decimate
 
 REDRAW_MS = 100
@@ -426,12 +427,12 @@ class RunDetail(QtWidgets.QWidget):
         for key, value in flatten(spec).items():
             head, _, rest = key.partition(".")
             if not rest:
-                self.config.addTopLevelItem(QtWidgets.QTreeWidgetItem([key, format_value(value)]))
+                self.config.addTopLevelItem(QtWidgets.QTreeWidgetItem([key, format_cell(value)]))
                 continue
             if head not in groups:
                 groups[head] = QtWidgets.QTreeWidgetItem([head, ""])
                 self.config.addTopLevelItem(groups[head])
-            groups[head].addChild(QtWidgets.QTreeWidgetItem([rest, format_value(value)]))
+            groups[head].addChild(QtWidgets.QTreeWidgetItem([rest, format_cell(value)]))
         self.config.expandAll()
 
     def _fill_samples(self, samples: list[dict]) -> None:
@@ -455,7 +456,7 @@ class RunDetail(QtWidgets.QWidget):
         self.artifacts.clear()
         for a in artifacts:
             item = QtWidgets.QTreeWidgetItem(
-                [a.get("kind") or "", fmt_bytes(a.get("bytes")), a.get("path") or ""]
+                [a.get("kind") or "", format_bytes(a.get("bytes")), a.get("path") or ""]
             )
             self.artifacts.addTopLevelItem(item)
 

@@ -15,6 +15,7 @@ from PySide6 import QtCore, QtWidgets
 
 from app.run_bridge import RunBridge
 from engine.events import LIVE_STATES
+from engine.formatting import format_duration
 
 # state -> (colour, icon glyph); one of each per state
 STATE_STYLE: dict[str, tuple[str, str]] = {
@@ -46,23 +47,6 @@ BUTTONS = {  # button -> states in which it shows
     "Continue": ("completed",),
     "Export": ("completed",),
 }
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "—"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s}s"
-
-
-def fmt_bytes(n: int | None) -> str:
-    from engine.export.artifacts import human_size
-
-    return "—" if n is None else human_size(n)
 
 
 def epoch_text(run: dict) -> str:
@@ -239,7 +223,7 @@ class RunRow(QtWidgets.QFrame):
         loss = (run.get("metrics") or {}).get("loss")
         self.loss.setText(f"loss {loss:.4f}" if loss is not None else "loss —")
         live = state in ACTIVE_STATES
-        self.eta.setText(f"ETA {fmt_duration(run.get('eta_s'))}" if live else "")
+        self.eta.setText(f"ETA {format_duration(run.get('eta_s'))}" if live else "")
         self.gpu.setText(gpu_text(run))
         self.tick()
         for text, states in BUTTONS.items():
@@ -252,7 +236,7 @@ class RunRow(QtWidgets.QFrame):
         self.message.setVisible(bool(text))
 
     def tick(self, now: float | None = None) -> None:
-        self.elapsed.setText(f"elapsed {fmt_duration(elapsed(self.run, now))}")
+        self.elapsed.setText(f"elapsed {format_duration(elapsed(self.run, now))}")
 
     def show_message(self, text: str) -> None:
         self.message.setText(text)

@@ -8,7 +8,7 @@ from PySide6 import QtWidgets
 
 from app.duplicate import SweepParameter, parse_values
 from app.param_widgets import tooltip_for
-from nodes.lineage import format_value
+from engine.formatting import format_setting
 
 
 class SweepDialog(QtWidgets.QDialog):
@@ -77,7 +77,7 @@ class SweepDialog(QtWidgets.QDialog):
                 f"<span style='color:#ff7b7b'>{e}</span>" if self.edit.text().strip() else ""
             )
         else:
-            shown = ", ".join(format_value(v) for v in self.values)
+            shown = ", ".join(format_setting(v) for v in self.values)
             self.message.setText(f"{len(self.values)} copies: {shown}")
         self.ok.setEnabled(bool(self.values))
 

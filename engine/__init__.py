@@ -1,7 +1,8 @@
 """Tunegraph's Qt-free core, organised in wings by pipeline stage.
 
 At the top only the contracts every wing shares: errors, spec, events, control, paths, settings,
-secrets, hardware and rundir (run-directory names and the process entry points). The wings, lowest
+secrets, hardware, rundir (run-directory names and the process entry points) and formatting
+(values as people read them, shared by the windows and the command line). The wings, lowest
 first: setup (engine environment, child processes), data (formats, chat templates, encoding),
 models (base-model sources, tiny model, GGUF bases), plan (shape, VRAM, time, preview), export
 (adapter ZIP, GGUF, Ollama), training (worker, Trainer set-up, callback, checkpoints, launching) and

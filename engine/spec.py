@@ -52,15 +52,22 @@ def param(
     max: float | None = None,
     choices: tuple[str, ...] | None = None,
     label: str | None = None,
+    short: str | None = None,
     widget: str | None = None,
 ) -> Any:
-    """A dataclass field with the metadata the node catalogue and validation use."""
+    """A dataclass field with the metadata the node catalogue and validation use.
+
+    `label` names the field in the properties panel and `short` in one-line summaries (lineage
+    `lr 2e-4 → 1e-4`, sweep copy names); give them only where the field's name, with spaces for
+    underscores, will not do (the catalogue capitalises it for `label`).
+    """
     meta = {
         "help": help,
         "min": min,
         "max": max,
         "choices": choices,
         "label": label,
+        "short": short,
         "widget": widget,
     }
     if isinstance(default, (list, dict)):
@@ -89,7 +96,9 @@ class SpecPart:
 class BaseModelSpec(SpecPart):
     """The model to fine-tune: where it comes from and which revision."""
 
-    source: str = param("builtin:tiny-llama", BASE_MODEL_HELP, label="Model", widget="model")
+    source: str = param(
+        "builtin:tiny-llama", BASE_MODEL_HELP, label="Model", short="model", widget="model"
+    )
     revision: str = param("", "Hub revision (branch, tag or commit); empty for the default branch.")
     trust_remote_code: bool = param(
         False, "Run code shipped with the model repository. Only for sources you trust."
@@ -115,7 +124,9 @@ class BaseModelSpec(SpecPart):
 class DatasetSpec(SpecPart):
     """One file of training examples and how to read it."""
 
-    path: str = param("", "A .jsonl, .json, .csv or .parquet file.", label="File", widget="file")
+    path: str = param(
+        "", "A .jsonl, .json, .csv or .parquet file.", label="File", short="data", widget="file"
+    )
     format: str = param(
         "auto",
         "Row format; auto detects OpenAI messages, ShareGPT, Alpaca, "
@@ -151,17 +162,35 @@ class TrainingSpec(SpecPart):
 
     epochs: float = param(3.0, "Passes over the training data.", min=0.01, max=1000)
     max_steps: int = param(0, "Stop after this many optimizer steps (0 = use epochs).", min=0)
-    learning_rate: float = param(2e-4, "Peak learning rate of AdamW.", min=1e-8, max=1.0)
-    micro_batch_size: int = param(4, "Sequences per forward pass on one device.", min=1, max=1024)
+    learning_rate: float = param(
+        2e-4, "Peak learning rate of AdamW.", min=1e-8, max=1.0, short="lr"
+    )
+    micro_batch_size: int = param(
+        4, "Sequences per forward pass on one device.", min=1, max=1024, short="batch"
+    )
     grad_accum: int = param(1, "Micro batches accumulated per optimizer step.", min=1, max=1024)
     max_seq_length: int = param(
-        0, "Tokens per example; longer ones are truncated (0 = min(model context, 2048)).", min=0
+        0,
+        "Tokens per example; longer ones are truncated (0 = min(model context, 2048)).",
+        min=0,
+        label="Max sequence length",
+        short="seq len",
     )
     warmup_ratio: float = param(
-        0.03, "Fraction of steps spent warming the learning rate up.", min=0.0, max=0.5
+        0.03,
+        "Fraction of steps spent warming the learning rate up.",
+        min=0.0,
+        max=0.5,
+        short="warmup",
     )
-    lr_scheduler: str = param("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
-    weight_decay: float = param(0.0, "AdamW weight decay.", min=0.0, max=1.0)
+    lr_scheduler: str = param(
+        "cosine",
+        "Learning-rate schedule after warm-up.",
+        choices=SCHEDULERS,
+        label="LR scheduler",
+        short="schedule",
+    )
+    weight_decay: float = param(0.0, "AdamW weight decay.", min=0.0, max=1.0, short="wd")
     save_steps: int = param(
         50, "Write a checkpoint every this many steps (0 = only at the end).", min=0
     )
@@ -232,17 +261,21 @@ class TrainingSpec(SpecPart):
 class LoraSpec(SpecPart):
     """The adapter: rank, scaling, dropout, target modules, 4-bit base."""
 
-    r: int = param(16, "LoRA rank.", min=1, max=1024)
+    r: int = param(16, "LoRA rank.", min=1, max=1024, label="Rank")
     alpha: int = param(32, "LoRA scaling numerator (scale = alpha / r).", min=1, max=4096)
     dropout: float = param(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9)
     target_modules: list[str] = param(
-        ["q_proj", "v_proj"], "Module names to adapt, or all-linear.", widget="modules"
+        ["q_proj", "v_proj"],
+        "Module names to adapt, or all-linear.",
+        short="targets",
+        widget="modules",
     )
     quantization: str = param(
         "auto",
         "4bit loads the base in NF4 (QLoRA, CUDA only); auto picks 4-bit when 16-bit "
         "would not fit the GPU.",
         choices=QUANTIZATIONS,
+        short="quant",
     )
 
     part: ClassVar[str] = "lora"
@@ -262,7 +295,14 @@ class ResourceSpec(SpecPart):
     device: str = param(
         "auto", "Where to train: auto (a GPU when there is one), cuda or cpu.", choices=DEVICES
     )
-    gpu_count: int = param(1, "GPUs for this run (more than 1 trains with DDP).", min=1, max=64)
+    gpu_count: int = param(
+        1,
+        "GPUs for this run (more than 1 trains with DDP).",
+        min=1,
+        max=64,
+        label="GPU count",
+        short="GPUs",
+    )
     target: str = param("local", "This workstation or a Ray cluster.", choices=TARGETS)
 
     part: ClassVar[str] = "resources"
@@ -272,8 +312,12 @@ class ResourceSpec(SpecPart):
 class ExportSpec(SpecPart):
     """What to deliver after training."""
 
-    adapter_zip: bool = param(True, "Zip the adapter with tokenizer, chat template and model card.")
-    gguf: bool = param(True, "Merge into the base and write a quantized GGUF bundle for Ollama.")
+    adapter_zip: bool = param(
+        True, "Zip the adapter with tokenizer, chat template and model card.", label="Adapter ZIP"
+    )
+    gguf: bool = param(
+        True, "Merge into the base and write a quantized GGUF bundle for Ollama.", label="GGUF"
+    )
     quant: str = param("Q4_K_M", "GGUF quantization.", choices=GGUF_QUANTS)
     merged: bool = param(False, "Also keep the merged 16-bit Hugging Face folder.")
     ollama_name: str = param("", "Install into Ollama under this name when ollama is on PATH.")

@@ -19,14 +19,7 @@ from nodes.catalogue import (
     PortRef,
     decl_for_type,
 )
-from nodes.compiler import (
-    ERROR_KINDS,
-    CompileError,
-    CompileResult,
-    ErrorKind,
-    ModuleResult,
-    compile,
-)
+from nodes.compiler import compile
 from nodes.graphfile import (
     GRAPH_FORMAT_VERSION,
     GraphBuilder,
@@ -35,6 +28,13 @@ from nodes.graphfile import (
     migrate_graph,
     new_uuid,
     save_graph,
+)
+from nodes.results import (
+    ERROR_KINDS,
+    CompileError,
+    CompileResult,
+    ErrorKind,
+    ModuleResult,
 )
 
 __all__ = [

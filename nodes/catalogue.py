@@ -1,9 +1,9 @@
 """The node catalogue: one Qt-free declaration per node kind.
 
 Every parameter is generated from the field metadata of the matching `engine.spec` dataclass
-(help, min, max, choices, label, widget), so a knob is declared once. The app turns these
-declarations into NodeGraphQt classes and property panels; the compiler reads them to check and
-coerce the values stored in a graph file.
+(help, min, max, choices, label, short label, widget), so a knob is declared once. The app turns
+these declarations into NodeGraphQt classes and property panels; the compiler reads them to check
+and coerce the values stored in a graph file.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ TYPE_PREFIX = "tunegraph."
 """Node `type_` in graph files is TYPE_PREFIX + kind, e.g. `tunegraph.FineTune`."""
 
 PARAMETER_TYPES = ("str", "int", "float", "bool", "choice", "file", "list", "mapping")
-
-_ACRONYMS = {"gpu": "GPU", "lr": "LR", "seq": "sequence", "gguf": "GGUF", "zip": "ZIP", "r": "Rank"}
 
 
 class PortRef(NamedTuple):
@@ -72,7 +70,8 @@ class Parameter:
     type: str  # one of PARAMETER_TYPES
     default: Any
     help: str
-    label: str
+    label: str  # in the properties panel, e.g. "Learning rate"
+    short: str  # in one-line summaries (lineage, sweep copy names), e.g. "lr"
     widget: str  # the spec's widget hint, else the type name ("file", "model", "modules", ...)
     min: float | None = None
     max: float | None = None
@@ -155,7 +154,8 @@ def parameters_of(spec_class: type) -> tuple[Parameter, ...]:
                 type=ptype,
                 default=default,
                 help=meta.get("help") or "",
-                label=meta.get("label") or _label_of(f.name),
+                label=meta.get("label") or _plain_label(f.name),
+                short=meta.get("short") or _plain_short(f.name),
                 widget=meta.get("widget") or ptype,
                 min=meta.get("min"),
                 max=meta.get("max"),
@@ -183,9 +183,12 @@ def _type_of(default: Any, meta: Any) -> str:
     return "str"
 
 
-def _label_of(name: str) -> str:
-    words = [_ACRONYMS.get(w, w) for w in name.split("_")]
-    text = " ".join(words)
+def _plain_short(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _plain_label(name: str) -> str:
+    text = _plain_short(name)
     return text[:1].upper() + text[1:]
 
 

@@ -9,28 +9,10 @@ compiler, so the canvas shows it live and tests need no Qt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePath
-from typing import Any
+from typing import Any, NamedTuple
 
+from engine.formatting import format_setting
 from nodes.catalogue import FINE_TUNE, NodeDecl, Parameter, decl_for_type
-
-SHORT_LABELS = {
-    "learning_rate": "lr",
-    "micro_batch_size": "batch",
-    "grad_accum": "grad accum",
-    "max_seq_length": "seq len",
-    "target_modules": "targets",
-    "source": "model",
-    "path": "data",
-    "lr_scheduler": "schedule",
-    "warmup_ratio": "warmup",
-    "weight_decay": "wd",
-    "max_steps": "max steps",
-    "eval_split": "eval split",
-    "quantization": "quant",
-    "gpu_count": "GPUs",
-    "max_rows": "max rows",
-}
 
 
 @dataclass(frozen=True)
@@ -43,7 +25,7 @@ class Change:
     new: Any
 
     def __str__(self) -> str:
-        return f"{self.label} {format_value(self.old)} → {format_value(self.new)}"
+        return f"{self.label} {format_setting(self.old)} → {format_setting(self.new)}"
 
 
 @dataclass(frozen=True)
@@ -85,21 +67,31 @@ def lineage_diff(graph: dict, node_id: str) -> Lineage | None:
     )
     if origin_id is None:
         return Lineage(None, "", ())
-    old, new = module_settings(graph, origin_id), module_settings(graph, node_id)
+    old, new = _module_values(graph, origin_id), _module_values(graph, node_id)
     changes = []
     for key in list(old) + [k for k in new if k not in old]:
         a, b = old.get(key), new.get(key)
-        if a != b:
-            param = key.rsplit(".", 1)[-1]
-            changes.append(Change(key, _label(key, param), a, b))
+        old_value, new_value = a.value if a else None, b.value if b else None
+        if old_value != new_value:
+            changes.append(Change(key, _label(key, (a or b).param), old_value, new_value))
     return Lineage(origin_id, str(nodes[origin_id].get("name") or ""), tuple(changes))
 
 
 def module_settings(graph: dict, node_id: str) -> dict[str, Any]:
     """A Fine-Tune module's effective settings: `param` for its own, `port.param` for feeders'
     (`dataset[i].param` when several datasets are connected), values coerced to declared types."""
+    return {key: s.value for key, s in _module_values(graph, node_id).items()}
+
+
+class _Setting(NamedTuple):
+    param: Parameter
+    value: Any
+
+
+def _module_values(graph: dict, node_id: str) -> dict[str, _Setting]:
+    """`module_settings`, each value with the parameter it belongs to."""
     nodes = graph.get("nodes") or {}
-    out: dict[str, Any] = {}
+    out: dict[str, _Setting] = {}
     _add_values(out, "", FINE_TUNE, nodes[node_id])
     feeders: dict[str, list[str]] = {}
     for conn in graph.get("connections") or []:
@@ -123,7 +115,8 @@ def module_settings(graph: dict, node_id: str) -> dict[str, Any]:
 def _add_values(out: dict, prefix: str, decl: NodeDecl, node: dict) -> None:
     custom = node.get("custom") or {}
     for param in decl.parameters:
-        out[prefix + param.name] = _coerced(param, custom.get(param.name, param.default_value()))
+        value = _coerced(param, custom.get(param.name, param.default_value()))
+        out[prefix + param.name] = _Setting(param, value)
 
 
 def _coerced(param: Parameter, value: Any) -> Any:
@@ -140,34 +133,7 @@ def _pos(node: dict) -> tuple[float, float]:
         return 0.0, 0.0
 
 
-def _label(key: str, param: str) -> str:
-    label = SHORT_LABELS.get(param, param.replace("_", " "))
+def _label(key: str, param: Parameter) -> str:
+    """The parameter's short label, with the feeder's index when several share a port."""
     head = key.split(".", 1)[0]
-    return f"{label}[{head.split('[')[1]}" if "[" in head else label
-
-
-def format_value(value: Any) -> str:
-    """A compact rendering for diffs: `2e-4`, `0.05`, `q_proj,v_proj`, `on`, a file's name."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return format_number(value)
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "—"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "—"
-    if value is None or value == "":
-        return "—"
-    text = str(value)
-    if ("/" in text or "\\" in text) and PurePath(text).suffix:
-        return PurePath(text).name
-    return text
-
-
-def format_number(value: float) -> str:
-    """`2e-4` / `5e-3` for small or large numbers, `0.05` / `3` otherwise."""
-    if value != 0 and (abs(value) < 0.01 or abs(value) >= 1e6):
-        mantissa, exponent = f"{value:.3e}".split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-        return f"{mantissa}e{int(exponent)}"
-    return f"{value:g}"
+    return f"{param.short}[{head.split('[')[1]}" if "[" in head else param.short

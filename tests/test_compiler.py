@@ -11,7 +11,7 @@ import pytest
 from engine.errors import SpecError
 from engine.spec import DatasetSpec, ExportSpec, JobSpec
 from nodes import CompileError, GraphBuilder, compile, load_graph, save_graph
-from nodes.compiler import ERROR_KINDS
+from nodes.results import ERROR_KINDS
 
 DATASETS = Path(__file__).resolve().parents[1] / "resources" / "datasets"
 DATA = str(DATASETS / "support_chats.jsonl")  # dataset files must exist to compile

@@ -94,7 +94,7 @@ def test_library_lists_a_real_export_and_deletes_only_what_was_asked(qtbot, libr
     texts = [[tab.table.item(r, c).text() for c in range(6)] for r in range(4)]
     assert all(row[1] == "support bot" for row in texts)
     assert {row[3] for row in texts} == {"", "Q4_K_M"}
-    assert all(row[4].endswith(("KB", "MB", "GB")) for row in texts)
+    assert all(row[4].endswith(("KiB", "MiB", "GiB")) for row in texts)
 
     from engine.store.index import Store
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from engine.formatting import format_number, format_setting
 from nodes.graphfile import GraphBuilder
-from nodes.lineage import Change, format_number, format_value, lineage_diff, module_settings
+from nodes.lineage import Change, lineage_diff, module_settings
 
 
 def _pair(**copy_training):
@@ -106,8 +107,8 @@ def test_format_number(value, text):
 
 
 def test_format_value():
-    assert format_value(True) == "on"
-    assert format_value(["q_proj", "v_proj"]) == "q_proj,v_proj"
-    assert format_value("../data/support.jsonl") == "support.jsonl"
-    assert format_value("") == "—"
-    assert format_value("builtin:tiny-llama") == "builtin:tiny-llama"
+    assert format_setting(True) == "on"
+    assert format_setting(["q_proj", "v_proj"]) == "q_proj,v_proj"
+    assert format_setting("../data/support.jsonl") == "support.jsonl"
+    assert format_setting("") == "—"
+    assert format_setting("builtin:tiny-llama") == "builtin:tiny-llama"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.errors import NotFoundError, TunegraphError
 from engine.events import LIVE_STATES, EventLog, read_events, run_state
-from engine.export.artifacts import human_size
+from engine.formatting import format_bytes
 from engine.rundir import SPEC_FILE, WORKER_LOG
 
 
@@ -105,7 +105,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         return 0
     for art in made:
-        print(f"{art['kind']:12} {human_size(art['bytes']):>9}  {art['path']}")
+        print(f"{art['kind']:12} {format_bytes(art['bytes']):>9}  {art['path']}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

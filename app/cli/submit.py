@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 from app.cli.common import open_store, print_json, run_out
 from engine.errors import TunegraphError
+from engine.formatting import format_count, format_rough_duration
 
 if TYPE_CHECKING:
     from engine.spec import JobSpec
     from engine.store.index import Store
-    from nodes.compiler import CompileError
+    from nodes.results import CompileError
 
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -69,10 +70,12 @@ def compile_graph(
 def describe_estimate(name: str, est: dict) -> str:
     """One run's estimate as the lines `tunegraph run` and `estimate` print."""
     vram, t = est["vram_gib"], est["time_s"]
+    params, trainable = format_count(est["params"]), format_count(est["trainable_params"])
+    low, high = format_rough_duration(t["low"]), format_rough_duration(t["high"])
     text = (
-        f"{name}: {est['params']:,} params ({est['trainable_params']:,} trainable), "
+        f"{name}: {params} params ({trainable} trainable), "
         f"VRAM ~{vram['bf16']} GiB 16-bit / ~{vram['4bit']} GiB 4-bit, mode {est['mode']} "
-        f"({est['mode_reason']}), device {est['device']}, time {t['low']:.0f}-{t['high']:.0f} s, "
+        f"({est['mode_reason']}), device {est['device']}, time {low} – {high}, "
         f"{est['dataset_rows']} rows"
     )
     parts = est.get("vram_parts_gib")

@@ -11,18 +11,8 @@ from engine.paths import sha256_file
 PRIMARY = {"adapter_dir": "adapter_model.safetensors", "merged_dir": "model.safetensors"}
 
 
-def human_size(size: float | None, units: tuple[str, ...] = ("B", "KiB", "MiB", "GiB")) -> str:
-    """A byte count for people, e.g. 1.2 MiB ("?" when unknown)."""
-    if size is None:
-        return "?"
-    for unit in units:
-        if size < 1024 or unit == units[-1]:
-            return f"{size:.0f} {unit}" if unit == units[0] else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def tree_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -2,7 +2,8 @@
 
 Works on the run shape `Store.run_json` returns (with its `spec`), plus the data statistics each
 worker logs once ("Data: {...}"), so the compare view and `tunegraph diff` share one answer and it
-is tested without Qt. `compare(runs)` gives a `RunDiff`; `format_diff` prints it as text.
+is tested without Qt. `compare(runs)` gives a `RunDiff`; `format_diff` prints it as text, each
+value through `engine.formatting.format_cell` as the compare view shows it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from engine.formatting import format_cell, format_delta
+from engine.store.index import Store
 
 # spec sections in the order they are shown; identity fields are left out (they always differ)
 SECTIONS = ("base_model", "datasets", "training", "lora", "resources", "export")
@@ -140,41 +144,20 @@ def compare(runs: list[dict], stats: list[dict | None] | None = None) -> RunDiff
     )
 
 
-def format_value(value: Any) -> str:
-    """A config or metric value, short: floats with 4 significant digits, lists comma-joined."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (tuple, list)):
-        return ", ".join(format_value(v) for v in value) or "[]"
-    text = str(value)
-    return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
-
-
-def format_delta(value: float | None) -> str:
-    """A signed change, or an empty string for the baseline / unknown values."""
-    if value is None or value == 0:
-        return ""
-    return f"{value:+.4g}"
-
-
 def format_diff(
     runs: list[dict], stats: list[dict | None] | None = None, differences_only: bool = True
 ) -> str:
     """`tunegraph diff` as text: the runs, the differing config fields, final metrics, deltas."""
     diff = compare(runs, stats)
     headers = ["field"] + [f"{n} ({i})" for n, i in zip(diff.names, diff.ids, strict=True)]
-    table = [[f.key] + [format_value(v) for v in f.values] for f in diff.rows(differences_only)]
+    table = [[f.key] + [format_cell(v) for v in f.values] for f in diff.rows(differences_only)]
     if not table:
         table = [["(no config differences)"] + [""] * len(runs)]
     table.append([""] * len(headers))
     for m in diff.metrics:
         cells = []
         for value, delta in zip(m.values, m.deltas, strict=True):
-            text = format_value(value)
+            text = format_cell(value)
             d = format_delta(delta)
             cells.append(f"{text} ({d})" if d else text)
         table.append([f"final {m.name}"] + cells)
@@ -202,7 +185,7 @@ def diff_json(
     }
 
 
-def diff_runs(store, refs: list[str]) -> tuple[list[dict], list[dict | None]]:
+def diff_runs(store: Store, refs: list[str]) -> tuple[list[dict], list[dict | None]]:
     """Resolve run references (id, prefix or name) and read each run and its data statistics."""
     runs = [store.run_json(store.resolve(ref)) for ref in refs]
     return runs, [data_stats(store.events(run["id"], kinds="log")) for run in runs]
