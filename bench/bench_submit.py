@@ -82,6 +82,7 @@ def milestones(run_dir: Path, timeout: float = 120.0) -> tuple[float, float]:
 
 def bare(spec, threads: str) -> tuple[float, float]:
     from engine import control, paths
+    from engine.rundir import entry_command
 
     run_dir = paths.runs_dir() / f"bare-{time.time_ns()}"
     run_dir.mkdir()
@@ -89,7 +90,7 @@ def bare(spec, threads: str) -> tuple[float, float]:
     with open(run_dir / "worker.log", "ab") as log:
         t0 = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.training.worker", str(run_dir)],
+            entry_command(sys.executable, "worker", str(run_dir)),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=run_dir,

@@ -53,11 +53,12 @@ SHAPES_GPU = [
 def run_worker(run_dir: Path, env: dict) -> tuple[float, dict]:
     """Start the worker, wait for it, return (wall seconds, phase durations from its events)."""
     from engine.events import read_events
+    from engine.rundir import entry_command
 
     t0 = time.time()
     with open(run_dir / "worker.log", "ab") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "engine.training.worker", str(run_dir)],
+            entry_command(sys.executable, "worker", str(run_dir)),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

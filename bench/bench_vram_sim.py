@@ -23,8 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from engine.hardware import GIB
+
 GOAL = 0.10
-GIB = 2**30
 LORA_CASES = [
     ("q,k,v,o", ["q_proj", "k_proj", "v_proj", "o_proj"], 0.0),
     ("all d.05", ["all-linear"], 0.05),

@@ -44,6 +44,8 @@ class Control:
         self._action: str | None = None
 
     def install_signal_handlers(self) -> None:
+        """Treat SIGTERM (and SIGBREAK on Windows) as a cancel request."""
+
         def handler(signum, frame):  # no I/O here: just a flag
             self._signalled = True
 

@@ -41,12 +41,15 @@ STATES = LIVE_STATES + ("paused",) + TERMINAL_STATES
 
 @dataclass
 class Event:
+    """One line of an event log: sequence number, time, kind and the kind's fields."""
+
     seq: int
     ts: float
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """The event as one JSON line (paths as strings, NaN refused)."""
         return json.dumps(
             {"seq": self.seq, "ts": self.ts, "kind": self.kind, **self.data},
             default=_jsonable,
@@ -55,6 +58,7 @@ class Event:
 
     @classmethod
     def from_obj(cls, obj: dict) -> Event:
+        """An event from a decoded JSON line."""
         obj = dict(obj)
         return cls(
             seq=int(obj.pop("seq")), ts=float(obj.pop("ts")), kind=str(obj.pop("kind")), data=obj
@@ -64,6 +68,7 @@ class Event:
         return self.data[key]
 
     def get(self, key: str, default: Any = None) -> Any:
+        """A field of the event, or `default`."""
         return self.data.get(key, default)
 
 
@@ -125,6 +130,7 @@ class EventLog:
         return event
 
     def close(self) -> None:
+        """Close the log file (a second close does nothing)."""
         if not self._file.closed:
             self._file.close()
 
@@ -139,9 +145,11 @@ class NullLog:
     """The event log of a DDP rank other than 0: only rank 0 speaks for the run."""
 
     def emit(self, kind: str, /, **data: Any) -> None:
+        """Drop the event."""
         return None
 
     def close(self) -> None:
+        """Nothing to close."""
         return None
 
     def __enter__(self) -> NullLog:

@@ -13,9 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+GIB = 2**30  # bytes in a GiB: every memory figure of the engine is in GiB
+
 
 @dataclass
 class Gpu:
+    """One GPU of the inventory, its memory in GiB (`fake` for TUNEGRAPH_FAKE_GPUS entries)."""
+
     index: int
     name: str
     total_gib: float
@@ -23,6 +27,7 @@ class Gpu:
     fake: bool = False
 
     def to_dict(self) -> dict:
+        """The GPU as a plain dict."""
         return asdict(self)
 
 
@@ -35,6 +40,7 @@ def gpus() -> list[Gpu]:
 
 
 def parse_fake(text: str) -> list[Gpu]:
+    """The fake GPUs a TUNEGRAPH_FAKE_GPUS value describes, indexed from 0."""
     out = []
     for i, item in enumerate(p.strip() for p in text.split(",") if p.strip()):
         name, _, size = item.rpartition(":")
@@ -63,8 +69,8 @@ def nvml_gpus() -> list[Gpu]:
                 Gpu(
                     i,
                     name.decode() if isinstance(name, bytes) else name,
-                    round(mem.total / 2**30, 2),
-                    round(mem.free / 2**30, 2),
+                    round(mem.total / GIB, 2),
+                    round(mem.free / GIB, 2),
                 )
             )
         return out
@@ -76,6 +82,7 @@ def nvml_gpus() -> list[Gpu]:
 
 
 def cpu_slots() -> int:
+    """How many CPU runs may go at once (TUNEGRAPH_CPU_SLOTS, at least 1)."""
     return max(1, int(os.environ.get("TUNEGRAPH_CPU_SLOTS", "1")))
 
 

@@ -30,24 +30,28 @@ def data_dir() -> Path:
 
 
 def runs_dir() -> Path:
+    """The folder of run directories (created on first use)."""
     path = data_dir() / "runs"
     path.mkdir(exist_ok=True)
     return path
 
 
 def library_dir() -> Path:
+    """The folder of exported artifacts (created on first use)."""
     path = data_dir() / "library"
     path.mkdir(exist_ok=True)
     return path
 
 
 def models_dir() -> Path:
+    """The folder of downloaded and built-in base models (created on first use)."""
     path = data_dir() / "models"
     path.mkdir(exist_ok=True)
     return path
 
 
 def db_path() -> Path:
+    """The SQLite store's file."""
     return data_dir() / "tunegraph.db"
 
 

@@ -44,6 +44,7 @@ def set_hf_token(token: str) -> None:
 
 
 def clear_hf_token() -> None:
+    """Remove the token from the keyring (nothing happens when none is stored)."""
     import keyring
     from keyring.errors import PasswordDeleteError
 

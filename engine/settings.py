@@ -53,6 +53,7 @@ class Settings:
         self.ray_address = self.ray_address.strip()
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict, as saved."""
         return asdict(self)
 
     @classmethod
@@ -70,6 +71,7 @@ def migrate(data: dict) -> dict:
 
 
 def settings_path() -> Path:
+    """The settings file inside the data directory."""
     return paths.data_dir() / FILE_NAME
 
 

@@ -29,6 +29,7 @@ from engine.data.templates import (
     chat_template_for,
     has_generation_markers,
     prepare_tokenizer,
+    stop_token_ids,
     strip_generation_markers,
 )
 from engine.errors import DataError
@@ -454,3 +455,11 @@ def test_preview_of_text_rows(tmp_path, tokenizer):
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "The river runs north."}])
     row = preview_rows(DatasetSpec(path=str(path)), tokenizer)[0]
     assert row.segments == [("<s>The river runs north.<|im_end|>", True)]
+
+
+def test_generation_stops_on_eos_and_the_templates_end_of_turn(tokenizer):
+    template, _ = chat_template_for(tokenizer)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert stop_token_ids(tokenizer, template) == sorted({tokenizer.eos_token_id, im_end})
+    ends_with_eos = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    assert stop_token_ids(tokenizer, ends_with_eos) == [tokenizer.eos_token_id]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import EngineMissingError, EngineSetupError
+from engine.hardware import GIB
 from engine.setup import bundle as engine_bundle
 from engine.setup import environment as engine_env
 from engine.setup import interpreters
@@ -182,10 +183,10 @@ def _empty(folder: Path) -> Path:
 def test_free_space_error_names_the_folder_and_numbers(tmp_path):
     free = engine_env.free_bytes(tmp_path)
     with pytest.raises(EngineSetupError) as err:
-        engine_env.check_free_space(tmp_path / "not-yet" / "engine", free + 1000 * engine_env.GIB)
+        engine_env.check_free_space(tmp_path / "not-yet" / "engine", free + 1000 * GIB)
     text = str(err.value)
     assert str(tmp_path / "not-yet" / "engine") in text
-    assert f"{free / engine_env.GIB:.1f} GB free" in text and "GB needed" in text
+    assert f"{free / GIB:.1f} GB free" in text and "GB needed" in text
     engine_env.check_free_space(tmp_path, 1)
 
 

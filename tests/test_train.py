@@ -13,6 +13,7 @@ import pytest
 from engine.control import Control
 from engine.errors import DataError, ModelError, SpecError
 from engine.events import EventLog, read_events, run_state
+from engine.rundir import entry_command
 from engine.spec import BaseModelSpec, DatasetSpec, JobSpec, LoraSpec, TrainingSpec
 from engine.training.trainer import run_job
 
@@ -80,7 +81,7 @@ def test_worker_process_trains_and_saves_a_loadable_adapter(tmp_path, tiny_model
     fast_spec(data, base=str(tiny_model_dir), max_steps=6).save(run_dir / "spec.json")
 
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.training.worker", str(run_dir)],
+        entry_command(sys.executable, "worker", str(run_dir)),
         capture_output=True,
         text=True,
         timeout=300,
@@ -147,7 +148,7 @@ def test_failed_worker_writes_error_and_failed_state(tmp_path):
     run_dir.mkdir()
     fast_spec(tmp_path / "missing.jsonl").save(run_dir / "spec.json")
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.training.worker", str(run_dir)],
+        entry_command(sys.executable, "worker", str(run_dir)),
         capture_output=True,
         text=True,
         timeout=300,
@@ -290,7 +291,7 @@ def test_stop_ends_training_early_and_still_delivers_the_adapter(tmp_path):
     spec.export.gguf = False
     spec.save(run_dir / "spec.json")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.training.worker", str(run_dir)],
+        entry_command(sys.executable, "worker", str(run_dir)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -47,6 +47,7 @@ class ChatServer:
         self.stop_event = threading.Event()
 
     def send(self, **reply: Any) -> None:
+        """Write one JSON reply line to `out`."""
         self.out.write(json.dumps(reply) + "\n")
         self.out.flush()
 
@@ -208,6 +209,7 @@ class ChatServer:
         return text[: len(text) - keep]
 
     def close(self) -> None:
+        """Free the loaded model, if any."""
         if self.llm is not None:
             self.llm.close()
             self.llm = None

@@ -43,6 +43,7 @@ class ChatStats:
     seconds: float | None = None
 
     def as_dict(self) -> dict:
+        """The figures as a plain dict."""
         return asdict(self)
 
 

@@ -49,6 +49,8 @@ class Attempt:
 
 
 class Bridge:
+    """The Ray connection and this supervisor's run actors, driven one request at a time."""
+
     def __init__(self, address: str):
         import ray
 
@@ -63,6 +65,7 @@ class Bridge:
 
     # -- requests ---------------------------------------------------------------------------------
     def handle(self, req: dict) -> dict:
+        """Run one request's op; Ray's failures become `dead`, `error` or `lost` answers."""
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         op = req.pop("op")
@@ -91,6 +94,7 @@ class Bridge:
         return att
 
     def op_start(self, run_id, run_dir, actor, env, processes, device, gpu_count, hold_gib, cpus):
+        """Create the run's detached actor and queue its setup and start; returns what Ray got."""
         run_dir = Path(run_dir)
         total = self.ray.cluster_resources()
         gpus = int(total.get("GPU", 0))
@@ -139,6 +143,7 @@ class Bridge:
         return asked
 
     def op_poll(self, run_id, run_dir, actor):
+        """Bring in the worker's new event lines and say whether it still runs."""
         ray = self.ray
         att = self.attempt(run_id, actor)
         run_dir = Path(run_dir)
@@ -168,6 +173,7 @@ class Bridge:
         }
 
     def op_control(self, run_id, actor, action):
+        """Pass a pause, stop or cancel request to the run's worker."""
         att = self.attempt(run_id, actor)
         if not self.placed(att):
             return {"error": "the run has not started on the cluster yet"}
@@ -175,6 +181,7 @@ class Bridge:
         return {"ok": True}
 
     def op_kill(self, run_id, actor):
+        """End the run's worker now (or the actor, while it still waits for resources)."""
         att = self.attempt(run_id, actor)
         if not self.placed(att):  # still waiting for resources: no worker to end
             self.ray.kill(att.actor)
@@ -183,6 +190,7 @@ class Bridge:
         return {"ok": True}
 
     def op_release(self, run_id, actor):
+        """Clean up and end the run's actor; an actor already gone is fine."""
         try:
             att = self.attempt(run_id, actor)
         except _Gone:
@@ -207,6 +215,7 @@ class Bridge:
         return True
 
     def op_adopt(self, run_id, actor):
+        """Whether the run's actor still answers (after a supervisor restart)."""
         try:
             att = self.attempt(run_id, actor)
         except _Gone:
@@ -237,6 +246,7 @@ class Bridge:
                 att.last_seq = event["seq"]
 
     def fetch(self, att: Attempt, path: Path, dest: Path) -> None:
+        """Copy a file or folder from the run's node to `dest`."""
         got = self.ray.get(att.actor.fetch.remote(str(path)), timeout=FETCH_TIMEOUT_S)
         unzip_into(got["zip"], dest, single_file=got["file"])
 

@@ -29,9 +29,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from engine import paths
 from engine.errors import TunegraphError
+from engine.hardware import GIB
 from engine.rundir import entry_command
 from engine.training.executors import Poll
 
@@ -105,7 +107,8 @@ def read_state(run_dir: Path) -> dict:
         return {}
 
 
-def write_state(run_dir: Path, **values) -> None:
+def write_state(run_dir: Path, **values: Any) -> None:
+    """Merge `values` into the run's `ray.json` (atomic write)."""
     state = {**read_state(run_dir), **values}
     tmp = Path(run_dir) / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
@@ -236,6 +239,7 @@ class RayExecutor:
         return answer
 
     def poll(self, run_id: str, run_dir: Path) -> Poll:
+        """Relay the actor's new events and say whether the worker lives, or why it cannot tell."""
         actor = read_state(run_dir).get("actor")
         try:
             answer = self.call(
@@ -256,6 +260,7 @@ class RayExecutor:
         return Poll(alive=answer.get("alive", True), returncode=answer.get("returncode"))
 
     def request(self, run_id: str, run_dir: Path, action: str) -> None:
+        """Pass a control action to the worker on the cluster."""
         try:
             self.call(
                 "control", run_id=run_id, actor=read_state(run_dir).get("actor"), action=action
@@ -264,12 +269,14 @@ class RayExecutor:
             raise TunegraphError(f"cannot {action} the run now: {err}") from err
 
     def kill(self, run_id: str, run_dir: Path) -> None:
+        """End the worker on the cluster now (asked again later if the cluster does not answer)."""
         try:
             self.call("kill", run_id=run_id, actor=read_state(run_dir).get("actor"))
         except ClusterUnavailable:
             pass  # the supervisor asks again once the cluster answers
 
     def release(self, run_id: str, run_dir: Path) -> None:
+        """Free the run's Ray actor once its worker has ended."""
         state = read_state(run_dir)
         if not state.get("active"):
             return
@@ -280,6 +287,7 @@ class RayExecutor:
         write_state(run_dir, active=False)
 
     def adopt(self, run_id: str, run_dir: Path) -> bool:
+        """Whether the run's actor still lives after a supervisor restart (True while unknown)."""
         state = read_state(run_dir)
         if not state.get("active"):
             return False
@@ -332,5 +340,5 @@ def node_summary(node: dict) -> dict:
         "gpus": int(res.get("GPU", 0)),
         "gpu_type": types[0] if types else None,
         VRAM_RESOURCE: res.get(VRAM_RESOURCE),
-        "memory_gib": round(res.get("memory", 0) / 2**30, 1),
+        "memory_gib": round(res.get("memory", 0) / GIB, 1),
     }

@@ -101,6 +101,7 @@ class RunActor:
 
     # what Ray Train's ranks call (engine.cluster.train_ranks) --------------------------------------------
     def rank_started(self, info: dict) -> None:
+        """Record what a rank reports as its worker starts."""
         self.train.ranks[info["rank"]] = info
 
     def rank_done(self, rank: int, code: int | None, lines: list[str]) -> None:
@@ -125,6 +126,7 @@ class RunActor:
         unzip_into(data, target, single_file=single_file)
 
     def put_checkpoint(self, name: str, data: bytes) -> None:
+        """Unpack a checkpoint rank 0 saved into the node's run directory."""
         unzip_into(data, self.run_dir / "checkpoints" / name)
 
     def keep_checkpoints(self, names: list[str]) -> None:

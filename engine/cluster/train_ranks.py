@@ -82,6 +82,7 @@ class TrainRun:
         self.thread = threading.Thread(target=self._fit, name=f"ray-train-{run_id}", daemon=True)
 
     def start(self) -> None:
+        """Start fit() in the background thread."""
         self.thread.start()
 
     def _fit(self) -> None:
@@ -120,6 +121,7 @@ class TrainRun:
         return 0 not in self.codes and self.thread.is_alive()
 
     def returncode(self) -> int | None:
+        """Rank 0's exit code; None while fit() runs, 1 when it ended without one."""
         if 0 in self.codes:
             return self.codes[0]
         return None if self.thread.is_alive() else 1
@@ -131,6 +133,7 @@ class TrainRun:
         self.thread.join(wait)
 
     def directive(self, rank: int) -> dict:
+        """What a rank must do now: the pending action (taken by rank 0 only) and whether to end."""
         action = None
         if rank == 0:
             with self.lock:
@@ -138,10 +141,12 @@ class TrainRun:
         return {"action": action, "kill": self.killed}
 
     def request(self, action: str) -> None:
+        """Hold a control action for rank 0's next call."""
         with self.lock:
             self.pending = action
 
     def ranks_info(self) -> list[dict]:
+        """The started ranks' records, by rank."""
         return sorted(dict(self.ranks).values(), key=lambda r: r["rank"])
 
 

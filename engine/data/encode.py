@@ -29,6 +29,8 @@ IGNORE = -100
 
 @dataclass
 class Encoded:
+    """One encoded example: token ids, labels (IGNORE where nothing is trained) and what was cut."""
+
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
@@ -38,6 +40,7 @@ class Encoded:
 
     @property
     def trained(self) -> int:
+        """How many tokens carry a label."""
         return sum(1 for label in self.labels if label != IGNORE)
 
 

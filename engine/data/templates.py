@@ -164,6 +164,16 @@ def end_of_turn_token(tokenizer: Any, template: str) -> str | None:
     return best[1] if best else None
 
 
+def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
+    """The ids generation stops on: EOS and the template's end-of-turn token (when it is one
+    token of this vocabulary)."""
+    ids = {
+        tokenizer.eos_token_id,
+        single_token_id(tokenizer, end_of_turn_token(tokenizer, template)),
+    }
+    return sorted(i for i in ids if i is not None)
+
+
 def _added_tokens(tokenizer: Any) -> list[str]:
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
     return [str(tok) for tok in decoder.values()]

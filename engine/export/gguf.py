@@ -15,6 +15,7 @@ import shutil
 import traceback
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.data.templates import end_of_turn_token, strip_generation_markers
 from engine.errors import ExportError, RunCancelled, TunegraphError
@@ -22,6 +23,9 @@ from engine.export import gguf_base as gguf_base_export
 from engine.export import gguf_tools, ollama
 from engine.export.job import ExportJob, base_file, register, safe_name
 from engine.spec import ExportSpec
+
+if TYPE_CHECKING:  # parity is imported when the check runs
+    from engine.export.parity import ParityResult
 
 
 def merged_and_gguf(job: ExportJob, options: ExportSpec) -> list[str]:
@@ -254,7 +258,12 @@ def _convert(job: ExportJob, merged: Path, name: str, show) -> Path:
 
 
 def write_ollama_bundle(
-    job: ExportJob, gguf: Path, tokenizer, template: str, options: ExportSpec, result
+    job: ExportJob,
+    gguf: Path,
+    tokenizer: Any,
+    template: str,
+    options: ExportSpec,
+    result: ParityResult,
 ) -> list[str]:
     """Modelfile, install scripts and README beside the GGUF in a ZIP (registered as
     `gguf_bundle`); installs into Ollama when asked. Returns warnings."""
@@ -282,7 +291,7 @@ def write_ollama_bundle(
     return warnings
 
 
-def check_and_fix(path: Path, tokenizer, template: str) -> list[str]:
+def check_and_fix(path: Path, tokenizer: Any, template: str) -> list[str]:
     """Make the GGUF's chat template, EOS and EOT ids match the run's; patch what drifted.
 
     Returns the metadata keys it patched; raises ExportError when the file's vocabulary does not
@@ -310,7 +319,7 @@ def check_and_fix(path: Path, tokenizer, template: str) -> list[str]:
     return sorted(updates)
 
 
-def align_tokenizer(path: Path, tokenizer, texts: list[str]) -> list[str]:
+def align_tokenizer(path: Path, tokenizer: Any, texts: list[str]) -> list[str]:
     """Make llama.cpp tokenize rendered chats like the HF tokenizer; returns the keys patched.
 
     llama.cpp's sentencepiece tokenizer puts a space in front of the text after every special
@@ -368,7 +377,12 @@ def install_into_ollama(job: ExportJob, name: str, gguf: Path, modelfile: str) -
 
 
 def bundle_readme(
-    job: ExportJob, gguf_name: str, quant: str, family, ollama_name: str, result
+    job: ExportJob,
+    gguf_name: str,
+    quant: str,
+    family: ollama.Family | None,
+    ollama_name: str,
+    result: ParityResult,
 ) -> str:
     """The bundle's README: what it is, how to install and run it, and the parity figures."""
     spec = job.spec

@@ -15,6 +15,8 @@ from typing import Any
 
 from engine.errors import ExportError
 from engine.models.gguf_base import architecture, header, load_model
+from engine.setup.streaming import LineSink
+from engine.spec import BaseModelSpec
 
 # archs whose LoRA-targeted (linear) weights transformers reads from GGUF unchanged; "llama"
 # additionally un-permutes attn_q / attn_k, which `_to_gguf_layout` redoes
@@ -44,7 +46,7 @@ def check_exportable(path: Path | str) -> str:
     return arch
 
 
-def merge_and_save(base_spec, source: Path, adapter_dir: Path, out: Path) -> Path:
+def merge_and_save(base_spec: BaseModelSpec, source: Path, adapter_dir: Path, out: Path) -> Path:
     """Merge the adapter into the dequantized GGUF base (float32) and save a Hugging Face folder
     (float16 safetensors, the adapter's tokenizer); returns `out`."""
     import torch
@@ -90,7 +92,7 @@ def gguf_to_hf_names(merged_dir: Path | str, arch: str) -> dict[str, str]:
     return gguf_to_hf_names_for(model, arch)
 
 
-def gguf_to_hf_names_for(model, arch: str | None = None) -> dict[str, str]:
+def gguf_to_hf_names_for(model: Any, arch: str | None = None) -> dict[str, str]:
     """GGUF tensor name -> HF parameter name for a transformers model (weights not needed)."""
     from transformers.modeling_gguf_pytorch_utils import (
         TENSOR_PROCESSORS,
@@ -122,7 +124,7 @@ def write_merged_gguf(
     merged_dir: Path | str,
     adapter_dir: Path | str,
     out: Path | str,
-    on_line=None,
+    on_line: LineSink | None = None,
 ) -> Path:
     """An F16 GGUF of the merged model, written from the source GGUF: every metadata key kept
     (file type set to F16), the tensors the adapter changed taken from the merged folder, the others

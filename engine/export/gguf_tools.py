@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,7 +364,7 @@ def _quantize_main(src: str, dst: str, quant: str, threads: str) -> int:
 
 
 # -- llama.cpp helpers ----------------------------------------------------------------------------
-def llama_prompt_ids(llm, text: str) -> list[int]:
+def llama_prompt_ids(llm: Any, text: str) -> list[int]:
     """Token ids llama.cpp gives a rendered chat prompt: special tokens parsed, BOS added only when
     the GGUF asks for it and the text does not already start with it (never twice)."""
     import llama_cpp
@@ -387,7 +388,7 @@ def llama_vocab_ids(path: Path | str, texts: list[str]) -> list[list[int]]:
         llm.close()
 
 
-def llama_stop_ids(llm, extra_texts: list[str] = ()) -> list[int]:
+def llama_stop_ids(llm: Any, extra_texts: Sequence[str] = ()) -> list[int]:
     """EOS, EOT and the single-token ids of `extra_texts` (a family's end-of-turn texts)."""
     import llama_cpp
 

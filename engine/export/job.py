@@ -42,6 +42,7 @@ class ExportJob:
         self.progress(message, fraction)
 
     def check_cancel(self) -> None:
+        """Raise RunCancelled when the user has cancelled the export."""
         if self.cancel is not None and self.cancel():
             raise RunCancelled()
 

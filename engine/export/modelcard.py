@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from pathlib import Path
+from typing import Any
 
 from engine.spec import JobSpec
 
@@ -12,6 +13,7 @@ PACKAGES = ("tunegraph", "torch", "transformers", "peft", "datasets", "accelerat
 
 
 def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a model card lists; missing ones are left out."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -96,5 +98,6 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def write(path: Path, *args, **kwargs) -> None:
+def write(path: Path, *args: Any, **kwargs: Any) -> None:
+    """Write the model card to `path` (the other arguments are `render`'s)."""
     Path(path).write_text(render(*args, **kwargs), encoding="utf-8")

@@ -85,6 +85,7 @@ class ParityResult:
         return "Parity: " + ", ".join(parts)
 
     def as_dict(self) -> dict:
+        """The figures as a plain dict (for the run log)."""
         return asdict(self)
 
 

@@ -22,6 +22,7 @@ from engine.events import EventLog
 from engine.export import artifacts
 from engine.export.gguf import merged_and_gguf
 from engine.export.job import ExportJob, Progress, base_file, no_progress, register, safe_name
+from engine.hardware import GIB
 from engine.rundir import ADAPTER, SPEC_FILE
 from engine.setup.streaming import CancelCheck
 from engine.spec import ExportSpec, JobSpec
@@ -36,7 +37,6 @@ ADAPTER_FILES = (
     "README.md",
 )
 REQUIRED_ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-GIB = 2**30
 MARGIN_BYTES = 256 * 2**20  # headroom for manifests, READMEs and file-system slack
 
 

@@ -286,7 +286,7 @@ def gemma_template(bos_token: str | None, answer_end: str = "<eos>") -> str:
     )
 
 
-def rebuild_chat_template(tokenizer, arch: str | None) -> str | None:
+def rebuild_chat_template(tokenizer: Any, arch: str | None) -> str | None:
     """Give a tokenizer rebuilt from a template-less GGUF its family's template (Gemma: its own
     turn tokens, answers ending with the base's EOS, see `gemma_template`); returns a note for the
     run log, or None when nothing was changed (the tokenizer has a template, or engine.data.templates'
@@ -313,7 +313,7 @@ def rebuild_chat_template(tokenizer, arch: str | None) -> str | None:
     return None
 
 
-def load_tokenizer(path: Path | str, arch: str | None = None):
+def load_tokenizer(path: Path | str, arch: str | None = None) -> Any:
     """The tokenizer transformers rebuilds from the GGUF's vocabulary, with a family template when
     the file carries none (see `rebuild_chat_template`)."""
     from transformers import AutoTokenizer
@@ -325,7 +325,7 @@ def load_tokenizer(path: Path | str, arch: str | None = None):
     return tokenizer
 
 
-def load_model(path: Path | str, dtype):
+def load_model(path: Path | str, dtype: Any) -> Any:
     """The GGUF's weights dequantized into an ordinary transformers model in `dtype`."""
     from transformers import AutoModelForCausalLM
 
@@ -335,7 +335,7 @@ def load_model(path: Path | str, dtype):
     return as_plain_model(model)
 
 
-def as_plain_model(model):
+def as_plain_model(model: Any) -> Any:
     """Drop the "gguf quantizer" marks of a model loaded from GGUF: its weights are already plain
     dequantized tensors, and the marks only make `save_pretrained` refuse."""
     model.hf_quantizer = None

@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import ModelError
 from engine.spec import BaseModelSpec
@@ -19,6 +20,8 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass
 class ResolvedSource:
+    """What a base-model source is and where it lies (see `resolve_source`)."""
+
     kind: str  # "builtin" | "folder" | "gguf" | "hub"
     location: str  # folder path, gguf file path or hub id
     gguf_file: str | None = None  # file name inside `location` for gguf sources
@@ -79,7 +82,7 @@ def hub_kwargs(spec: BaseModelSpec, resolved: ResolvedSource) -> dict:
     return kwargs
 
 
-def load_config(spec: BaseModelSpec, resolved: ResolvedSource | None = None):
+def load_config(spec: BaseModelSpec, resolved: ResolvedSource | None = None) -> Any:
     """The base model's transformers config (no weights)."""
     from transformers import AutoConfig
 
@@ -103,7 +106,7 @@ def _load_failed(what: str, spec: BaseModelSpec, exc: Exception) -> ModelError:
     return ModelError(f"Base model {spec.source!r}: could not load the {what}: {text}", hint)
 
 
-def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource):
+def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource) -> Any:
     """The base model's tokenizer, with a pad token distinct from EOS where the vocabulary allows."""
     from transformers import AutoTokenizer
 
@@ -136,12 +139,12 @@ def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource):
 def load_model(
     spec: BaseModelSpec,
     resolved: ResolvedSource,
-    dtype,
-    quantization_config=None,
-    device_map=None,
+    dtype: Any,
+    quantization_config: Any = None,
+    device_map: str | dict[str, Any] | None = None,
     attn_implementation: str | None = None,
-    config=None,
-):
+    config: Any = None,
+) -> Any:
     """The base model as AutoModelForCausalLM in `dtype` (or 4-bit when a config is given), with
     the attention kernel `attn_implementation` ("sdpa", "eager", "flash_attention_2"; None for
     transformers' default); `config` is the one already loaded with `load_config`, if any."""
@@ -171,7 +174,7 @@ def load_model(
         raise _load_failed("model", spec, exc) from exc
 
 
-def linear_module_names(model) -> list[str]:
+def linear_module_names(model: Any) -> list[str]:
     """Short names of the Linear-like modules LoRA can adapt (e.g. q_proj, v_proj)."""
     import torch
 
@@ -188,7 +191,7 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
-def check_target_modules(model, targets: list[str]) -> None:
+def check_target_modules(model: Any, targets: list[str]) -> None:
     """Raise ModelError when a LoRA target names no module of this model, listing those that exist."""
     if targets == ["all-linear"] or "all-linear" in targets:
         return

@@ -16,12 +16,12 @@ import dataclasses
 from dataclasses import dataclass
 
 from engine.errors import TunegraphError
+from engine.hardware import GIB
 from engine.models.sources import load_config
 from engine.plan.shape import ModelShape, model_shape
 from engine.plan.timing import row_lengths, time_range_s, workload
 from engine.spec import JobSpec
 
-GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5
 ALLOCATOR_SLACK = 1.10
 NF4_BYTES_PER_PARAM = 0.55
@@ -31,6 +31,8 @@ HEADROOM = 0.90  # a run must fit in 90% of a GPU's memory
 
 @dataclass
 class Estimate:
+    """A run's estimate before it starts: parameters, VRAM per mode, the chosen mode, time range."""
+
     params: int
     trainable_params: int
     vram_gib: dict
@@ -43,6 +45,7 @@ class Estimate:
     warnings: list[str]
 
     def to_dict(self) -> dict:
+        """The estimate as a plain dict (JSON for the store and the UI)."""
         return dataclasses.asdict(self)
 
 

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -28,6 +29,8 @@ from engine.spec import JobSpec
 
 @dataclass
 class SimulatedPeak:
+    """The bytes a simulated training run held at its peak, and those of the weights alone."""
+
     peak_bytes: int  # the most bytes alive at once over the steps, weights included
     weights_bytes: int  # parameters and buffers before the first step
 
@@ -119,7 +122,12 @@ def _model(config, spec: JobSpec, checkpointing: bool, mode: FakeTensorMode | No
 
 
 def simulate_peak(
-    config, spec: JobSpec, seq_len: int, checkpointing: bool, steps: int = 2, fake: bool = True
+    config: Any,
+    spec: JobSpec,
+    seq_len: int,
+    checkpointing: bool,
+    steps: int = 2,
+    fake: bool = True,
 ) -> SimulatedPeak:
     """Trace `steps` training steps of `spec`'s LoRA run on a model of `config`, micro-batches of
     spec.training.micro_batch_size sequences of `seq_len` tokens (one flattened row with position

@@ -142,6 +142,7 @@ def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.plan.preview REQUEST_JSON`: print the data preview report as JSON."""
     argv = sys.argv[1:] if argv is None else argv
     print(json.dumps(run(json.loads(argv[0]))))
     return 0

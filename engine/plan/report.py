@@ -89,6 +89,7 @@ def estimate_specs(specs: list[JobSpec], device: str = "auto") -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.plan.report RUN_DIR | --specs [DEVICE]`: print estimates as JSON."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--specs":
         from engine.errors import TunegraphError

@@ -5,10 +5,13 @@ device, no weights), widths, depth, vocabulary, and the LoRA-adaptable linears. 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class ModelShape:
+    """What the estimates need of a base model: parameter counts, widths, depth and LoRA targets."""
+
     params: int
     hidden: int
     layers: int
@@ -22,7 +25,7 @@ class ModelShape:
     in_features: dict[str, int] = field(default_factory=dict)  # module name -> inputs, per layer
 
 
-def model_shape(config) -> ModelShape:
+def model_shape(config: Any) -> ModelShape:
     """Exact parameter counts from a transformers config, by building the model on `meta`."""
     import torch
     from transformers import AutoModelForCausalLM

@@ -18,6 +18,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import EngineSetupError
 from engine.paths import sha256_file
@@ -40,10 +41,12 @@ def platform_name(plat: str | None = None) -> str:
 
 
 def canonical(name: str) -> str:
+    """A distribution name normalised as PEP 503 does (`Foo_Bar.baz` → `foo-bar-baz`)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def requirement_name(req: str) -> str:
+    """The canonical distribution name a requirement string starts with, or ""."""
     match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
     return canonical(match.group(1)) if match else ""
 
@@ -111,6 +114,7 @@ class Bundle:
 
     @property
     def flavour(self) -> str:
+        """The torch flavour the bundle's wheels were built for (e.g. cu128, cpu)."""
         return self.manifest["flavour"]
 
 
@@ -217,7 +221,7 @@ def verify(folder: Path, flavour: str, python_version: str, platform: str) -> Bu
     return Bundle(folder, manifest)
 
 
-def write_manifest(folder: Path, **fields) -> dict:
+def write_manifest(folder: Path, **fields: Any) -> dict:
     """Write manifest.json listing every wheel in `folder` with its size and sha256."""
     wheels = [
         {"file": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}

@@ -35,7 +35,6 @@ from engine.setup.steps import (  # noqa: F401 - re-exported: engine_env is the 
     APP_WHEEL_ENV,
     BASE_PYTHON_ENV,
     FREE_NEEDED,
-    GIB,
     SHIPPED_PYTHON,
     SetupCancelled,
     StepRunner,

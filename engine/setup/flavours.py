@@ -31,6 +31,8 @@ CC_OLDEST = (5, 0)  # cu126 wheels
 
 @dataclass(frozen=True)
 class Gpu:
+    """One NVIDIA GPU as nvidia-smi reports it: driver version and compute capability."""
+
     driver: str
     compute_cap: str
 
@@ -45,6 +47,7 @@ class Flavour:
 
     @property
     def cuda(self) -> bool:
+        """Whether this build uses CUDA."""
         return self.name != "cpu"
 
     @property

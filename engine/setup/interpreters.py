@@ -68,6 +68,7 @@ def engine_dir() -> Path:
 
 
 def record_path(folder: Path | None = None) -> Path:
+    """Where the engine set-up record lives (in `folder`, default the engine folder)."""
     return Path(folder or engine_dir()) / RECORD_FILE
 
 
@@ -81,6 +82,7 @@ def read_record(folder: Path | None = None) -> dict | None:
 
 
 def write_record(record: dict, folder: Path | None = None) -> Path:
+    """Save the engine set-up record (atomic write); returns its path."""
     path = record_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

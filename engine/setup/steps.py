@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import EngineSetupError, RunCancelled
+from engine.hardware import GIB
 from engine.paths import SOURCE_ROOT
 from engine.setup import bundle as engine_bundle
 from engine.setup import interpreters
@@ -23,7 +24,6 @@ BASE_PYTHON_ENV = "TUNEGRAPH_BASE_PYTHON"  # the Python the engine venv is made 
 APP_WHEEL_ENV = "TUNEGRAPH_APP_WHEEL"  # the tunegraph wheel installed into the engine
 # beside a frozen app's executable: the relocatable CPython the installer ships, and its wheels
 SHIPPED_PYTHON = "python/python.exe" if os.name == "nt" else "python/bin/python3"
-GIB = 1024**3
 FREE_NEEDED = {"cpu": 5 * GIB, "cu126": 15 * GIB, "cu128": 15 * GIB, "cu130": 15 * GIB}
 NETWORK_PATTERNS = (
     "failed to fetch",
@@ -90,6 +90,7 @@ class StepRunner:
     env: dict = field(default_factory=dict)
 
     def run(self, cmd: list[str], what: str, extra_env: dict | None = None) -> str:
+        """Run one step, its output appended to the log; returns the output, raises on failure."""
         env = {**os.environ, **self.env, **(extra_env or {})}
         lines: list[str] = []
         with open(self.log_path, "a", encoding="utf-8") as log:
@@ -168,6 +169,7 @@ def base_python(python: str | None) -> str:
 
 
 def venv_python(venv: Path) -> Path:
+    """The Python interpreter of the virtual environment at `venv`."""
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 

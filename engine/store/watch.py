@@ -52,6 +52,8 @@ class MetricBatch:
 
 @dataclass
 class WatchUpdate:
+    """What changed between two polls: runs changed or removed and new metric batches."""
+
     changed: list[dict] = field(default_factory=list)  # run_json shape + "hold"
     removed: list[str] = field(default_factory=list)
     batches: list[MetricBatch] = field(default_factory=list)
@@ -79,6 +81,7 @@ class RunWatcher:
             self._dropped.discard(run_id)
 
     def unsubscribe(self, run_id: str) -> None:
+        """Stop sending this run's metric points."""
         with self._lock:
             self._pending.discard(run_id)
             self._dropped.add(run_id)
@@ -166,6 +169,7 @@ class Series:
         return self._cols[name][: self._n]
 
     def clear(self) -> None:
+        """Drop every point, keeping the arrays."""
         self._n = 0
         self.eval_steps, self.eval_loss = [], []
         self._bounds = []

@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from engine import paths
 from engine.errors import TunegraphError
@@ -21,7 +22,9 @@ from engine.supervisor.process import ensure_supervisor
 WAIT_S = 60.0
 
 
-def send(store: Store, action: str, run_id: str | None = None, wait: bool = True, **args) -> dict:
+def send(
+    store: Store, action: str, run_id: str | None = None, wait: bool = True, **args: Any
+) -> dict:
     """Queue a command for the supervisor and (by default) wait for its result."""
     cmd_id = store.add_command(action, run_id, **args)
     ensure_supervisor()
@@ -121,7 +124,7 @@ def continue_run(store: Store, ref: str, epochs: float) -> dict:
 
 
 def submit_child(
-    store: Store, spec: JobSpec, parent_dir, parent_id: str, estimate: dict | None = None
+    store: Store, spec: JobSpec, parent_dir: Path, parent_id: str, estimate: dict | None = None
 ) -> dict:
     """Submit `spec` as a child of `parent_id`, starting from the parent's last checkpoint.
 

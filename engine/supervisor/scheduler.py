@@ -15,6 +15,8 @@ from engine.plan.estimate import HEADROOM
 
 @dataclass
 class Placement:
+    """Where a run can start now: its device, GPU indices and the GiB it holds on each."""
+
     device: str  # "cuda" | "cpu"
     gpus: list[int]
     hold_gib: float
@@ -23,6 +25,8 @@ class Placement:
 
 @dataclass
 class Refusal:
+    """Why a run can never be placed on this machine, and what the user can change."""
+
     message: str
     hint: str
 

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from engine.control import Control
 from engine.events import EventLog
+from engine.hardware import GIB
 
 
 class EventCallback(TrainerCallback):
@@ -32,6 +33,7 @@ class EventCallback(TrainerCallback):
         self._last_log_t: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        """Report `training` and the first progress event."""
         self.log.emit("status", state="training", device=device_label(self.device))
         self._last_step_t = self._last_log_t = time.time()
         self._last_tokens = state.num_input_tokens_seen or 0
@@ -44,6 +46,7 @@ class EventCallback(TrainerCallback):
         )
 
     def on_step_end(self, args, state, control, **kwargs):
+        """Report progress with an ETA, then act on a pause, cancel or stop request."""
         now = time.time()
         if self._last_step_t is not None:
             self._step_times.append(now - self._last_step_t)
@@ -79,6 +82,7 @@ class EventCallback(TrainerCallback):
             )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        """Turn the Trainer's logs into `eval` and `metric` events."""
         logs = dict(logs or {})
         if "eval_loss" in logs:
             extra = {
@@ -115,7 +119,7 @@ class EventCallback(TrainerCallback):
 ACTION_CODES = (None, "pause", "cancel", "stop")
 
 
-def agree(action: str | None, device) -> str | None:
+def agree(action: str | None, device: torch.device | str) -> str | None:
     """Under DDP, every rank takes rank 0's control decision, so all stop at the same step."""
     import torch.distributed as dist
 
@@ -139,7 +143,7 @@ def device_label(device: str) -> str:
 def peak_memory_gib(device: str) -> float | None:
     """Peak memory of this process on its device: CUDA reserved, or resident set on the CPU."""
     if device == "cuda":
-        return round(torch.cuda.max_memory_reserved() / 2**30, 3)
+        return round(torch.cuda.max_memory_reserved() / GIB, 3)
     try:
         import resource
 

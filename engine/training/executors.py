@@ -73,10 +73,12 @@ class LocalExecutor:
         self.procs: dict[str, subprocess.Popen | None] = {}
 
     def start(self, run_id: str, run_dir: Path, env: dict, processes: int, **place) -> None:
+        """Start the worker as a detached process of this machine."""
         self.procs[run_id] = runs.start_worker(run_dir, env, processes)
         return None
 
     def poll(self, run_id: str, run_dir: Path) -> Poll:
+        """Whether the worker still lives, and its exit code once it has ended."""
         proc = self.procs.get(run_id)
         if proc is not None:
             code = proc.poll()
@@ -84,22 +86,27 @@ class LocalExecutor:
         return Poll(alive=runs.worker_alive(run_dir))
 
     def request(self, run_id: str, run_dir: Path, action: str) -> None:
+        """Write the control action for the worker to read at its next step."""
         control.request(run_dir, action)
 
     def kill(self, run_id: str, run_dir: Path) -> None:
+        """End the worker's process tree, killing what outlives the grace period."""
         proc = self.procs.get(run_id)
         runs.kill_worker_tree(run_dir, grace=CANCEL_GRACE_S)
         if proc is not None:  # the tree was asked to end: wait, then kill what still runs
             stop_process(proc, CANCEL_GRACE_S, terminate=False)
 
     def release(self, run_id: str, run_dir: Path) -> None:
+        """Forget the worker's process."""
         self.procs.pop(run_id, None)
 
     def adopt(self, run_id: str, run_dir: Path) -> bool:
+        """Watch a worker left from a previous supervisor through worker.pid, if it lives."""
         if not runs.worker_alive(run_dir):
             return False
         self.procs[run_id] = None  # not our child: watched through worker.pid
         return True
 
     def close(self) -> None:
+        """Nothing to drop: local workers go on without the supervisor."""
         return None

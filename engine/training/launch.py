@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Protocol
 
 from engine import paths
 from engine.rundir import LOG_FILE, PID_FILE, SPEC_FILE, entry_command, entry_module
@@ -21,8 +22,23 @@ from engine.setup.interpreters import engine_python
 from engine.spec import JobSpec
 
 
+class RunIndex(Protocol):
+    """What `create_run` needs of the store (engine.store.index.Store, a wing above this one)."""
+
+    def register_run(
+        self,
+        run_id: str,
+        spec: JobSpec,
+        run_dir: Path,
+        created_at: float | None = None,
+        parent: str | None = None,
+        estimate: dict | None = None,
+    ) -> None:
+        """Index a new run."""
+
+
 def create_run(
-    spec: JobSpec, store, parent: str | None = None, estimate: dict | None = None
+    spec: JobSpec, store: RunIndex, parent: str | None = None, estimate: dict | None = None
 ) -> str:
     """Freeze the spec into a new run directory and index it; returns the run id.
 
@@ -91,6 +107,7 @@ def start_worker(run_dir: Path, env: dict | None = None, processes: int = 1) -> 
 
 
 def read_pid(run_dir: Path) -> dict | None:
+    """The run's worker.pid record (pid and start time), or None when absent or unreadable."""
     try:
         return json.loads((Path(run_dir) / PID_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

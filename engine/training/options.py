@@ -1,5 +1,5 @@
-"""What the Trainer is set up with for a spec: device, dtype, 4-bit quantization, the speed
-switches and the TrainingArguments.
+"""What the Trainer is set up with for a spec: device, dtype, 4-bit quantization, the LoRA config,
+the speed switches and the TrainingArguments.
 
 The speed switches of TrainingSpec: the attention kernel (auto = sdpa), Liger kernels and
 gradient checkpointing ("auto": on only when the memory estimate without it would not fit the
@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import TrainingArguments
 
 from engine.errors import SpecError
+from engine.hardware import GIB
 from engine.rundir import CHECKPOINTS
 from engine.spec import JobSpec
+
+if TYPE_CHECKING:  # built in the functions that return them
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
 
 
 def pick_device(spec: JobSpec) -> str:
@@ -58,7 +64,7 @@ def pick_dtype(spec: JobSpec, device: str) -> torch.dtype:
     return torch.float16
 
 
-def quantization_config(spec: JobSpec, device: str, mode: str):
+def quantization_config(spec: JobSpec, device: str, mode: str) -> BitsAndBytesConfig | None:
     """A BitsAndBytesConfig for 4-bit NF4 QLoRA, or None for a 16/32-bit base."""
     if mode != "qlora":
         return None
@@ -134,7 +140,7 @@ def training_arguments(
     spec: JobSpec,
     run_dir: Path,
     device: str,
-    dtype,
+    dtype: torch.dtype,
     has_eval: bool,
     checkpointing: bool | None = None,
 ) -> TrainingArguments:
@@ -197,8 +203,22 @@ def training_arguments(
     )
 
 
+def lora_config(spec: JobSpec) -> LoraConfig:
+    """The LoRA config node's settings as peft's LoraConfig (rank, alpha, dropout, targets)."""
+    from peft import LoraConfig
+
+    targets = spec.lora.target_modules
+    return LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules="all-linear" if "all-linear" in targets else list(targets),
+        task_type="CAUSAL_LM",
+    )
+
+
 def gpu_total_gib(device: str) -> float | None:
     """The memory of the GPU this worker trains on, in GiB (None on the CPU)."""
     if device != "cuda":
         return None
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
+    return torch.cuda.get_device_properties(0).total_memory / GIB

@@ -14,9 +14,10 @@ engine.training.callback.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_seed
@@ -24,6 +25,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from engine.control import Control
+from engine.data.templates import stop_token_ids
 from engine.errors import RunCancelled, RunPaused
 from engine.events import EventLog
 from engine.export import artifacts, modelcard
@@ -41,11 +43,15 @@ from engine.training.options import (
     attention_kernel,
     check_liger,
     gpu_total_gib,
+    lora_config,
     pick_device,
     pick_dtype,
     quantization_config,
     training_arguments,
 )
+
+if TYPE_CHECKING:  # the data wing is imported when a run builds its trainer
+    from engine.data.prepare import DataStats
 
 SAMPLE_MAX_NEW_TOKENS = 64
 
@@ -68,7 +74,7 @@ class Setup:
 def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> Setup:
     """Load model and tokenizer, prepare the data, attach LoRA and build the Trainer for a run,
     with its speed options (attention kernel, Liger, padding-free batches, checkpointing)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     from engine.data.prepare import make_collator, prepare_datasets
     from engine.plan.estimate import choose_mode, use_checkpointing
@@ -106,7 +112,7 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     tokenizer.chat_template = data.chat_template
     if data.added_tokens:  # a pad token the vocabulary lacked
         model.resize_token_embeddings(len(tokenizer))
-    model.generation_config.eos_token_id = end_of_turn_ids(tokenizer)
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer, data.chat_template)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     for note in data.notes:
         log.emit("log", level="info", message=note)
@@ -118,14 +124,7 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     if mode == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     set_seed(spec.training.seed)  # LoRA weights are drawn here, before Trainer seeds anything
-    lora = LoraConfig(
-        r=spec.lora.r,
-        lora_alpha=spec.lora.alpha,
-        lora_dropout=spec.lora.dropout,
-        target_modules=_targets(spec.lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora_config(spec))
     model.config.use_cache = False  # padding-free batches must not see a KV cache
     trainable, total = model.get_nb_trainable_parameters()
     log.emit("log", level="info", message=f"LoRA: {trainable:,} trainable of {total:,} parameters")
@@ -213,10 +212,6 @@ def _evaluated_at_end(trainer: Trainer) -> dict | None:
     return last if last and last.get("step") == trainer.state.global_step else None
 
 
-def _targets(targets: list[str]):
-    return "all-linear" if "all-linear" in targets else list(targets)
-
-
 def _last_loss(trainer: Trainer) -> float | None:
     for entry in reversed(trainer.state.log_history):
         if "loss" in entry:
@@ -224,7 +219,7 @@ def _last_loss(trainer: Trainer) -> float | None:
     return None
 
 
-def stats_dict(stats) -> dict:
+def stats_dict(stats: DataStats | Mapping[str, Any]) -> dict:
     """The data statistics as a plain dict (for the run log and the model card)."""
     import dataclasses
 
@@ -232,11 +227,11 @@ def stats_dict(stats) -> dict:
 
 
 @torch.no_grad()
-def generate_samples(model, tokenizer, prompts: list[dict], device: str) -> list[dict]:
+def generate_samples(model: Any, tokenizer: Any, prompts: list[dict], device: str) -> list[dict]:
     """Greedy answers to the held-out prompts, rendered with the run's chat template."""
     model.eval()
     model.config.use_cache = True
-    stop_ids = end_of_turn_ids(tokenizer)
+    stop_ids = stop_token_ids(tokenizer, tokenizer.chat_template)
     samples = []
     for item in prompts[:3]:
         if "messages" in item:
@@ -268,17 +263,7 @@ def generate_samples(model, tokenizer, prompts: list[dict], device: str) -> list
     return samples
 
 
-def end_of_turn_ids(tokenizer) -> list[int]:
-    """EOS plus the family's end-of-turn tokens that exist in this vocabulary."""
-    ids = {tokenizer.eos_token_id}
-    for text in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(text)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
-            ids.add(tid)
-    return sorted(i for i in ids if i is not None)
-
-
-def save_adapter(model, tokenizer, out: Path, chat_template: str) -> Path:
+def save_adapter(model: Any, tokenizer: Any, out: Path, chat_template: str) -> Path:
     """The PEFT adapter with tokenizer files and the exact chat template the run trained with."""
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -59,6 +59,7 @@ def _set_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.training.worker RUN_DIR`: train the run; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m engine.training.worker RUN_DIR", file=sys.stderr)
