@@ -195,3 +195,17 @@ def test_public_engine_functions_have_docstrings_and_hints():
         line for path in sorted(ENGINE.rglob("*.py")) for line in _missing_docs_and_hints(path)
     ]
     assert not missing, "\n".join(missing)
+
+
+def test_the_console_script_is_app_main():
+    """`tunegraph GRAPH` opens the window (app.main), `tunegraph COMMAND` is the command line."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"tunegraph": "app.main:main"}
+    script = Path(sys.executable).with_name("tunegraph")
+    if script.is_file():  # the installed console script of this environment
+        out = subprocess.run(
+            [str(script), "no-such-graph.json"], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 2 and "no such graph file or command" in out.stderr
