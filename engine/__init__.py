@@ -1,6 +1,7 @@
 """Tunegraph's Qt-free core, organised in wings by pipeline stage.
 
-At the top only the contracts every wing shares: errors, spec, events, control, paths, settings,
+At the top only the contracts every wing shares: errors, spec and fields (a knob's declaration and
+its checks), events, control, paths, settings,
 secrets, hardware, rundir (run-directory names and the process entry points) and formatting
 (values as people read them, shared by the windows and the command line). The wings, lowest
 first: setup (engine environment, child processes), data (formats, chat templates, encoding),

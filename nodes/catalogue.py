@@ -90,7 +90,7 @@ class Parameter:
 
         Graph files may hold numbers as strings (NodeGraphQt's spinbox stores text), lists as
         comma-separated text and mappings as JSON text. Range, choices and the rules between
-        fields are not checked here: that is the spec's job (`engine.spec.check_field`, and each
+        fields are not checked here: that is the spec's job (`engine.fields.check_field`, and each
         part's `validate`).
         """
         return _COERCE[self.type](value)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import SpecError
-from engine.spec import JobSpec, check_field
+from engine.fields import check_field
+from engine.spec import JobSpec
 from nodes.assemble import Picked, assemble_spec, owner_of
 from nodes.catalogue import CATALOGUE, FINE_TUNE, NODE_TYPES, PortRef, decl_for_type
 from nodes.checks import file_problem, model_problem, spec_reason

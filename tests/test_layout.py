@@ -14,6 +14,7 @@ ENGINE = ROOT / "engine"
 CORE = {
     "errors",
     "spec",
+    "fields",
     "events",
     "control",
     "paths",
