@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from engine import paths
-from engine.errors import SettingsError, TunegraphError
+from engine.errors import ModelError, SettingsError
 
 FORMAT_VERSION = 1
 FILE_NAME = "settings.json"
@@ -129,20 +129,22 @@ def is_offline(settings: Settings | None = None) -> bool:
 
 def check_hub_id(
     repo_id: str, revision: str | None = None, settings: Settings | None = None
-) -> None:
+) -> bool:
     """In offline mode, refuse a hub model id whose files are not in the local cache.
 
-    Raises TunegraphError naming the id and what to do; does nothing when online or when the
-    model's config.json is cached.
+    Returns True when the model must be loaded from the local cache only (offline mode is on and
+    its config.json is cached: the loaders then get `local_files_only=True`, so no request is
+    tried even when this process lacks HF_HUB_OFFLINE), False when online. Raises ModelError
+    naming the id and what to do when offline mode is on and the model is not cached.
     """
     if not is_offline(settings):
-        return
+        return False
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     if isinstance(cached, str):
-        return
-    raise TunegraphError(
+        return True
+    raise ModelError(
         f"Offline mode is on and {repo_id} is not in the Hugging Face cache.",
         "Turn offline mode off in Settings to download it, or pick a local model folder.",
     )

@@ -42,6 +42,8 @@ class _Compiler:
         self.nodes: dict[str, GraphNode] = {}
         self.incoming: dict[str, dict[str, list[str]]] = {}
         self.edges: dict[str, set[str]] = {}
+        # module node id -> input port -> ids of enabled nodes of unknown type connected to it
+        self.unknown_feeders: dict[str, dict[str, list[str]]] = {}
         self.result = CompileResult()
         self._seen: set[tuple[str, str, str]] = set()
 
@@ -114,7 +116,8 @@ class _Compiler:
             self.error(
                 node,
                 "type_",
-                f"unknown node type {data.get('type_')!r}; known types: " + ", ".join(NODE_TYPES),
+                f"unknown node type {data.get('type_')!r} (a typo, or a node from a newer "
+                "version of Tunegraph); known types: " + ", ".join(NODE_TYPES),
                 "unknown_type",
             )
             return
@@ -216,7 +219,10 @@ class _Compiler:
             return
         self.edges.setdefault(out_id, set()).add(in_id)
         if src.decl is None or dst.decl is None:
-            return  # already reported as an unknown node type
+            # already reported as an unknown node type; the module it would feed is refused
+            if src.decl is None and dst.decl is FINE_TUNE and not src.disabled:
+                self.unknown_feeders.setdefault(in_id, {}).setdefault(in_port, []).append(out_id)
+            return
         if not self.check_ports(src, out_port, dst, in_port):
             return
         sources = self.incoming.setdefault(in_id, {}).setdefault(in_port, [])
@@ -293,7 +299,7 @@ class _Compiler:
             connected = [self.nodes[i] for i in self.incoming.get(node.id, {}).get(port.name, [])]
             active = [n for n in connected if not n.disabled]
             if not active:
-                if port.required:
+                if port.required and not self.unknown_feeders.get(node.id, {}).get(port.name):
                     note = " (the connected one is disabled)" if connected else ""
                     self.error(
                         node, port.name, f"connect a {port.label} node{note}", "missing_input"
@@ -321,8 +327,10 @@ class _Compiler:
         )
 
     def module_errors(self, node: GraphNode, picked: Picked) -> list[CompileError]:
-        """The errors so far on a module's node and on the nodes picked to feed it."""
+        """The errors so far on a module's node, on the nodes picked to feed it and on the nodes
+        of unknown type connected to it (a module never runs without a node it was given)."""
         ids = {node.id} | {n.id for feeders in picked.values() for n in feeders}
+        ids |= {i for feeders in self.unknown_feeders.get(node.id, {}).values() for i in feeders}
         return [e for e in self.result.errors if e.node_id in ids]
 
     def make_spec(self, node: GraphNode, picked: Picked) -> JobSpec | None:

@@ -75,9 +75,12 @@ def follow_runs(store: Store, run_ids: list[str], quiet: bool = False) -> dict[s
         run = store.run_json(run_id)
         line = f"{run['state']:9} {run['name']} ({run_id})"
         if run["error"]:
-            line += f": {run['error']['message']}"
+            message = run["error"]["message"].rstrip()
+            line += f": {message}"
             if run["error"].get("hint"):
-                line += f" {run['error']['hint']}"
+                line += (
+                    "" if message.endswith((".", "!", "?")) else "."
+                ) + f" {run['error']['hint']}"
         print(line, file=sys.stderr)
         for w in run["warnings"]:
             print(f"  warning: {w}", file=sys.stderr)

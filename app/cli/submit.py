@@ -61,7 +61,15 @@ def compile_graph(
         modules = [m for m in modules if m.name in only]
     specs = [m.spec for m in modules if m.spec is not None]
     refused = [(m.name, list(m.errors)) for m in modules if m.spec is None]
-    graph_errors = [e for e in result.errors if not e.node_id]
+    # problems of the graph as a whole, and nodes of unknown type that feed no module (a typo or
+    # a newer version's node): nothing to run is lost silently, so they refuse too
+    in_modules = {(e.node_id, e.field, e.message) for m in result.modules for e in m.errors}
+    graph_errors = [
+        e
+        for e in result.errors
+        if not e.node_id
+        or (e.kind == "unknown_type" and (e.node_id, e.field, e.message) not in in_modules)
+    ]
     if graph_errors and not only:
         refused.append(("graph", graph_errors))
     return specs, refused
@@ -112,7 +120,7 @@ def prepare_runs(
         if not quiet:
             print(describe_estimate(spec.name, est), file=sys.stderr)
     for entry in entries:
-        print(f"refused: {entry['error']['message']}", file=sys.stderr)
+        print(f"refused: {entry['name']}: {entry['error']['message']}", file=sys.stderr)
     return specs, estimates, entries
 
 
@@ -130,9 +138,9 @@ def submit_runs(
     submitted = client.submit(store, specs, estimates, cluster=cluster) if specs else []
     for e in submitted:
         if e["state"] == "refused":
-            print(
-                f"refused: {e['error']['message']} {e['error'].get('hint') or ''}", file=sys.stderr
-            )
+            hint = e["error"].get("hint")
+            message = f"{e['name']}: {e['error']['message']}" + (f" {hint}" if hint else "")
+            print(f"refused: {message}", file=sys.stderr)
     return submitted
 
 

@@ -49,6 +49,12 @@ def load_dataset_rows(ds: DatasetSpec) -> tuple[list[dict], str]:
     """
     path = Path(ds.path).expanduser()
     where = str(path)
+    if path.is_dir():
+        raise DataError(
+            "is a folder, not a file",
+            where,
+            hint="Choose a .jsonl, .json, .csv or .parquet file in it.",
+        )
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:
         raise DataError(
@@ -60,6 +66,8 @@ def load_dataset_rows(ds: DatasetSpec) -> tuple[list[dict], str]:
         raise DataError("file not found", where, hint="Check the Dataset node's file path.")
     if _is_blank(path):
         raise DataError("the file is empty", where)
+    if loader != "parquet":
+        check_utf8(path)
     table = _read_table(path, loader)
     if table.num_rows == 0:
         raise DataError("the file holds no rows", where)
@@ -73,9 +81,71 @@ def load_dataset_rows(ds: DatasetSpec) -> tuple[list[dict], str]:
 
 
 def _is_blank(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(65536)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError as err:
+        raise DataError(
+            f"cannot be read: {err.strerror or err}",
+            str(path),
+            hint="Check that the file is readable by you and not locked by another program.",
+        ) from err
     return not head.strip() and len(head) < 65536
+
+
+_CHUNK = 1 << 20
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def check_utf8(path: str | Path) -> None:
+    """Raise DataError naming the line and byte offset of the first byte that is not UTF-8.
+
+    The readers do not all say so themselves: pyarrow's JSON reader accepts the bytes and fails
+    later, deep inside, on the first row that holds them. One streaming pass, 1 MiB at a time.
+    """
+    path = Path(path)
+    offset, line, line_start, carry = 0, 1, 0, b""  # offset: of buf[0] in the file
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            buf = carry + chunk
+            if not buf:
+                return
+            try:
+                buf.decode("utf-8")
+                good = len(buf)
+            except UnicodeDecodeError as err:
+                # a character cut by the chunk boundary: decode it with the next chunk
+                if chunk and err.end == len(buf) and len(buf) - err.start < 4:
+                    good = err.start
+                else:
+                    good = err.start
+                    bad = offset + good
+                    line += buf.count(b"\n", 0, good)
+                    newline = buf.rfind(b"\n", 0, good)
+                    line_start = offset + newline + 1 if newline >= 0 else line_start
+                    f.seek(line_start)
+                    before = f.read(bad - line_start).decode("utf-8", errors="replace")
+                    _raise_not_utf8(path, buf[good], bad, line, len(before) + 1, buf[:2])
+            newline = buf.rfind(b"\n", 0, good)
+            if newline >= 0:
+                line_start = offset + newline + 1
+            line += buf.count(b"\n", 0, good)
+            offset += good
+            carry = buf[good:]
+            if not chunk:
+                return
+
+
+def _raise_not_utf8(path: Path, byte: int, offset: int, line: int, column: int, head: bytes):
+    guess = " (it looks like UTF-16)" if offset == 0 and head in _UTF16_BOMS else ""
+    raise DataError(
+        f"the file is not UTF-8 text{guess}: byte 0x{byte:02X} at byte offset {offset} "
+        f"(line {line}, column {column})",
+        str(path),
+        line,
+        hint="Save it as UTF-8 (in Excel: Save As, CSV UTF-8; in a text editor: encoding UTF-8).",
+    )
 
 
 def _read_table(path: Path, loader: str) -> Any:

@@ -2,12 +2,19 @@
 
 `resolve_source` is cheap (no torch) and tells what a source is; `load_tokenizer` and `load_model`
 do the real loading in the worker. The HF token comes from the keyring, never from the spec.
+
+A hub id is checked once per process with one short request (`check_hub`) before anything is
+loaded: an unreachable hub, a gated model without a token and an id that does not exist each get
+their own sentence at once, instead of half a minute of retries and a library traceback. When
+the hub cannot be reached but the model is cached, it is loaded from the cache alone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,10 @@ from engine.errors import ModelError
 from engine.spec import BaseModelSpec
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_PROBE_TIMEOUT_S = 5.0  # one HEAD request; HF_HUB_ETAG_TIMEOUT, when set, wins
+log = logging.getLogger(__name__)
+# (repo id, revision) -> True when the hub answered, False when only the cache can serve it
+_hub_checked: dict[tuple[str, str | None], bool] = {}
 
 
 @dataclass
@@ -25,6 +36,7 @@ class ResolvedSource:
     kind: str  # "builtin" | "folder" | "gguf" | "hub"
     location: str  # folder path, gguf file path or hub id
     gguf_file: str | None = None  # file name inside `location` for gguf sources
+    local_only: bool = False  # a hub id served from the local cache (offline, or hub unreachable)
 
 
 def resolve_source(spec: BaseModelSpec, build_builtin: bool = True) -> ResolvedSource:
@@ -58,8 +70,11 @@ def resolve_source(spec: BaseModelSpec, build_builtin: bool = True) -> ResolvedS
     if HUB_ID.match(source):
         from engine.settings import check_hub_id
 
-        check_hub_id(source, spec.revision or None)  # offline mode: only cached models
-        return ResolvedSource("hub", source)
+        revision = spec.revision or None
+        local_only = check_hub_id(source, revision)  # offline mode: only cached models
+        if not local_only:
+            local_only = not check_hub(source, revision)
+        return ResolvedSource("hub", source, local_only=local_only)
     raise ModelError(
         f"Base model: {source!r} is neither an existing folder nor a hub id like org/name.",
         "Use a hub id, a local folder, gguf:PATH or builtin:tiny-llama.",
@@ -77,6 +92,8 @@ def hub_kwargs(spec: BaseModelSpec, resolved: ResolvedSource) -> dict:
         token = get_hf_token()
         if token:
             kwargs["token"] = token
+        if resolved.local_only:
+            kwargs["local_files_only"] = True
     if resolved.gguf_file:
         kwargs["gguf_file"] = resolved.gguf_file
     return kwargs
@@ -94,6 +111,11 @@ def load_config(spec: BaseModelSpec, resolved: ResolvedSource | None = None) -> 
 
 
 def _load_failed(what: str, spec: BaseModelSpec, exc: Exception) -> ModelError:
+    source = spec.source.strip()
+    if HUB_ID.match(source) and not Path(source).expanduser().exists():
+        known = hub_error(exc, source, spec.revision or None)
+        if known is not None:
+            return known
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     hint = None
     if "offline" in text.lower() or "connect" in text.lower() or "couldn't find" in text.lower():
@@ -104,6 +126,160 @@ def _load_failed(what: str, spec: BaseModelSpec, exc: Exception) -> ModelError:
     elif "401" in text or "gated" in text.lower() or "token" in text.lower():
         hint = "The repository may be gated: add your Hugging Face token in Settings."
     return ModelError(f"Base model {spec.source!r}: could not load the {what}: {text}", hint)
+
+
+# -- the hub: one quick check, and one sentence per way it can fail ------------------------------
+def check_hub(repo_id: str, revision: str | None = None) -> bool:
+    """Ask the hub once (per process) for the model's config.json, with a short timeout and no
+    retries. Returns True when the hub serves it, False when the hub cannot be reached or refuses
+    it but the model is in the local cache (load it with `local_files_only`). Raises ModelError
+    with one sentence otherwise: hub unreachable, gated model, no such model or revision."""
+    key = (repo_id, revision)
+    if key in _hub_checked:
+        return _hub_checked[key]
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    from engine.secrets import get_hf_token
+
+    timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or HUB_PROBE_TIMEOUT_S)
+    try:
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, "config.json", revision=revision),
+            token=get_hf_token() or None,
+            timeout=timeout,
+            retry_on_errors=False,
+        )
+        _hub_checked[key] = True
+        return True
+    except Exception as exc:  # noqa: BLE001 - every failure is classified below
+        if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+            log.info("hub check for %s failed (%s); using the cached copy", repo_id, exc)
+            _hub_checked[key] = False
+            return False
+        error = hub_error(exc, repo_id, revision)
+        if error is None:
+            lines = str(exc).strip().splitlines()
+            error = ModelError(
+                f"Could not check {repo_id} on the Hugging Face hub: "
+                + (lines[0] if lines else type(exc).__name__),
+                "Check the network, or turn on offline mode in Settings and use a cached or "
+                "local model.",
+            )
+        log.info("hub check for %s failed: %r", repo_id, exc)
+        raise error from exc
+
+
+def hub_unreachable(repo_id: str) -> ModelError:
+    """The sentence for a hub that cannot be reached (no network, a firewall, a proxy)."""
+    return ModelError(
+        f"Could not reach the Hugging Face hub for {repo_id}",
+        "Check the network, or turn on offline mode in Settings and use a cached or local model.",
+    )
+
+
+def hub_error(
+    exc: BaseException, repo_id: str, revision: str | None = None, has_token: bool | None = None
+) -> ModelError | None:
+    """One sentence for a failure of the hub or of huggingface_hub/transformers loading from it,
+    found anywhere in the exception's chain; None when it is none of the known kinds.
+
+    Kinds: an id the hub refuses as malformed, a gated model (no token, or a token without
+    access), a model id that does not exist (or is private), a revision that does not exist, a repository without config.json, offline
+    mode with the model not cached, and the hub unreachable (connection errors and timeouts).
+    """
+    from huggingface_hub import errors as hf
+
+    chain = _chain(exc)
+    if has_token is None:
+        from engine.secrets import get_hf_token
+
+        has_token = bool(get_hf_token())
+    if _first(chain, hf.HFValidationError) is not None:
+        return ModelError(
+            f"{repo_id!r} is not a valid Hugging Face model id",
+            "Check the id: org/name, letters, digits, '-', '_' and '.', no '--' or '..'.",
+        )
+    if _first(chain, hf.GatedRepoError) is not None:
+        if has_token:
+            return ModelError(
+                f"{repo_id} is a gated model and your Hugging Face token has no access to it",
+                f"Ask for access on https://huggingface.co/{repo_id}, then try again.",
+            )
+        return ModelError(
+            f"{repo_id} is a gated model and no Hugging Face token is set",
+            f"Add your token in Settings (after asking for access on "
+            f"https://huggingface.co/{repo_id}).",
+        )
+    if _first(chain, hf.RevisionNotFoundError) is not None:
+        return ModelError(
+            f"{repo_id} has no revision {revision or 'main'!r} on the Hugging Face hub",
+            "Check the base model's revision (a branch, tag or commit).",
+        )
+    if _first(chain, hf.RepositoryNotFoundError) is not None:
+        private = "" if has_token else "; a private model also needs your token in Settings"
+        return ModelError(
+            f"The Hugging Face hub has no model {repo_id}",
+            f"Check the id (org/name, as on its hub page){private}.",
+        )
+    if _first(chain, hf.OfflineModeIsEnabled) is not None:
+        return ModelError(
+            f"Offline mode is on and {repo_id} is not in the Hugging Face cache.",
+            "Turn offline mode off in Settings to download it, or pick a local model folder.",
+        )
+    if _first(chain, hf.RemoteEntryNotFoundError) is not None:
+        return ModelError(
+            f"{repo_id} has no config.json, so it is not a transformers model",
+            "For a GGUF-only repository, download the .gguf file and use gguf:PATH.",
+        )
+    if _first(chain, hf.LocalEntryNotFoundError) is not None or any(map(_is_network_error, chain)):
+        return hub_unreachable(repo_id)
+    for err in chain:
+        if isinstance(err, hf.HfHubHTTPError):
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            if status == 401 and has_token:
+                return ModelError(
+                    f"The Hugging Face hub refused your token for {repo_id}",
+                    "Check the token in Settings (it may be expired or revoked).",
+                )
+            if status is None or status >= 500 or status in (404, 407, 408, 429):
+                return hub_unreachable(repo_id)
+    return None
+
+
+def _first(chain: list[BaseException], kind: type) -> BaseException | None:
+    return next((e for e in chain if isinstance(e, kind)), None)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 20:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+_NETWORK_ERRORS = {
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionError",
+    "NetworkError",
+    "NewConnectionError",
+    "ProxyError",
+    "ReadTimeout",
+    "TimeoutException",
+    "Timeout",
+    "MaxRetryError",
+}
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+        return True
+    return any(
+        cls.__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
+        and cls.__name__ in _NETWORK_ERRORS
+        for cls in type(exc).__mro__
+    )
 
 
 def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource) -> Any:

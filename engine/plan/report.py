@@ -81,9 +81,11 @@ def estimate_specs(specs: list[JobSpec], device: str = "auto") -> list[dict]:
     )
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
+        if lines and lines[-1].startswith("tunegraph: "):  # the engine's own one sentence
+            raise TunegraphError(lines[-1].removeprefix("tunegraph: "))
         raise TunegraphError(
             "Estimating the runs in the training engine failed: "
-            + (lines[-1].removeprefix("tunegraph: ") if lines else f"exit {result.returncode}")
+            + (lines[-1] if lines else f"exit {result.returncode}")
         )
     return json.loads(result.stdout)
 
