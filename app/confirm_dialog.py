@@ -140,10 +140,11 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         if busy:
             self.status.setText(f"Estimating memory and time for {len(self.modules)} run(s)…")
         elif self.estimate_error:
+            error = self.estimate_error.rstrip()
             self.status.setText(
-                "Could not estimate: "
-                + self.estimate_error
-                + " The runs can still start; the supervisor estimates them."
+                f"Could not estimate: {error}{'' if error.endswith(('.', '!', '?')) else '.'}"
+                " On Start the supervisor estimates each run again; a run it cannot estimate"
+                " either is refused with the error, since no run is placed without an estimate."
             )
         else:
             self.status.setText(
@@ -163,7 +164,11 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
             ("Recipe", html.escape(recipe_text(spec))),
         ]
         if est is None:
-            waiting = "estimating…" if self.estimating else "not available"
+            waiting = (
+                "estimating…"
+                if self.estimating
+                else "not available: estimated again on Start, refused if that fails too"
+            )
             rows.append(("Estimate", waiting))
         else:
             rows += estimate_rows(est, self.gpus)

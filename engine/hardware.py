@@ -1,8 +1,11 @@
 """What the machine has to train on: NVIDIA GPUs through NVML (no torch), and CPU slots.
 
 `TUNEGRAPH_FAKE_GPUS` describes a fake inventory for tests and demos on machines without GPUs:
-a comma-separated list of memory sizes in GiB, optionally named (`"24,24"` or `"RTX 4090:24,A6000:48"`).
+a comma-separated list of memory sizes in GiB, optionally named (`"24,24"` or
+`"RTX 4090:24,A6000:48"`), each optionally with the free memory a fake NVML reports (`"24/3.5"`:
+24 GiB with 3.5 GiB free, the rest used by other programs; without it all of it is free).
 Runs placed on fake GPUs train on the CPU; placement, queueing, refusal and release are real.
+`nvml_gpus` takes its readings from a reader function, so tests can feed it NVML figures too.
 `TUNEGRAPH_CPU_SLOTS` sets how many CPU runs go at once (default 1).
 """
 
@@ -40,17 +43,36 @@ def gpus() -> list[Gpu]:
 
 
 def parse_fake(text: str) -> list[Gpu]:
-    """The fake GPUs a TUNEGRAPH_FAKE_GPUS value describes, indexed from 0."""
+    """The fake GPUs a TUNEGRAPH_FAKE_GPUS value describes (`[NAME:]TOTAL[/FREE]`, in GiB),
+    indexed from 0."""
     out = []
     for i, item in enumerate(p.strip() for p in text.split(",") if p.strip()):
         name, _, size = item.rpartition(":")
-        gib = float(size)
-        out.append(Gpu(i, name or f"Fake GPU {i}", gib, gib, fake=True))
+        total, _, free = size.partition("/")
+        gib = float(total)
+        free_gib = min(gib, float(free)) if free.strip() else gib
+        out.append(Gpu(i, name or f"Fake GPU {i}", gib, free_gib, fake=True))
     return out
 
 
-def nvml_gpus() -> list[Gpu]:
-    """NVIDIA GPUs via nvidia-ml-py; an empty list when there is no driver."""
+NvmlReading = tuple[str | bytes, int, int]  # (name, total bytes, free bytes) of one GPU
+
+
+def nvml_gpus(reader: Callable[[], list[NvmlReading]] | None = None) -> list[Gpu]:
+    """NVIDIA GPUs from NVML readings (`reader`, default `read_nvml`); empty without a driver."""
+    return [
+        Gpu(
+            i,
+            name.decode() if isinstance(name, bytes) else name,
+            round(total / GIB, 2),
+            round(free / GIB, 2),
+        )
+        for i, (name, total, free) in enumerate((reader or read_nvml)())
+    ]
+
+
+def read_nvml() -> list[NvmlReading]:
+    """(name, total bytes, free bytes) of each GPU via nvidia-ml-py; empty without a driver."""
     try:
         import pynvml
     except ImportError:
@@ -63,16 +85,8 @@ def nvml_gpus() -> list[Gpu]:
         out = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            out.append(
-                Gpu(
-                    i,
-                    name.decode() if isinstance(name, bytes) else name,
-                    round(mem.total / GIB, 2),
-                    round(mem.free / GIB, 2),
-                )
-            )
+            out.append((pynvml.nvmlDeviceGetName(handle), int(mem.total), int(mem.free)))
         return out
     finally:
         try:

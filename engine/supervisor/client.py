@@ -30,7 +30,12 @@ def send(
     ensure_supervisor()
     if not wait:
         return {"ok": True, "id": cmd_id}
-    deadline = time.time() + WAIT_S
+    return await_result(store, cmd_id, action)
+
+
+def await_result(store: Store, cmd_id: int, action: str, wait_s: float = WAIT_S) -> dict:
+    """The supervisor's result for command `cmd_id`, waiting up to `wait_s` seconds for it."""
+    deadline = time.time() + wait_s
     checked = time.time()
     while time.time() < deadline:
         cmd = store.command(cmd_id)
@@ -41,7 +46,7 @@ def send(
             checked = time.time()
         time.sleep(0.05)
     raise TunegraphError(
-        f"the supervisor did not answer the {action} command in {WAIT_S:.0f} s",
+        f"the supervisor did not answer the {action} command in {wait_s:.0f} s",
         "See supervisor.log in the data directory.",
     )
 
@@ -57,8 +62,10 @@ def submit(
 
     `cluster` (a Ray address, as `tunegraph run --cluster ADDR`) sends every run to that cluster;
     otherwise runs whose target is "cluster" go to the address of TUNEGRAPH_RAY_ADDRESS or
-    Settings, recorded with the submission. Returns one entry per spec: {"id", "name", "state"}
-    with state queued or refused (then also "error"), as `tunegraph run --detach --json` prints.
+    Settings, recorded with the submission. A spec without an estimate (None) is estimated by
+    the supervisor, which refuses the run when that fails: no run is placed blind. Returns one
+    entry per spec: {"id", "name", "state"} with state queued or refused (then also "error"), as
+    `tunegraph run --detach --json` prints.
     """
     from engine.cluster.executor import resolve_address
     from engine.training.launch import create_run
@@ -71,12 +78,22 @@ def submit(
         run_id = create_run(spec, store, parent=parent, estimate=est)
         if spec.resources.target == "cluster":
             record_cluster(paths.runs_dir() / run_id, resolve_address(cluster))
-        result = send(store, "submit", run_id, estimate=est)
+        result = send_submit(store, run_id, est)
         entry = {"id": run_id, "name": spec.name, "state": result.get("state", "queued")}
         if entry["state"] == "refused":
             entry["error"] = result.get("error")
         entries.append(entry)
     return entries
+
+
+def send_submit(store: Store, run_id: str, estimate: dict | None) -> dict:
+    """Send one submit command and wait for its result; without an estimate, long enough for
+    the supervisor's estimate helper to answer or time out."""
+    from engine.supervisor.commands import ESTIMATE_TIMEOUT_S
+
+    cmd_id = send(store, "submit", run_id, wait=False, estimate=estimate)["id"]
+    wait_s = WAIT_S if estimate is not None else ESTIMATE_TIMEOUT_S + WAIT_S
+    return await_result(store, cmd_id, "submit", wait_s)
 
 
 def record_cluster(run_dir: Path, address: str) -> None:
@@ -143,7 +160,7 @@ def submit_child(
 
         address = read_submission(Path(parent_dir)).get("ray_address")
         record_cluster(paths.runs_dir() / run_id, resolve_address(address))
-    result = send(store, "submit", run_id, estimate=estimate)
+    result = send_submit(store, run_id, estimate)
     entry = {
         "id": run_id,
         "name": spec.name,

@@ -1,8 +1,11 @@
 """Placement of runs on GPUs by VRAM holds; a pure function of the inventory and current holds.
 
 A run holds its estimated peak on each GPU it uses while it lives. It is placed when enough GPUs
-have that much unheld memory (within 90% of their size), waits when they might later, and is
-refused when no GPU could ever hold it even in 4-bit. With no GPU, runs go to CPU slots.
+have that much room, waits (`waiting` says why, in GiB) when they might later, and is refused
+when no GPU could ever hold it even in 4-bit. A GPU's room is the smaller of its unheld memory
+within 90% of its size and what NVML reports free there less NVML_SPARE_GIB, so memory used by
+other programs counts too. With no GPU, runs go to CPU slots. Every run arrives with an
+estimate: the supervisor refuses one it could not estimate (engine.supervisor.commands).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from dataclasses import dataclass
 
 from engine.hardware import Gpu
 from engine.plan.estimate import HEADROOM
+
+NVML_SPARE_GIB = 0.5  # kept free on a GPU beyond what NVML reports in use
 
 
 @dataclass
@@ -84,6 +89,26 @@ def refusal(
     )
 
 
+def room_gib(gpu: Gpu, held: float) -> float:
+    """GiB a new run may take on `gpu` with `held` GiB held by our runs: the smaller of the unheld
+    memory within HEADROOM of its size and NVML's free memory less NVML_SPARE_GIB."""
+    return min(gpu.total_gib * HEADROOM - held, gpu.free_gib - NVML_SPARE_GIB)
+
+
+def room_text(gpu: Gpu, held: float) -> str:
+    """Why `gpu` has the room it has, in GiB: which of the two limits of `room_gib` decides."""
+    by_holds = gpu.total_gib * HEADROOM - held
+    by_nvml = gpu.free_gib - NVML_SPARE_GIB
+    if by_nvml < by_holds:
+        why = (
+            f"NVML reports {gpu.free_gib:.1f} GiB free of {gpu.total_gib:.1f} GiB, "
+            f"less {NVML_SPARE_GIB:.1f} GiB kept spare"
+        )
+    else:
+        why = f"{HEADROOM:.0%} of {gpu.total_gib:.1f} GiB less {held:.1f} GiB held by runs"
+    return f"GPU {gpu.index} has {max(0.0, room_gib(gpu, held)):.1f} GiB ({why})"
+
+
 def place(
     estimate: dict | None,
     gpus: list[Gpu],
@@ -103,7 +128,7 @@ def place(
     for g in gpus:
         if g.index in suspended:
             continue
-        room = g.total_gib * HEADROOM - held.get(g.index, 0.0)
+        room = room_gib(g, held.get(g.index, 0.0))
         if room >= need:
             free.append((room, g))
     if len(free) < gpu_count:
@@ -117,3 +142,28 @@ def place(
         need,
         f"needs {need:.1f} GiB / {free[0][0]:.1f} free; placed on {where} with hold {need:.1f} GiB",
     )
+
+
+def waiting(
+    estimate: dict | None,
+    gpus: list[Gpu],
+    held: dict[int, float],
+    suspended: set[int],
+    gpu_count: int,
+    wants_gpu: bool,
+    cpu_free: int,
+) -> str | None:
+    """Why `place` (same arguments) finds no place for the run now, in GiB; None when it has one."""
+    if place(estimate, gpus, held, suspended, gpu_count, wants_gpu, cpu_free):
+        return None
+    if not wants_gpu or not gpus:
+        return "waiting for a CPU slot: every one is taken"
+    need, _ = need_gib(estimate)
+    on = "on one GPU" if gpu_count == 1 else f"on each of {gpu_count} GPUs"
+    parts = [
+        f"GPU {g.index} is suspended"
+        if g.index in suspended
+        else room_text(g, held.get(g.index, 0.0))
+        for g in gpus
+    ]
+    return f"waiting for GPU memory: needs {need:.1f} GiB {on}; " + "; ".join(parts)
