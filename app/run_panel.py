@@ -4,6 +4,9 @@ A row shows the name, a coloured status pill with an icon, a progress bar, "Epoc
 loss, ETA, elapsed time and the GPU, plus the buttons the run's state allows. Rows expand to show
 the run's detail (several at once, each updating on its own). Every change arrives through the
 `RunBridge`; every command leaves through it, so nothing here waits on the store or a worker.
+
+The "Stop" button (control action `stop`) reads "Stop and keep best" when the run has an eval
+split: the worker then delivers the checkpoint with the lowest eval loss (`stop_button`).
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ CANCEL_TEXT = (
     "partial metrics are kept, and no adapter is saved. Pause keeps a checkpoint "
     "instead."
 )
-BUTTONS = {  # button -> states in which it shows
+BUTTONS = {  # button -> states in which it shows (the text of all but "Stop", see stop_button)
     "Pause": ("starting", "training"),
-    "Stop and keep best": ("training",),
+    "Stop": ("training",),
     "Resume": ("paused", "failed"),
     "Cancel": tuple(LIVE_STATES) + ("paused",),
     "Test in chat": ("completed",),
@@ -60,6 +63,41 @@ def epoch_text(run: dict) -> str:
         total = max_steps * epoch / step  # the real plan when max_steps cuts the epochs short
     current = min(int(epoch) + 1, max(int(round(total or 1)), 1))
     return f"Epoch {current}/{max(int(round(total or 1)), 1)}"
+
+
+def stop_button(run: dict) -> tuple[str, str]:
+    """The Stop button's text and tooltip for a run: with an eval split the worker delivers the
+    checkpoint with the lowest eval loss, so it says "Stop and keep best"; without one, "Stop"
+    (the current weights are delivered)."""
+    split = ((run.get("spec") or {}).get("training") or {}).get("eval_split")
+    if split:
+        return (
+            "Stop and keep best",
+            "End training now and deliver the adapter of the checkpoint with the lowest eval "
+            "loss so far (the current weights are evaluated first and compete too).",
+        )
+    return (
+        "Stop",
+        "End training now and deliver the adapter with the current weights (this run has no "
+        "eval split to choose a best checkpoint by).",
+    )
+
+
+def attempts_text(run: dict) -> tuple[str, str]:
+    """("attempt N", one line per earlier attempt: when and why it ended) once a run has been
+    started more than once (a crash retried, a resume); ("", "") before that."""
+    attempts = run.get("attempts") or []
+    if len(attempts) < 2:
+        return "", ""
+    lines = []
+    for i, attempt in enumerate(attempts, 1):
+        start = time.strftime("%H:%M:%S", time.localtime(attempt["started_at"]))
+        if attempt["ended_at"] is None:
+            lines.append(f"{i}. {start}, running")
+        else:
+            end = time.strftime("%H:%M:%S", time.localtime(attempt["ended_at"]))
+            lines.append(f"{i}. {start}–{end}: {attempt['reason']}")
+    return f"attempt {len(attempts)}", "\n".join(lines)
 
 
 def gpu_text(run: dict) -> str:
@@ -163,6 +201,8 @@ class RunRow(QtWidgets.QFrame):
         self.eta = QtWidgets.QLabel()
         self.elapsed = QtWidgets.QLabel()
         self.gpu = QtWidgets.QLabel()
+        self.attempts = QtWidgets.QLabel()
+        self.attempts.setStyleSheet("color: #d9a45b;")
         for w, width in (
             (self.epoch, 74),
             (self.loss, 84),
@@ -181,6 +221,7 @@ class RunRow(QtWidgets.QFrame):
             self.eta,
             self.elapsed,
             self.gpu,
+            self.attempts,
         ):
             line.addWidget(w)
         line.addStretch(1)
@@ -225,9 +266,16 @@ class RunRow(QtWidgets.QFrame):
         live = state in ACTIVE_STATES
         self.eta.setText(f"ETA {format_duration(run.get('eta_s'))}" if live else "")
         self.gpu.setText(gpu_text(run))
+        tried, history = attempts_text(run)
+        self.attempts.setText(tried)
+        self.attempts.setToolTip(history)
+        self.attempts.setVisible(bool(tried))
         self.tick()
         for text, states in BUTTONS.items():
             self.buttons[text].setVisible(state in states)
+        label, tip = stop_button(run)
+        self.buttons["Stop"].setText(label)
+        self.buttons["Stop"].setToolTip(tip)
         error = run.get("error") or {}
         note = run.get("reason") if state in ("failed", "refused", "retrying") else None
         warnings = run.get("warnings") or []
@@ -411,7 +459,7 @@ class RunPanel(QtWidgets.QWidget):
             self.bridge.control("cancel", run_id)
         elif text in ("Pause", "Resume"):
             self.bridge.control(text.lower(), run_id)
-        elif text == "Stop and keep best":
+        elif text == "Stop":
             self.bridge.control("stop", run_id)
         elif text == "Test in chat":
             self.chatRequested.emit(run_id)

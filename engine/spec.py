@@ -146,6 +146,13 @@ class TrainingSpec(SpecPart):
     save_steps: int = param(
         50, "Write a checkpoint every this many steps (0 = only at the end).", min=0
     )
+    save_minutes: float = param(
+        10.0,
+        "Also write a checkpoint at least every this many minutes, so a crash loses at most that "
+        "much work (0 = only every save_steps).",
+        min=0.0,
+        max=1440.0,
+    )
     save_total_limit: int = param(2, "Checkpoints kept on disk (older ones are deleted).", min=1)
     eval_split: float = param(
         0.05, "Fraction of rows held out for evaluation (0 = none).", min=0.0, max=0.5

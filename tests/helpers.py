@@ -32,6 +32,7 @@ RUN_KEYS = {
     "estimate",
     "error",
     "run_dir",
+    "attempts",
     "artifacts",
     "samples",
 }

@@ -102,12 +102,47 @@ def test_buttons_send_commands_and_cancel_asks_first(qtbot, views, store, monkey
     monkeypatch.setattr(views.bridge, "export", exports.append)
     panel.rows[done.id].buttons["Export"].click()
     assert exports == [done.id]
-    row.buttons["Stop and keep best"].click()
+    row.buttons["Stop"].click()
     qtbot.waitUntil(lambda: ("stop", live.id) in calls, timeout=WAIT_MS)
     with qtbot.waitSignal(panel.chatRequested) as asked_chat:
         panel.rows[done.id].buttons["Test in chat"].click()
     assert asked_chat.args == [done.id]
     for r in (live, done):
+        r.close()
+
+
+def test_stop_button_says_keep_best_only_with_an_eval_split(qtbot, views, store):
+    """With an eval split a stop delivers the checkpoint with the lowest eval loss, so the
+    button says so; without one it is a plain "Stop" (the current weights are delivered)."""
+    split = training_run(store, "split", 5, 100)  # make_spec keeps the default eval split
+    plain = training_run(store, "plain", 5, 100, eval_split=0.0)
+    panel = views.panel
+    wait_rows(qtbot, panel, [split.id, plain.id])
+    best, stop = panel.rows[split.id].buttons["Stop"], panel.rows[plain.id].buttons["Stop"]
+    assert best.text() == "Stop and keep best" and "lowest eval loss" in best.toolTip()
+    assert stop.text() == "Stop" and "current weights" in stop.toolTip()
+    assert "no eval split" in stop.toolTip()
+    assert best.isVisibleTo(panel.rows[split.id]) and stop.isVisibleTo(panel.rows[plain.id])
+    for r in (split, plain):
+        r.close()
+
+
+def test_a_retried_run_shows_its_attempts_and_why_each_ended(qtbot, views, store):
+    run = training_run(store, "crashed once", 3, 100)
+    run.status("retrying", reason="interrupted: the worker exited with code -9")
+    run.status("queued", reason="retrying").status("starting").status("training", device="cpu")
+    first = training_run(store, "first try", 3, 100)
+    wait_rows(qtbot, views.panel, [run.id, first.id])
+    label = views.panel.rows[run.id].attempts
+    qtbot.waitUntil(lambda: label.text() == "attempt 2", timeout=WAIT_MS)
+    assert label.isVisibleTo(views.panel.rows[run.id])
+    assert (
+        "1. " in label.toolTip()
+        and "interrupted: the worker exited with code -9" in label.toolTip()
+    )
+    assert "2. " in label.toolTip() and "running" in label.toolTip()
+    assert not views.panel.rows[first.id].attempts.isVisibleTo(views.panel.rows[first.id])
+    for r in (run, first):
         r.close()
 
 

@@ -250,8 +250,8 @@ def test_pause_and_resume_continue_the_uninterrupted_curve(sup, data):
 # -- crash recovery ----------------------------------------------------------------------------
 def test_crash_recovery_reconciles_dead_workers_and_readopts_live_ones(sup, data):
     """The supervisor is killed with two workers running; one of them is killed too. A new
-    supervisor marks the dead one failed (interrupted) and re-adopts the live one, which
-    completes; the dead one resumes from its last checkpoint to completion."""
+    supervisor re-adopts the live one, which completes, and restarts the dead one from its last
+    checkpoint on its own (retrying, interrupted); it completes with a whole curve."""
     doomed = make_spec(data, "killed worker", max_steps=40, save_steps=2)
     orphan = make_spec(data, "orphaned worker", max_steps=40)
     ids = [e["id"] for e in client.submit(sup, [doomed, orphan], [cpu_estimate(doomed)] * 2)]
@@ -271,13 +271,18 @@ def test_crash_recovery_reconciles_dead_workers_and_readopts_live_ones(sup, data
         os.kill(doomed_pid, signal.SIGKILL)
         wait_until(lambda: not _alive(doomed_pid), 10, "the worker to die")
         assert ensure_supervisor() != old
-        run = wait_for(sup, doomed_id, "failed", 20)
-        # the live worker keeps its hold, the dead one's is released
-        assert [h["run_id"] for h in sup.holds()] == [orphan_id]
+
+        def first_attempt_ended():
+            sup.ingest(run_dir(sup, doomed_id))
+            attempts = sup.run_json(doomed_id)["attempts"]
+            return attempts[0] if attempts and attempts[0]["ended_at"] else None
+
+        ended = wait_until(first_attempt_ended, 20, "the dead worker to be retried")
+        assert orphan_id in [h["run_id"] for h in sup.holds()]  # the live one keeps its hold
     finally:
         os.kill(orphan_pid, signal.SIGCONT)
-    assert "interrupted" in run["reason"]
-    assert client.control(sup, "resume", doomed_id)["state"] == "queued"
+    assert "interrupted: the worker died while nobody was watching" in ended["reason"]
+    assert "restarting from its last checkpoint, retry 1 of 3" in ended["reason"]
 
     orphan_run = wait_for(sup, orphan_id, "completed", 120)
     assert orphan_run["step"] == 40
@@ -289,6 +294,26 @@ def test_crash_recovery_reconciles_dead_workers_and_readopts_live_ones(sup, data
     assert [m["step"] for m in sup.metrics(doomed_id)] == list(range(1, 41))
     assert (run_dir(sup, doomed_id) / "adapter" / "adapter_config.json").exists()
     wait_until(no_holds(sup), 10, "the holds to be released")
+
+
+def test_a_failed_run_without_a_checkpoint_resumes_from_step_0_and_keeps_why_it_failed(
+    sup, data, tmp_path
+):
+    moved = tmp_path / "elsewhere.jsonl"
+    spec = make_spec(data, "no checkpoint", max_steps=4)
+    [entry] = client.submit(sup, [spec], [cpu_estimate(spec)])
+    run_id = entry["id"]
+    data.rename(moved)  # the worker cannot read its data: failed before any checkpoint
+    run = wait_for(sup, run_id, "failed", 120)
+    assert not has_checkpoint(run_dir(sup, run_id))
+    moved.rename(data)
+    assert client.control(sup, "resume", run_id)["state"] == "queued"
+    run = wait_for(sup, run_id, "completed", 120)
+    assert [m["step"] for m in sup.metrics(run_id)] == [1, 2, 3, 4]
+    assert any("restarted from the beginning: no checkpoint yet" in x for x in sup.logs(run_id))
+    first, second = run["attempts"]
+    assert "does not exist" in first["reason"] or "not found" in first["reason"], first
+    assert second["reason"] == "completed"
 
 
 def _alive(pid: int) -> bool:
@@ -394,3 +419,147 @@ def test_a_run_without_a_training_engine_fails_with_the_fix_instead_of_looping(
     assert "training engine is not set up" in run["reason"]
     assert "engine setup" in run["error"]["hint"]
     wait_until(no_holds(sup), 10, "the hold to be released")
+
+
+# -- no run is placed blind ---------------------------------------------------------------------
+def test_a_run_the_helper_cannot_estimate_is_refused_with_its_error_while_the_other_starts(
+    sup, data, tmp_path
+):
+    """On a machine without a GPU: both runs come without an estimate, so the supervisor's
+    helper estimates them. The one whose base model is missing is refused with the helper's own
+    error; the other is estimated, queued and trains on the CPU."""
+    from engine.spec import BaseModelSpec
+
+    missing = tmp_path / "no-such-model"
+    broken = make_spec(data, "unestimable")
+    broken.base_model = BaseModelSpec(source=str(missing))
+    fine = make_spec(data, "estimable", max_steps=3)
+    refused, queued = client.submit(sup, [broken, fine])
+
+    assert refused["state"] == "refused"
+    message = refused["error"]["message"]
+    assert message.startswith(
+        "unestimable: not estimated, and no run is placed without an estimate: "
+        "the estimate helper failed: Base model"
+    )
+    assert str(missing) in message  # the helper's own words, naming the missing folder
+    assert "Traceback" not in message and "ModelError" not in message
+    assert refused["error"]["hint"] == "Fix what the error names, then start it again."
+    run = sup.run_json(refused["id"])
+    assert run["state"] == "refused" and run["reason"] == message and run["estimate"] is None
+    assert not (Path(run["run_dir"]) / WORKER_LOG).exists()  # never started
+
+    assert queued["state"] == "queued"
+    run = wait_for(sup, queued["id"], "completed", 120)
+    assert run["estimate"]["params"] == cpu_estimate(fine)["params"]
+    assert run["device"] == "cpu" and run["step"] == 3
+    wait_until(no_holds(sup), 10, "the hold to be released")
+
+
+@pytest.fixture
+def in_process(monkeypatch, tg_home, tmp_path):
+    """A Supervisor in this process (driven by hand: handle, watch_estimates) whose estimate
+    helper is `helper.sh`, a stand-in for the engine's Python that the test writes."""
+    from engine.store.index import Store
+    from engine.supervisor.service import Supervisor
+
+    script = tmp_path / "helper.sh"
+    monkeypatch.setenv("TUNEGRAPH_ENGINE_PYTHON", str(script))
+    store = Store()
+    supervisor = Supervisor(store, idle_exit_s=0)
+    yield supervisor, script
+    supervisor.abandon_estimates()
+    store.close()
+
+
+def submit_by_hand(supervisor, spec) -> tuple[str, int, dict | None]:
+    """Create a run and hand its submit command (without an estimate) to `supervisor`."""
+    from engine.training.launch import create_run
+
+    run_id = create_run(spec, supervisor.store)
+    cmd_id = supervisor.store.add_command("submit", run_id, estimate=None)
+    [cmd] = supervisor.store.take_commands()
+    return run_id, cmd_id, supervisor.handle(cmd)
+
+
+def test_a_helper_that_gives_no_answer_in_time_is_killed_and_the_run_refused(
+    in_process, data, monkeypatch
+):
+    from engine.supervisor import commands
+
+    supervisor, script = in_process
+    script.write_text("#!/bin/sh\nexec sleep 60\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(commands, "ESTIMATE_TIMEOUT_S", 1.0)
+    run_id, cmd_id, answer = submit_by_hand(supervisor, make_spec(data, "slow"))
+    assert answer is None  # answered once the helper is done
+    helper = supervisor.estimating[run_id][0]
+    supervisor.watch_estimates()
+    assert run_id in supervisor.estimating  # not yet
+    time.sleep(1.2)
+    supervisor.watch_estimates()
+    assert not supervisor.estimating and helper.returncode is not None
+    result = supervisor.store.command(cmd_id)["result"]
+    assert result["state"] == "refused"
+    assert result["error"]["message"] == (
+        "slow: not estimated, and no run is placed without an estimate: "
+        "the estimate helper gave no answer in 1 s"
+    )
+    assert supervisor.store.run_json(run_id)["state"] == "refused"
+
+
+def test_without_an_engine_to_estimate_in_the_run_is_refused_at_once(in_process, data):
+    supervisor, script = in_process  # the script is never written: there is no engine
+    run_id, _, answer = submit_by_hand(supervisor, make_spec(data, "no engine"))
+    assert answer["state"] == "refused" and not supervisor.estimating
+    message = answer["error"]["message"]
+    assert "the estimate helper could not start: The training engine is not set up" in message
+    assert "engine setup" in answer["error"]["hint"]
+    assert supervisor.store.run_json(run_id)["state"] == "refused"
+
+
+def test_a_run_still_being_estimated_when_the_supervisor_stops_is_refused(in_process, data):
+    supervisor, script = in_process
+    script.write_text("#!/bin/sh\nexec sleep 60\n")
+    script.chmod(0o755)
+    run_id, cmd_id, _ = submit_by_hand(supervisor, make_spec(data, "late"))
+    supervisor.abandon_estimates()
+    result = supervisor.store.command(cmd_id)["result"]
+    assert result["state"] == "refused"
+    assert result["error"]["message"].endswith(
+        "no run is placed without an estimate: the supervisor stopped before the run was estimated"
+    )
+    assert supervisor.store.run_json(run_id)["state"] == "refused"
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (
+            "from engine.errors import ModelError\nraise ModelError('Base model: gone.', 'Pick one.')",
+            "Base model: gone. Pick one.",
+        ),
+        ("raise KeyError('hidden_size')", "KeyError: 'hidden_size'"),
+        ("import sys\nsys.exit('tunegraph: the config is broken')", "the config is broken"),
+        ('print(\'{"error": {"message": "no such dataset"}}\')', "no such dataset"),
+        ("import sys\nsys.exit(3)", "it exited with code 3 and printed no error"),
+        ("print('not json')", "it printed no estimate"),
+    ],
+)
+def test_the_helper_error_is_its_last_meaningful_line_or_its_json_error(code, expected):
+    from engine.supervisor.commands import EstimateHelper, read_estimate
+
+    helper = EstimateHelper([sys.executable, "-c", code])
+    helper.wait(30)
+    assert read_estimate(helper) == (None, expected)
+
+
+def test_a_helper_that_prints_an_estimate_gives_it():
+    from engine.supervisor.commands import EstimateHelper, last_error_line, read_estimate
+
+    printed = json.dumps(est(1.5, 0.8))
+    helper = EstimateHelper([sys.executable, "-c", f"print({printed!r})"])
+    helper.wait(30)
+    assert read_estimate(helper) == (est(1.5, 0.8), "")
+    assert last_error_line("warning: slow\n\nValueError: bad\n   ^^^^\n\n") == "ValueError: bad"
+    assert last_error_line("") == ""

@@ -142,6 +142,14 @@ class Store(RunQueries):
             )
             ingest_rows.refresh_run(conn, run_id)
 
+    def update_spec(self, run_id: str, spec: JobSpec) -> None:
+        """Record a run's changed spec (the supervisor's out-of-memory retries change it)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET spec = ?, updated_at = ? WHERE id = ?",
+                (ingest_rows.dumps(spec.to_dict()), time.time(), run_id),
+            )
+
     def ingest(self, run_dir: Path | str) -> int:
         """Index the events appended to a run's two logs since the last call; returns how many.
 

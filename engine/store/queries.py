@@ -35,6 +35,7 @@ RUN_KEYS = (
     "estimate",
     "error",
     "run_dir",
+    "attempts",
     "artifacts",
     "samples",
 )
@@ -108,7 +109,23 @@ class RunQueries:
             conn, f"SELECT run_id, prompt, response FROM samples WHERE {among} ORDER BY idx", params
         ):
             samples.setdefault(row.pop("run_id"), []).append(row)
-        return [_run_shape(r, artifacts.get(r["id"], []), samples.get(r["id"], [])) for r in runs]
+        statuses: dict[str, list] = {}
+        for row in dict_rows(
+            conn,
+            f"SELECT run_id, ts, data FROM events WHERE {among} AND kind = 'status'"
+            " ORDER BY ts, seq, rowid",
+            params,
+        ):
+            statuses.setdefault(row["run_id"], []).append(_with_data(row))
+        return [
+            _run_shape(
+                r,
+                artifacts.get(r["id"], []),
+                samples.get(r["id"], []),
+                attempts_of(statuses.get(r["id"], [])),
+            )
+            for r in runs
+        ]
 
     def resolve(self, ref: str) -> str:
         """A run id, a unique id prefix or a unique run name → the run id (else NotFoundError)."""
@@ -212,9 +229,28 @@ class RunQueries:
         return [format_event(e) for e in self.events(run_id, after=after)]
 
 
-def _run_shape(row: dict, artifacts: list[dict], samples: list[dict]) -> dict:
+# a worker's start ends with the first of these (its own status, or the supervisor's)
+ATTEMPT_ENDS = ("completed", "failed", "cancelled", "paused", "pruned", "retrying")
+
+
+def attempts_of(statuses: list[dict]) -> list[dict]:
+    """One `{started_at, ended_at, reason}` per worker start, from the run's status events in
+    time order; a resume or retry never erases why an earlier attempt ended."""
+    attempts: list[dict] = []
+    for event in statuses:
+        state = event.get("state")
+        if state == "starting":
+            attempts.append({"started_at": event["ts"], "ended_at": None, "reason": None})
+        elif state in ATTEMPT_ENDS and attempts and attempts[-1]["ended_at"] is None:
+            attempts[-1]["ended_at"] = event["ts"]
+            attempts[-1]["reason"] = event.get("reason") or state
+    return attempts
+
+
+def _run_shape(row: dict, artifacts: list[dict], samples: list[dict], attempts: list[dict]) -> dict:
     """A runs row → the JSON run shape (keys always present, unknown values null)."""
     out = {key: row.get(key) for key in RUN_KEYS}
+    out["attempts"] = attempts
     out["warnings"] = from_json(row["warnings"], [])
     out["metrics"] = {key: row[key] for key in METRIC_KEYS}
     out["estimate"] = from_json(row["estimate"])

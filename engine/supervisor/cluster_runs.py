@@ -121,7 +121,6 @@ class ClusterRuns:
             asked=asked,
         )
         self.placements[run_id] = scheduler.Placement("ray", [], hold, "on the cluster")
-        self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
         self.procs[run_id] = executor
 
     def out_of_reach(self, run_id: str, reason: str | None) -> None:

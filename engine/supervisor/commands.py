@@ -2,8 +2,10 @@
 
 A submit that arrives without an estimate is estimated in a helper process in the engine's Python
 (`python -m engine.plan.report RUN_DIR`; the supervisor never imports torch) while the main
-loop goes on; its command is answered when the helper finishes, after ESTIMATE_TIMEOUT_S without
-an estimate, or with a refusal when the supervisor stops first. A submitted run is then queued or
+loop goes on; its command is answered when the helper finishes, or after ESTIMATE_TIMEOUT_S. No run
+is placed blind: a run still without an estimate then (the helper failed, timed out, could not
+start, or the supervisor stopped first) is refused, with the helper's own error in the reason. A
+submitted run is otherwise queued (with why it waits, in GiB, when it cannot start at once) or
 refused (it can never fit, or every GPU is busy under the "refuse" GPU policy).
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +26,7 @@ from engine.rundir import SPEC_FILE, entry_command
 from engine.spec import JobSpec
 from engine.store.index import Store
 from engine.supervisor import scheduler
-from engine.training.checkpoints import has_checkpoint
+from engine.training.checkpoints import drop_torn_checkpoints, has_checkpoint
 from engine.training.executors import Executor
 from engine.training.launch import read_submission
 
@@ -35,9 +39,9 @@ class ClientCommands:
 
     store: Store
     procs: dict[str, Executor]
-    attempts: dict[str, int]
     cancelling: dict[str, float]
     estimating: dict[str, tuple[subprocess.Popen, int, float]]
+    placements: dict[str, scheduler.Placement]
     suspended: set[int]
     _stop: bool
 
@@ -50,14 +54,19 @@ class ClientCommands:
             estimate = args.get("estimate") or read_submission(paths.runs_dir() / run_id).get(
                 "estimate"
             )
-            if estimate is None:  # estimated in a helper process; the loop goes on meanwhile
-                self.estimating[run_id] = (
-                    start_estimate(paths.runs_dir() / run_id),
-                    cmd["id"],
-                    time.time(),
+            if estimate is not None:
+                return self.submit(run_id, estimate)
+            try:  # estimated in a helper process; the loop goes on meanwhile
+                helper = start_estimate(paths.runs_dir() / run_id)
+            except (TunegraphError, OSError) as err:  # no engine to estimate in
+                hint = (
+                    getattr(err, "hint", None) or "Set up the training engine, then start it again."
                 )
-                return None
-            return self.submit(run_id, estimate)
+                return self.refuse_unestimated(
+                    run_id, f"the estimate helper could not start: {message_of(err)}", hint
+                )
+            self.estimating[run_id] = (helper, cmd["id"], time.time())
+            return None
         if action == "cancel":
             return self.cancel(run_id)
         if action == "pause":
@@ -75,16 +84,34 @@ class ClientCommands:
         return {"ok": False, "error": f"unknown command {action!r}"}
 
     def watch_estimates(self) -> None:
-        """Submit the runs whose estimate helper has finished, and answer their commands."""
+        """Submit the runs whose estimate helper has finished (refuse those it could not
+        estimate, or that it did not answer in ESTIMATE_TIMEOUT_S), and answer their commands."""
         for run_id, (helper, cmd_id, started) in list(self.estimating.items()):
+            timed_out = False
             if helper.poll() is None:
                 if time.time() - started < ESTIMATE_TIMEOUT_S:
                     continue
-                helper.kill()  # submitted without an estimate: it holds nothing
+                helper.kill()
                 helper.wait()
+                timed_out = True
             del self.estimating[run_id]
+            estimate, error = read_estimate(helper)
             try:
-                result = self.submit(run_id, read_estimate(helper))
+                if timed_out:
+                    result = self.refuse_unestimated(
+                        run_id,
+                        f"the estimate helper gave no answer in {ESTIMATE_TIMEOUT_S:.0f} s",
+                        "Start it again; `tunegraph estimate GRAPH` shows whether estimating "
+                        "it hangs.",
+                    )
+                elif estimate is None:
+                    result = self.refuse_unestimated(
+                        run_id,
+                        f"the estimate helper failed: {error}",
+                        "Fix what the error names, then start it again.",
+                    )
+                else:
+                    result = self.submit(run_id, estimate)
             except Exception as exc:  # noqa: BLE001 - the client must get an answer
                 log.exception("submit of %s failed", run_id)
                 result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -95,15 +122,26 @@ class ClientCommands:
         for run_id, (helper, cmd_id, _) in list(self.estimating.items()):
             helper.kill()
             helper.wait()
-            message = "the supervisor stopped before the run was estimated"
-            error = {"class": "RefusedError", "message": message, "hint": "Submit it again."}
-            self.emit(run_id, "error", **error)
-            self.emit(run_id, "status", state="refused", reason=message)
-            self.store.finish_command(cmd_id, {"ok": True, "state": "refused", "error": error})
+            read_estimate(helper)  # closes its files
+            try:
+                result = self.refuse_unestimated(
+                    run_id,
+                    "the supervisor stopped before the run was estimated",
+                    "Submit it again.",
+                )
+            except Exception as exc:  # noqa: BLE001 - the client must get an answer
+                log.exception("refusal of %s failed", run_id)
+                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            self.store.finish_command(cmd_id, result)
         self.estimating.clear()
 
     def submit(self, run_id: str, estimate: dict | None) -> dict:
-        """Queue a submitted run, or refuse it with the numbers and what to change."""
+        """Queue a submitted run, or refuse it with the numbers and what to change (or because
+        it has no estimate: no run is placed blind)."""
+        if estimate is None:
+            return self.refuse_unestimated(
+                run_id, "none came with it", "Start it again so that it is estimated."
+            )
         run_dir = paths.runs_dir() / run_id
         spec = JobSpec.load(run_dir / SPEC_FILE)
         meta = read_submission(run_dir)
@@ -130,7 +168,28 @@ class ClientCommands:
                 )
         if refused:
             return self.refuse(run_id, spec, meta, refused)
-        return self.queue(run_id, meta, estimate)
+        cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
+        why = scheduler.waiting(
+            estimate,
+            gpus,
+            self.held(),
+            self.suspended,
+            spec.resources.gpu_count,
+            spec.resources.device != "cpu",
+            hardware.cpu_slots() - cpu_busy,
+        )
+        return self.queue(run_id, meta, estimate, **({"reason": why} if why else {}))
+
+    def refuse_unestimated(self, run_id: str, why: str, hint: str) -> dict:
+        """Refuse a run that has no estimate (`why` says what became of it): no run is placed
+        blind, since its hold would be a guess."""
+        run_dir = paths.runs_dir() / run_id
+        refused = scheduler.Refusal(
+            f"not estimated, and no run is placed without an estimate: {why}", hint
+        )
+        return self.refuse(
+            run_id, JobSpec.load(run_dir / SPEC_FILE), read_submission(run_dir), refused
+        )
 
     def queue(self, run_id: str, meta: dict, estimate: dict | None, **extra) -> dict:
         """Accept a submitted run: its first `queued` status (with lineage and estimate)."""
@@ -193,7 +252,8 @@ class ClientCommands:
         return {"ok": True}
 
     def resume(self, run_id: str) -> dict:
-        """Queue a paused run, or a failed one that has a checkpoint, again."""
+        """Queue a paused or failed run again: from its last checkpoint, or from step 0 when it
+        has none (and the run says so). Its attempts keep why it stopped before."""
         state = self.state(run_id)
         run_dir = paths.runs_dir() / run_id
         if state not in ("paused", "failed"):
@@ -201,36 +261,107 @@ class ClientCommands:
                 "ok": False,
                 "error": f"only a paused or failed run can be resumed (it is {state})",
             }
-        if state == "failed" and not has_checkpoint(run_dir):
-            return {"ok": False, "error": "the run has no checkpoint to resume from"}
         control.clear(run_dir)
-        self.attempts.pop(run_id, None)
+        drop_torn_checkpoints(run_dir)
+        if not has_checkpoint(run_dir):
+            self.emit(
+                run_id,
+                "log",
+                level="info",
+                message="restarted from the beginning: no checkpoint yet",
+            )
         self.emit(run_id, "status", state="queued", reason="resumed")
         return {"ok": True, "state": "queued"}
 
 
-def start_estimate(run_dir: Path) -> subprocess.Popen:
+class EstimateHelper(subprocess.Popen):
+    """A helper process whose stdout and stderr go to temporary files (a pipe that nobody
+    reads while it runs could fill up and stall it)."""
+
+    def __init__(self, command: list[str]):
+        self.out = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self.err = tempfile.TemporaryFile("w+", encoding="utf-8")
+        try:
+            super().__init__(
+                command, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, text=True
+            )
+        except BaseException:
+            self.close_files()
+            raise
+
+    def outputs(self) -> tuple[str, str]:
+        """(stdout, stderr) of the finished helper; its files are closed afterwards."""
+        texts = []
+        for file in (self.out, self.err):
+            if file.closed:
+                texts.append("")
+                continue
+            file.seek(0)
+            texts.append(file.read())
+        self.close_files()
+        return texts[0], texts[1]
+
+    def close_files(self) -> None:
+        """Close (and so delete) the temporary files."""
+        self.out.close()
+        self.err.close()
+
+
+def start_estimate(run_dir: Path) -> EstimateHelper:
     """Estimate a run in a helper process in the engine's Python (the supervisor never imports
     torch); raises EngineMissingError when there is no engine."""
     from engine.setup.interpreters import engine_python
 
-    return subprocess.Popen(
-        entry_command(engine_python(), "estimate", str(run_dir)),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    return EstimateHelper(entry_command(engine_python(), "estimate", str(run_dir)))
 
 
-def read_estimate(helper: subprocess.Popen) -> dict | None:
-    """The estimate a finished helper printed, or None when it failed."""
-    out = helper.stdout.read() if helper.stdout else ""
-    if helper.stdout:
-        helper.stdout.close()
-    if helper.returncode != 0:
-        return None
+def read_estimate(helper: subprocess.Popen) -> tuple[dict | None, str]:
+    """(estimate, "") from a finished helper, or (None, its own error): the `error` of the JSON
+    it printed, else the last meaningful line of its stderr, else its exit code."""
+    if isinstance(helper, EstimateHelper):
+        out, err = helper.outputs()
+    else:
+        out, err = helper.communicate()
     try:
-        return json.loads(out)
+        data = json.loads(out) if out and out.strip() else None
     except ValueError:
-        return None
+        data = None
+    if isinstance(data, dict) and data.get("error"):
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else None
+        return None, str(message or error)
+    if helper.returncode == 0 and isinstance(data, dict):
+        return data, ""
+    line = last_error_line(err or "")
+    if line:
+        return None, line
+    if helper.returncode:
+        return None, f"it exited with code {helper.returncode} and printed no error"
+    return None, "it printed no estimate"
+
+
+# `pkg.module.SomeError: message` as the last line of a traceback
+_EXCEPTION_LINE = re.compile(r"^((?:\w+\.)*)(\w*(?:Error|Exception|Exit|Interrupt)): (.+)$")
+
+
+def last_error_line(stderr: str) -> str:
+    """The last meaningful line of a helper's stderr: a CLI's `tunegraph: ` prefix dropped, a
+    traceback's last line without the module path (and without the class for our own errors,
+    whose messages are written for users)."""
+    lines = [ln.strip() for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln and set(ln) - set("^~ ")]
+    if not lines:
+        return ""
+    line = lines[-1].removeprefix("tunegraph: ")
+    found = _EXCEPTION_LINE.match(line)
+    if not found:
+        return line
+    module, name, message = found.groups()
+    return message if module.startswith("engine.") else f"{name}: {message}"
+
+
+def message_of(err: BaseException) -> str:
+    """An exception as one user-facing sentence: our errors' message, else `Class: text`."""
+    if isinstance(err, TunegraphError):
+        return err.message
+    return f"{type(err).__name__}: {err}"

@@ -29,12 +29,12 @@ from engine.store.index import Store
 from engine.supervisor import scheduler
 from engine.supervisor.cluster_runs import ClusterRuns
 from engine.supervisor.commands import ClientCommands
+from engine.supervisor.recovery import MAX_RETRIES, nothing_left, oom_fallback
 from engine.training import launch as runs
 from engine.training.checkpoints import drop_torn_checkpoints, has_checkpoint
 from engine.training.executors import Executor, LocalExecutor
 
 TICK_S = 0.25
-MAX_ATTEMPTS = 3
 HOLD_MARGIN = 1.1
 log = logging.getLogger("tunegraph.supervisor")
 
@@ -55,7 +55,6 @@ class Supervisor(ClientCommands, ClusterRuns):
         self.lost: dict[str, float] = {}  # cluster runs out of reach -> since when
         self.waiting_note: dict[str, str] = {}  # queued cluster runs -> why they wait
         self.placements: dict[str, scheduler.Placement] = {}
-        self.attempts: dict[str, int] = {}
         self.cancelling: dict[str, float] = {}
         # run -> (estimate helper, submit command id, started at)
         self.estimating: dict[str, tuple[subprocess.Popen, int, float]] = {}
@@ -189,7 +188,6 @@ class Supervisor(ClientCommands, ClusterRuns):
             device=place.device,
         )
         self.placements[run_id] = place
-        self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
         processes = JobSpec.load(run_dir / SPEC_FILE).resources.gpu_count
         if processes > 1 and place.device == "cpu":  # DDP on the CPU (gloo): split the cores
             env["TUNEGRAPH_THREADS"] = str(max(1, int(env["TUNEGRAPH_THREADS"]) // processes))
@@ -255,12 +253,13 @@ class Supervisor(ClientCommands, ClusterRuns):
             )
 
     def finish(self, run_id: str, returncode: int | None, why: str | None = None) -> None:
-        """A worker exited: release its hold and settle states the worker could not write."""
+        """A worker exited: release its hold, settle states the worker could not write, and start
+        it again when it died without being asked (or ran out of memory) and retries are left."""
         run_dir = paths.runs_dir() / run_id
         self.store.ingest(run_dir)
         executor = self.procs.pop(run_id, None) or self.local
         executor.release(run_id, run_dir)
-        self.placements.pop(run_id, None)
+        place = self.placements.pop(run_id, None)
         self.store.release_hold(run_id)
         state, data = run_state(run_dir)
         if run_id in self.cancelling:
@@ -269,8 +268,8 @@ class Supervisor(ClientCommands, ClusterRuns):
                 self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
             return
         if state in TERMINAL_STATES or state == "paused":
-            if state == "failed" and self.transient(run_id):
-                self.retry(run_id, data.get("reason") or "failed")
+            if state == "failed" and self.out_of_memory(run_id):
+                self.after_out_of_memory(run_id, place.device if place else "cpu")
             return
         # the worker died without saying why (killed, crashed hard)
         reason = why or (
@@ -278,38 +277,63 @@ class Supervisor(ClientCommands, ClusterRuns):
             if returncode is not None
             else "the worker died"
         )
-        if state == "starting" and self.attempts.get(run_id, 0) < MAX_ATTEMPTS:
-            self.retry(run_id, f"{reason} while loading")
+        self.retry_or_fail(run_id, f"interrupted: {reason}")
+
+    def out_of_memory(self, run_id: str) -> bool:
+        """The worker's last error was a (CUDA) out-of-memory."""
+        errors = self.store.events(run_id, kinds=["error"], source="worker")
+        return bool(errors) and "OutOfMemoryError" in str(errors[-1].get("class"))
+
+    def auto_retries(self, run_id: str) -> int:
+        """Automatic restarts since the user last submitted or resumed the run."""
+        count = 0
+        for event in self.store.events(run_id, kinds="status", source="supervisor"):
+            if event.get("state") == "retrying":
+                count += 1
+            elif event.get("state") == "queued" and event.get("reason") != "retrying":
+                count = 0
+        return count
+
+    def retry_or_fail(self, run_id: str, reason: str, change: str | None = None) -> None:
+        """`retrying` (from the last checkpoint, or step 0) while retries are left, else `failed`
+        (always resumable by the user)."""
+        run_dir = paths.runs_dir() / run_id
+        done = self.auto_retries(run_id)
+        if done >= MAX_RETRIES:
+            self.emit(
+                run_id,
+                "status",
+                state="failed",
+                reason=f"{reason} (after {done} automatic retries)",
+                resumable=True,
+            )
             return
-        self.emit(
-            run_id,
-            "status",
-            state="failed",
-            reason=f"interrupted: {reason}",
-            resumable=has_checkpoint(run_dir),
-        )
-
-    def transient(self, run_id: str) -> bool:
-        """A CUDA out-of-memory at the very first step is worth another try (fragmentation)."""
-        if self.attempts.get(run_id, 0) >= MAX_ATTEMPTS:
-            return False
-        errors = self.store.events(run_id, kinds=["error"])
-        if not errors:
-            return False
-        last = errors[-1]["data"] if "data" in errors[-1] else errors[-1]
-        run = self.store.run_json(run_id)
-        return "OutOfMemoryError" in str(last.get("class")) and (run["step"] or 0) <= 1
-
-    def retry(self, run_id: str, reason: str) -> None:
-        """Put the run back in the queue as `retrying`, with the attempt count in the reason."""
-        attempt = self.attempts.get(run_id, 0)
-        self.emit(
-            run_id,
-            "status",
-            state="retrying",
-            reason=f"{reason} (attempt {attempt} of {MAX_ATTEMPTS})",
-        )
+        drop_torn_checkpoints(run_dir)
+        start = "its last checkpoint" if has_checkpoint(run_dir) else "step 0 (no checkpoint yet)"
+        text = f"{reason}; restarting from {start}, retry {done + 1} of {MAX_RETRIES}"
+        if change:
+            text += f", with {change}"
+        self.emit(run_id, "status", state="retrying", reason=text, change=change)
         self.emit(run_id, "status", state="queued", reason="retrying")
+
+    def after_out_of_memory(self, run_id: str, device: str) -> None:
+        """Climb the out-of-memory ladder (engine.supervisor.recovery): change the run's spec and
+        start it again, or leave it failed, saying why, when nothing is left to try."""
+        run_dir = paths.runs_dir() / run_id
+        if self.auto_retries(run_id) >= MAX_RETRIES:
+            self.retry_or_fail(run_id, "CUDA out of memory")  # failed, saying how often it tried
+            return
+        spec = JobSpec.load(run_dir / SPEC_FILE)
+        rung = oom_fallback(spec, device)
+        if rung is None:
+            reason = nothing_left(spec, device)
+            self.emit(run_id, "status", state="failed", reason=reason, resumable=True)
+            return
+        changed, what = rung
+        changed.save(run_dir / SPEC_FILE)
+        self.store.update_spec(run_id, changed)
+        self.emit(run_id, "log", level="warning", message=f"out of memory: retrying with {what}")
+        self.retry_or_fail(run_id, "CUDA out of memory", change=what)
 
     # -- crash recovery --------------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -350,13 +374,7 @@ class Supervisor(ClientCommands, ClusterRuns):
                 )
             else:
                 self.store.release_hold(run_id)
-                self.emit(
-                    run_id,
-                    "status",
-                    state="failed",
-                    reason="interrupted: the worker died while nobody was watching",
-                    resumable=has_checkpoint(run_dir),
-                )
+                self.retry_or_fail(run_id, "interrupted: the worker died while nobody was watching")
         live = set(self.procs)
         for h in self.store.holds():
             if h["run_id"] not in live:

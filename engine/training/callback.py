@@ -3,12 +3,20 @@
 `EventCallback` writes `status` (training), `progress` (with an ETA from the last 20 steps),
 `metric` (loss, learning rate, tokens/s, peak memory) and `eval` events, and after each step obeys
 the run's control file: pause (save a checkpoint, then stop), cancel, or stop early as a finished
-run. Under DDP every rank takes rank 0's decision (`agree`), so all stop at the same step.
+run. It also asks for a checkpoint when `save_minutes` have passed since the last one, so a crash
+loses at most that much work. Under DDP every rank takes rank 0's decision (`agree`), so all stop
+and save at the same step.
+
+Test aid: `TUNEGRAPH_FAULT_OOM="STEP[:CONDITION]"` raises torch's OutOfMemoryError after step STEP,
+as a GPU that ran out of memory would, so the supervisor's out-of-memory retries can be tested on a
+CPU. CONDITION limits it to runs that would still run out: `batch>N` (micro-batch above N) or
+`no-checkpointing` (gradient checkpointing off); without one it fires on every attempt.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import time
 
 import torch
@@ -22,10 +30,12 @@ from engine.hardware import GIB
 class EventCallback(TrainerCallback):
     """Turns Trainer logs into events and control requests into stops (pause saves first)."""
 
-    def __init__(self, log: EventLog, control: Control, device: str):
+    def __init__(self, log: EventLog, control: Control, device: str, save_minutes: float = 0.0):
         self.log = log
         self.ctl = control
         self.device = device
+        self.save_every_s = save_minutes * 60
+        self._last_save_t = time.time()
         self.stopped: str | None = None
         self._step_times: collections.deque[float] = collections.deque(maxlen=20)
         self._last_step_t: float | None = None
@@ -35,7 +45,7 @@ class EventCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         """Report `training` and the first progress event."""
         self.log.emit("status", state="training", device=device_label(self.device))
-        self._last_step_t = self._last_log_t = time.time()
+        self._last_step_t = self._last_log_t = self._last_save_t = time.time()
         self._last_tokens = state.num_input_tokens_seen or 0
         self.log.emit(
             "progress",
@@ -62,6 +72,10 @@ class EventCallback(TrainerCallback):
             eta_s=eta,
             epoch=round(state.epoch or 0.0, 4),
         )
+        inject_out_of_memory(state.global_step, args)
+        due = bool(self.save_every_s) and now - self._last_save_t >= self.save_every_s
+        if agree_flag(due, args.device):
+            control.should_save = True  # at least every save_minutes
         action = agree(self.ctl.action(), args.device)
         if action == "pause":
             control.should_save = True  # a checkpoint at this step, then stop
@@ -80,6 +94,10 @@ class EventCallback(TrainerCallback):
                 level="info",
                 message=f"Stopped early by the user at step {state.global_step}",
             )
+
+    def on_save(self, args, state, control, **kwargs):
+        """A checkpoint was written: the save_minutes clock starts again."""
+        self._last_save_t = time.time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         """Turn the Trainer's logs into `eval` and `metric` events."""
@@ -128,6 +146,41 @@ def agree(action: str | None, device: torch.device | str) -> str | None:
     code = torch.tensor([ACTION_CODES.index(action)], device=device)
     dist.broadcast(code, src=0)
     return ACTION_CODES[int(code.item())]
+
+
+def agree_flag(flag: bool, device: torch.device | str) -> bool:
+    """Under DDP, every rank takes rank 0's yes or no (a time-based save must happen on all)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+FAULT_OOM_ENV = "TUNEGRAPH_FAULT_OOM"
+
+
+def inject_out_of_memory(step: int, args: object) -> None:
+    """Raise torch.OutOfMemoryError after the step TUNEGRAPH_FAULT_OOM names (a test aid; see the
+    module docstring), when its condition holds for this attempt's settings."""
+    setting = os.environ.get(FAULT_OOM_ENV, "").strip()
+    if not setting:
+        return
+    at, _, condition = setting.partition(":")
+    if step != int(at):
+        return
+    batch = getattr(args, "per_device_train_batch_size", 1)
+    checkpointing = bool(getattr(args, "activation_checkpointing", False))
+    if condition.startswith("batch>") and batch <= int(condition[len("batch>") :]):
+        return
+    if condition == "no-checkpointing" and checkpointing:
+        return
+    raise torch.OutOfMemoryError(
+        f"CUDA out of memory (injected by {FAULT_OOM_ENV}={setting} at step {step}, "
+        f"micro-batch {batch}, checkpointing {'on' if checkpointing else 'off'})"
+    )
 
 
 def device_label(device: str) -> str:
