@@ -1,9 +1,10 @@
 """Control requests from the supervisor to a worker: `control.json` in the run directory.
 
-`{"action": "pause" | "cancel" | "stop", "at": ts}` (stop: end training now, then evaluate,
-keep the best checkpoint when the run keeps one, and deliver the adapter as for a finished run), written atomically by the supervisor and polled by the
-worker's training callback at every step (portable, works on Windows). SIGTERM/SIGINT only set a flag
-(no I/O inside a signal handler); the callback then treats them as a cancel.
+`{"action": "pause" | "cancel" | "stop", "at": ts}` (stop: end training now, evaluate, and deliver
+the adapter of the checkpoint with the lowest eval loss when the run has an eval split, else the
+current weights, as for a finished run), written atomically by the supervisor and polled by the
+worker's training callback at every step (portable, works on Windows). SIGTERM/SIGINT only set a
+flag (no I/O inside a signal handler); the callback then treats them as a cancel.
 """
 
 from __future__ import annotations

@@ -315,3 +315,102 @@ def test_stop_ends_training_early_and_still_delivers_the_adapter(tmp_path):
     assert last_step < 400
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert any(e.kind == "sample" for e in events)
+
+
+class StopAtStep(EventLog):
+    """A run's event log that asks the run to stop through engine.control (as the supervisor
+    does for the run panel's button) as soon as the worker reports progress at `step`."""
+
+    def __init__(self, run_dir: Path, step: int):
+        super().__init__(run_dir / "events.jsonl")
+        self.run_dir, self.step = run_dir, step
+
+    def emit(self, kind: str, /, **data):
+        event = super().emit(kind, **data)
+        if kind == "progress" and data.get("step") == self.step:
+            from engine import control
+
+            control.request(self.run_dir, "stop")
+        return event
+
+
+def stopped_run(spec: JobSpec, run_dir: Path, step: int) -> list:
+    """Run `spec` in this process, stopped by the user at `step`; its events."""
+    spec.export.gguf = False
+    spec.export.adapter_zip = False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec.save(run_dir / "spec.json")
+    with StopAtStep(run_dir, step) as log:
+        warnings = run_job(spec, run_dir, log, Control(run_dir))
+    assert warnings and "stopped early" in warnings[0]
+    return list(read_events(run_dir / "events.jsonl"))
+
+
+def adapter_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_stop_with_an_eval_split_delivers_the_checkpoint_with_the_lowest_eval_loss(tmp_path):
+    """A constant learning rate this high makes the eval loss climb after the first evaluation:
+    stopped at a later step (not an eval step), the run evaluates the current weights, then
+    delivers the adapter of the checkpoint with the lowest eval loss, tensor for tensor, not the
+    last weights. Evaluations (every 3 steps) and saves (every 2) do not line up: the best
+    evaluation gets its own checkpoint, which rotation (2 kept) does not delete."""
+    data = write_chats(tmp_path / "chats.jsonl")
+    run_dir = tmp_path / "run"
+    spec = fast_spec(
+        data, max_steps=40, learning_rate=0.5, lr_scheduler="constant", eval_steps=3, save_steps=2
+    )
+    events = stopped_run(spec, run_dir, step=10)
+
+    last_step = max(e["step"] for e in events if e.kind == "metric")
+    assert last_step < 40
+    evals = {e["step"]: e["eval_loss"] for e in events if e.kind == "eval"}
+    assert last_step in evals  # the stop step was evaluated: the current weights compete
+    best_step = min(evals, key=evals.get)
+    assert best_step < last_step, evals  # the loss curve makes an earlier checkpoint the best
+    best_dir = run_dir / "checkpoints" / f"checkpoint-{best_step}"
+    last_dir = run_dir / "checkpoints" / f"checkpoint-{last_step}"
+    assert best_dir.is_dir() and last_dir.is_dir()
+
+    delivered = adapter_weights(run_dir / "adapter")
+    best, last = adapter_weights(best_dir), adapter_weights(last_dir)
+    assert same_weights(delivered, best)
+    assert not same_weights(best, last) and not same_weights(delivered, last)
+
+    note = next(e for e in events if e.kind == "log" and e.get("checkpoint"))
+    assert note["checkpoint"] == best_dir.name and note["eval_loss"] == evals[best_step]
+    assert best_dir.name in note["message"] and f"{evals[best_step]:.4f}" in note["message"]
+    samples = [e for e in events if e.kind == "sample"]
+    assert len(samples) == 3  # generated after the swap, from the delivered weights
+    assert note.seq < samples[0].seq
+
+
+def test_stop_without_an_eval_split_delivers_the_last_weights(tmp_path):
+    """No eval split, nothing to choose by: stop delivers the weights of the stop step."""
+    data = write_chats(tmp_path / "chats.jsonl")
+    run_dir = tmp_path / "run"
+    spec = fast_spec(data, max_steps=40, eval_split=0.0, save_steps=2)
+    events = stopped_run(spec, run_dir, step=5)
+
+    assert not any(e.kind == "eval" for e in events)
+    last_step = max(e["step"] for e in events if e.kind == "metric")
+    assert last_step < 40
+    saved = sorted(
+        int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*")
+    )
+    assert saved[-1] == last_step and len(saved) >= 2  # the stop step is saved
+    delivered = adapter_weights(run_dir / "adapter")
+    last = adapter_weights(run_dir / "checkpoints" / f"checkpoint-{last_step}")
+    earlier = adapter_weights(run_dir / "checkpoints" / f"checkpoint-{saved[-2]}")
+    assert same_weights(delivered, last) and not same_weights(delivered, earlier)
+    note = next(e for e in events if e.kind == "log" and "delivering" in e["message"])
+    assert "current weights" in note["message"] and note["step"] == last_step

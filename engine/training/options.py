@@ -163,6 +163,12 @@ def training_arguments(
     best = bool(t.keep_best or t.early_stopping_patience)
     if best:  # the best checkpoint can only be chosen among evaluated ones
         save_strategy, save_steps = eval_strategy, (t.eval_steps or 500)
+    # With an eval split the Trainer always tracks the lowest eval loss and its checkpoint, which
+    # checkpoint rotation then keeps, so a `stop` can deliver it (engine.training.trainer). At
+    # save_total_limit 1 the Trainer would delete every checkpoint but the best at the end of
+    # training; a run that does not keep the best keeps its final checkpoint (pause, resume and
+    # `continue` start from it), so it keeps two: the best and the latest.
+    save_total_limit = t.save_total_limit if best or not has_eval else max(t.save_total_limit, 2)
     gc = t.gradient_checkpointing == "on" if checkpointing is None else checkpointing
     return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),
@@ -178,12 +184,12 @@ def training_arguments(
         logging_steps=1,
         save_strategy=save_strategy,
         save_steps=save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=save_total_limit,
         eval_strategy=eval_strategy,
         eval_steps=t.eval_steps or None,
         load_best_model_at_end=best,
-        metric_for_best_model="eval_loss" if best else None,
-        greater_is_better=False if best else None,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False if has_eval else None,
         seed=t.seed,
         data_seed=t.seed,
         bf16=device == "cuda" and dtype == torch.bfloat16,

@@ -5,6 +5,13 @@ with transformers' Trainer while a callback writes metric/progress/eval events a
 requests, then writes three inference samples and the adapter folder. Runs inside the worker
 process (`engine.training.worker`); imports torch.
 
+A `stop` ends training and delivers the adapter as for a finished run. With an eval split that
+adapter is the one with the lowest eval loss seen: every evaluation that sets a new lowest loss
+writes a checkpoint at its step (`BestCheckpoint`; the Trainer keeps that checkpoint through
+rotation), the stop step is evaluated so the current weights compete, and `deliver_best` loads
+the winner's adapter before the samples and the save, saying in a `log` event which it was.
+Without an eval split, stop delivers the current weights.
+
 `build_trainer` is everything up to `trainer.train()` (the benchmarks time exactly that), with the
 speed switches of TrainingSpec (engine.training.options: attention kernel, Liger kernels, gradient
 checkpointing) and padding-free batches (`packing`); the event callback is
@@ -39,6 +46,7 @@ from engine.models.sources import (
 from engine.rundir import ADAPTER, CHECKPOINTS
 from engine.spec import JobSpec
 from engine.training.callback import EventCallback
+from engine.training.checkpoints import checkpoints
 from engine.training.options import (
     attention_kernel,
     check_liger,
@@ -54,6 +62,7 @@ if TYPE_CHECKING:  # the data wing is imported when a run builds its trainer
     from engine.data.prepare import DataStats
 
 SAMPLE_MAX_NEW_TOKENS = 64
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft's save_pretrained writes
 
 
 @dataclass
@@ -69,6 +78,12 @@ class Setup:
     mode: str
     trainable: int
     has_eval: bool
+
+
+def max_length(spec: JobSpec, config: Any) -> int:
+    """The run's max sequence length: the spec's, else min(the model's context, 2048)."""
+    context = getattr(config, "max_position_embeddings", None) or 2048
+    return spec.training.max_seq_length or min(context, 2048)
 
 
 def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> Setup:
@@ -89,7 +104,15 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     resolved = resolve_source(spec.base_model)
     log.emit("log", level="info", message=f"Loading {spec.base_model.source} on {device}")
     tokenizer = load_tokenizer(spec.base_model, resolved)
-    config = load_config(spec.base_model, resolved)  # loaded once; the shape goes down from here
+    # the config is loaded once and its shape goes down from here; a GGUF base's comes with its
+    # weights (parsing it alone takes half a minute), unless a GPU run's plan needs it first
+    config = None
+    if resolved.kind != "gguf" or device == "cuda":
+        config = load_config(spec.base_model, resolved)
+    data = None
+    if config is not None:  # bad data fails here, before the weights are loaded
+        max_len = max_length(spec, config)
+        data = prepare_datasets(spec, tokenizer, max_len)
     gpu_gib = gpu_total_gib(device)
     shape = model_shape(config) if device == "cuda" else None  # only a GPU run's plan needs it
     mode, reason = choose_mode(spec, device, shape, gpu_gib)
@@ -103,12 +126,12 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
         attn_implementation=attention,
         config=config,
     )
-    context = getattr(model.config, "max_position_embeddings", None) or 2048
-    max_len = spec.training.max_seq_length or min(context, 2048)
+    if data is None:
+        max_len = max_length(spec, model.config)
+        data = prepare_datasets(spec, tokenizer, max_len)
     checkpointing, why = use_checkpointing(spec, device, shape, mode == "qlora", max_len, gpu_gib)
     log.emit("log", level="info", message=f"Attention {attention}; {why}")
 
-    data = prepare_datasets(spec, tokenizer, max_len)
     tokenizer.chat_template = data.chat_template
     if data.added_tokens:  # a pad token the vocabulary lacked
         model.resize_token_embeddings(len(tokenizer))
@@ -131,8 +154,10 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
 
     has_eval = data.eval is not None and len(data.eval) > 0
     args = training_arguments(spec, run_dir, device, dtype, has_eval, checkpointing)
-    callback = EventCallback(log, control, device)
+    callback = EventCallback(log, control, device, save_minutes=spec.training.save_minutes)
     callbacks: list[TrainerCallback] = [callback]
+    if has_eval:  # after the event callback: it reads the stop that callback took
+        callbacks.append(BestCheckpoint(callback))
     if spec.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(spec.training.early_stopping_patience))
     trainer = Trainer(
@@ -174,9 +199,20 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
             trainer.evaluate()  # a collective: every rank takes part
         return []
     if has_eval:
-        last_eval = _evaluated_at_end(trainer)
-        # the end-of-epoch evaluation may already have been the final one
-        final_metrics.update(last_eval or trainer.evaluate())
+        # the end-of-epoch evaluation (or the one at the stop step) may already be the final one
+        last_eval = _evaluated_at_end(trainer) or trainer.evaluate()
+        if callback.stopped == "stop":
+            last_eval = deliver_best(trainer, model, run_dir, log, last_eval)
+        final_metrics.update(last_eval)
+    elif callback.stopped == "stop":
+        step = trainer.state.global_step
+        log.emit(
+            "log",
+            level="info",
+            message=f"Stopped at step {step}: delivering the current weights (no eval split to "
+            "choose a best checkpoint by)",
+            step=step,
+        )
     samples = generate_samples(model, tokenizer, data.sample_prompts, device)
     for sample in samples:
         log.emit("sample", **sample)
@@ -205,6 +241,82 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
             f"{trainer.state.max_steps}",
         )
     return warnings
+
+
+class BestCheckpoint(TrainerCallback):
+    """For a run with an eval split: the checkpoints a `stop` chooses its adapter from.
+
+    An evaluation that sets a new lowest eval loss writes a checkpoint at its step (the Trainer
+    saves right after evaluating, and keeps its best checkpoint through rotation), and the step
+    at which the run is stopped is evaluated and saved, so the current weights compete too.
+    """
+
+    def __init__(self, events: EventCallback):
+        self.events = events  # its `stopped` is the same on every DDP rank
+        self._stop_seen = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        """At the stop step: evaluate and save before training ends."""
+        if self.events.stopped == "stop" and not self._stop_seen:
+            self._stop_seen = True
+            control.should_evaluate = True
+            control.should_save = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        """A new lowest eval loss: save a checkpoint at this step."""
+        loss = (metrics or {}).get("eval_loss")
+        if loss is not None and (state.best_metric is None or loss < state.best_metric):
+            control.should_save = True
+
+
+def deliver_best(trainer: Trainer, model: Any, run_dir: Path, log: EventLog, current: dict) -> dict:
+    """After a `stop`: put the weights with the lowest eval loss seen into `model`.
+
+    `current` is the evaluation at the stop step. The candidates are the evaluations of this run
+    (its resumed attempts included) whose step still has a complete checkpoint; a lower loss
+    than the current weights' loads that checkpoint's adapter. A `log` event says which
+    checkpoint is delivered and its eval loss; returns that evaluation's metrics.
+    """
+    step = trainer.state.global_step
+    saved = {int(path.name.split("-", 1)[1]): path for path in checkpoints(run_dir)}
+    best_step, best = step, current
+    for entry in trainer.state.log_history:
+        at = entry.get("step")
+        if "eval_loss" not in entry or at == step or at not in saved:
+            continue
+        if not (saved[at] / ADAPTER_WEIGHTS).is_file():
+            continue
+        if entry["eval_loss"] < best["eval_loss"]:
+            best_step, best = at, entry
+    loss = best["eval_loss"]
+    if best_step == step:
+        name = saved[step].name if step in saved else None
+        where = f"the current weights (step {step}" + (f", {name})" if name else ")")
+        log.emit(
+            "log",
+            level="info",
+            message=f"Stopped at step {step}: delivering {where}, the lowest eval loss seen "
+            f"({loss:.4f})",
+            checkpoint=name,
+            step=step,
+            eval_loss=loss,
+        )
+        return current
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = saved[best_step]
+    set_peft_model_state_dict(model, load_file(path / ADAPTER_WEIGHTS))
+    log.emit(
+        "log",
+        level="info",
+        message=f"Stopped at step {step}: delivering {path.name}, the lowest eval loss seen "
+        f"({loss:.4f}; the current weights had {current['eval_loss']:.4f})",
+        checkpoint=path.name,
+        step=best_step,
+        eval_loss=loss,
+    )
+    return best
 
 
 def _evaluated_at_end(trainer: Trainer) -> dict | None:
