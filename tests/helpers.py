@@ -4,6 +4,8 @@ on run states, and a supervisor fixture that always stops the supervisor and its
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -255,3 +257,16 @@ def cpu_estimate(spec: JobSpec) -> dict:
     from engine.plan.report import estimate_spec
 
     return estimate_spec(spec, "cpu")
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python -m app ARGS` in a subprocess from the repository root (this test's environment
+    unless `env`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        timeout=timeout,
+    )

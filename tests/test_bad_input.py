@@ -25,25 +25,12 @@ from tests.helpers import (
     FAST_EXPORT,
     FAST_LORA,
     FAST_TRAINING,
+    cli,
     make_graph,
     make_spec,
     stop_everything,
     write_chats,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m app ARGS` in a subprocess (this test's environment unless `env`)."""
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def assert_one_sentence(out: subprocess.CompletedProcess, *words: str) -> str:

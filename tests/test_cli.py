@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.cli.main import main
 from engine import __version__
-from tests.helpers import RUN_KEYS, home_processes, make_graph
+from tests.helpers import RUN_KEYS, cli, home_processes, make_graph
 
-REPO = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"loss", "grad_norm", "lr", "eval_loss", "tokens_per_s"}
 ESTIMATE_KEYS = {
     "params",
@@ -29,18 +26,6 @@ ESTIMATE_KEYS = {
     "dataset_rows",
     "warnings",
 }
-
-
-def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`python -m app ARGS` in a subprocess (the environment of this test unless `env`)."""
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
