@@ -1,14 +1,17 @@
-"""Benchmark: Tunegraph's GGUF export against the bare converter + quantizer on the same model.
+"""Benchmark: Tunegraph's GGUF export against the bare converter + quantizer, and its parity.
 
-    python bench/bench_export.py [--base MODEL_DIR] [--quant Q4_K_M]
+    python bench/bench_export.py [--base MODEL_DIR] [--quant Q4_K_M [Q5_K_M Q8_0]]
 
-Builds a run with a LoRA adapter on the base (default: the tiny test Llama, built on the fly), then
-measures, each in a fresh process so peak memory is its own:
+For each quantization, builds a run with a LoRA adapter on the base (default: the tiny test Llama,
+random weights, built on the fly; the adapter is seeded, so every quantization exports the same
+model), then measures, each in a fresh process so peak memory is its own:
 - ours:     export_run (adapter ZIP, merge, F16 convert, quantize, checks, parity, bundle ZIP);
 - baseline: llama.cpp's converter then llama_model_quantize, run directly on the merged folder
             our export produced (the least anyone can do to get the same GGUF).
 Prints wall time and peak RSS (process and its children) as a table, our phases from the event
-log, and a ratio line.
+log, a ratio line, and the parity check's figures exactly as the export logged them
+(engine/export/parity.py: prompt token ids, EOS/EOT ids, teacher-forced next-token top-1
+agreement of the F16 and of the quantized GGUF with the merged HF model).
 """
 
 from __future__ import annotations
@@ -80,10 +83,12 @@ def run_ours(run_dir: Path, quant: str) -> dict:
     with EventLog(run_dir / "events.jsonl") as log:
         warnings = export_run(run_dir, ExportSpec(gguf=True, quant=quant, merged=True), log)
     wall = time.perf_counter() - started
-    phases, merged, gguf = [], None, None
+    phases, merged, gguf, parity = [], None, None, None
     for event in read_events(run_dir / "events.jsonl"):
         if event.kind == "log" and str(event.get("message", "")).startswith("Export: "):
             phases.append((event["message"][8:], event.ts))
+        if event.kind == "log" and event.get("parity") is not None:
+            parity = event["parity"]  # ParityResult.as_dict(), as export_run logged it
         if event.kind == "artifact" and event.get("artifact_kind") == "merged_dir":
             merged = event["path"]
         if event.kind == "artifact" and event.get("artifact_kind") == "gguf":
@@ -96,6 +101,7 @@ def run_ours(run_dir: Path, quant: str) -> dict:
         "phases": phases,
         "merged": merged,
         "gguf": gguf,
+        "parity": parity,
         "end_ts": time.time(),
     }
 
@@ -155,7 +161,13 @@ def child(mode: str, args: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, help="a HF model folder (default: the tiny Llama)")
-    parser.add_argument("--quant", default="Q4_K_M", choices=("Q4_K_M", "Q5_K_M", "Q8_0"))
+    parser.add_argument(
+        "--quant",
+        nargs="+",
+        default=["Q4_K_M"],
+        choices=("Q4_K_M", "Q5_K_M", "Q8_0"),
+        help="one or more quantizations, each exported and measured on its own run",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,18 +190,29 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def compare(work: Path, base: Path | None, quant: str) -> int:
-    """Measure both routes on one run and print the table and the ratio line."""
+def compare(work: Path, base: Path | None, quants: list[str]) -> int:
+    """Measure both routes for each quantization and print the tables, ratios and parity."""
     os.environ["TUNEGRAPH_HOME"] = str(work / "home")
     if base is None:
         from engine.models.tiny import build_tiny_model
 
         base = build_tiny_model(work / "tiny")
-    run_dir = work / "home" / "runs" / "20260101-000000-bench0"
-    make_run(run_dir, base)
-    ours = child("ours", [str(run_dir), quant])
-    baseline = child("baseline", [ours["merged"], str(work), quant])
+    started = time.perf_counter()
+    parities = []
+    for i, quant in enumerate(quants):
+        run_dir = work / "home" / "runs" / f"20260101-000000-bench{i}"
+        make_run(run_dir, base)
+        ours = child("ours", [str(run_dir), quant])
+        baseline = child("baseline", [ours["merged"], str(work), quant])
+        report(base, quant, ours, baseline)
+        parities.append((quant, ours["parity"]))
+    print_parity(parities)
+    print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s")
+    return 0 if all(p is not None for _, p in parities) else 1
 
+
+def report(base: Path, quant: str, ours: dict, baseline: dict) -> None:
+    """The wall-time / memory table, our phases and the ratio line of one quantization."""
     print(f"\nGGUF export of {base} to {quant} ({os.cpu_count()} CPU cores)\n")
     print(f"{'':34} {'wall s':>8} {'peak MiB':>9}")
     print(f"{'Tunegraph export_run':34} {ours['wall_s']:8.2f} {ours['peak_mib']:9.0f}")
@@ -211,7 +234,34 @@ def compare(work: Path, base: Path | None, quant: str) -> int:
     )
     if ours["warnings"]:
         print("warnings:", *ours["warnings"], sep="\n  ")
-    return 0
+
+
+def print_parity(parities: list[tuple[str, dict | None]]) -> None:
+    """The parity check's figures per export, from the `parity` dict each export logged."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    print("\nParity of each exported GGUF with the merged model (engine/export/parity.py):\n")
+    head = ("quant", "prompts", "prompt ids", "EOS hf/gguf", "EOT stops", "tokens", "F16 top-1")
+    print(
+        f"{head[0]:7} {head[1]:>7} {head[2]:>10} {head[3]:>11} {head[4]:>9} {head[5]:>6} "
+        f"{head[6]:>9}  quant top-1"
+    )
+    for quant, p in parities:
+        if p is None:
+            print(f"{quant:7} no parity figures in the event log (the check did not run)")
+            continue
+        print(
+            f"{quant:7} {p['prompts']:7d} {'equal' if p['prompt_tokens_match'] else 'DIFFER':>10} "
+            f"{p['eos_id_hf']!s:>5}/{p['eos_id_gguf']!s:<5} "
+            f"{'yes' if p['end_of_turn_stops_gguf'] else 'NO':>9} {p['positions']:6d} "
+            f"{pct(p['f16_agreement']):>9}  {pct(p['quant_agreement'])}"
+        )
+    print(
+        f"(top-1 agreement: teacher-forced next tokens over the sample responses; the F16 "
+        f"file must reach {pct(parities[0][1]['threshold']) if parities[0][1] else '99%'})"
+    )
 
 
 if __name__ == "__main__":

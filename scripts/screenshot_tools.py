@@ -1,51 +1,34 @@
-"""Regenerate docs/screenshots/chat_side_by_side.png and docs/screenshots/library.png.
+"""Regenerate docs/screenshots/chat_side_by_side.png and docs/screenshots/library.png from real
+runs of the example.
 
-Builds the tiny test model, two runs with different adapters ("support bot r8", "support bot r16")
-and exports them (adapter ZIP + Q4_K_M GGUF bundle, the first also merged), all in a throw-away
-data directory; then two models answer the same prompt side by side and the library lists the
-artifacts. Needs the training stack (torch, peft) for the export; takes about a minute.
+Trains and exports the example sweep for real (scripts/example_runs.py: `make demo`'s two
+tiny-llama runs on the CPU, each exported as adapter ZIP and Q4_K_M GGUF bundle; about a minute on
+2 cores) in a throw-away data folder, then
+- chat_side_by_side.png: the chat pane with the two exported GGUFs answering the same two
+  held-out prompts of the runs' samples, greedy, with the dataset's system prompt;
+- library.png: the library tab listing the artifacts those exports registered.
+
+The tiny model starts from random weights and trains for one epoch, so its answers are not
+sentences: the picture shows the pane with what these runs really answer.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot_tools.py
+    .venv/bin/python scripts/screenshot_tools.py --home DIR   # train in / reuse DIR, keep it
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "screenshots"
-RUNS = (("20261122-101500-a1b2c3", "support bot r8", 0, True),
-        ("20261122-103000-d4e5f6", "support bot r16", 7, False))
+DATASET = ROOT / "resources" / "datasets" / "support_chats.jsonl"
 
-
-def export_runs(home: Path) -> None:
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from engine.events import EventLog
-    from engine.export.pipeline import export_run
-    from engine.spec import ExportSpec
-    from engine.models.tiny import build_tiny_model
-    from tests.test_export import make_run
-
-    base = home / "tiny-base"
-    build_tiny_model(base)
-    for run_id, name, seed, merged in RUNS:
-        run_dir = make_run(home / "runs" / run_id, base, name=name)
-        if seed:  # a different adapter, so the two columns answer differently
-            weights = run_dir / "adapter" / "adapter_model.safetensors"
-            tensors = load_file(weights)
-            torch.manual_seed(seed)
-            for key, value in tensors.items():
-                if "lora_B" in key:
-                    tensors[key] = torch.randn_like(value) * 0.08
-            save_file(tensors, weights)
-        with EventLog(run_dir / "events.jsonl") as log:
-            export_run(run_dir, ExportSpec(gguf=True, quant="Q4_K_M", merged=merged), log)
+from scripts.example_runs import data_folder, finish, run_example  # noqa: E402
 
 
 def wait_for(signal, ms: int = 120000) -> None:
@@ -57,13 +40,17 @@ def wait_for(signal, ms: int = 120000) -> None:
     loop.exec()
 
 
-def main() -> int:
-    home = Path(os.environ.setdefault("TUNEGRAPH_HOME", tempfile.mkdtemp(prefix="tg-shot-")))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def system_prompt() -> str:
+    """The system message the example's dataset trains with (its first row's)."""
+    with DATASET.open(encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    return next(m["content"] for m in first["messages"] if m["role"] == "system")
+
+
+def shoot(home: Path, runs: list[dict]) -> None:
+    os.environ["TUNEGRAPH_HOME"] = str(home)
     if not os.environ.get("DISPLAY") and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    export_runs(home)
-
     from PySide6 import QtWidgets
 
     from app.chat_pane import ChatPane
@@ -71,23 +58,25 @@ def main() -> int:
     from app.theme import apply_theme
     from app.tools import gguf_of_run
 
-    app = QtWidgets.QApplication(["tunegraph"])
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["tunegraph"])
     apply_theme(app)
     OUT.mkdir(parents=True, exist_ok=True)
 
     pane = ChatPane(n_threads=1)
     pane.resize(1280, 620)
     pane.show()
-    for run_id, *_ in RUNS:
-        column = pane.add_model(gguf_of_run(run_id))
+    for run in runs:
+        gguf = gguf_of_run(run["id"])
+        if gguf is None:
+            raise SystemExit(f"run {run['name']} exported no GGUF")
+        column = pane.add_model(gguf)
         wait_for(column.idle)
-    pane.system.setText("You are a friendly support agent for a broadband provider.")
+    pane.system.setText(system_prompt())
     pane.temperature.setValue(0.0)
     pane.max_tokens.setValue(40)
-    pane.save_set("support basics", ["Hello, can you help me with my bill?",
-                                     "My router keeps restarting.",
-                                     "What is the price of the new plan?"])
-    for prompt in ("Hello, can you help me with my bill?", "My router keeps restarting."):
+    prompts = [s["prompt"] for s in runs[0]["samples"]]  # held-out rows of the dataset
+    pane.save_set("held-out samples", prompts)
+    for prompt in prompts[:2]:
         pane.ask(prompt)
         wait_for(pane.all_idle)
     pane.status.setText("")
@@ -103,6 +92,17 @@ def main() -> int:
     library.grab().save(str(OUT / "library.png"))
     library.shutdown()
     print(f"wrote {OUT / 'chat_side_by_side.png'} and {OUT / 'library.png'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", help="data folder to train in or reuse (kept afterwards)")
+    args = parser.parse_args(argv)
+    home, throw_away = data_folder(args.home)
+    try:
+        shoot(home, run_example(home))
+    finally:
+        finish(home, throw_away)
     return 0
 
 
