@@ -28,6 +28,25 @@ def main_window_session(qtbot, folder: Path):
     win.shutdown()
 
 
+def live_main_window_session(qtbot, folder: Path, monkeypatch, home: Path, cpu_slots: int = 1):
+    """Fixture body: a main window whose Run submits to a REAL supervisor (started on demand by
+    the client, with a short idle timeout and `cpu_slots` CPU slots), closed afterwards and the
+    supervisor and any worker of `home` stopped (tests.helpers.supervisor_session does the same
+    for engine tests)."""
+    from tests.helpers import stop_everything
+
+    monkeypatch.setenv("TUNEGRAPH_SUPERVISOR_IDLE", "5")
+    monkeypatch.setenv("TUNEGRAPH_CPU_SLOTS", str(cpu_slots))
+    win = MainWindow(settings=SettingsStore(folder / "ui.ini"))
+    win.ask_unsaved = lambda: "discard"
+    qtbot.addWidget(win)
+    try:
+        yield win
+    finally:
+        win.shutdown()
+        stop_everything(home)
+
+
 @pytest.fixture(autouse=True)
 def gc_on_the_gui_thread():
     """Collect only between tests, on the GUI thread: gc running in a worker thread can free Qt

@@ -1,4 +1,4 @@
-"""Synthetic runs for the UI tests, the UI benchmark and the screenshots: run folders written with
+"""Synthetic runs for the UI tests and the UI benchmark: run folders written with
 the real event-log codec (no worker, no torch) and indexed by a Store, in milliseconds."""
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ from app.main_window_files import EXAMPLE_GRAPH  # noqa: E402
 from app.settings_store import SettingsStore  # noqa: E402
 from nodes import compile as compile_graph  # noqa: E402
 from nodes import load_graph  # noqa: E402
-from tests.app_helpers import gc_on_the_gui_thread, main_window_session  # noqa: F401, E402
+from tests.app_helpers import (  # noqa: E402
+    gc_on_the_gui_thread,  # noqa: F401
+    live_main_window_session,
+    main_window_session,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "resources" / "datasets" / "support_chats.jsonl"
@@ -41,6 +45,12 @@ def canvas(qtbot):
 @pytest.fixture
 def window(qtbot, tmp_path):
     yield from main_window_session(qtbot, tmp_path)
+
+
+@pytest.fixture
+def live_window(qtbot, tmp_path, monkeypatch, tg_home):
+    """A main window whose Start submits to a real supervisor, stopped afterwards."""
+    yield from live_main_window_session(qtbot, tmp_path, monkeypatch, tg_home)
 
 
 def build_module(
@@ -358,6 +368,8 @@ def test_a_run_that_can_never_fit_is_refused(canvas, qtbot, monkeypatch):
 
 
 def test_confirmation_runs_the_real_estimate_and_start_submits(window, qtbot):
+    """The estimate is real; Start hands the specs to the window's submit, a recorder here (the
+    real submission to a supervisor: test_run_and_start_train_a_real_run_until_the_panel_…)."""
     window.open_file(EXAMPLE_GRAPH)
     dialog = window.run_all()
     assert dialog is not None and dialog.estimating
@@ -376,6 +388,53 @@ def test_confirmation_runs_the_real_estimate_and_start_submits(window, qtbot):
     assert all(e["dataset_rows"] == 300 for e in estimates)
     first = window.last_submitted[0]
     assert (first["state"], first["name"]) == ("queued", "support lr 1e-3")
+
+
+def test_run_and_start_train_a_real_run_until_the_panel_shows_it_completed(
+    live_window, qtbot, tmp_path
+):
+    """No fake submit: the Run action opens the confirmation, which runs the real estimate in a
+    helper process; Start hands the run to a real supervisor (started on demand), whose worker
+    trains the tiny model; the run panel follows the run to completed, and the adapter ZIP the
+    graph's Export node asks for is in the library."""
+    from engine import paths
+    from engine.store.index import Store
+    from engine.training.launch import read_submission
+    from tests.helpers import make_graph
+
+    window = live_window
+    window.open_file(make_graph(tmp_path, {"tiny e2e": {"max_steps": 4}}))
+    window.canvas.select([window.canvas.node_by_name("tiny e2e")])
+    assert window.run_action.isEnabled()
+    window.run_action.trigger()
+    dialog = window.confirm_dialog
+    assert dialog is not None and dialog.estimating and not dialog.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not dialog.estimating, timeout=90_000)
+    assert not dialog.estimate_error, dialog.estimate_error
+    text = dialog.body.toPlainText()
+    assert text.count("Parameters") == 1 and "1.97 M" in text and "40 rows" in text
+    assert "adapter ZIP" in text
+    assert dialog.start_button.isEnabled() and dialog.start_button.text() == "Start 1 run"
+    dialog.start_button.click()  # the dialog closes (and is deleted): not touched again
+    qtbot.waitUntil(lambda: len(window.last_submitted) == 1, timeout=60_000)
+    [entry] = window.last_submitted
+    assert (entry["name"], entry["state"]) == ("tiny e2e", "queued")
+    panel = window.run_views.panel
+    qtbot.waitUntil(lambda: entry["id"] in panel.rows, timeout=10_000)
+    row = panel.rows[entry["id"]]
+    qtbot.waitUntil(lambda: row.pill.state == "completed", timeout=120_000)
+    assert panel.section_of(entry["id"]) == "history"
+    assert row.progress.format() == "4/4" and row.loss.text().startswith("loss ")
+    assert row.buttons["Export"].isVisibleTo(row) and not row.buttons["Pause"].isVisibleTo(row)
+    with Store() as store:
+        run = store.run_json(entry["id"])
+        qtbot.waitUntil(lambda: not store.holds(), timeout=10_000)  # the worker has exited
+    assert (run["state"], run["step"], run["device"]) == ("completed", 4, "cpu")
+    submitted = read_submission(Path(run["run_dir"]))["estimate"]  # the dialog's, sent by Start
+    assert submitted["dataset_rows"] == 40 and run["estimate"] == submitted
+    zips = [a for a in run["artifacts"] if a["kind"] == "adapter_zip"]
+    assert len(zips) == 1 and Path(zips[0]["path"]).is_relative_to(paths.library_dir())
+    assert Path(zips[0]["path"]).is_file()
 
 
 def test_cancel_submits_nothing(window, qtbot):

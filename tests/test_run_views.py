@@ -69,6 +69,8 @@ def test_rows_move_from_active_to_history_as_states_change(qtbot, views, store):
 
 
 def test_buttons_send_commands_and_cancel_asks_first(qtbot, views, store, monkeypatch):
+    """Which command each button sends (the client is a recorder here, the runs synthetic); the
+    same buttons against a real supervisor and real runs: tests/test_end_to_end_ui.py."""
     from engine.supervisor import client
 
     calls = []

@@ -563,3 +563,91 @@ def test_a_helper_that_prints_an_estimate_gives_it():
     assert read_estimate(helper) == (est(1.5, 0.8), "")
     assert last_error_line("warning: slow\n\nValueError: bad\n   ^^^^\n\n") == "ValueError: bad"
     assert last_error_line("") == ""
+
+
+# -- GPU policy "refuse" and suspended GPUs (fake GPUs, a real supervisor) ----------------------
+GPU_RUN = {  # a 15 GiB run: one fits a 24 GiB GPU (90% usable), two do not
+    "params": 1,
+    "trainable_params": 1,
+    "vram_gib": {"bf16": 15.0, "4bit": 6.0},
+    "mode": "lora",
+    "device": "cuda:0",
+}
+
+
+def gpu_of_holds(store) -> dict[str, str]:
+    return {h["run_id"]: str(h["gpu"]) for h in store.holds()}
+
+
+def test_the_refuse_gpu_policy_refuses_a_run_that_does_not_fit_now_instead_of_queueing(
+    sup, data, monkeypatch
+):
+    """Settings gpu_policy "refuse", one fake 24 GiB GPU: a 15 GiB run that fits is placed; a
+    second one, which could fit the GPU but not now (15 GiB held), is refused at submission with
+    why and what to do, never started, and stays refused when the GPU frees up. Under the
+    default "queue" policy the same run waits instead, and starts once the GPU is free."""
+    from engine import settings
+
+    monkeypatch.setenv("TUNEGRAPH_FAKE_GPUS", "24")
+    settings.save(settings.Settings(gpu_policy="refuse"))
+    [first] = client.submit(
+        sup, [make_spec(data, "first", device="auto", max_steps=2000)], [GPU_RUN]
+    )
+    assert first["state"] == "queued"
+    # placed in the supervisor's tick right after it answered the submission
+    wait_until(lambda: gpu_of_holds(sup) == {first["id"]: "0"}, 10, "the first run's placement")
+
+    [busy] = client.submit(sup, [make_spec(data, "busy", device="auto", max_steps=3)], [GPU_RUN])
+    assert busy["state"] == "refused"
+    assert busy["error"]["message"] == (
+        "busy: every GPU is busy and the GPU policy is to refuse rather than queue"
+    )
+    assert "set the GPU policy to queue in Settings" in busy["error"]["hint"]
+    run = sup.run_json(busy["id"])
+    assert run["state"] == "refused" and run["reason"] == busy["error"]["message"]
+    assert not (Path(run["run_dir"]) / WORKER_LOG).exists()  # never started
+    assert sup.events(busy["id"], kinds="schedule") == [] and busy["id"] not in gpu_of_holds(sup)
+
+    settings.save(settings.Settings(gpu_policy="queue"))  # read at each submission
+    [waits] = client.submit(sup, [make_spec(data, "waits", device="auto", max_steps=3)], [GPU_RUN])
+    run = sup.run_json(waits["id"])
+    assert waits["state"] == run["state"] == "queued"
+    assert run["reason"].startswith("waiting for GPU memory: needs 15.0 GiB on one GPU; GPU 0 has")
+    client.control(sup, "cancel", first["id"])
+    wait_until(lambda: gpu_of_holds(sup) == {waits["id"]: "0"}, 20, "the waiting run's placement")
+    assert wait_for(sup, waits["id"], "completed", 120)["step"] == 3
+    assert sup.run_json(busy["id"])["state"] == "refused"  # a refusal is final: never placed
+    assert sup.events(busy["id"], kinds="schedule") == []
+    wait_until(no_holds(sup), 10, "the holds to be released")
+
+
+def test_gpus_suspended_in_settings_get_no_new_runs_until_unsuspended(sup, data, monkeypatch):
+    """Two fake 24 GiB GPUs, GPU 0 suspended in settings before the supervisor starts: the first
+    15 GiB run goes to GPU 1 although GPU 0 comes first, and the second waits, saying GPU 0 is
+    suspended, while GPU 0 stays empty. The `unsuspend_gpu` command (what the hardware view
+    sends) places it on GPU 0 at once."""
+    from engine import settings
+
+    monkeypatch.setenv("TUNEGRAPH_FAKE_GPUS", "24,24")
+    settings.save(settings.Settings(suspended_gpus=[0]))
+    specs = [make_spec(data, f"gpu run {i}", device="auto", max_steps=2000) for i in range(2)]
+    first, second = client.submit(sup, specs, [GPU_RUN] * 2)
+    assert (first["state"], second["state"]) == ("queued", "queued")
+    # the supervisor answers a submission before it places runs in the same tick; its answer to
+    # one more command (the suspension again: no change) comes from a later tick
+    assert client.send(sup, "suspend_gpu", gpu=0) == {"ok": True}
+    assert gpu_of_holds(sup) == {first["id"]: "1"}
+    run = sup.run_json(second["id"])
+    assert "GPU 0 is suspended" in run["reason"] and "GPU 1 has 6.6 GiB" in run["reason"]
+    assert sup.events(second["id"], kinds="schedule") == []
+
+    assert client.send(sup, "unsuspend_gpu", gpu=0) == {"ok": True}
+    wait_until(
+        lambda: gpu_of_holds(sup) == {first["id"]: "1", second["id"]: "0"}, 10, "the placement"
+    )
+    [placed] = sup.events(second["id"], kinds="schedule")
+    assert "placed on GPU 0 with hold 15.0 GiB" in placed["message"]
+    for entry in (first, second):
+        client.control(sup, "cancel", entry["id"])
+        wait_for(sup, entry["id"], "cancelled", 20)
+    wait_until(no_holds(sup), 10, "the holds to be released")
