@@ -645,9 +645,32 @@ def test_gpus_suspended_in_settings_get_no_new_runs_until_unsuspended(sup, data,
     wait_until(
         lambda: gpu_of_holds(sup) == {first["id"]: "1", second["id"]: "0"}, 10, "the placement"
     )
+    # the hold is written a moment before the placement's event
+    wait_until(lambda: sup.events(second["id"], kinds="schedule"), 10, "the placement event")
     [placed] = sup.events(second["id"], kinds="schedule")
     assert "placed on GPU 0 with hold 15.0 GiB" in placed["message"]
     for entry in (first, second):
         client.control(sup, "cancel", entry["id"])
         wait_for(sup, entry["id"], "cancelled", 20)
     wait_until(no_holds(sup), 10, "the holds to be released")
+
+
+def test_the_refuse_policy_does_not_accept_two_runs_for_one_place(sup, data, monkeypatch):
+    """Two 15 GiB runs whose submissions the supervisor takes in one round (before either is
+    placed), on one fake 24 GiB GPU under the refuse policy: the second is refused, never
+    queued behind the first."""
+    from engine import settings
+    from engine.training.launch import create_run
+
+    monkeypatch.setenv("TUNEGRAPH_FAKE_GPUS", "24")
+    settings.save(settings.Settings(gpu_policy="refuse"))
+    specs = [make_spec(data, name, device="auto", max_steps=2000) for name in ("a", "b")]
+    run_ids = [create_run(spec, sup, estimate=GPU_RUN) for spec in specs]
+    commands = [sup.add_command("submit", run_id, estimate=GPU_RUN) for run_id in run_ids]
+    ensure_supervisor()  # it finds both commands waiting and answers them in one round
+    first, second = (client.await_result(sup, c, "submit") for c in commands)
+    assert (first["state"], second["state"]) == ("queued", "refused"), (first, second)
+    assert "every GPU is busy" in second["error"]["message"]
+    wait_until(lambda: gpu_of_holds(sup) == {run_ids[0]: "0"}, 10, "the first placement")
+    client.control(sup, "cancel", run_ids[0])
+    wait_until(no_holds(sup), 20, "the hold to be released")

@@ -158,7 +158,13 @@ class ClientCommands:
         wants_gpu = spec.resources.device != "cpu" and bool(gpus)
         if not refused and wants_gpu and settings.load_or_defaults().gpu_policy == "refuse":
             free_now = scheduler.place(
-                estimate, gpus, self.held(), self.suspended, spec.resources.gpu_count, True, 0
+                estimate,
+                gpus,
+                self.held_with_queue(gpus),
+                self.suspended,
+                spec.resources.gpu_count,
+                True,
+                0,
             )
             if free_now is None:
                 refused = scheduler.Refusal(
@@ -179,6 +185,23 @@ class ClientCommands:
             hardware.cpu_slots() - cpu_busy,
         )
         return self.queue(run_id, meta, estimate, **({"reason": why} if why else {}))
+
+    def held_with_queue(self, gpus: list[hardware.Gpu]) -> dict[int, float]:
+        """GiB held per GPU by live runs, plus where the queued GPU runs not started yet would go
+        (accepted in this same round): the refuse policy must not accept two runs for one place."""
+        held = dict(self.held())
+        for run in self.store.list_runs(state="queued"):
+            resources = (run.get("spec") or {}).get("resources") or {}
+            if run["id"] in self.procs or not run["estimate"]:
+                continue
+            if resources.get("device") == "cpu" or resources.get("target") == "cluster":
+                continue
+            spot = scheduler.place(
+                run["estimate"], gpus, held, self.suspended, resources.get("gpu_count", 1), True, 0
+            )
+            for gpu in spot.gpus if spot else []:
+                held[gpu] = held.get(gpu, 0.0) + spot.hold_gib
+        return held
 
     def refuse_unestimated(self, run_id: str, why: str, hint: str) -> dict:
         """Refuse a run that has no estimate (`why` says what became of it): no run is placed
