@@ -288,7 +288,7 @@ def test_a_gpu_suspended_in_the_hardware_view_gets_no_new_run_until_resumed(
         assert sent.args == ["unsuspend_gpu", 1] and settings_mod.load().suspended_gpus == []
         qtbot.waitUntil(lambda: gpu_of_holds(store) == {a["id"]: "0", b["id"]: "1"}, timeout=10_000)
         # the hold is written a moment before the placement's event
-        qtbot.waitUntil(lambda: store.events(b["id"], kinds="schedule"), timeout=10_000)
+        qtbot.waitUntil(lambda: bool(store.events(b["id"], kinds="schedule")), timeout=10_000)
         [placed] = store.events(b["id"], kinds="schedule")
         assert "placed on GPU 1 with hold 15.0 GiB" in placed["message"]
         qtbot.waitUntil(lambda: "second (15.0 GiB)" in view.cards[1].holders.text(), timeout=5000)
