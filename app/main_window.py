@@ -28,7 +28,8 @@ def default_submit(specs: list, estimates: list) -> list[dict]:
     from engine.store.index import Store
     from engine.supervisor import client
 
-    return client.submit(Store(), specs, estimates)
+    with Store() as store:  # closed when done: the window submits many times in its life
+        return client.submit(store, specs, estimates)
 
 
 class SubmitThread(QtCore.QThread):
