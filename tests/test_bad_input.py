@@ -82,6 +82,9 @@ def test_a_dataset_that_is_not_utf8_names_file_line_and_offset(tmp_path, suffix,
     # the command line: the sentence on stderr, exit 1, no traceback; --debug shows it
     out = cli("preview", str(data))
     assert_one_sentence(out, f"{data}:2:", f"byte offset {offset}", "Save it as UTF-8")
+    # the estimate (and so `run`, before it submits anything) stops on it too
+    out = cli("estimate", str(make_graph(tmp_path, data=data)))
+    assert_one_sentence(out, f"{data}:2:", f"byte offset {offset}", "Save it as UTF-8")
     with pytest.raises(DataError):
         main(["--debug", "preview", str(data)])
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from engine.errors import TunegraphError
+from engine.errors import DataError, TunegraphError
 from engine.hardware import GIB
 from engine.models.sources import load_config
 from engine.plan.shape import ModelShape, model_shape
@@ -252,7 +252,9 @@ def estimate(
         )
     try:
         rows, lengths = row_lengths(spec)
-    except TunegraphError as err:
+    except DataError:
+        raise  # the data cannot be read: the run would fail, so the estimate says so now
+    except TunegraphError as err:  # e.g. no tokenizer at hand: the estimate goes on without rows
         rows, lengths = None, []
         warnings.append(str(err))
     if rows is not None and rows < 1000:
