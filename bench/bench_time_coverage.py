@@ -1,14 +1,19 @@
-"""Time-estimate coverage: how many short runs finish inside the time range the estimate predicted.
+"""Time-estimate coverage: how many short runs finish inside the time range the estimate predicted,
+and how wide that range is.
 
     .venv/bin/python bench/bench_time_coverage.py [--model tiny|PATH|config:<shape>]
-        [--device cpu|cuda] [--runs 6] [--out FILE.json]
+        [--device cpu|cuda] [--runs 8] [--calibrate 3] [--out FILE.json]
 
-A fixed set of run shapes (steps, micro-batch, max_seq_length, packing, GGUF export on or off)
-is trained one after the other, each as a real worker process (`python -m engine.training.worker RUN_DIR`,
-with the thread count the supervisor would give it). Before each run the estimate is computed as
-the CLI and the supervisor do (engine.plan.report.estimate_spec), and the run's wall time
-from process start to exit is compared with its `time_s` range. Prints a table and the coverage
-line (goal: >= 90% of runs inside their range).
+First `--calibrate` runs of other shapes, on other data, teach the machine its speed exactly as
+the supervisor does after a completed run (engine.plan.calibration: each run's measured phases
+recorded under its device and model shape). Then the scored set of run shapes (steps,
+micro-batch, max_seq_length, packing, GGUF export on or off) is trained one after the other, each
+as a real worker process (`python -m engine.training.worker RUN_DIR`, with the thread count the
+supervisor would give it). Before each run the estimate is computed as the CLI and the supervisor
+do (engine.plan.report.estimate_spec), and the run's wall time from process start to exit is
+compared with its `time_s` range; each scored run is then recorded too, as the supervisor would.
+`--calibrate 0` scores the size-based model alone. Prints a table and the coverage line (goals:
+>= 90% of runs inside their range, a range at most 2x wide).
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 GOAL = 0.90
+WIDTH_GOAL = 2.0
+# calibration runs: other shapes than the scored ones, on other data
+CALIBRATE_CPU = [(12, 2, 256, True, False), (25, 4, 128, True, False), (8, 4, 256, True, True)]
+CALIBRATE_GPU = [(30, 4, 1024, True, False), (80, 8, 512, True, False), (20, 8, 512, True, True)]
 # (steps, micro-batch, max_seq_length, packing, gguf export)
 SHAPES_CPU = [
     (5, 2, 128, True, False),
@@ -50,8 +59,9 @@ SHAPES_GPU = [
 ]
 
 
-def run_worker(run_dir: Path, env: dict) -> tuple[float, dict]:
-    """Start the worker, wait for it, return (wall seconds, phase durations from its events)."""
+def run_worker(run_dir: Path, env: dict, estimate: dict | None = None) -> tuple[float, dict]:
+    """Start the worker, wait for it, return (wall seconds, phase durations from its events);
+    with the run's `estimate`, record what it measured for the next estimates."""
     from engine.events import read_events
     from engine.rundir import entry_command
 
@@ -69,6 +79,15 @@ def run_worker(run_dir: Path, env: dict) -> tuple[float, dict]:
         tail = (run_dir / "worker.log").read_text(errors="replace")[-1500:]
         raise RuntimeError(f"worker failed ({proc.returncode}):\n{tail}")
     states = {e["state"]: e.ts for e in read_events(run_dir / "events.jsonl") if e.kind == "status"}
+    if estimate is not None:  # what the supervisor records after a run completed in one go
+        from engine.plan import calibration
+
+        calibration.record(
+            estimate["calibration_key"],
+            calibration.sample_from_phases(
+                estimate["work"], t0, states["training"], states["evaluating"], t0 + wall
+            ),
+        )
     phases = {
         "to_training": states.get("training", t0) - t0,
         "training": states.get("evaluating", t0) - states.get("training", t0),
@@ -81,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="tiny, config:<shape> or a model folder")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--runs", type=int, default=6, help="how many of the run shapes to use")
+    parser.add_argument("--runs", type=int, default=8, help="how many of the run shapes to score")
+    parser.add_argument(
+        "--calibrate", type=int, default=3, help="calibration runs first (0: the model alone)"
+    )
     parser.add_argument("--rows", type=int, default=600)
     parser.add_argument("--out", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -105,6 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         "TUNEGRAPH_THREADS": str(hardware.cpu_threads_per_run()),
         "TUNEGRAPH_HOME": str(home),
     }
+    calibrate = (CALIBRATE_GPU if args.device == "cuda" else CALIBRATE_CPU)[: args.calibrate]
+    other = common.write_jsonl(home / "other.jsonl", common.varied_chats(args.rows // 2, seed=7))
+    for i, (steps, batch, seq, packing, gguf) in enumerate(calibrate):
+        spec = common.bench_spec(
+            source, other, args.device, steps, batch, seq, name=f"cal{i}", packing=packing
+        )
+        spec.export.gguf = gguf
+        spec.export.quant = "Q8_0"
+        run_dir = home / "runs" / f"cal{i}"
+        run_dir.mkdir(parents=True)
+        spec.save(run_dir / "spec.json")
+        wall, _ = run_worker(run_dir, env, estimate_spec(spec, args.device))
+        print(f"calibration run {i + 1}/{len(calibrate)}: {wall:.1f} s", file=sys.stderr)
     shapes = (SHAPES_GPU if args.device == "cuda" else SHAPES_CPU)[: args.runs]
     rows, figures = [], []
     for i, (steps, batch, seq, packing, gguf) in enumerate(shapes):
@@ -118,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = home / "runs" / f"cov{i}"
         run_dir.mkdir(parents=True)
         spec.save(run_dir / "spec.json")
-        wall, phases = run_worker(run_dir, env)
+        wall, phases = run_worker(run_dir, env, estimate)
         inside = low <= wall <= high
         figures.append(
             {
@@ -131,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 "high": high,
                 "measured": round(wall, 2),
                 "inside": inside,
+                "width": round(high / low, 2) if low else None,
+                "basis": estimate.get("time_basis"),
                 "phases": phases,
             }
         )
@@ -149,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.rmtree(home, ignore_errors=True)
     coverage = sum(f["inside"] for f in figures) / len(figures)
-    print(f"\ntime-estimate coverage, {args.model} on {args.device}, one run at a time")
+    widths = sorted(f["width"] for f in figures if f["width"])
+    width = widths[len(widths) // 2] if widths else float("nan")
+    print(
+        f"\ntime-estimate coverage, {args.model} on {args.device}, one run at a time, "
+        f"after {len(calibrate)} calibration runs on other shapes and data"
+    )
     print(
         common.table(
             [
@@ -168,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         f"coverage = {coverage:.0%} ({sum(f['inside'] for f in figures)}/{len(figures)} runs "
         f"inside the predicted range; {verdict} the goal >= {GOAL:.0%})"
     )
+    print(
+        f"range width high/low: median {width:.2f}x, max {max(widths or [0]):.2f}x "
+        f"({'meets' if widths and max(widths) <= WIDTH_GOAL else 'misses'} the goal <= "
+        f"{WIDTH_GOAL:.0f}x)"
+    )
     common.write_result(
         args.out,
         {
@@ -176,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
             "runs": figures,
             "coverage": coverage,
+            "calibration_runs": len(calibrate),
+            "median_width": width,
         },
     )
     return 0

@@ -25,6 +25,9 @@ ESTIMATE_KEYS = {
     "time_s",
     "dataset_rows",
     "warnings",
+    "time_basis",
+    "work",
+    "calibration_key",
 }
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from engine.errors import DataError, TunegraphError
 from engine.hardware import GIB
 from engine.models.sources import load_config
+from engine.plan import calibration
 from engine.plan.shape import ModelShape, model_shape
 from engine.plan.timing import row_lengths, time_range_s, workload
 from engine.spec import JobSpec
@@ -43,6 +44,9 @@ class Estimate:
     time_s: dict
     dataset_rows: int | None
     warnings: list[str]
+    time_basis: str = ""  # what the time range comes from: this machine's runs, or the model
+    work: dict | None = None  # what the time range predicted the run computes (for calibration)
+    calibration_key: str | None = None  # the device and shape its measured time is kept under
 
     def to_dict(self) -> dict:
         """The estimate as a plain dict (JSON for the store and the UI)."""
@@ -261,6 +265,21 @@ def estimate(
         warnings.append(f"only {rows} examples: fewer than 1,000 rows rarely teach a model much")
     work = workload(spec, rows or 0, lengths, seq)
     times = time_range_s(shape, work, device, gpu_name, cores, spec)
+    key = calibration.device_key(device, gpu_name, cores, shape)
+    work_done = {
+        "rows": work.rows,
+        "micro_batches": work.micro_batches,
+        "computed_tokens": round(work.computed_tokens),
+        "eval_tokens": round(work.eval_tokens),
+        "gguf": spec.export.gguf,
+    }
+    measured = calibration.samples(key) if rows is not None else []
+    calibrated = calibration.calibrated_range(work_done, measured)
+    if calibrated is not None:
+        times = calibrated
+        basis = f"measured on this machine ({len(measured)} earlier runs of this model)"
+    else:
+        basis = "from the model's size (no earlier run of this model on this device yet)"
     return Estimate(
         params=shape.params,
         trainable_params=trainable_params(shape, spec),
@@ -270,6 +289,9 @@ def estimate(
         mode_reason=reason,
         device=device,
         time_s=times,
+        time_basis=basis,
+        work=work_done,
+        calibration_key=key,
         dataset_rows=rows,
         warnings=warnings,
     )

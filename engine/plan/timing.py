@@ -28,14 +28,14 @@ GPU_PEAK_FLOPS = {
 }
 GPU_MFU = (0.45, 0.10)  # LoRA model-FLOPs utilisation with HF Trainer (small models: low)
 CPU_FLOPS_PER_CORE = (10e9, 1e9)  # small shapes on a shared, busy CPU run far below peak
-START_S = {"cpu": (5.0, 30.0), "cuda": (8.0, 45.0)}  # process start, imports, CUDA init
+START_S = {"cpu": (3.0, 30.0), "cuda": (8.0, 45.0)}  # process start, imports, CUDA init
 LOAD_BYTES_PER_S = (2e9, 1e8)  # reading and placing the weights
 ENCODE_ROWS_PER_S = (4000.0, 150.0)  # chat template, tokenizing, masking
 STEP_OVERHEAD_S = {"cpu": (0.02, 0.6), "cuda": (0.02, 0.15)}  # per micro-batch
 SAMPLE_TOKENS = 3 * 64  # the end-of-run samples (engine.training.trainer.SAMPLE_MAX_NEW_TOKENS)
 DECODE_S_PER_TOKEN = (0.002, 0.08)  # greedy decoding latency floor per token
 SAVE_S = (0.3, 8.0)  # adapter, tokenizer, model card, final checkpoint
-GGUF_S = (5.0, 60.0)  # merge, convert, quantize, parity check: fixed part
+GGUF_S = (1.0, 60.0)  # merge, convert, quantize, parity check: fixed part
 GGUF_PARAMS_PER_S = (1e8, 5e6)  # ... and the part growing with the model
 TEMPLATE_TOKENS = 5  # per message: role markers and end of turn
 

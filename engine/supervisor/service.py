@@ -23,6 +23,7 @@ import time
 from engine import control, hardware, paths, settings
 from engine.errors import EngineMissingError, TunegraphError
 from engine.events import LIVE_STATES, TERMINAL_STATES, EventLog, run_state
+from engine.plan import calibration
 from engine.rundir import SPEC_FILE, SUPERVISOR_LOG
 from engine.spec import JobSpec
 from engine.store.index import Store
@@ -268,6 +269,8 @@ class Supervisor(ClientCommands, ClusterRuns):
                 self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
             return
         if state in TERMINAL_STATES or state == "paused":
+            if state == "completed" and executor is self.local:
+                self.record_timing(run_id)
             if state == "failed" and self.out_of_memory(run_id):
                 self.after_out_of_memory(run_id, place.device if place else "cpu")
             return
@@ -278,6 +281,32 @@ class Supervisor(ClientCommands, ClusterRuns):
             else "the worker died"
         )
         self.retry_or_fail(run_id, f"interrupted: {reason}")
+
+    def record_timing(self, run_id: str) -> None:
+        """Keep what a run that completed in one go measured, so the next estimate of the same
+        model on this device predicts from this machine's own speed (engine.plan.calibration)."""
+        run = self.store.run_json(run_id)
+        estimate = run.get("estimate") or {}
+        key, work = estimate.get("calibration_key"), estimate.get("work")
+        if not key or not work or len(run["attempts"]) != 1:
+            return  # no prediction to learn from, or a run that was paused or retried
+        placed = [e["ts"] for e in self.store.events(run_id, kinds="schedule") if "device" in e]
+        states = {
+            e["state"]: e["ts"]
+            for e in self.store.events(run_id, kinds="status", source="worker")
+            if e.get("state") in ("training", "evaluating", "completed")
+        }
+        if not placed or len(states) < 3:
+            return
+        try:
+            calibration.record(
+                key,
+                calibration.sample_from_phases(
+                    work, placed[-1], states["training"], states["evaluating"], states["completed"]
+                ),
+            )
+        except OSError as err:  # a full disk must not stop the supervisor
+            log.warning("could not record the run's timing: %s", err)
 
     def out_of_memory(self, run_id: str) -> bool:
         """The worker's last error was a (CUDA) out-of-memory."""
