@@ -16,6 +16,7 @@ PID_FILE = "worker.pid"  # pid and process start time of the worker
 LOG_FILE = "worker.log"  # the worker's Python logging (tracebacks go here)
 CHECKPOINTS = "checkpoints"  # the Trainer's output_dir
 ADAPTER = "adapter"  # the saved PEFT adapter
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft writes into it (and a checkpoint)
 
 # name -> module run as `python -m MODULE ARGS`
 ENTRY_POINTS = {

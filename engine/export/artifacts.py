@@ -6,9 +6,10 @@ import hashlib
 from pathlib import Path
 
 from engine.paths import sha256_file
+from engine.rundir import ADAPTER_WEIGHTS
 
 # the file whose hash identifies a folder artifact
-PRIMARY = {"adapter_dir": "adapter_model.safetensors", "merged_dir": "model.safetensors"}
+PRIMARY = {"adapter_dir": ADAPTER_WEIGHTS, "merged_dir": "model.safetensors"}
 
 
 def tree_bytes(path: Path) -> int:

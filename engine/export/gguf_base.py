@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.errors import ExportError
 from engine.models.gguf_base import architecture, header, load_model
+from engine.rundir import ADAPTER_WEIGHTS
 from engine.setup.streaming import LineSink
 from engine.spec import BaseModelSpec
 
@@ -73,7 +74,7 @@ def adapted_weights(adapter_dir: Path | str) -> set[str]:
     from safetensors import safe_open
 
     names = set()
-    with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), "pt") as f:
+    with safe_open(str(Path(adapter_dir) / ADAPTER_WEIGHTS), "pt") as f:
         for key in f.keys():
             if ".lora_A." in key:
                 module = key.split(".lora_A.")[0].removeprefix("base_model.model.")

@@ -23,12 +23,12 @@ from engine.export import artifacts
 from engine.export.gguf import merged_and_gguf
 from engine.export.job import ExportJob, Progress, base_file, no_progress, register, safe_name
 from engine.hardware import GIB
-from engine.rundir import ADAPTER, SPEC_FILE
+from engine.rundir import ADAPTER, ADAPTER_WEIGHTS, SPEC_FILE
 from engine.setup.streaming import CancelCheck
 from engine.spec import ExportSpec, JobSpec
 
 ADAPTER_FILES = (
-    "adapter_model.safetensors",
+    ADAPTER_WEIGHTS,
     "adapter_config.json",
     "chat_template.jinja",
     "tokenizer.json",
@@ -36,7 +36,7 @@ ADAPTER_FILES = (
     "tokenizer_config.json",
     "README.md",
 )
-REQUIRED_ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+REQUIRED_ADAPTER_FILES = (ADAPTER_WEIGHTS, "adapter_config.json")
 MARGIN_BYTES = 256 * 2**20  # headroom for manifests, READMEs and file-system slack
 
 

@@ -23,10 +23,17 @@ def checkpoints(run_dir: Path) -> list[Path]:
     folder = Path(run_dir) / CHECKPOINTS
     found = []
     for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
-        step = path.name.split("-", 1)[1]
-        if step.isdigit() and _complete_checkpoint(path):
-            found.append((int(step), path))
+        step = step_of(path)
+        if step is not None and _complete_checkpoint(path):
+            found.append((step, path))
     return [path for _, path in sorted(found)]
+
+
+def step_of(path: Path) -> int | None:
+    """The training step of a `checkpoint-N` folder (None for another name)."""
+    name = Path(path).name
+    step = name.removeprefix("checkpoint-")
+    return int(step) if name.startswith("checkpoint-") and step.isdigit() else None
 
 
 def _complete_checkpoint(path: Path) -> bool:

@@ -43,10 +43,10 @@ from engine.models.sources import (
     load_tokenizer,
     resolve_source,
 )
-from engine.rundir import ADAPTER, CHECKPOINTS
+from engine.rundir import ADAPTER, ADAPTER_WEIGHTS, CHECKPOINTS
 from engine.spec import JobSpec
 from engine.training.callback import EventCallback
-from engine.training.checkpoints import checkpoints
+from engine.training.checkpoints import checkpoints, step_of
 from engine.training.options import (
     attention_kernel,
     check_liger,
@@ -62,7 +62,6 @@ if TYPE_CHECKING:  # the data wing is imported when a run builds its trainer
     from engine.data.prepare import DataStats
 
 SAMPLE_MAX_NEW_TOKENS = 64
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft's save_pretrained writes
 
 
 @dataclass
@@ -278,7 +277,7 @@ def deliver_best(trainer: Trainer, model: Any, run_dir: Path, log: EventLog, cur
     checkpoint is delivered and its eval loss; returns that evaluation's metrics.
     """
     step = trainer.state.global_step
-    saved = {int(path.name.split("-", 1)[1]): path for path in checkpoints(run_dir)}
+    saved = {step_of(path): path for path in checkpoints(run_dir)}
     best_step, best = step, current
     for entry in trainer.state.log_history:
         at = entry.get("step")
