@@ -144,7 +144,12 @@ def check_hub_id(
     cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     if isinstance(cached, str):
         return True
-    raise ModelError(
+    raise not_cached_offline(repo_id)
+
+
+def not_cached_offline(repo_id: str) -> ModelError:
+    """The sentence for a hub model that offline mode keeps from being downloaded."""
+    return ModelError(
         f"Offline mode is on and {repo_id} is not in the Hugging Face cache.",
         "Turn offline mode off in Settings to download it, or pick a local model folder.",
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelError
+from engine.settings import not_cached_offline
 from engine.spec import BaseModelSpec
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -129,6 +130,9 @@ def _load_failed(what: str, spec: BaseModelSpec, exc: Exception) -> ModelError:
 
 
 # -- the hub: one quick check, and one sentence per way it can fail ------------------------------
+HUB_HINT = "Check the network, or turn on offline mode in Settings and use a cached or local model."
+
+
 def check_hub(repo_id: str, revision: str | None = None) -> bool:
     """Ask the hub once (per process) for the model's config.json, with a short timeout and no
     retries. Returns True when the hub serves it, False when the hub cannot be reached or refuses
@@ -162,8 +166,7 @@ def check_hub(repo_id: str, revision: str | None = None) -> bool:
             error = ModelError(
                 f"Could not check {repo_id} on the Hugging Face hub: "
                 + (lines[0] if lines else type(exc).__name__),
-                "Check the network, or turn on offline mode in Settings and use a cached or "
-                "local model.",
+                HUB_HINT,
             )
         log.info("hub check for %s failed: %r", repo_id, exc)
         raise error from exc
@@ -171,10 +174,7 @@ def check_hub(repo_id: str, revision: str | None = None) -> bool:
 
 def hub_unreachable(repo_id: str) -> ModelError:
     """The sentence for a hub that cannot be reached (no network, a firewall, a proxy)."""
-    return ModelError(
-        f"Could not reach the Hugging Face hub for {repo_id}",
-        "Check the network, or turn on offline mode in Settings and use a cached or local model.",
-    )
+    return ModelError(f"Could not reach the Hugging Face hub for {repo_id}", HUB_HINT)
 
 
 def hub_error(
@@ -222,10 +222,7 @@ def hub_error(
             f"Check the id (org/name, as on its hub page){private}.",
         )
     if _first(chain, hf.OfflineModeIsEnabled) is not None:
-        return ModelError(
-            f"Offline mode is on and {repo_id} is not in the Hugging Face cache.",
-            "Turn offline mode off in Settings to download it, or pick a local model folder.",
-        )
+        return not_cached_offline(repo_id)
     if _first(chain, hf.RemoteEntryNotFoundError) is not None:
         return ModelError(
             f"{repo_id} has no config.json, so it is not a transformers model",
