@@ -13,6 +13,7 @@ its answers are not sentences; the pictures show what this run really produced.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +88,17 @@ def finish(home: Path, throw_away: bool) -> None:
         shutil.rmtree(home, ignore_errors=True)
     else:
         print(f"data folder kept: {home}")
+
+
+def shoot_main(shoot: Callable[[Path, list[dict]], None], description: str, argv=None) -> int:
+    """A screenshot script's main: train the example in a data folder (`--home DIR` to keep or
+    reuse one), shoot the window on it, clean up."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--home", help="data folder to train in or reuse (kept afterwards)")
+    args = parser.parse_args(argv)
+    home, throw_away = data_folder(args.home)
+    try:
+        shoot(home, run_example(home))
+    finally:
+        finish(home, throw_away)
+    return 0

@@ -13,7 +13,6 @@ on that folder and shoots
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "screenshots"
 
-from scripts.example_runs import data_folder, finish, run_example  # noqa: E402
+from scripts.example_runs import shoot_main  # noqa: E402
 
 EXPANDED = "support lr 5e-3"
 
@@ -81,15 +80,7 @@ def shoot(home: Path, runs: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", help="data folder to train in or reuse (kept afterwards)")
-    args = parser.parse_args(argv)
-    home, throw_away = data_folder(args.home)
-    try:
-        shoot(home, run_example(home))
-    finally:
-        finish(home, throw_away)
-    return 0
+    return shoot_main(shoot, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ sentences: the picture shows the pane with what these runs really answer.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "screenshots"
 DATASET = ROOT / "resources" / "datasets" / "support_chats.jsonl"
 
-from scripts.example_runs import data_folder, finish, run_example  # noqa: E402
+from scripts.example_runs import shoot_main  # noqa: E402
 
 
 def wait_for(signal, ms: int = 120000) -> None:
@@ -95,15 +94,7 @@ def shoot(home: Path, runs: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", help="data folder to train in or reuse (kept afterwards)")
-    args = parser.parse_args(argv)
-    home, throw_away = data_folder(args.home)
-    try:
-        shoot(home, run_example(home))
-    finally:
-        finish(home, throw_away)
-    return 0
+    return shoot_main(shoot, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
