@@ -103,3 +103,20 @@ def _no_leftover_processes(tg_home):
                 pass
         psutil.wait_procs([p for p, _ in left], timeout=5)
         pytest.fail("test left processes behind: " + ", ".join(f"{p.pid} {cmd}" for p, cmd in left))
+
+
+@pytest.fixture
+def sup(monkeypatch, tg_home):
+    """A Store to drive a real supervisor with (started on demand by the client), stopped
+    afterwards together with any worker it left."""
+    from tests.helpers import supervisor_session
+
+    yield from supervisor_session(monkeypatch, tg_home)
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """A small chat dataset (tests.helpers.write_chats)."""
+    from tests.helpers import write_chats
+
+    return write_chats(tmp_path / "chats.jsonl")

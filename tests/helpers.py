@@ -270,3 +270,18 @@ def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.
         env=env,
         timeout=timeout,
     )
+
+
+# what a 15 GiB run estimates: one fits a 24 GiB GPU (90% usable), two do not
+GPU_RUN = {
+    "params": 1,
+    "trainable_params": 1,
+    "vram_gib": {"bf16": 15.0, "4bit": 6.0},
+    "mode": "lora",
+    "device": "cuda:0",
+}
+
+
+def gpu_of_holds(store: Store) -> dict[str, str]:
+    """Run id -> the GPU(s) it holds memory on."""
+    return {h["run_id"]: str(h["gpu"]) for h in store.holds()}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from engine import paths
 from engine.plan import calibration
 from engine.plan.report import estimate_spec
@@ -14,7 +12,6 @@ from engine.supervisor import client
 from tests.helpers import (
     cpu_estimate,
     make_spec,
-    supervisor_session,
     wait_for,
     wait_until,
     write_chats,
@@ -65,11 +62,6 @@ def test_samples_are_kept_per_device_and_shape(tg_home):
     assert len(calibration.samples("cuda:H200|1|2|64")) == 1
     (paths.data_dir() / calibration.TIMING_FILE).write_text("not json")
     assert calibration.samples("cpu:2|1|2|64") == []
-
-
-@pytest.fixture
-def sup(monkeypatch, tg_home):
-    yield from supervisor_session(monkeypatch, tg_home)
 
 
 def test_a_completed_run_teaches_the_next_estimate_of_the_same_model(sup, tmp_path):

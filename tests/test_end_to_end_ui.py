@@ -24,19 +24,15 @@ from engine.supervisor import client  # noqa: E402
 from engine.training.checkpoints import has_checkpoint  # noqa: E402
 from tests.app_helpers import gc_on_the_gui_thread  # noqa: E402, F401
 from tests.helpers import (  # noqa: E402
+    GPU_RUN,
     cpu_estimate,
+    gpu_of_holds,
     make_spec,
     supervisor_session,
     worker_pid,
-    write_chats,
 )
 
 RUN_MS = 120_000  # a tiny CPU run: ~5 s of imports, a few seconds of training, 2 cores shared
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return write_chats(tmp_path / "chats.jsonl")
 
 
 @pytest.fixture
@@ -227,25 +223,6 @@ def test_continue_and_export_from_the_panel(qtbot, live, data, monkeypatch):
 
 
 # -- the hardware view's suspend switch --------------------------------------------------------
-GPU_RUN = {  # what a 15 GiB run estimates: one fits a 24 GiB GPU (90% usable), two do not
-    "params": 1,
-    "trainable_params": 1,
-    "vram_gib": {"bf16": 15.0, "4bit": 6.0},
-    "mode": "lora",
-    "device": "cuda:0",
-}
-
-
-def gpu_of_holds(store) -> dict[str, str]:
-    return {h["run_id"]: str(h["gpu"]) for h in store.holds()}
-
-
-@pytest.fixture
-def sup(monkeypatch, tg_home):
-    """A Store to drive a real supervisor with (started on demand), stopped afterwards."""
-    yield from supervisor_session(monkeypatch, tg_home)
-
-
 def test_a_gpu_suspended_in_the_hardware_view_gets_no_new_run_until_resumed(
     qtbot, sup, data, monkeypatch
 ):

@@ -10,7 +10,7 @@ import pytest
 from engine import hardware
 from engine.hardware import GIB, Gpu, parse_fake
 from engine.supervisor import client, scheduler
-from tests.helpers import make_spec, supervisor_session, wait_for, wait_until, write_chats
+from tests.helpers import make_spec, wait_for, wait_until, write_chats
 
 
 def est(bf16: float, four: float, mode: str = "lora") -> dict:
@@ -110,11 +110,6 @@ def test_a_run_that_only_lacks_free_memory_now_is_not_refused():
 
 
 # -- the real supervisor with a fake NVML reading ------------------------------------------------
-@pytest.fixture
-def sup(monkeypatch, tg_home):
-    yield from supervisor_session(monkeypatch, tg_home)
-
-
 def test_the_supervisor_counts_memory_used_by_other_programs(sup, tmp_path, monkeypatch):
     """GPU 0 (48 GiB) has only 4 GiB free (other programs use the rest), GPU 1 (24 GiB) is idle.
     The first run goes to GPU 1; the second waits in the queue, saying why in GiB, and starts on

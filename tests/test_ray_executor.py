@@ -30,10 +30,8 @@ from tests.helpers import (
     home_processes,
     make_graph,
     make_spec,
-    supervisor_session,
     wait_for,
     wait_until,
-    write_chats,
 )
 
 RAY = Path(sys.executable).with_name("ray")
@@ -101,16 +99,6 @@ def ray_cluster():
                 pass
         psutil.wait_procs(procs, timeout=10)
         shutil.rmtree(temp, ignore_errors=True)
-
-
-@pytest.fixture
-def sup(monkeypatch, tg_home):
-    yield from supervisor_session(monkeypatch, tg_home)
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return write_chats(tmp_path / "chats.jsonl")
 
 
 def cluster_spec(data: Path, name: str, **training):

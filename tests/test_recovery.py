@@ -19,22 +19,11 @@ from engine.training.checkpoints import checkpoints, has_checkpoint
 from tests.helpers import (
     cpu_estimate,
     make_spec,
-    supervisor_session,
     wait_for,
     wait_until,
     worker_pid,
     write_chats,
 )
-
-
-@pytest.fixture
-def sup(monkeypatch, tg_home):
-    yield from supervisor_session(monkeypatch, tg_home)
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return write_chats(tmp_path / "chats.jsonl")
 
 
 def final_loss(store, run_id: str) -> float:

@@ -22,30 +22,18 @@ from engine.supervisor import client, scheduler
 from engine.supervisor.process import ensure_supervisor, supervisor_pid
 from engine.training.checkpoints import has_checkpoint
 from tests.helpers import (
+    GPU_RUN,
     cpu_estimate,
+    gpu_of_holds,
     make_graph,
     make_spec,
     schedule_events,
-    supervisor_session,
     wait_for,
     wait_until,
     worker_pid,
-    write_chats,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def sup(monkeypatch, tg_home):
-    """A Store for driving the supervisor (started on demand by the client), stopped afterwards
-    together with any worker it left."""
-    yield from supervisor_session(monkeypatch, tg_home)
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return write_chats(tmp_path / "chats.jsonl")
 
 
 def run_dir(store, run_id: str) -> Path:
@@ -566,19 +554,6 @@ def test_a_helper_that_prints_an_estimate_gives_it():
 
 
 # -- GPU policy "refuse" and suspended GPUs (fake GPUs, a real supervisor) ----------------------
-GPU_RUN = {  # a 15 GiB run: one fits a 24 GiB GPU (90% usable), two do not
-    "params": 1,
-    "trainable_params": 1,
-    "vram_gib": {"bf16": 15.0, "4bit": 6.0},
-    "mode": "lora",
-    "device": "cuda:0",
-}
-
-
-def gpu_of_holds(store) -> dict[str, str]:
-    return {h["run_id"]: str(h["gpu"]) for h in store.holds()}
-
-
 def test_the_refuse_gpu_policy_refuses_a_run_that_does_not_fit_now_instead_of_queueing(
     sup, data, monkeypatch
 ):
