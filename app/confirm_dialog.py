@@ -138,7 +138,10 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         self.busy.setVisible(busy)
         count = len(self.startable())
         if busy:
-            self.status.setText(f"Estimating memory and time for {len(self.modules)} run(s)…")
+            self.status.setText(
+                f"Estimating memory and time for {len(self.modules)} run(s)… A model not yet "
+                "run on this machine first gets a short speed check (seconds to a minute)."
+            )
         elif self.estimate_error:
             error = self.estimate_error.rstrip()
             self.status.setText(
@@ -249,7 +252,15 @@ def estimate_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
             ("<b>yes</b>" if qlora else "no")
             + f" — {html.escape(str(est.get('mode_reason') or ''))}",
         ),
-        ("Time", f"{low} – {high}"),
+        (
+            "Time",
+            f"{low} – {high}"
+            + (
+                f" <span class='dim'>({html.escape(str(est['time_basis']))})</span>"
+                if est.get("time_basis")
+                else ""
+            ),
+        ),
     ]
     rows_count = est.get("dataset_rows")
     data = f"{rows_count:,} rows" if isinstance(rows_count, int) else "unknown"

@@ -2,18 +2,25 @@
 and how wide that range is.
 
     .venv/bin/python bench/bench_time_coverage.py [--model tiny|PATH|config:<shape>]
-        [--device cpu|cuda] [--runs 8] [--calibrate 3] [--out FILE.json]
+        [--device cpu|cuda] [--runs 8] [--learn runs|speed-check|none] [--calibrate 3]
+        [--out FILE.json]
 
-First `--calibrate` runs of other shapes, on other data, teach the machine its speed exactly as
-the supervisor does after a completed run (engine.plan.calibration: each run's measured phases
-recorded under its device and model shape). Then the scored set of run shapes (steps,
-micro-batch, max_seq_length, packing, GGUF export on or off) is trained one after the other, each
-as a real worker process (`python -m engine.training.worker RUN_DIR`, with the thread count the
-supervisor would give it). Before each run the estimate is computed as the CLI and the supervisor
-do (engine.plan.report.estimate_spec), and the run's wall time from process start to exit is
-compared with its `time_s` range; each scored run is then recorded too, as the supervisor would.
-`--calibrate 0` scores the size-based model alone. Prints a table and the coverage line (goals:
->= 90% of runs inside their range, a range at most 2x wide).
+The scored set of run shapes (steps, micro-batch, max_seq_length, packing, GGUF export on or off)
+is trained one after the other, each as a real worker process (`python -m engine.training.worker
+RUN_DIR`, with the thread count the supervisor would give it). Before each run the estimate is
+computed as the CLI and the supervisor do (engine.plan.report.estimate_spec), and the run's wall
+time from process start to exit is compared with its `time_s` range. What the estimate may know:
+
+- `--learn runs` (default): first `--calibrate` runs of other shapes, on other data, teach the
+  machine its speed exactly as the supervisor does after a completed run (engine.plan.calibration),
+  and each scored run is recorded after it is scored, so each prediction knows earlier runs only.
+- `--learn speed-check`: nothing is recorded; every scored run is predicted as a model's first
+  run is, from the speed check alone (engine.plan.probe: a short real run of its spec), which is
+  dropped again after each prediction.
+- `--learn none`: the size-based model alone (speed check off, nothing recorded).
+
+Prints a table and the coverage line (goals: >= 90% of runs inside their range, a range at most
+2x wide).
 """
 
 from __future__ import annotations
@@ -102,7 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--runs", type=int, default=8, help="how many of the run shapes to score")
     parser.add_argument(
-        "--calibrate", type=int, default=3, help="calibration runs first (0: the model alone)"
+        "--learn",
+        default="runs",
+        choices=("runs", "speed-check", "none"),
+        help="what the estimates learn from: earlier runs, the speed check alone, nothing",
+    )
+    parser.add_argument(
+        "--calibrate", type=int, default=3, help="with --learn runs: calibration runs first"
     )
     parser.add_argument("--rows", type=int, default=600)
     parser.add_argument("--out", help="write the figures to this JSON file")
@@ -117,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(tempfile.mkdtemp(prefix="tg-coverage-"))
     os.environ["TUNEGRAPH_HOME"] = str(home)
+    os.environ["TUNEGRAPH_SPEED_CHECK"] = "0" if args.learn == "none" else "1"
+    learn_runs = args.learn == "runs"
     from engine import hardware
     from engine.plan.report import estimate_spec
 
@@ -128,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "TUNEGRAPH_HOME": str(home),
     }
     calibrate = (CALIBRATE_GPU if args.device == "cuda" else CALIBRATE_CPU)[: args.calibrate]
+    calibrate = calibrate if learn_runs else []
     other = common.write_jsonl(home / "other.jsonl", common.varied_chats(args.rows // 2, seed=7))
     for i, (steps, batch, seq, packing, gguf) in enumerate(calibrate):
         spec = common.bench_spec(
@@ -149,11 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         spec.export.gguf = gguf
         spec.export.quant = "Q8_0"
         estimate = estimate_spec(spec, args.device)
+        if not learn_runs:  # the next run is a first run again
+            (home / "timing.json").unlink(missing_ok=True)
         low, high = estimate["time_s"]["low"], estimate["time_s"]["high"]
         run_dir = home / "runs" / f"cov{i}"
         run_dir.mkdir(parents=True)
         spec.save(run_dir / "spec.json")
-        wall, phases = run_worker(run_dir, env, estimate)
+        wall, phases = run_worker(run_dir, env, estimate if learn_runs else None)
         inside = low <= wall <= high
         figures.append(
             {
@@ -190,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     width = widths[len(widths) // 2] if widths else float("nan")
     print(
         f"\ntime-estimate coverage, {args.model} on {args.device}, one run at a time, "
-        f"after {len(calibrate)} calibration runs on other shapes and data"
+        + {
+            "runs": f"after {len(calibrate)} calibration runs on other shapes and data",
+            "speed-check": "each predicted as a first run, from the speed check alone",
+            "none": "from the model's size alone",
+        }[args.learn]
     )
     print(
         common.table(
@@ -223,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
             "runs": figures,
             "coverage": coverage,
+            "learn": args.learn,
             "calibration_runs": len(calibrate),
             "median_width": width,
         },

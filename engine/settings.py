@@ -1,7 +1,8 @@
 """The user's settings, Qt-free: `<data dir>/settings.json` (sorted keys, a format version).
 
-Holds offline mode, the default GPU policy, CPU threads per CPU run, the theme and the suspended
-GPUs. Never a secret: the Hugging Face token lives only in the OS keyring (engine.secrets).
+Holds offline mode, the default GPU policy, CPU threads per CPU run, the theme, the suspended
+GPUs, the Ray address and whether a new model's speed is measured before its first run. Never a
+secret: the Hugging Face token lives only in the OS keyring (engine.secrets).
 
 The data directory itself cannot be stored inside the data directory: its chosen location is kept
 by `engine.paths` (`choose_data_dir`, `chosen_data_dir`).
@@ -34,6 +35,8 @@ class Settings:
     suspended_gpus: list[int] = field(default_factory=list)  # no new runs are placed on these
     # a Ray cluster for Fine-Tune nodes whose target is "cluster" (TUNEGRAPH_RAY_ADDRESS overrides)
     ray_address: str = ""
+    # before a model's first run on a device, a short real run measures its speed (engine.plan.probe)
+    speed_check: bool = True
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

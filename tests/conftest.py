@@ -47,6 +47,9 @@ def tg_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("TUNEGRAPH_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    # the speed check (a short real run before a model's first estimate, engine.plan.probe) would
+    # add a worker run to every test's first estimate: off, except in the tests of it
+    monkeypatch.setenv("TUNEGRAPH_SPEED_CHECK", "0")
     shared = os.environ.get("TUNEGRAPH_TEST_MODELS")
     if shared:
         (home / "models").symlink_to(shared, target_is_directory=True)

@@ -70,17 +70,31 @@ def sample_from_phases(
     }
 
 
-def calibrated_range(work: dict, measured: list[dict]) -> dict | None:
+def calibrated_range(
+    work: dict, measured: list[dict], export_s: tuple[float, float] = (0.0, 0.0)
+) -> dict | None:
     """{"low", "high"} predicted from this machine's samples for the same device and shape, or
-    None when there are none that fit (no sample, or none with the same export)."""
+    None when none fit (no sample; only runs with a GGUF export for a run without one).
+
+    A run with a GGUF export whose shape has no measured export yet (a speed check never
+    exports) gets the end phase of its samples plus `export_s`, the (fast, slow) seconds the
+    size-based model gives the export."""
     same_end = [s for s in measured if bool(s.get("gguf")) == bool(work.get("gguf"))]
-    if not measured or not same_end:
+    extra = (0.0, 0.0)
+    if not same_end:
+        if not work.get("gguf"):
+            return None
+        same_end, extra = measured, export_s
+    if not measured:
         return None
     start = statistics.median(s["start_s"] for s in measured)
     end = statistics.median(s["end_s"] for s in same_end)
     train = _training_s(work, measured)
     predicted = start + train + end
-    return {"low": round(predicted / RANGE, 1), "high": round(predicted * RANGE, 1)}
+    return {
+        "low": round(predicted / RANGE + extra[0], 1),
+        "high": round(predicted * RANGE + extra[1], 1),
+    }
 
 
 def _training_s(work: dict, measured: list[dict]) -> float:

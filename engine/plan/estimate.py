@@ -264,7 +264,6 @@ def estimate(
     if rows is not None and rows < 1000:
         warnings.append(f"only {rows} examples: fewer than 1,000 rows rarely teach a model much")
     work = workload(spec, rows or 0, lengths, seq)
-    times = time_range_s(shape, work, device, gpu_name, cores, spec)
     key = calibration.device_key(device, gpu_name, cores, shape)
     work_done = {
         "rows": work.rows,
@@ -273,13 +272,8 @@ def estimate(
         "eval_tokens": round(work.eval_tokens),
         "gguf": spec.export.gguf,
     }
-    measured = calibration.samples(key) if rows is not None else []
-    calibrated = calibration.calibrated_range(work_done, measured)
-    if calibrated is not None:
-        times = calibrated
-        basis = f"measured on this machine ({len(measured)} earlier runs of this model)"
-    else:
-        basis = "from the model's size (no earlier run of this model on this device yet)"
+    times, basis = measured_time(spec, key, work_done, device, vram[key_mode(mode)], shape)
+    times = times or time_range_s(shape, work, device, gpu_name, cores, spec)
     return Estimate(
         params=shape.params,
         trainable_params=trainable_params(shape, spec),
@@ -295,6 +289,43 @@ def estimate(
         dataset_rows=rows,
         warnings=warnings,
     )
+
+
+def key_mode(mode: str) -> str:
+    """The vram_gib key of a mode: "4bit" for qlora, "bf16" for lora."""
+    return "4bit" if mode == "qlora" else "bf16"
+
+
+def measured_time(
+    spec: JobSpec, key: str, work: dict, device: str, need_gib: float, shape: ModelShape
+) -> tuple[dict | None, str]:
+    """(time range, what it comes from) predicted from this machine's own runs of the model's
+    shape (engine.plan.calibration); the first time a device × shape is seen, a speed check
+    (engine.plan.probe) measures it first. (None, why) when nothing measured applies."""
+    from engine.plan import probe
+    from engine.plan.timing import export_s
+
+    if not work.get("rows") or not work.get("micro_batches"):
+        return None, "from the model's size (the data could not be sampled)"
+    measured = calibration.samples(key)
+    why_not = None
+    if not measured and probe.enabled():
+        tokens_per_micro = work["computed_tokens"] / work["micro_batches"]
+        why_not = probe.speed_check(spec, key, device, need_gib, tokens_per_micro)
+        measured = calibration.samples(key)
+    calibrated = calibration.calibrated_range(work, measured, export_s(shape))
+    if calibrated is None:
+        return None, "from the model's size (" + (
+            why_not or "no earlier run of this model on this device yet"
+        ) + ")"
+    runs = [s for s in measured if not s.get("speed_check")]
+    parts = [f"{len(runs)} earlier run{'s' if len(runs) != 1 else ''}"] if runs else []
+    if len(runs) < len(measured):
+        parts.append(f"a {probe.PROBE_STEPS}-step speed check")
+    basis = "measured on this machine (" + " and ".join(parts) + " of this model)"
+    if work.get("gguf") and not any(s.get("gguf") for s in measured):
+        basis += "; the GGUF export's part from the model's size"
+    return calibrated, basis
 
 
 def gguf_warnings(spec: JobSpec) -> list[str]:

@@ -96,6 +96,15 @@ def time_range_s(
     return {"low": round(bounds[0], 1), "high": round(bounds[1] * TIME_HEADROOM, 1)}
 
 
+def export_s(shape: ModelShape) -> tuple[float, float]:
+    """(fast, slow) seconds of a GGUF export of a model of this shape: merge, convert, quantize
+    and the parity check, as in time_range_s (the slow side with its headroom)."""
+    return (
+        GGUF_S[0] + shape.params / GGUF_PARAMS_PER_S[0],
+        (GGUF_S[1] + shape.params / GGUF_PARAMS_PER_S[1]) * TIME_HEADROOM,
+    )
+
+
 def row_lengths(spec: JobSpec, sample: int = 500) -> tuple[int, list[int]]:
     """(rows in the files, token lengths of up to `sample` rows per file, untruncated).
 
