@@ -1,10 +1,12 @@
 """The run confirmation: for each run, where it runs (this workstation or the Ray cluster),
 parameters, VRAM and device, the 4-bit decision and why, the time range, dataset rows (with the
-under-1,000 warning) and what gets exported.
+under-1,000 warning), the chat template it trains with and why, and what gets exported.
 
 Estimates come from `tunegraph estimate GRAPH --json` in a helper process (the UI never imports
 torch), or are passed in. "Start" emits `start_requested(specs, estimates)` for the runs that can
-start; "Cancel" submits nothing. A run that can never fit this machine is shown as refused.
+start; "Cancel" submits nothing. A run that can never fit this machine is shown as refused, and so
+is one whose base model has no chat template while its node asks for the model's own (it would
+fail as it starts; the card says what to pick).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from app.processes import JsonProcess
 from engine import hardware
 from engine.cluster.executor import ADDRESS_HINT, resolve_address
 from engine.formatting import format_count, format_rough_duration, format_setting
+from engine.models.template_choice import TemplatePlan, template_plan
 from engine.plan.estimate import vram_parts_text
 from engine.spec import JobSpec
 from engine.supervisor import scheduler
@@ -50,6 +53,13 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         self.graph, self.graph_path = graph, graph_path
         self.estimates: dict[str, dict] = {}  # node_uuid -> estimate
         self.refusals: dict[str, scheduler.Refusal] = {}
+        # node_uuid -> the chat template the run will use (a GGUF header or tokenizer files)
+        self.templates: dict[str, TemplatePlan] = {
+            m.node_uuid: template_plan(m.spec.base_model) for m in self.modules
+        }
+        for uuid, plan in self.templates.items():
+            if plan.problem:
+                self.refusals[uuid] = scheduler.Refusal(f"base model: {plan.problem}", plan.hint)
         self.estimate_error = ""
         self.gpus = hardware.gpus()
         self.cluster = resolve_address()  # TUNEGRAPH_RAY_ADDRESS or Settings; "" when none
@@ -175,6 +185,11 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
             rows.append(("Estimate", waiting))
         else:
             rows += estimate_rows(est, self.gpus)
+        plan = self.templates.get(module.node_uuid)
+        if plan is not None and not plan.problem:
+            rows.append(
+                ("Chat template", html.escape(plan.summary.removeprefix("Chat template: ")))
+            )
         rows.append(("Exports", exports_text(spec)))
         refusal = self.refusals.get(module.node_uuid)
         head = f"<h3>{html.escape(module.name)}</h3>"

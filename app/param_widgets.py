@@ -18,6 +18,7 @@ from nodes.catalogue import Parameter
 
 INT_LIMIT = 2_147_483_647
 COMMON_MODULES = (
+    "auto",  # the attention's query and value projections, as this model names them
     "q_proj",
     "k_proj",
     "v_proj",
@@ -25,8 +26,11 @@ COMMON_MODULES = (
     "gate_proj",
     "up_proj",
     "down_proj",
+    "qkv_proj",  # Phi-3's fused query/key/value
+    "gate_up_proj",  # Phi-3's fused gate and up
     "all-linear",
 )
+WHOLE_SETS = ("auto", "all-linear")  # each stands alone: ticking one clears the other names
 MODEL_SUGGESTIONS = (
     "builtin:tiny-llama",
     "Qwen/Qwen2.5-0.5B-Instruct",
@@ -146,7 +150,10 @@ class ChoiceEditor(ParamEditor):
 class FileEditor(TextEditor):
     def __init__(self, param: Parameter, parent=None):
         super().__init__(param, parent)
-        self.edit.setPlaceholderText("path/to/data.jsonl")
+        held_out = "held-out split" in param.help  # an Eval node's set: empty is allowed
+        self.edit.setPlaceholderText(
+            "empty: the held-out split" if held_out else "path/to/data.jsonl"
+        )
         button = QtWidgets.QToolButton(text="Browse…")
         button.setToolTip("Choose a .jsonl, .json, .csv or .parquet file")
         button.clicked.connect(self._browse)
@@ -172,6 +179,12 @@ class ModelEditor(ParamEditor):
         self.combo.setSizePolicy(
             QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed
         )
+        # not as wide as the longest suggestion: the panel would scroll sideways and cut off
+        # the lines above the form (errors, the chat template in use)
+        self.combo.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.combo.setMinimumContentsLength(12)
         self.layout_.addWidget(self.combo, 1)
         button = QtWidgets.QToolButton(text="Folder…")
         button.setToolTip("Choose a local model folder")
@@ -200,7 +213,7 @@ class ModulesEditor(TextEditor):
 
     def __init__(self, param: Parameter, parent=None):
         super().__init__(param, parent)
-        self.edit.setPlaceholderText("q_proj, v_proj")
+        self.edit.setPlaceholderText("auto")
         button = QtWidgets.QToolButton(text="▾")
         button.setToolTip("Pick common module names")
         button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
@@ -230,7 +243,7 @@ class ModulesEditor(TextEditor):
         names = [n for n in self.current() if n != name]
         if on:
             names = (
-                [name] if name == "all-linear" else [n for n in names if n != "all-linear"] + [name]
+                [name] if name in WHOLE_SETS else [n for n in names if n not in WHOLE_SETS] + [name]
             )
         self.edit.setText(", ".join(names))
         self._commit()
@@ -256,6 +269,10 @@ EDITORS = {
 
 def make_editor(param: Parameter, parent: QtWidgets.QWidget | None = None) -> ParamEditor:
     """The editor for a parameter (by widget hint first, then by type)."""
+    if param.widget in ("metrics", "gguf"):  # the Eval node's
+        from app.eval_widgets import make_eval_editor
+
+        return make_eval_editor(param, parent)
     if param.widget == "model":
         return ModelEditor(param, parent)
     if param.widget == "file":

@@ -341,7 +341,7 @@ def test_confirmation_lists_estimates_for_two_modules(canvas, qtbot, monkeypatch
     assert "adapter ZIP" in text
     assert (
         "builtin:tiny-llama on support_chats.jsonl; 1 epoch(s), lr 2e-4, batch 4×1; "
-        "LoRA r8/α32 on q_proj, v_proj" in text
+        "LoRA r8/α32 on auto" in text
     )
     assert dialog.start_button.isEnabled() and dialog.start_button.text() == "Start 2 runs"
     with qtbot.waitSignal(dialog.start_requested) as signal:
@@ -511,7 +511,7 @@ def test_palette_adds_nodes(window):
     window.palette.search.returnPressed.emit()
     node = window.canvas.nodes("LoraConfig")[0]
     assert window.properties.node is node  # the new node is selected and shown
-    assert node.get_property("target_modules") == ["q_proj", "v_proj"]
+    assert node.get_property("target_modules") == ["auto"]
 
 
 def test_dataset_preview_renders_trained_tokens():

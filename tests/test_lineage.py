@@ -64,9 +64,7 @@ def test_several_changes_in_declaration_order():
     g, ids = _pair(learning_rate=1e-3, micro_batch_size=8)
     g.set_params(ids["lora (copy)"], r=32, target_modules=["q_proj", "k_proj", "v_proj"])
     text = lineage_diff(g.to_dict(), ids["copy"]).text()
-    assert text == (
-        "lr 2e-4 → 1e-3, batch 4 → 8, r 16 → 32, targets q_proj,v_proj → q_proj,k_proj,v_proj"
-    )
+    assert text == "lr 2e-4 → 1e-3, batch 4 → 8, r 16 → 32, targets auto → q_proj,k_proj,v_proj"
 
 
 def test_origin_deleted():

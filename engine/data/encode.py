@@ -7,9 +7,15 @@ closes each answer, so the model learns to stop. Two ways to find the assistant 
   `apply_chat_template(..., return_assistant_tokens_mask=True)` gives the mask;
 - it has none (most tokenizers' own templates): the conversation is rendered up to each assistant
   turn with the generation prompt, and again through that turn; the text between the two renders
-  (right-trimmed of whitespace) is the answer with its end-of-turn token. A turn whose prefixes do
-  not line up with the full render (templates that rewrite earlier turns) is left untrained and
-  counted in `skipped_turns`.
+  (right-trimmed of whitespace) is the answer with its end-of-turn token.
+  Some real templates render a turn differently once later turns follow, so those renders are no
+  prefix of the whole conversation: Phi-3's writes EOS after the last turn only, Qwen 3's writes
+  an empty `<think>` block in the last answer only, Mistral's puts the system prompt into the
+  last user turn only when that turn ends the conversation. Such a turn is found in the full
+  render instead: its answer text, searched for after the previous turn, through the end-of-turn
+  token that directly follows it. A turn found neither way is left untrained and counted in
+  `skipped_turns`; `located_turns` counts the turns found by the search, and `unrendered` the other
+  messages whose text the template does not write at all (Mistral's dropped system prompt).
 
 The rendered chat is tokenized without special tokens, so a BOS written by the template is the
 only one. Plain-text examples get the tokenizer's own BOS (if it adds one) and a closing EOS, and
@@ -21,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.data.templates import has_generation_markers
+from engine.data.templates import end_of_turn_token, has_generation_markers
 from engine.errors import DataError
 
 IGNORE = -100
@@ -36,7 +42,9 @@ class Encoded:
     truncated: bool = False
     text: str = ""  # the rendered text, kept only when offsets were asked for
     offsets: list[tuple[int, int]] | None = None
-    skipped_turns: int = 0
+    skipped_turns: int = 0  # assistant turns left untrained (not found in the render)
+    located_turns: int = 0  # assistant turns found by searching the render (see the docstring)
+    unrendered: int = 0  # system/user messages whose text the rendered chat does not hold
 
     @property
     def trained(self) -> int:
@@ -52,6 +60,7 @@ class Encoder:
         self.template = template
         self.max_seq_length = max_seq_length
         self.markers = has_generation_markers(template)
+        self._end_of_turn: str | None = None
 
     def encode(self, example: dict, with_offsets: bool = False) -> Encoded:
         """Token ids and labels of one example, truncated to max_seq_length.
@@ -111,16 +120,27 @@ class Encoder:
 
     def _encode_by_prefix(self, messages: list[dict], with_offsets: bool) -> Encoded:
         full = self.render(messages)
-        spans, skipped = [], 0
+        spans: list[tuple[int, int]] = []
+        skipped = located = unrendered = cursor = 0
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
+                found = full.find(_text(message), cursor) if _text(message) else -1
+                cursor = found + len(_text(message)) if found >= 0 else cursor
+                unrendered += bool(_text(message)) and _text(message) not in full
                 continue
             before = self.render(messages[:i], add_generation_prompt=True) if i else ""
             through = self.render(messages[: i + 1]).rstrip()
+            span, searched = None, False
             if full.startswith(before) and full.startswith(through) and len(through) > len(before):
-                spans.append((len(before), len(through)))
+                span = (len(before), len(through))
             else:
+                span, searched = self._locate(full, _text(message), cursor), True
+            if span is None or span[0] < cursor:
                 skipped += 1
+                continue
+            spans.append(span)
+            located += searched
+            cursor = span[1]
         enc = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         offsets = [tuple(o) for o in enc["offset_mapping"]]
@@ -134,7 +154,20 @@ class Encoder:
             text=full if with_offsets else "",
             offsets=offsets if with_offsets else None,
             skipped_turns=skipped,
+            located_turns=located,
+            unrendered=unrendered,
         )
+
+    def _locate(self, full: str, answer: str, cursor: int) -> tuple[int, int] | None:
+        """The span of `answer` in the full render at or after `cursor`, through the end-of-turn
+        token that directly follows it; None when either is not there."""
+        if self._end_of_turn is None:
+            self._end_of_turn = end_of_turn_token(self.tokenizer, self.template) or ""
+        eot = self._end_of_turn
+        start = full.find(answer, cursor) if answer and eot else -1
+        if start < 0 or not full.startswith(eot, start + len(answer)):
+            return None
+        return start, start + len(answer) + len(eot)
 
     def _encode_text(self, text: str, with_offsets: bool) -> Encoded:
         tok = self.tokenizer
@@ -148,6 +181,12 @@ class Encoder:
                 offsets.append((len(text), len(text) + len(tok.eos_token)))
                 shown = text + tok.eos_token
         return Encoded(ids, list(ids), text=shown if with_offsets else "", offsets=offsets)
+
+
+def _text(message: dict) -> str:
+    """A message's text as templates write it (most trim it; only str content is searched)."""
+    content = message.get("content")
+    return content.strip() if isinstance(content, str) else ""
 
 
 def segments(enc: Encoded, tokenizer: Any) -> list[tuple[str, bool]]:

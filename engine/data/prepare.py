@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.encode import IGNORE, Encoded, Encoder, segments
+from engine.data.family_templates import note_of, origin_of
 from engine.data.formats import (
     FORMATS,
     detect_format,
@@ -63,6 +64,8 @@ class DataStats:
     trained_tokens: int = 0  # tokens with a label in the train set
     truncated_rows: int = 0
     dropped_rows: int = 0  # nothing left to train on after truncation
+    skipped_turns: int = 0  # assistant turns the chat template's render gave no place to train
+    unrendered_rows: int = 0  # rows with a system/user message the chat template does not write
     warnings: list[str] = field(default_factory=list)
 
 
@@ -80,6 +83,7 @@ class PreparedData:
     template_origin: str
     notes: list[str] = field(default_factory=list)  # what was changed on the tokenizer
     added_tokens: int = 0  # > 0: resize the model's embeddings to len(tokenizer)
+    eval_examples: list[dict] = field(default_factory=list)  # the eval split's rows, normalized
 
 
 @dataclass
@@ -109,6 +113,9 @@ def prepare_datasets(spec: JobSpec, tokenizer: Any, max_seq_length: int) -> Prep
     if max_seq_length < 1:
         raise ValueError(f"max_seq_length must be at least 1, got {max_seq_length}")
     setup = prepare_tokenizer(tokenizer)
+    setup.origin = origin_of(tokenizer) or setup.origin  # a family picked on the Base model node
+    if note_of(tokenizer):
+        setup.notes.append(note_of(tokenizer))
     stats = DataStats()
     examples: list[_Example] = []
     for source, ds in enumerate(spec.datasets):
@@ -157,6 +164,7 @@ def prepare_datasets(spec: JobSpec, tokenizer: Any, max_seq_length: int) -> Prep
         template_origin=setup.origin,
         notes=setup.notes,
         added_tokens=setup.added_tokens,
+        eval_examples=[e.data for e in eval_part],
     )
 
 
@@ -177,6 +185,8 @@ def _encode_all(
         except DataError as err:
             raise row_error(datasets[example.source].path, example.row, err.message) from None
         stats.truncated_rows += enc.truncated
+        stats.skipped_turns += enc.skipped_turns
+        stats.unrendered_rows += enc.unrendered > 0
         if enc.trained == 0:
             stats.dropped_rows += 1
             continue
@@ -208,6 +218,18 @@ def _warnings(stats: DataStats, spec: JobSpec, max_seq_length: int) -> list[str]
         out.append(
             f"{stats.dropped_rows} examples had no assistant tokens left within "
             f"{max_seq_length} tokens and were left out"
+        )
+    if stats.skipped_turns:
+        out.append(
+            f"{stats.skipped_turns} assistant turns were left untrained: the chat template "
+            "renders them differently once later turns follow, and their text was not found "
+            "in the rendered conversation"
+        )
+    if stats.unrendered_rows:
+        out.append(
+            f"in {stats.unrendered_rows} examples the chat template leaves a system or user "
+            "message out of the rendered conversation (Mistral's template writes the system "
+            "prompt only before a final user turn), so their answers are trained without it"
         )
     if spec.training.eval_split > 0 and stats.eval_rows == 0:
         out.append("too few rows for an eval split (needs at least 10): no evaluation")

@@ -11,6 +11,14 @@ already holds it as a single token, else the tokenizer's own EOS; `<|im_start|>`
 when the vocabulary lacks it, is simply text (a few ordinary tokens). BOS is written by the template
 only when the tokenizer itself puts BOS in front of plain text, and the rendered chat is tokenized
 without special tokens, so it never appears twice.
+
+EOS becomes the template's end-of-turn token (runtimes that stop on EOS alone then stop where a turn
+ends), but a template that writes `eos_token` itself keeps the EOS its authors meant: Phi-3's ends a
+conversation with `<|end|>`, a newline and `<|endoftext|>`, and with EOS swapped it would teach
+`<|end|>`, a newline and `<|end|>` instead. So before the swap such a template gets the first line
+`{%- set eos_token = '<original EOS>' -%}` (`pin_eos`): it renders the base's own format wherever
+it is copied, whatever EOS the tokenizer says, and generation stops on the end-of-turn token and
+on that original EOS (`stop_token_ids`).
 """
 
 from __future__ import annotations
@@ -28,9 +36,15 @@ FALLBACK_ORIGIN = "fallback:chatml"
 TOKENIZER_ORIGIN = "tokenizer"
 
 _GENERATION_TAG = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
-# tokens that serve as padding in common vocabularies, in order of preference
+# the template variable `eos_token` (not `x.eos_token`, not `my_eos_token`)
+_EOS_VARIABLE = re.compile(r"(?<![\w.])eos_token(?!\w)")
+# the first line pin_eos writes: the original EOS as a Jinja string literal
+_PINNED_EOS = re.compile(r"\A\{%- set eos_token = '((?:[^'\\]|\\.)*)' -%\}\n")
+# tokenizers whose EOS prepare_tokenizer swapped for the end-of-turn token -> the EOS they had
+_ORIGINAL_EOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # tokenizers whose template prepare_tokenizer set from our fallback, so a second call still knows
 _FALLBACK_SET: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# tokens that serve as padding in common vocabularies, in order of preference
 _PAD_CANDIDATES = (
     "<pad>",
     "<|pad|>",
@@ -164,13 +178,44 @@ def end_of_turn_token(tokenizer: Any, template: str) -> str | None:
     return best[1] if best else None
 
 
+def pin_eos(template: str, eos: str) -> str:
+    """`template` rendering `eos_token` as `eos` whatever EOS the tokenizer has, by a first line
+    `{%- set eos_token = '…' -%}`: it writes nothing, and its `-%}` drops the newline after it
+    (and any whitespace the template itself starts with, which no family's template writes). A
+    template that never names eos_token, or is pinned already, is returned as it is."""
+    if pinned_eos(template) is not None or not _EOS_VARIABLE.search(template):
+        return template
+    return "{%- set eos_token = " + _jinja_str(eos) + " -%}\n" + template
+
+
+def pinned_eos(template: str | None) -> str | None:
+    """The EOS a template was pinned to by `pin_eos`, else None."""
+    found = _PINNED_EOS.match(template or "")
+    return re.sub(r"\\(.)", r"\1", found.group(1)) if found else None
+
+
+def strip_eos_pin(template: str) -> str:
+    """The template without the line `pin_eos` added (the text as the base or family ships it)."""
+    return _PINNED_EOS.sub("", template, count=1)
+
+
+def stop_tokens(tokenizer: Any, template: str) -> list[str]:
+    """The token texts generation stops on: EOS, the template's end-of-turn token, and the EOS
+    the base had before `prepare_tokenizer` made end-of-turn its EOS (known in the process that
+    swapped it, and from a template `pin_eos` pinned)."""
+    found = [
+        tokenizer.eos_token,
+        end_of_turn_token(tokenizer, template),
+        _ORIGINAL_EOS.get(tokenizer),
+        pinned_eos(template),
+    ]
+    return list(dict.fromkeys(t for t in found if t))
+
+
 def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
-    """The ids generation stops on: EOS and the template's end-of-turn token (when it is one
-    token of this vocabulary)."""
-    ids = {
-        tokenizer.eos_token_id,
-        single_token_id(tokenizer, end_of_turn_token(tokenizer, template)),
-    }
+    """The ids generation stops on (`stop_tokens` that are one token of this vocabulary)."""
+    ids = {single_token_id(tokenizer, token) for token in stop_tokens(tokenizer, template)}
+    ids.add(tokenizer.eos_token_id)
     return sorted(i for i in ids if i is not None)
 
 
@@ -194,21 +239,34 @@ def prepare_tokenizer(tokenizer: Any) -> TokenizerSetup:
     """Make the tokenizer ready to train a chat: pick the template, set it on the tokenizer, make
     EOS the template's end-of-turn token and pad a token different from EOS.
 
+    A template that writes `eos_token` itself is pinned to the original EOS first (`pin_eos`), so
+    the swap changes which token ends generation, never the text the model is trained on.
     Changes the tokenizer in place (save this tokenizer with the adapter) and is idempotent. It adds
     a token only when the vocabulary has no usable pad at all; `added_tokens` then says so.
     """
     template, origin = chat_template_for(tokenizer)
-    tokenizer.chat_template = template
-    if origin == FALLBACK_ORIGIN:
-        _FALLBACK_SET[tokenizer] = template
     notes: list[str] = []
     if origin == FALLBACK_ORIGIN:
         notes.append("the base model has no chat template: training with Tunegraph's ChatML")
     eot = end_of_turn_token(tokenizer, template)
-    if eot and eot != tokenizer.eos_token and single_token_id(tokenizer, eot) is not None:
+    swap = bool(eot) and eot != tokenizer.eos_token and single_token_id(tokenizer, eot) is not None
+    if swap and tokenizer.eos_token:
+        pinned = pin_eos(template, tokenizer.eos_token)
+        if pinned != template:
+            notes.append(
+                f"the chat template writes eos_token itself: kept as {tokenizer.eos_token}, "
+                "the base's own format"
+            )
+        template = pinned
+    tokenizer.chat_template = template
+    if origin == FALLBACK_ORIGIN:
+        _FALLBACK_SET[tokenizer] = template
+    if swap:
         notes.append(
             f"EOS set to the template's end-of-turn token {eot} (was {tokenizer.eos_token})"
         )
+        if tokenizer.eos_token:
+            _ORIGINAL_EOS[tokenizer] = tokenizer.eos_token
         tokenizer.eos_token = eot
     added = 0
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:

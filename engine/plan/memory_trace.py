@@ -24,6 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from engine.models.targets import linear_layer_names, peft_target_modules, resolve_targets
 from engine.spec import JobSpec
 
 
@@ -89,12 +90,13 @@ def _model(config, spec: JobSpec, checkpointing: bool, mode: FakeTensorMode | No
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:  # transformers before the rename
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    targets = spec.lora.target_modules
+    targets, linear = spec.lora.target_modules, linear_layer_names(model)
+    resolve_targets(targets, linear, type(model).__name__)  # a missing module: as the worker says
     lora = LoraConfig(
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,
         lora_dropout=spec.lora.dropout,
-        target_modules="all-linear" if "all-linear" in targets else list(targets),
+        target_modules=peft_target_modules(targets, linear),  # as the worker's lora_config
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
