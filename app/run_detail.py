@@ -103,6 +103,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
             "grad_norm": self.grad_plot.plot(pen=pg.mkPen(COLOURS["grad_norm"])),
             "lr": self.lr_plot.plot(pen=pg.mkPen(COLOURS["lr"])),
         }
+        self.set_curves: dict[str, pg.PlotDataItem] = {}  # an Eval node's set: its loss
         self._epoch_lines: list[list[pg.InfiniteLine]] = []
         self._max_steps: int | None = None
         self.dirty = False
@@ -144,7 +145,19 @@ class RunCharts(pg.GraphicsLayoutWidget):
             set_curve(self.curves[name], plots[name], steps, s[name])
             if name == "loss":
                 self.curves["eval_loss"].setData(s.eval_steps, s.eval_loss)
+                self._draw_set_losses()
                 self._draw_epochs(s.epoch_boundaries())
+
+    def _draw_set_losses(self) -> None:
+        """Each Eval node set's loss at the eval steps, dashed, beside the split's eval loss."""
+        for name, points in self.series.set_loss.items():
+            curve = self.set_curves.get(name)
+            if curve is None:
+                pen = pg.mkPen(COLOURS["eval_loss"], style=QtCore.Qt.PenStyle.DashLine)
+                curve = self.loss_plot.plot(pen=pen, symbol="t", symbolSize=6, name=f"eval: {name}")
+                self.set_curves[name] = curve
+            steps = sorted(points)
+            curve.setData(steps, [points[k] for k in steps])
 
     def _draw_epochs(self, bounds: list[int]) -> None:
         plots = (self.loss_plot, self.grad_plot, self.lr_plot)

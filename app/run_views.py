@@ -22,6 +22,7 @@ from app.runs_tab import RunsTab
 
 if TYPE_CHECKING:  # the chart views (pyqtgraph: ~1 s of imports) load when first opened
     from app.compare_view import CompareView
+    from app.leaderboard import Leaderboard
     from app.run_detail import RunDetail
 
 
@@ -89,6 +90,7 @@ class RunViews(QtCore.QObject):
         self.panel.openRequested.connect(self.open_run)
         self.runs_tab.openRequested.connect(self.open_run)
         self.runs_tab.compareRequested.connect(self.open_compare)
+        self.runs_tab.leaderboardRequested.connect(self.open_leaderboard)
         self._stopped = False
         app = QtWidgets.QApplication.instance()
         if app is not None:
@@ -128,6 +130,23 @@ class RunViews(QtCore.QObject):
         self.views_dock.raise_()
         return view
 
+    def open_leaderboard(self, run_ids: list[str]) -> Leaderboard | None:
+        """Rank the runs in a tab; its "Open in chat" asks the run panel's chat for each run."""
+        if len(run_ids) < 2:
+            return None
+        from app.leaderboard import Leaderboard
+
+        view = Leaderboard(self.bridge, run_ids)
+        view.chatRequested.connect(self._chat_runs)
+        self.tabs.setCurrentIndex(self.tabs.addTab(view, f"Leaderboard ({len(run_ids)})"))
+        self.views_dock.show()
+        self.views_dock.raise_()
+        return view
+
+    def _chat_runs(self, run_ids: list) -> None:
+        for run_id in run_ids:  # each GGUF becomes a column of the chat pane
+            self.panel.chatRequested.emit(run_id)
+
     def close_tab(self, index: int) -> None:
         w = self.tabs.widget(index)
         if w is self.runs_tab:
@@ -138,7 +157,7 @@ class RunViews(QtCore.QObject):
 
     @staticmethod
     def _close_widget(w: QtWidgets.QWidget) -> None:
-        for close in ("close_detail", "close_view"):  # RunDetail, CompareView
+        for close in ("close_detail", "close_view"):  # RunDetail, CompareView, Leaderboard
             if hasattr(w, close):
                 getattr(w, close)()
 

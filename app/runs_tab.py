@@ -1,5 +1,6 @@
 """The runs tab: every run, newest start first, with a state filter, text search, multi-select,
-open, compare and delete (the run record and folder; library artifacts stay)."""
+open, compare, the leaderboard (of the selected runs, or of one run's family: the runs sharing its
+origin) and delete (the run record and folder; library artifacts stay)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.run_bridge import RunBridge
 from app.run_panel import STATE_STYLE
+from engine.store.leaderboard import family
 
 FILTERS = {  # shown name -> states (None: all)
     "All": None,
@@ -48,6 +50,7 @@ def confirm_delete(parent: QtWidgets.QWidget, names: list[str]) -> bool:
 class RunsTab(QtWidgets.QWidget):
     openRequested = QtCore.Signal(str)  # noqa: N815
     compareRequested = QtCore.Signal(object)  # noqa: N815 - list of run ids
+    leaderboardRequested = QtCore.Signal(object)  # noqa: N815 - list of run ids
     confirm = staticmethod(confirm_delete)
 
     def __init__(self, bridge: RunBridge, parent: QtWidgets.QWidget | None = None):
@@ -62,6 +65,11 @@ class RunsTab(QtWidgets.QWidget):
         self.search.setClearButtonEnabled(True)
         self.open_button = QtWidgets.QPushButton("Open")
         self.compare_button = QtWidgets.QPushButton("Compare")
+        self.leaderboard_button = QtWidgets.QPushButton("Leaderboard")
+        self.leaderboard_button.setToolTip(
+            "Rank the selected runs (one run: it and the runs sharing its origin, such as its "
+            "sweep) by their eval scores, with their outputs side by side"
+        )
         self.delete_button = QtWidgets.QPushButton("Delete…")
         for w in (
             QtWidgets.QLabel("State"),
@@ -69,6 +77,7 @@ class RunsTab(QtWidgets.QWidget):
             self.search,
             self.open_button,
             self.compare_button,
+            self.leaderboard_button,
             self.delete_button,
         ):
             bar.addWidget(w, 1 if w is self.search else 0)
@@ -93,6 +102,9 @@ class RunsTab(QtWidgets.QWidget):
         self.tree.itemDoubleClicked.connect(lambda item, _c: self.openRequested.emit(item.text(7)))
         self.open_button.clicked.connect(self._open)
         self.compare_button.clicked.connect(lambda: self.compareRequested.emit(self.selected()))
+        self.leaderboard_button.clicked.connect(
+            lambda: self.leaderboardRequested.emit(self.leaderboard_ids())
+        )
         self.delete_button.clicked.connect(self.delete_selected)
         bridge.runsChanged.connect(self.on_runs_changed)
         bridge.runsRemoved.connect(self.on_runs_removed)
@@ -182,10 +194,21 @@ class RunsTab(QtWidgets.QWidget):
         for run_id in ids:
             self.items[run_id].setSelected(True)
 
+    def leaderboard_ids(self) -> list[str]:
+        """The selected runs; with one selected, it and the runs sharing its origin."""
+        ids = self.selected()
+        if len(ids) == 1:
+            runs = [self.items[i].data(0, QtCore.Qt.ItemDataRole.UserRole) for i in self.items]
+            kin = family(runs, ids[0])
+            order = {rid: i for i, rid in enumerate(self.visible_ids())}
+            ids = sorted(kin, key=lambda rid: order.get(rid, len(order)))
+        return ids
+
     def _update_buttons(self) -> None:
         n = len(self.selected())
         self.open_button.setEnabled(n == 1)
         self.compare_button.setEnabled(n >= 2)
+        self.leaderboard_button.setEnabled(n >= 2 or (n == 1 and len(self.leaderboard_ids()) >= 2))
         self.delete_button.setEnabled(n >= 1)
         self.note.setText(
             f"{len(self.visible_ids())} of {len(self.items)} runs"

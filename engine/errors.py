@@ -62,6 +62,10 @@ class ExportError(TunegraphError):
     """Building an export artifact failed; the adapter is kept."""
 
 
+class EvalError(TunegraphError):
+    """An eval cannot run as asked: a bad metric, eval set, judge, target or scorer file."""
+
+
 class NotFoundError(TunegraphError):
     """A run, artifact or file named on the command line does not exist."""
 

@@ -23,7 +23,7 @@ from engine.rundir import SUPERVISOR_LOG, WORKER_LOG
 KINDS: dict[str, tuple[str, ...]] = {
     "status": ("state",),
     "metric": ("step",),
-    "eval": ("step",),
+    "eval": (),  # `step` (during training) or EVAL_SCORE_FIELDS (a score after it): see emit
     "progress": ("step", "max_steps"),
     "log": ("level", "message"),
     "sample": ("prompt", "response"),
@@ -32,6 +32,9 @@ KINDS: dict[str, tuple[str, ...]] = {
     "error": ("class", "message", "hint"),
     "schedule": ("message",),
 }
+
+# an `eval` event after training: the set, the metric and its value (also `target`, `rows`)
+EVAL_SCORE_FIELDS = ("set", "metric", "value")
 
 # run states, in lifecycle order; DESIGN.md "Lifecycle"
 LIVE_STATES = ("queued", "starting", "training", "evaluating", "exporting", "retrying")
@@ -119,6 +122,10 @@ class EventLog:
         missing = [k for k in required if k not in data]
         if missing:
             raise ValueError(f"{kind} event is missing {', '.join(missing)}")
+        if kind == "eval" and "step" not in data:
+            absent = [k for k in EVAL_SCORE_FIELDS if k not in data]
+            if absent:
+                raise ValueError(f"eval event has no step and is missing {', '.join(absent)}")
         if kind == "status" and data["state"] not in STATES:
             raise ValueError(f"unknown run state {data['state']!r}")
         self._seq += 1

@@ -43,6 +43,13 @@ def library_dir() -> Path:
     return path
 
 
+def evals_dir() -> Path:
+    """The folder of eval jobs, one `<eval_id>/` each (created on first use)."""
+    path = data_dir() / "evals"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def models_dir() -> Path:
     """The folder of downloaded and built-in base models (created on first use)."""
     path = data_dir() / "models"

@@ -34,7 +34,10 @@ RUN_KEYS = {
     "estimate",
     "error",
     "run_dir",
+    "method",
+    "upstream",
     "attempts",
+    "eval",
     "artifacts",
     "samples",
 }

@@ -31,6 +31,7 @@ WINGS = {
     "training",
     "export",
     "chat",
+    "eval",
     "supervisor",
     "store",
     "cluster",

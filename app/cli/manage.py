@@ -91,13 +91,19 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def print_run(run: dict) -> None:
-    """A run's state, progress, metrics, warnings, error, artifacts and samples as text."""
+    """A run's state, progress, metrics, eval scores, warnings, error, artifacts and samples as
+    text."""
     print(f"{run['name']}  ({run['id']})")
     print(f"  state     {run['state']}" + (f" ({run['reason']})" if run["reason"] else ""))
     print(f"  progress  step {run['step']}/{run['max_steps']}  epoch {run['epoch']}")
     print(f"  device    {run['device']}")
+    if run.get("method"):
+        print(f"  method    {run['method']}")
     m = run["metrics"]
     print("  metrics   " + "  ".join(f"{k} {v:.4g}" for k, v in m.items() if v is not None))
+    for name, scores in run["eval"].items():
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in scores.items() if v is not None)
+        print(f"  eval      {name}: {shown}")
     for w in run["warnings"]:
         print(f"  warning   {w}")
     if run["error"]:

@@ -189,6 +189,19 @@ class ChatSession:
         except ChatError:
             return
 
+    def loss(self, messages: list[dict], reference: str) -> tuple[float, int]:
+        """(summed negative log-likelihood in nats, tokens) of `reference` as the model's answer
+        to `messages` (teacher forcing, through the answer's end-of-turn token)."""
+        gen_id = next(self._ids)
+        self._send({"cmd": "loss", "id": gen_id, "messages": messages, "reference": reference})
+        while True:
+            reply = self._read("scoring with")
+            if reply.get("id") != gen_id:
+                continue
+            if reply.get("event") == "error":
+                raise ChatError(reply.get("message") or "scoring failed", reply.get("hint"))
+            return float(reply["nll"]), int(reply["tokens"])
+
     def chat(self, messages: list[dict], **kwargs: Any) -> str:
         """The whole answer as one string (see `stream` for the arguments)."""
         return "".join(self.stream(messages, **kwargs))

@@ -1,4 +1,5 @@
-"""What differs between runs: their frozen configs, their data and their final metrics.
+"""What differs between runs: their frozen configs, their data, their final metrics and their eval
+scores (`eval` of the run shape).
 
 Works on the run shape `Store.run_json` returns (with its `spec`), plus the data statistics each
 worker logs once ("Data: {...}"), so the compare view and `tunegraph diff` share one answer and it
@@ -17,7 +18,7 @@ from engine.formatting import format_cell, format_delta
 from engine.store.index import Store
 
 # spec sections in the order they are shown; identity fields are left out (they always differ)
-SECTIONS = ("base_model", "datasets", "training", "lora", "resources", "export")
+SECTIONS = ("base_model", "method", "datasets", "training", "lora", "resources", "export")
 SKIPPED = ("name", "node_uuid", "origin_uuid", "graph_path", "format_version")
 FINAL_METRICS = ("loss", "eval_loss", "grad_norm", "tokens_per_s")
 DATA_PREFIX = "Data: "
@@ -135,6 +136,13 @@ def compare(runs: list[dict], stats: list[dict | None] | None = None) -> RunDiff
     metrics = [
         MetricDelta(m, tuple((r.get("metrics") or {}).get(m) for r in runs)) for m in FINAL_METRICS
     ]
+    metrics += [  # the eval scores: "set.jsonl: rouge_l", "set.jsonl (base): loss", …
+        MetricDelta(
+            f"{name}: {metric}",
+            tuple(((r.get("eval") or {}).get(name) or {}).get(metric) for r in runs),
+        )
+        for name, metric in _eval_scores(runs)
+    ]
     return RunDiff(
         ids=[r["id"] for r in runs],
         names=[r.get("name") or r["id"] for r in runs],
@@ -142,6 +150,16 @@ def compare(runs: list[dict], stats: list[dict | None] | None = None) -> RunDiff
         metrics=metrics,
         samples=[list(r.get("samples") or []) for r in runs],
     )
+
+
+def _eval_scores(runs: list[dict]) -> list[tuple[str, str]]:
+    """(eval set, metric) of every score any of the runs has, in order of first appearance."""
+    seen: dict[tuple[str, str], None] = {}
+    for run in runs:
+        for name, scores in (run.get("eval") or {}).items():
+            for metric in scores or {}:
+                seen[(name, metric)] = None
+    return list(seen)
 
 
 def format_diff(

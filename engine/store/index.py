@@ -151,7 +151,7 @@ class Store(RunQueries):
             )
 
     def ingest(self, run_dir: Path | str) -> int:
-        """Index the events appended to a run's two logs since the last call; returns how many.
+        """Index the events appended to a run's logs since the last call; returns how many.
 
         A run not indexed yet is created from its `spec.json` (the rebuild path).
         """
@@ -160,9 +160,9 @@ class Store(RunQueries):
         known = self._has_run(run_id)
         spec = None if known else _load_spec(run_dir)
         reads = {}
-        for source, name in ingest_rows.SOURCES.items():
+        for source, path in ingest_rows.log_files(run_dir).items():
             start = self._offset(run_id, source)
-            events, end = read_offset(run_dir / name, start)
+            events, end = read_offset(path, start)
             reads[source] = (start, events, end)
         if known and all(not ev and end == start for start, ev, end in reads.values()):
             return 0

@@ -1,5 +1,8 @@
 """Turning event-log lines into index rows, inside the caller's write transaction.
 
+A run's logs are its worker's and its supervisor's, and one per eval job that scored it after
+training (`log_files`); their `eval` events with a `set` are its scores (`show --json`'s `eval`).
+
 `apply_events` inserts one log's new events (idempotent by run, source and seq) and updates the
 per-step tables; `refresh_run` then re-derives the run's summary row (state, progress, latest
 metrics, error) from the indexed events, so the summary never depends on the order or the number of
@@ -16,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import LIVE_STATES, TERMINAL_STATES, Event
-from engine.rundir import SUPERVISOR_LOG, WORKER_LOG
+from engine.rundir import RUN_EVALS, SUPERVISOR_LOG, WORKER_LOG
 
 SOURCES = {"worker": WORKER_LOG, "supervisor": SUPERVISOR_LOG}
+EVAL_SOURCE = "eval:"  # + eval id: the log an eval job wrote into the run it scored
 METRIC_COLUMNS = ("epoch", "loss", "grad_norm", "lr", "tokens_per_s")
 LATEST_COLUMNS = ("loss", "grad_norm", "lr", "tokens_per_s")
 STARTED_STATES = ("starting", "training")
@@ -28,6 +32,16 @@ ERROR_STATES = ("failed", "refused")
 def dumps(value: Any) -> str | None:
     """JSON text for a column (None stays NULL)."""
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def log_files(run_dir: Path) -> dict[str, Path]:
+    """Every event log of a run directory by source: `worker`, `supervisor`, and `eval:<id>`
+    for each eval job that scored the run after training (`<run_dir>/evals/<id>.jsonl`)."""
+    run_dir = Path(run_dir)
+    logs = {source: run_dir / name for source, name in SOURCES.items()}
+    for path in sorted((run_dir / RUN_EVALS).glob("*.jsonl")):
+        logs[EVAL_SOURCE + path.stem] = path
+    return logs
 
 
 # -- runs rows ---------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ RUN_KEYS = (
     "estimate",
     "error",
     "run_dir",
+    "method",
+    "upstream",
     "attempts",
+    "eval",
     "artifacts",
     "samples",
 )
@@ -117,12 +120,21 @@ class RunQueries:
             params,
         ):
             statuses.setdefault(row["run_id"], []).append(_with_data(row))
+        scores: dict[str, dict] = {}
+        for row in dict_rows(
+            conn,
+            f"SELECT run_id, data FROM events WHERE {among} AND kind = 'eval'"
+            " ORDER BY ts, seq, rowid",
+            params,
+        ):
+            add_score(scores.setdefault(row["run_id"], {}), from_json(row["data"], {}))
         return [
             _run_shape(
                 r,
                 artifacts.get(r["id"], []),
                 samples.get(r["id"], []),
                 attempts_of(statuses.get(r["id"], [])),
+                scores.get(r["id"], {}),
             )
             for r in runs
         ]
@@ -247,10 +259,24 @@ def attempts_of(statuses: list[dict]) -> list[dict]:
     return attempts
 
 
-def _run_shape(row: dict, artifacts: list[dict], samples: list[dict], attempts: list[dict]) -> dict:
+def add_score(scores: dict[str, dict], event: dict) -> None:
+    """Fold one `eval` event into a run's `{set: {metric: value}}` (later events win). Only scores
+    after training count (events with `set` and `metric`; those with a `step` are eval losses
+    during training); a score of the run's GGUF is kept under "SET (gguf)"."""
+    if "set" not in event or "metric" not in event:
+        return
+    target = event.get("target")
+    key = str(event["set"]) if target in (None, "adapter") else f"{event['set']} ({target})"
+    scores.setdefault(key, {})[str(event["metric"])] = event.get("value")
+
+
+def _run_shape(
+    row: dict, artifacts: list[dict], samples: list[dict], attempts: list[dict], scores: dict
+) -> dict:
     """A runs row → the JSON run shape (keys always present, unknown values null)."""
     out = {key: row.get(key) for key in RUN_KEYS}
     out["attempts"] = attempts
+    out["eval"] = scores
     out["warnings"] = from_json(row["warnings"], [])
     out["metrics"] = {key: row[key] for key in METRIC_KEYS}
     out["estimate"] = from_json(row["estimate"])
@@ -259,7 +285,17 @@ def _run_shape(row: dict, artifacts: list[dict], samples: list[dict], attempts: 
     out["samples"] = samples
     out["eta_s"] = row["eta_s"]
     out["spec"] = from_json(row["spec"])
+    out["method"] = method_of(out["spec"])
+    out["upstream"] = None  # chained runs (a Fine-Tune node's model feeding another) are to come
     return out
+
+
+def method_of(spec: dict | None) -> str | None:
+    """A run's training method from its spec (sft for specs written before methods existed)."""
+    if not isinstance(spec, dict):
+        return None
+    method = spec.get("method")
+    return str(method.get("method") or "sft") if isinstance(method, dict) else "sft"
 
 
 def format_event(event: dict) -> str:

@@ -9,6 +9,7 @@ replaces them, so a curve never holds duplicate points. Qt-free, so it is tested
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,9 +134,10 @@ class RunWatcher:
             (run_id, m_ts),
         ).fetchall()
         evals = [
-            {"step": r[0], "ts": r[1], "eval_loss": r[2]}
+            {"step": r[0], "ts": r[1], "eval_loss": r[2], "set_loss": _set_loss(r[3])}
             for r in self.store.db.execute(
-                "SELECT step, ts, eval_loss FROM evals WHERE run_id = ? AND ts > ? ORDER BY step",
+                "SELECT step, ts, eval_loss, data FROM evals WHERE run_id = ? AND ts > ?"
+                " ORDER BY step",
                 (run_id, e_ts),
             ).fetchall()
         ]
@@ -152,14 +154,25 @@ class RunWatcher:
         return MetricBatch(run_id, columns, evals, reset)
 
 
+def _set_loss(data: str | None) -> dict:
+    """The Eval nodes' set losses an evaluation during training carried ({set: loss})."""
+    try:
+        found = json.loads(data or "{}").get("set_loss")
+    except (ValueError, AttributeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 class Series:
-    """One run's metric arrays keyed by step (NaN where a value is unknown), growing in place."""
+    """One run's metric arrays keyed by step (NaN where a value is unknown), growing in place;
+    the eval loss, and each Eval node set's loss, at the steps evaluated."""
 
     def __init__(self, capacity: int = 1024):
         self._n = 0
         self._cols = {name: np.full(capacity, np.nan) for name in ("step",) + METRIC_FIELDS}
         self.eval_steps: list[int] = []
         self.eval_loss: list[float] = []
+        self.set_loss: dict[str, dict[int, float]] = {}  # set -> step -> loss
         self._bounds: list[int] = []
 
     def __len__(self) -> int:
@@ -172,6 +185,7 @@ class Series:
         """Drop every point, keeping the arrays."""
         self._n = 0
         self.eval_steps, self.eval_loss = [], []
+        self.set_loss = {}
         self._bounds = []
 
     def extend(self, metrics: list[dict] | dict[str, np.ndarray], evals: list[dict] = ()) -> None:
@@ -211,6 +225,10 @@ class Series:
                 self.eval_loss.pop()
             self.eval_steps.append(step)
             self.eval_loss.append(np.nan if loss is None else float(loss))
+            for name, points in self.set_loss.items():  # a resumed run replays later steps
+                self.set_loss[name] = {k: v for k, v in points.items() if k < step}
+            for name, value in (ev.get("set_loss") or {}).items():
+                self.set_loss.setdefault(name, {})[step] = np.nan if value is None else value
 
     def _add_bounds(self, start: int) -> None:
         epochs = np.floor(np.nan_to_num(self["epoch"][start:], nan=0.0) + 1e-9)

@@ -170,3 +170,15 @@ def submit_child(
     if entry["state"] == "refused":
         entry["error"] = result.get("error")
     return entry
+
+
+def submit_eval(store: Store, eval_id: str, estimate: dict) -> dict:
+    """Hand the eval job in `<data_dir>/evals/<eval_id>/` to the supervisor, which places its
+    worker under a hold like a run (engine.supervisor.evals); returns its answer: {"state":
+    "queued"} or {"state": "refused", "error"}."""
+    return send(store, "submit_eval", None, eval_id=eval_id, estimate=estimate)
+
+
+def cancel_eval(store: Store, eval_id: str) -> dict:
+    """Cancel an eval job (queued or running) and wait for the supervisor's answer."""
+    return send(store, "cancel_eval", None, eval_id=eval_id)

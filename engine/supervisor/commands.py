@@ -67,6 +67,10 @@ class ClientCommands:
                 )
             self.estimating[run_id] = (helper, cmd["id"], time.time())
             return None
+        if action == "submit_eval":  # engine.supervisor.evals
+            return self.submit_eval(args["eval_id"], args.get("estimate") or {})
+        if action == "cancel_eval":
+            return self.cancel_eval(args["eval_id"])
         if action == "cancel":
             return self.cancel(run_id)
         if action == "pause":

@@ -30,6 +30,7 @@ from engine.store.index import Store
 from engine.supervisor import scheduler
 from engine.supervisor.cluster_runs import ClusterRuns
 from engine.supervisor.commands import ClientCommands
+from engine.supervisor.evals import EvalJobs, EvalWork
 from engine.supervisor.recovery import MAX_RETRIES, nothing_left, oom_fallback
 from engine.training import launch as runs
 from engine.training.checkpoints import drop_torn_checkpoints, has_checkpoint
@@ -40,7 +41,7 @@ HOLD_MARGIN = 1.1
 log = logging.getLogger("tunegraph.supervisor")
 
 
-class Supervisor(ClientCommands, ClusterRuns):
+class Supervisor(ClientCommands, ClusterRuns, EvalJobs):
     """The queue and the workers of one data directory (run by engine.supervisor.process)."""
 
     def __init__(self, store: Store | None = None, idle_exit_s: float | None = None):
@@ -60,6 +61,8 @@ class Supervisor(ClientCommands, ClusterRuns):
         # run -> (estimate helper, submit command id, started at)
         self.estimating: dict[str, tuple[subprocess.Popen, int, float]] = {}
         self.suspended: set[int] = set(settings.load_or_defaults().suspended_gpus)
+        self.evals: dict[str, EvalWork] = {}  # queued and running eval jobs (evals.py)
+        self.eval_cancelling: set[str] = set()
         self._stop = False
         self._last_busy = time.time()
 
@@ -79,6 +82,7 @@ class Supervisor(ClientCommands, ClusterRuns):
         """The main loop: tick until SIGTERM, a stop command or `idle_exit_s` with nothing to do."""
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.reconcile()
+        self.reconcile_evals()
         try:
             while not self._stop:
                 try:
@@ -111,8 +115,10 @@ class Supervisor(ClientCommands, ClusterRuns):
         self.watch_estimates()
         self.watch_workers()
         self.schedule()
+        self.watch_evals()
+        self.schedule_evals()  # after the runs: a run waiting for memory goes first
         queued = self.store.list_runs(state="queued")
-        return bool(self.procs or queued or self.estimating)
+        return bool(self.procs or queued or self.estimating or self.evals)
 
     # -- workers ---------------------------------------------------------------------------------
     def schedule(self) -> None:

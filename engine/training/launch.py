@@ -86,14 +86,20 @@ def worker_command(run_dir: Path, processes: int = 1) -> list[str]:
 def start_worker(run_dir: Path, env: dict | None = None, processes: int = 1) -> subprocess.Popen:
     """Start `python -m engine.training.worker RUN_DIR` (under torchrun for processes > 1) in its own
     process group, output to worker.log."""
-    run_dir = Path(run_dir)
-    (run_dir / PID_FILE).unlink(missing_ok=True)
-    out = open(run_dir / LOG_FILE, "ab")
+    return start_detached(worker_command(run_dir, processes), run_dir, env)
+
+
+def start_detached(command: list[str], folder: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start a worker process in its own process group (so it outlives its starter) in `folder`,
+    its output appended to the folder's worker.log; a stale worker.pid is removed first."""
+    folder = Path(folder)
+    (folder / PID_FILE).unlink(missing_ok=True)
+    out = open(folder / LOG_FILE, "ab")
     kwargs: dict = {
         "stdout": out,
         "stderr": subprocess.STDOUT,
         "stdin": subprocess.DEVNULL,
-        "cwd": str(run_dir),
+        "cwd": str(folder),
         "env": {**os.environ, **(env or {})},
     }
     if os.name == "nt":
@@ -101,7 +107,7 @@ def start_worker(run_dir: Path, env: dict | None = None, processes: int = 1) -> 
     else:
         kwargs["start_new_session"] = True
     try:
-        return subprocess.Popen(worker_command(run_dir, processes), **kwargs)
+        return subprocess.Popen(command, **kwargs)
     finally:
         out.close()
 

@@ -9,15 +9,14 @@ Exit codes: 0 completed, 3 paused, 4 cancelled, 1 failed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
-from engine.rundir import LOG_FILE, PID_FILE, SPEC_FILE, WORKER_LOG
+from engine.rundir import LOG_FILE, SPEC_FILE, WORKER_LOG
+from engine.rundir import write_pid as record_pid
 
 EXIT_OK, EXIT_FAILED, EXIT_PAUSED, EXIT_CANCELLED = 0, 1, 3, 4
 
@@ -35,10 +34,7 @@ def write_pid(run_dir: Path) -> None:
     proc = psutil.Process()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         proc = proc.parent()
-    info = {"pid": proc.pid, "create_time": proc.create_time(), "started": time.time()}
-    tmp = run_dir / (PID_FILE + ".tmp")
-    tmp.write_text(json.dumps(info), encoding="utf-8")
-    os.replace(tmp, run_dir / PID_FILE)
+    record_pid(run_dir, proc.pid)
 
 
 def _setup_logging(run_dir: Path) -> logging.Logger:
