@@ -1,5 +1,6 @@
 """The properties panel: the selected node's name and parameters, generated from its declaration,
-with its compile errors and (for a duplicated Fine-Tune module) what differs from its origin."""
+with its compile errors, (for a duplicated Fine-Tune module) what differs from its origin, and
+(for a Base model node) which chat template its runs will train with and why."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from PySide6 import QtCore, QtWidgets
 from app.canvas import Canvas
 from app.node_factory import TunegraphNode, decl_of, error_text
 from app.param_widgets import ParamEditor, make_editor
-from nodes.catalogue import FINE_TUNE
+from engine.models.template_choice import template_plan
+from engine.spec import BaseModelSpec
+from nodes.catalogue import CATALOGUE, FINE_TUNE
+from nodes.graphfile import graph_dir, resolve_model_source
+
+BASE_MODEL = CATALOGUE["BaseModel"]
 
 
 class PropertiesPanel(QtWidgets.QScrollArea):
@@ -78,6 +84,8 @@ class PropertiesPanel(QtWidgets.QScrollArea):
             label.setToolTip(editor.toolTip())
             form.addRow(label, editor)
             self.editors[param.name] = editor
+        self.form = form
+        self._show_relevant()
         outer.addLayout(form)
         self.run_button = None
         if decl is FINE_TUNE:
@@ -91,6 +99,18 @@ class PropertiesPanel(QtWidgets.QScrollArea):
 
     def _on_compiled(self, _result) -> None:
         self._show_state()
+
+    def _show_relevant(self) -> None:
+        """Show only the parameters that matter for the node's current values (a Fine-Tune
+        node's method knobs for its method: the declaration's `visible_if`)."""
+        node, decl = self.node, decl_of(self.node) if self.node is not None else None
+        if decl is None:
+            return
+        values = {p.name: node.get_property(p.name) for p in decl.parameters}
+        for param in decl.parameters:
+            editor = self.editors.get(param.name)
+            if editor is not None:
+                self.form.setRowVisible(editor, param.visible(values))
 
     # -- state -----------------------------------------------------------------------------------
     def _show_state(self) -> None:
@@ -117,8 +137,26 @@ class PropertiesPanel(QtWidgets.QScrollArea):
         lineage = self.canvas.lineage.get(node.id)
         if lineage:
             parts.append(f"<span style='color:#f0c46e'>Δ vs origin: {html.escape(lineage)}</span>")
+        if decl_of(node) is BASE_MODEL:
+            parts.append(self._template_text(node))
         self.state.setText("<br>".join(parts))
         self.state.setVisible(bool(parts))
+
+    def _template_text(self, node: TunegraphNode) -> str:
+        """Which chat template runs from this Base model node will use and why (engine's
+        template_plan: a GGUF header or tokenizer files, no model loaded)."""
+        source = str(node.get_property("source") or "")
+        base = BaseModelSpec(
+            source=resolve_model_source(source, graph_dir(self.canvas.path)),
+            chat_template=str(node.get_property("chat_template") or "tokenizer"),
+        )
+        plan = template_plan(base)
+        if plan.problem:
+            return (
+                "<div style='color:#f0c46e'><b>Chat template needed:</b> "
+                f"{html.escape(plan.problem)}. {html.escape(plan.hint)}</div>"
+            )
+        return f"<span style='color:#a8adb5'>{html.escape(plan.summary)}</span>"
 
     def _on_run_clicked(self) -> None:
         if self.node is not None:
@@ -143,6 +181,7 @@ class PropertiesPanel(QtWidgets.QScrollArea):
             self.name_edit.setText(node.name())
         elif name in self.editors:
             self.editors[name].set_value(node.get_property(name))
+            self._show_relevant()
 
     def _on_selection(self, nodes: list) -> None:
         node = nodes[0] if len(nodes) == 1 else None

@@ -24,12 +24,15 @@ def param(
     label: str | None = None,
     short: str | None = None,
     widget: str | None = None,
+    visible_if: tuple[str, tuple[str, ...]] | None = None,
 ) -> Any:
     """A dataclass field with the metadata the node catalogue and validation use.
 
     `label` names the field in the properties panel and `short` in one-line summaries (lineage
     `lr 2e-4 → 1e-4`, sweep copy names); give them only where the field's name, with spaces for
-    underscores, will not do (the catalogue capitalises it for `label`).
+    underscores, will not do (the catalogue capitalises it for `label`). `visible_if` =
+    (other field, values): the field matters only while that field of the same part holds one of
+    those values (a method's knobs), so the properties panel shows it only then.
     """
     meta = {
         "help": help,
@@ -39,6 +42,7 @@ def param(
         "label": label,
         "short": short,
         "widget": widget,
+        "visible_if": visible_if,
     }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)

@@ -47,6 +47,16 @@ def load_dataset_rows(ds: DatasetSpec) -> tuple[list[dict], str]:
     Raises DataError naming the file (and the line of a malformed JSONL line) when the file is
     missing, unreadable, empty, or holds rows of no known format.
     """
+    rows = read_rows(ds)
+    path = Path(ds.path).expanduser()
+    fmt = ds.format if ds.format and ds.format != "auto" else detect_format(rows, path)
+    check_rows(rows, fmt, path)
+    return rows, fmt
+
+
+def read_rows(ds: DatasetSpec) -> list[dict]:
+    """A dataset file's rows as dicts, columns renamed per `ds.columns` and cut to `ds.max_rows`,
+    in no particular format; DataError naming the file (and line) when it cannot be read."""
     path = Path(ds.path).expanduser()
     where = str(path)
     if path.is_dir():
@@ -74,10 +84,7 @@ def load_dataset_rows(ds: DatasetSpec) -> tuple[list[dict], str]:
     table = _rename_columns(table, ds.columns, where)
     if ds.max_rows:
         table = table.select(range(min(ds.max_rows, table.num_rows)))
-    rows = table.to_list()
-    fmt = ds.format if ds.format and ds.format != "auto" else detect_format(rows, path)
-    check_rows(rows, fmt, path)
-    return rows, fmt
+    return table.to_list()
 
 
 def _is_blank(path: Path) -> bool:

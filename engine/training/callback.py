@@ -18,6 +18,8 @@ from __future__ import annotations
 import collections
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import TrainerCallback
@@ -41,6 +43,8 @@ class EventCallback(TrainerCallback):
         self._last_step_t: float | None = None
         self._last_tokens = 0
         self._last_log_t: float | None = None
+        # more fields for each `eval` event (the Eval nodes' set losses), from the model
+        self.eval_fields: Callable[[Any], dict] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         """Report `training` and the first progress event."""
@@ -106,6 +110,8 @@ class EventCallback(TrainerCallback):
             extra = {
                 k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"
             }
+            if self.eval_fields is not None and state.is_world_process_zero:
+                extra.update(self.eval_fields(kwargs.get("model")))
             self.log.emit(
                 "eval",
                 step=state.global_step,
@@ -131,7 +137,26 @@ class EventCallback(TrainerCallback):
             tokens_per_s=tokens_per_s,
             tokens_seen=tokens,
             peak_mem_gib=peak_memory_gib(self.device),
+            **method_metrics(logs),
         )
+
+
+# TRL's metrics of the methods beyond SFT (engine.training.methods), kept under their TRL names:
+# DPO/ORPO/SimPO/KTO rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies and
+# logps/*, KTO's kl, ORPO's nll_loss and log_odds_*, GRPO's reward, reward_std, kl, entropy,
+# rewards/<function>/mean|std and completions/mean_length
+METHOD_METRIC_PREFIXES = ("rewards/", "logps/", "log_odds_")
+METHOD_METRICS = ("reward", "reward_std", "kl", "entropy", "nll_loss", "completions/mean_length")
+
+
+def method_metrics(logs: dict) -> dict:
+    """The training method's own numbers in one Trainer log (none for SFT)."""
+    return {
+        k: v
+        for k, v in logs.items()
+        if (k in METHOD_METRICS or k.startswith(METHOD_METRIC_PREFIXES))
+        and isinstance(v, (int, float))
+    }
 
 
 ACTION_CODES = (None, "pause", "cancel", "stop")
