@@ -66,6 +66,7 @@ class ChatColumn(QtWidgets.QFrame):
 
     idle = QtCore.Signal()  # an answer ended (done or failed) or loading ended
     remove_requested = QtCore.Signal(object)
+    serve_requested = QtCore.Signal(str)  # "Serve": an OpenAI-compatible endpoint for this GGUF
 
     def __init__(self, path: str, parent: QtWidgets.QWidget | None = None, n_threads: int = 0):
         super().__init__(parent)
@@ -83,6 +84,9 @@ class ChatColumn(QtWidgets.QFrame):
         self.title.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         close = QtWidgets.QToolButton(text="✕", toolTip="Remove this model", autoRaise=True)
         close.clicked.connect(self._ask_remove)
+        self.serve_button = QtWidgets.QToolButton(text="Serve…")
+        self.serve_button.setToolTip("Serve this GGUF as an OpenAI-compatible endpoint")
+        self.serve_button.clicked.connect(lambda: self.serve_requested.emit(self.path))
         self.template_label = QtWidgets.QLabel("Loading the model…")
         self.template_label.setWordWrap(True)
         self.template_label.setStyleSheet("color: #9aa0a6;")
@@ -98,6 +102,7 @@ class ChatColumn(QtWidgets.QFrame):
 
         head = QtWidgets.QHBoxLayout()
         head.addWidget(self.title, 1)
+        head.addWidget(self.serve_button)
         head.addWidget(close)
         foot = QtWidgets.QHBoxLayout()
         foot.addWidget(self.stats_label, 1)
@@ -238,6 +243,7 @@ class ChatPane(QtWidgets.QWidget):
     all_idle = QtCore.Signal()  # every model has finished the current prompt
     replay_finished = QtCore.Signal()
     models_changed = QtCore.Signal(int)
+    serveRequested = QtCore.Signal(str)  # noqa: N815 - a column's "Serve": the GGUF to serve
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, n_threads: int = 0):
         super().__init__(parent)
@@ -352,6 +358,7 @@ class ChatPane(QtWidgets.QWidget):
         column = ChatColumn(str(path), self, n_threads=self.n_threads)
         column.idle.connect(self._on_column_idle)
         column.remove_requested.connect(self.remove_model)
+        column.serve_requested.connect(self.serveRequested)
         self.empty.hide()
         self.splitter.addWidget(column)
         self.columns.append(column)

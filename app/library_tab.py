@@ -19,6 +19,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from app.chat_worker import error_text
 from engine import paths
 from engine.export import ollama
+from engine.export.hub import PUSH_KINDS
 from engine.formatting import format_bytes
 from engine.store import library
 from engine.store.library import library_entries
@@ -64,6 +65,8 @@ class LibraryTab(QtWidgets.QWidget):
     """A table of artifacts and the actions on the selected one."""
 
     changed = QtCore.Signal()
+    serveRequested = QtCore.Signal(str)  # noqa: N815 - a GGUF file to serve
+    pushRequested = QtCore.Signal(dict)  # noqa: N815 - a library entry to push to the Hub
 
     def __init__(
         self,
@@ -96,6 +99,11 @@ class LibraryTab(QtWidgets.QWidget):
         self.ollama_button.clicked.connect(self.install_selected)
         self.delete_button = QtWidgets.QPushButton("Delete…")
         self.delete_button.clicked.connect(self.delete_selected)
+        self.serve_button = QtWidgets.QPushButton("Serve")
+        self.serve_button.setToolTip("An OpenAI-compatible endpoint for this GGUF")
+        self.serve_button.clicked.connect(self._serve_selected)
+        self.push_button = QtWidgets.QPushButton("Push to Hub…")
+        self.push_button.clicked.connect(self._push_selected)
         self.status = QtWidgets.QLabel("")
         self.status.setWordWrap(True)
         self.status.setObjectName("hint")
@@ -105,6 +113,8 @@ class LibraryTab(QtWidgets.QWidget):
             self.open_button,
             self.export_button,
             self.ollama_button,
+            self.serve_button,
+            self.push_button,
             self.delete_button,
         ):
             buttons.addWidget(b)
@@ -161,10 +171,22 @@ class LibraryTab(QtWidgets.QWidget):
         entry = self.selected()
         for b in (self.open_button, self.export_button, self.delete_button):
             b.setEnabled(entry is not None)
+        self.serve_button.setEnabled(entry is not None and entry.get("kind") == "gguf")
+        self.push_button.setEnabled(entry is not None and entry.get("kind") in PUSH_KINDS)
         can_install = entry is not None and entry.get("kind") == "gguf_bundle"
         on_path = ollama.ollama_available()
         self.ollama_button.setEnabled(can_install and on_path and self._install is None)
         self.ollama_button.setToolTip("" if on_path else "Ollama is not on PATH.")
+
+    def _serve_selected(self) -> None:
+        entry = self.selected()
+        if entry and entry.get("kind") == "gguf":
+            self.serveRequested.emit(entry["file"])
+
+    def _push_selected(self) -> None:
+        entry = self.selected()
+        if entry and entry.get("kind") in PUSH_KINDS:
+            self.pushRequested.emit(entry)
 
     def open_folder(self) -> None:
         entry = self.selected()

@@ -96,6 +96,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
 
         self.engine_ui = install_engine_ui(self, offer_engine_setup)  # Help menu, Run check
         self.run_views.panel.chatRequested.connect(self._test_in_chat)
+        self.run_views.panel.serveRequested.connect(self.tools.serve_run)
+        self.run_views.panel.pushRequested.connect(self.tools.push_run)
         geometry, state = self.settings.window_layout()
         if geometry is not None:
             self.restoreGeometry(geometry)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from PySide6 import QtCore, QtWidgets
 
 from app.run_bridge import RunBridge
+from app.tracking_actions import TENSORBOARD, TensorBoardButton, TensorBoards
 from engine.events import LIVE_STATES
 from engine.formatting import format_duration
 
@@ -49,6 +50,8 @@ BUTTONS = {  # button -> states in which it shows (the text of all but "Stop", s
     "Test in chat": ("completed",),
     "Continue": ("completed",),
     "Export": ("completed",),
+    "Serve": ("completed",),
+    "Push to Hub…": ("completed",),
 }
 
 
@@ -232,6 +235,8 @@ class RunRow(QtWidgets.QFrame):
             button.clicked.connect(lambda _=False, t=text: self.action.emit(t, self.run_id))
             line.addWidget(button)
             self.buttons[text] = button
+        self.tensorboard = TensorBoardButton(lambda: self.action.emit(TENSORBOARD, self.run_id))
+        line.addWidget(self.tensorboard)
         self.message = QtWidgets.QLabel()
         self.message.setWordWrap(True)
         self.message.setStyleSheet("color: #e08a80;")
@@ -273,6 +278,7 @@ class RunRow(QtWidgets.QFrame):
         self.tick()
         for text, states in BUTTONS.items():
             self.buttons[text].setVisible(state in states)
+        self.tensorboard.update_run(run)
         label, tip = stop_button(run)
         self.buttons["Stop"].setText(label)
         self.buttons["Stop"].setToolTip(tip)
@@ -344,6 +350,8 @@ class RunPanel(QtWidgets.QWidget):
 
     openRequested = QtCore.Signal(str)  # noqa: N815 - open a run's detail in a tab
     chatRequested = QtCore.Signal(str)  # noqa: N815 - "Test in chat": open the run's GGUF
+    serveRequested = QtCore.Signal(str)  # noqa: N815 - "Serve": an endpoint for the run's GGUF
+    pushRequested = QtCore.Signal(str)  # noqa: N815 - "Push to Hub…" the run's adapter
     confirm = staticmethod(confirm_cancel)
     ask_epochs = staticmethod(ask_epochs)
 
@@ -357,6 +365,10 @@ class RunPanel(QtWidgets.QWidget):
         self.bridge = bridge
         self.detail_factory = detail_factory
         self.rows: dict[str, RunRow] = {}
+        self.tensorboards = TensorBoards(self)  # "Open in TensorBoard" viewers
+        tb = self.tensorboards
+        tb.opened.connect(lambda i, url: (r := self.rows.get(i)) and r.tensorboard.show_url(url))
+        tb.failed.connect(lambda i, why: (r := self.rows.get(i)) and r.show_message(why))
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.split = split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
@@ -464,6 +476,15 @@ class RunPanel(QtWidgets.QWidget):
         elif text == "Test in chat":
             self.chatRequested.emit(run_id)
             return
+        elif text == "Serve":
+            self.serveRequested.emit(run_id)
+            return
+        elif text == "Push to Hub…":
+            self.pushRequested.emit(run_id)
+            return
+        elif text == TENSORBOARD:
+            self.tensorboards.open(row.run)
+            return
         elif text == "Continue":
             epochs = self.ask_epochs(self, name)
             if epochs:
@@ -488,5 +509,6 @@ class RunPanel(QtWidgets.QWidget):
 
     def close_panel(self) -> None:
         self.timer.stop()
+        self.tensorboards.shutdown()
         for row in self.rows.values():
             row.close_row()

@@ -3,7 +3,10 @@
 The chat pane fills the window's `chat_dock` when it has one (the main window's placeholder),
 else gets a dock of its own; Library and Hardware are docks tabified beside it. Tools menu:
 Settings… and Open GGUF…. `Tools.open_run_in_chat(run_id)` is what the run panel's "Test in chat"
-calls. Call `Tools.shutdown()` before the window goes away (it is also hooked to aboutToQuit).
+calls; `serve_run`/`serve_gguf` open a Serve window (app.serve_panel; the run panel's, the
+library's and the chat pane's Serve) and `push_run`/`push_entry` a "Push to Hub…" dialog
+(app.push_dialog), from the run panel and the library. Call `Tools.shutdown()` before the window
+goes away (it is also hooked to aboutToQuit).
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ class Tools(QtCore.QObject):
         window.tabifyDockWidget(self.chat_dock, self.library_dock)
         window.tabifyDockWidget(self.library_dock, self.hardware_dock)
         self.library.table.itemDoubleClicked.connect(self._library_double_clicked)
+        self.library.serveRequested.connect(self.serve_gguf)
+        self.chat.serveRequested.connect(self.serve_gguf)
+        self.library.pushRequested.connect(self.push_entry)
+        self.serving: list = []  # ServeDialogs, one per endpoint
+        self.pushes: list = []  # PushDialogs
 
         self.settings_action = QtGui.QAction("Settings…", window)
         self.settings_action.setShortcut(QtGui.QKeySequence.StandardKey.Preferences)
@@ -130,6 +138,44 @@ class Tools(QtCore.QObject):
             return None
         return self.chat.add_model(path)
 
+    # -- serve and push -------------------------------------------------------------------------
+    def serve_gguf(self, path: str | Path):
+        """Open a Serve window: an OpenAI-compatible endpoint for the GGUF at `path`."""
+        from app.serve_panel import ServeDialog
+
+        dialog = ServeDialog(path, self.window)
+        self.serving.append(dialog)
+        dialog.show()
+        return dialog
+
+    def serve_run(self, run_id: str):
+        """Serve the run's GGUF export (a message when it has none)."""
+        path = gguf_of_run(run_id)
+        if path is None:
+            QtWidgets.QMessageBox.information(
+                self.window, "Serve", f"Run {run_id} has no GGUF export yet: export it first."
+            )
+            return None
+        return self.serve_gguf(path)
+
+    def _push(self, target: str, title: str, is_run: bool):
+        from app.push_dialog import PushDialog
+
+        dialog = PushDialog(target, title, is_run, self.window)
+        self.pushes.append(dialog)
+        dialog.show()
+        return dialog
+
+    def push_run(self, run_id: str):
+        """ "Push to Hub…" for a run: its adapter, and the GGUF bundle when ticked."""
+        from engine.store.library import run_name
+
+        return self._push(run_id, run_name(run_id), True)
+
+    def push_entry(self, entry: dict):
+        """ "Push to Hub…" for one library artifact."""
+        return self._push(str(entry["id"]), entry.get("run_name") or str(entry["id"]), False)
+
     def show_settings(self) -> SettingsDialog:
         dialog = SettingsDialog(self.window)
         dialog.saved.connect(self._on_settings_saved)
@@ -154,6 +200,10 @@ class Tools(QtCore.QObject):
         self.chat.close_all()
         self.hardware.shutdown()
         self.library.shutdown()
+        for dialog in self.serving:  # endpoints end with the app unless "keep serving"
+            dialog.shutdown()
+        for dialog in self.pushes:
+            dialog.shutdown()
 
 
 def install_tools(window: QtWidgets.QMainWindow, hardware_sender: Sender | None = None) -> Tools:

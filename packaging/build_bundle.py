@@ -6,8 +6,8 @@
 The archive holds one folder with `manifest.json` (flavour, Python version, platform, tunegraph
 and torch versions, every wheel with its size and sha256) and the wheels: tunegraph's own (built
 from this checkout), torch of the flavour, the engine's dependencies (tunegraph's minus the GUI
-ones), bitsandbytes on CUDA flavours, the GGUF converter, and llama-cpp-python when a prebuilt
-wheel is given (`--llama-wheel`, `--llama-from-cache`, or `--build-llama` to compile a portable
+ones), bitsandbytes on CUDA flavours, the GGUF converter, and llama-cpp-python with its `server`
+extra's packages (fastapi, uvicorn…: `tunegraph serve`) when a prebuilt wheel is given (`--llama-wheel`, `--llama-from-cache`, or `--build-llama` to compile a portable
 one with `-DGGML_NATIVE=OFF`; otherwise the manifest says chat needs it installed later).
 `tunegraph engine setup --bundle FILE` (or the app's set-up dialog) installs from it offline.
 
@@ -157,7 +157,12 @@ def build(args: argparse.Namespace) -> Path:
             llama, how = llama_wheel(args, dest, reqs["llama"][0])
             if llama is not None:
                 version_pin = llama.name.split("-")[1]
-                pip_download(args, dest, [f"llama-cpp-python=={version_pin}"])
+                # with its extras (`server`: fastapi, uvicorn…), so an air-gapped engine can serve
+                pip_download(args, dest, [engine_bundle.pinned(reqs["llama"][0], version_pin)])
+                wheels = [w.name for w in dest.glob("*.whl")]
+                missing = engine_bundle.missing_wheels(wheels, engine_bundle.SERVER_PACKAGES)
+                if missing:
+                    sys.exit(f"llama-cpp-python's server packages were not fetched: {missing}")
         manifest = engine_bundle.write_manifest(
             dest,
             flavour=args.flavour,
@@ -165,7 +170,7 @@ def build(args: argparse.Namespace) -> Path:
             platform=args.platform,
             tunegraph_version=version,
             torch=torch_version,
-            llama_cpp={"included": llama is not None, "build": how},
+            llama_cpp={"included": llama is not None, "build": how, "server": llama is not None},
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         with tarfile.open(out, "w") as tar:  # wheels are compressed already

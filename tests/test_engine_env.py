@@ -97,6 +97,43 @@ def test_engine_requirements_leave_out_the_gui():
     assert version
 
 
+def test_the_bundle_fetches_llama_cpp_with_its_server_extra(tmp_path):
+    """build_bundle.py downloads llama-cpp-python pinned with its extras kept, so the server
+    extra's packages (what `tunegraph serve` imports) come along; a bundle records whether they
+    did, and set-up from an older bundle without them installs plain llama-cpp-python."""
+    from importlib import metadata
+
+    _, requires = engine_bundle.project_requires(ROOT)
+    (llama,) = engine_bundle.engine_requirements(requires, "cpu")["llama"]
+    assert engine_bundle.pinned(llama, "0.3.36") == "llama-cpp-python[server]==0.3.36"
+    assert engine_bundle.pinned("torch>=2.4", "2.13.0+cpu") == "torch==2.13.0+cpu"
+    assert engine_bundle.without_extras(llama) == "llama-cpp-python>=0.3.8,<0.4"
+    server = {
+        engine_bundle.requirement_name(r)
+        for r in metadata.requires("llama-cpp-python") or []
+        if 'extra == "server"' in r
+    }
+    assert set(engine_bundle.SERVER_PACKAGES) <= server  # what the real extra asks for
+    folder = fake_bundle(tmp_path / "b")
+    assert not engine_bundle.verify(folder, "cpu", "3.11", "linux").serves
+    for wheel in (
+        "fastapi-0.115.0-py3-none-any.whl",
+        "uvicorn-0.30.0-py3-none-any.whl",
+        "sse_starlette-2.1.0-py3-none-any.whl",
+        "starlette_context-0.3.6-py3-none-any.whl",
+    ):
+        (folder / wheel).write_bytes(os.urandom(64))
+    files = [p.name for p in folder.glob("*.whl")]
+    assert engine_bundle.missing_wheels(files, engine_bundle.SERVER_PACKAGES) == [
+        "pydantic-settings"
+    ]
+    (folder / "pydantic_settings-2.5.0-py3-none-any.whl").write_bytes(os.urandom(64))
+    engine_bundle.write_manifest(folder, flavour="cpu", python_version="3.11", platform="linux")
+    assert engine_bundle.verify(folder, "cpu", "3.11", "linux").serves
+    script = (ROOT / "packaging" / "build_bundle.py").read_text(encoding="utf-8")
+    assert 'engine_bundle.pinned(reqs["llama"][0], version_pin)' in script
+
+
 def fake_bundle(folder: Path, flavour="cpu", python="3.11", platform="linux") -> Path:
     folder.mkdir(parents=True)
     for name in (

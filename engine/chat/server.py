@@ -8,14 +8,16 @@ on stdout (C libraries that print to stdout are redirected to stderr first):
   {"cmd": "generate", "id", "messages", "max_tokens", "temperature", "top_p"}
                                                    -> {"event": "token", "id", "text"}…
                                                       {"event": "done", "id", stats…}
+  {"cmd": "loss", "id", "messages", "reference"}  -> {"event": "loss", "id", "nll", "tokens"}
   {"cmd": "stop", "id"}                            -> the generation `id` ends ("interrupted")
   {"cmd": "close"}                                 -> the process exits
 Any failure is answered with {"event": "error", "id"?, "message", "hint"}.
 
-The prompt is rendered with the GGUF's own `tokenizer.chat_template`, else the family template for
-its architecture (engine.export.ollama), else plain text — never llama-cpp-python's silent llama-2
-fallback — through llama-cpp-python's Jinja formatter, and generation stops on EOS, EOT and the
-family's turn tokens (the formatter alone would stop on EOS only; shared/NOTES.md).
+The prompt is rendered with the template engine.chat.chat_format chooses (the GGUF's own, else
+its family's, else plain text) through llama-cpp-python's Jinja formatter, and generation stops on
+EOS, EOT and the family's turn tokens (the formatter alone would stop on EOS only). `loss` is the
+model's summed negative log-likelihood of a reference answer (through its end-of-turn token) after
+the same rendered prompt, under teacher forcing (the evals' `loss` metric on a GGUF).
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ import time
 from typing import Any, TextIO
 
 from engine.errors import TunegraphError
-
-PLAIN_TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"
 
 
 class ChatServer:
@@ -55,28 +55,10 @@ class ChatServer:
     def load(self, path: str, n_ctx: int = 4096, n_threads: int | None = None) -> None:
         """Load a GGUF, choose its chat template and stop tokens; reply `loaded` or `error`."""
         import llama_cpp
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        from engine.export import gguf_tools, ollama
+        from engine.chat.chat_format import build_formatter, choose_chat_format
 
-        info = gguf_tools.read_gguf(path)  # clear errors for missing, foreign, truncated files
-        vocab = set(info.special_tokens.values())
-        family = ollama.detect_family(info.chat_template, info.architecture, vocab)
-        if info.chat_template:
-            template, source = info.chat_template, "gguf"
-            name = "the model's own template (tokenizer.chat_template in the GGUF)"
-        elif family is not None:
-            template, source = family.jinja_template, f"family:{family.name}"
-            name = (
-                f"{family.label} (by architecture {info.architecture}; the GGUF has no chat "
-                "template)"
-            )
-        else:
-            template, source = PLAIN_TEMPLATE, "plain"
-            name = (
-                f"plain text (the GGUF has no chat template and its architecture "
-                f"{info.architecture} matches no known family)"
-            )
+        chosen = choose_chat_format(path)  # clear errors for missing, foreign, truncated files
         threads = n_threads or max(1, (os.cpu_count() or 2))
         try:
             llm = llama_cpp.Llama(
@@ -88,35 +70,26 @@ class ChatServer:
             )
         except Exception as exc:  # llama.cpp reports one generic failure; say what we know
             raise TunegraphError(
-                f"llama.cpp could not load {path} (architecture {info.architecture}): {exc}",
+                f"llama.cpp could not load {path} (architecture {chosen.architecture}): {exc}",
                 "The file may be damaged, or made for a newer llama.cpp.",
             ) from exc
-        eos, bos = llm.token_eos(), llm.token_bos()
-        text = llm._model.token_get_text
-        stop_texts = ollama.stop_strings(family, [family.end_of_turn if family else None])
-        stop_ids = gguf_tools.llama_stop_ids(llm, stop_texts)
+        eos = llm.token_eos()
         try:
-            formatter = Jinja2ChatFormatter(
-                template,
-                eos_token=text(eos) if eos >= 0 else "",
-                bos_token=text(bos) if bos >= 0 else "",
-                add_generation_prompt=True,
-                stop_token_ids=stop_ids,
-            )
-        except Exception as exc:  # a template llama-cpp-python's Jinja cannot compile
+            formatter, stop_ids = build_formatter(llm, chosen)
+        except TunegraphError as err:
             llm.close()
-            raise TunegraphError(f"The chat template in {path} cannot be parsed: {exc}") from exc
+            raise TunegraphError(f"{path}: {err.message}") from err
         if self.llm is not None:
             self.llm.close()
         self.llm, self.formatter = llm, formatter
         self.stop_ids = set(stop_ids)
-        self.stop_texts = [t for t in stop_texts if t]
+        self.stop_texts = list(chosen.stop_texts)
         self.send(
             event="loaded",
-            template_name=name,
-            template_source=source,
-            family=family.name if family else None,
-            architecture=info.architecture,
+            template_name=chosen.name,
+            template_source=chosen.source,
+            family=chosen.family,
+            architecture=chosen.architecture,
             n_ctx=llm.n_ctx(),
             stop_ids=sorted(self.stop_ids),
             eos_id=eos,
@@ -192,6 +165,42 @@ class ChatServer:
             stop_reason=reason,
             seconds=round(time.time() - started, 3),
         )
+
+    # -- loss -------------------------------------------------------------------------------------
+    def loss(self, gen_id: Any, messages: list[dict], reference: str) -> None:
+        """Reply `loss`: the summed negative log-likelihood (nats) of `reference` as the answer to
+        `messages`, and over how many tokens (the answer's tokens through its end-of-turn)."""
+        import llama_cpp
+        import numpy as np
+
+        from engine.export.gguf_tools import llama_prompt_ids
+
+        if self.llm is None:
+            raise TunegraphError("No model is loaded.")
+        llm = self.llm
+        prompt = self.formatter(messages=messages).prompt
+        answered = [*messages, {"role": "assistant", "content": reference}]
+        full = self.formatter(messages=answered).prompt
+        prompt_ids = llama_prompt_ids(llm, prompt)
+        if full.startswith(prompt):  # the answer as the template writes it, to its end of turn
+            answer = llm.tokenize(full[len(prompt) :].encode("utf-8"), add_bos=False, special=True)
+            end = next((i for i, t in enumerate(answer) if t in self.stop_ids), None)
+            answer = answer[: end + 1] if end is not None else answer
+        else:
+            answer = llm.tokenize(reference.encode("utf-8"), add_bos=False, special=False)
+            answer.append(llm.token_eos())
+        answer = answer[: max(0, llm.n_ctx() - len(prompt_ids))]
+        llm.reset()
+        llm.eval(prompt_ids)
+        nll = 0.0
+        for token in answer:
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)
+            ).astype(np.float64)
+            top = logits.max()
+            nll += float(np.log(np.exp(logits - top).sum()) + top - logits[token])
+            llm.eval([token])
+        self.send(event="loss", id=gen_id, nll=nll, tokens=len(answer))
 
     def _cut_stop_text(self, text: str) -> tuple[str, bool]:
         """Cut `text` at the first stop string written as plain text (not as a token)."""
@@ -270,6 +279,8 @@ def main() -> int:
         try:
             if cmd == "load":
                 server.load(msg["path"], int(msg.get("n_ctx") or 4096), msg.get("n_threads"))
+            elif cmd == "loss":
+                server.loss(gen_id, msg["messages"], msg["reference"])
             elif cmd == "generate":
                 server.stop_event.clear()
                 server.current = gen_id

@@ -31,8 +31,12 @@ def device_for(spec: JobSpec, device: str = "auto") -> tuple[str, float | None, 
 
 
 def estimate_spec(spec: JobSpec, device: str = "auto") -> dict:
-    """The DESIGN.md estimate dict for one spec."""
+    """The DESIGN.md estimate dict for one spec; a SpecError first when a package the run needs
+    is missing here (engine.plan.requirements: this is where the worker will run)."""
     from engine.plan.estimate import estimate
+    from engine.plan.requirements import check_requirements
+
+    check_requirements(spec)
 
     dev, total, name = device_for(spec, device)
     est = estimate(

@@ -28,6 +28,8 @@ MANIFEST_FORMAT = 1
 FLAVOURS = ("cpu", "cu126", "cu128", "cu130")
 # Qt and the canvas belong to the GUI, which carries its own copies.
 APP_ONLY = {"pyside6-essentials", "pyside6", "nodegraphqt", "pyqtgraph"}
+# llama-cpp-python's `server` extra (the `chat` extra asks for it): what `tunegraph serve` runs on
+SERVER_PACKAGES = ("fastapi", "uvicorn", "sse-starlette", "starlette-context", "pydantic-settings")
 
 
 def platform_name(plat: str | None = None) -> str:
@@ -49,6 +51,27 @@ def requirement_name(req: str) -> str:
     """The canonical distribution name a requirement string starts with, or ""."""
     match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
     return canonical(match.group(1)) if match else ""
+
+
+def pinned(req: str, version: str) -> str:
+    """`req` pinned to `version` with its extras kept (`llama-cpp-python[server]>=0.3,<0.4`, 0.3.16
+    → `llama-cpp-python[server]==0.3.16`), so pip also fetches what the extras need."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?", req)
+    if not match:
+        raise ValueError(f"not a requirement: {req!r}")
+    extras = (match.group(2) or "").replace(" ", "")
+    return f"{match.group(1)}{extras}=={version}"
+
+
+def without_extras(req: str) -> str:
+    """`req` without its extras (`llama-cpp-python[server]>=0.3` → `llama-cpp-python>=0.3`)."""
+    return re.sub(r"\[[^\]]*\]", "", req, count=1)
+
+
+def missing_wheels(files: list[str], names: tuple[str, ...] | list[str]) -> list[str]:
+    """The distributions of `names` that no wheel file name in `files` is for."""
+    have = {canonical(Path(f).name.split("-")[0]) for f in files}
+    return [n for n in names if canonical(n) not in have]
 
 
 def _extra(req: str) -> str | None:
@@ -111,6 +134,12 @@ class Bundle:
             if canonical(entry["file"].split("-")[0]) == canonical(name):
                 return self.folder / entry["file"]
         return None
+
+    @property
+    def serves(self) -> bool:
+        """True when llama-cpp-python's server packages are bundled (`tunegraph serve` works)."""
+        files = [entry["file"] for entry in self.manifest["wheels"]]
+        return not missing_wheels(files, SERVER_PACKAGES)
 
     @property
     def flavour(self) -> str:

@@ -148,9 +148,12 @@ def _install_llama(build: _Build, report: Progress) -> str | None:
         0.0,
     )
     extra = [] if build.pack is not None else ["--no-cache"]  # never a cached native build
+    reqs = build.reqs["llama"]
+    if build.pack is not None and not build.pack.serves:  # an older bundle: chat, not serve
+        reqs = [engine_bundle.without_extras(r) for r in reqs]
     try:
         build.runner.run(
-            [*build.pip, *extra, *build.reqs["llama"]],
+            [*build.pip, *extra, *reqs],
             "Installing llama-cpp-python",
             {"CMAKE_ARGS": "-DGGML_NATIVE=OFF"},
         )
