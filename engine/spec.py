@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,13 +41,70 @@ DEVICES = ("auto", "cuda", "cpu")
 TARGETS = ("local", "cluster")
 GGUF_QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
 DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+EVAL_METRICS_HELP = (
+    "What to score, one metric per entry: loss (mean token loss of the references, with "
+    "perplexity), exact, contains, regex:PATTERN (the answer matches), json (the answer parses "
+    "as JSON), json:SCHEMA.json (and is valid against that schema), rouge_l, judge (the judge "
+    "model grades each answer 1-10; needs a judge), judge_pairwise (the judge picks the better "
+    "of the run's and the base's answer; needs a judge and Also score the base) and "
+    "python:FILE.py (your score(output, reference, row) -> float). Empty: loss and rouge_l."
+)
+JUDGE_METRICS = ("judge", "judge_pairwise")
+# training methods (DESIGN "The flow of one run"): sft trains on answers, pretrain on every token of
+# plain text; the others are TRL's preference and reinforcement trainers (engine.training.methods)
+METHODS = ("sft", "dpo", "orpo", "kto", "simpo", "grpo", "pretrain")
+PAIRED_METHODS = ("dpo", "orpo", "simpo")  # data: {prompt, chosen, rejected}
+BETA_METHODS = PAIRED_METHODS + ("kto",)
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "sppo_hard", "nca_pair", "apo_zero", "apo_down")
+# Reward node scorers: engine.eval's text metrics (those that need no model) plus length:N
+REWARD_NAMES = ("exact", "contains", "json", "rouge_l")
+REWARD_PREFIXES = ("regex:", "json:", "python:", "length:")
+REFERENCE_REWARDS = ("exact", "contains", "rouge_l")  # compare with the row's answer
+METHOD_HELP = (
+    "How the run learns. sft: from example answers (loss on the assistant turns). pretrain: "
+    "continued pretraining on plain text (loss on every token, texts packed into full-length "
+    "blocks). dpo, orpo, simpo: from preference pairs {prompt, chosen, rejected} (orpo and simpo "
+    "need no reference model). kto: from single answers marked good or bad {prompt, completion, "
+    "label}. grpo: the model answers each prompt several times and learns from the scores of "
+    "the connected Reward nodes."
+)
+REWARD_SCORER_HELP = (
+    "How a completion is scored (higher is better): exact or contains (against the row's answer "
+    "or reference column, or its last assistant turn), rouge_l (overlap with that answer), "
+    "regex:PATTERN (1 when the completion matches), json (1 when it parses as JSON), "
+    "json:SCHEMA.json (and is valid against that schema), length:N (1 at N characters, falling "
+    "to 0 at 0 and 2N) or python:FILE.py (your score(output, reference, row) -> float)."
+)
 CHECKPOINTING = ("auto", "on", "off")
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")  # experiment trackers (a copy of our events)
+# "tokenizer": the base's own template; the others are the families of engine.data.family_templates
+CHAT_TEMPLATES = (
+    "tokenizer",
+    "chatml",
+    "llama3",
+    "llama3_1",
+    "llama3_2",
+    "qwen2_5",
+    "qwen3",
+    "phi3",
+    "phi3_5",
+    "gemma",
+    "gemma3",
+)
+CHAT_TEMPLATE_HELP = (
+    "The chat template the run trains with (and the exported model answers with). tokenizer: the "
+    "base model's own (a base without one is refused until you pick one here). chatml: "
+    "Tunegraph's ChatML, whose answers end with <|im_end|> when the vocabulary has it, else with "
+    "the base's own end-of-text token (the safe pick for a pretrained-only base, whose turn tokens "
+    "were often never trained). llama3 … gemma3: the family's original template (shipped with "
+    "Tunegraph, from trl's chat_templates); picking one replaces the base's own template."
+)
 
 
 @dataclass
 class BaseModelSpec(SpecPart):
-    """The model to fine-tune: where it comes from and which revision."""
+    """The model to fine-tune: where it comes from, which revision, and which chat template."""
 
     source: str = param(
         "builtin:tiny-llama", BASE_MODEL_HELP, label="Model", short="model", widget="model"
@@ -54,6 +112,9 @@ class BaseModelSpec(SpecPart):
     revision: str = param("", "Hub revision (branch, tag or commit); empty for the default branch.")
     trust_remote_code: bool = param(
         False, "Run code shipped with the model repository. Only for sources you trust."
+    )
+    chat_template: str = param(
+        "tokenizer", CHAT_TEMPLATE_HELP, choices=CHAT_TEMPLATES, label="Chat template"
     )
 
     part: ClassVar[str] = "base_model"
@@ -191,6 +252,16 @@ class TrainingSpec(SpecPart):
         "and less memory on NVIDIA GPUs; needs the liger-kernel package (pip install "
         "'tunegraph[speed]').",
     )
+    report_to: str = param(
+        "none",
+        "Also log metrics to an experiment tracker (Tunegraph's own charts stay the source of "
+        "truth): tensorboard writes event files into the run folder; mlflow logs to "
+        "MLFLOW_TRACKING_URI, else sqlite <data dir>/mlflow.db; wandb needs a configured W&B "
+        "account (offline mode keeps it offline). Needs the package: pip install "
+        "'tunegraph[tracking]' (tensorboard, mlflow) or wandb.",
+        choices=REPORT_TO,
+        label="Report to",
+    )
 
     part: ClassVar[str] = "training"
 
@@ -224,8 +295,10 @@ class LoraSpec(SpecPart):
     alpha: int = param(32, "LoRA scaling numerator (scale = alpha / r).", min=1, max=4096)
     dropout: float = param(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9)
     target_modules: list[str] = param(
-        ["q_proj", "v_proj"],
-        "Module names to adapt, or all-linear.",
+        ["auto"],
+        "Linear layers to adapt: auto (the attention's query and value projections under this "
+        "model's names: q_proj, v_proj in Llama, Qwen, Mistral, Gemma; the fused qkv_proj in "
+        "Phi-3), all-linear, or module names such as q_proj, v_proj, o_proj.",
         short="targets",
         widget="modules",
     )
@@ -240,7 +313,8 @@ class LoraSpec(SpecPart):
     part: ClassVar[str] = "lora"
 
     def check_rules(self, prefix: str) -> None:
-        """At least one module is adapted."""
+        """At least one module is adapted (whether the model has it is checked by the estimate,
+        which reads the model's layers: engine.models.targets)."""
         if not self.target_modules:
             raise SpecError(
                 f"{prefix}.target_modules", [], "name at least one module, or all-linear"
@@ -285,6 +359,198 @@ class ExportSpec(SpecPart):
 
 
 @dataclass
+class EvalSpec(SpecPart):
+    """An eval set the run scores itself on when training ends (DESIGN.md "Lifecycle")."""
+
+    path: str = param(
+        "",
+        "The eval set: a .jsonl, .json, .csv or .parquet file in any format the Dataset node "
+        "reads; each row's last assistant turn is the reference answer, the turns before it the "
+        "prompt. Empty: the run's held-out split (the training config's eval_split).",
+        label="Eval set",
+        short="eval set",
+        widget="file",
+    )
+    metrics: list[str] = param(["loss", "rouge_l"], EVAL_METRICS_HELP, widget="metrics")
+    judge: str = param(
+        "",
+        "A GGUF model that grades the answers for the judge metrics (run by llama.cpp on the "
+        "CPU); a small instruct model will do.",
+        label="Judge model",
+        short="judge",
+        widget="gguf",
+    )
+    max_rows: int = param(50, "Score at most this many rows of the set (0 = all).", min=0)
+    score_base: bool = param(
+        False,
+        "Also score the base model without the adapter on this set, once: the baseline row.",
+        label="Also score the base",
+    )
+    score_gguf: bool = param(
+        False,
+        "Also score the exported GGUF after it is written, so what quantization costs shows as "
+        "a number (needs GGUF on in the Export node).",
+        label="Also score the GGUF",
+    )
+
+    part: ClassVar[str] = "eval"
+
+    def check_rules(self, prefix: str) -> None:
+        """A judge metric has a judge, a pairwise judge has the base to compare with, and a
+        file given is of a type the data loader reads (the metrics themselves are checked by
+        engine.eval.metrics, which needs no model either)."""
+        path = self.path.strip()
+        if path and Path(path).suffix.lower() not in DATASET_SUFFIXES:
+            raise SpecError(
+                f"{prefix}.path",
+                self.path,
+                f"unsupported file type {Path(path).suffix.lower() or '(none)'!r}",
+                "Use a " + ", ".join(DATASET_SUFFIXES[:-1]) + f" or {DATASET_SUFFIXES[-1]} file, "
+                "or leave it empty for the held-out split.",
+            )
+        named = [m.strip() for m in self.metrics if m.strip() in JUDGE_METRICS]
+        if named and not self.judge.strip():
+            raise SpecError(
+                f"{prefix}.judge",
+                self.judge,
+                f"the {named[0]} metric needs a judge model",
+                "Choose a .gguf judge model, or remove the judge metrics.",
+            )
+        if "judge_pairwise" in named and not self.score_base:
+            raise SpecError(
+                f"{prefix}.score_base",
+                self.score_base,
+                "judge_pairwise compares the run's answers with the base's, so it needs Also "
+                "score the base",
+                "Turn Also score the base on, or use the judge metric.",
+            )
+
+
+@dataclass
+class MethodSpec(SpecPart):
+    """The training method of a Fine-Tune node and its knobs; each knob is shown (and used) only
+    for the methods it belongs to."""
+
+    method: str = param("sft", METHOD_HELP, choices=METHODS)
+    beta: float = param(
+        0.1,
+        "How far the model may move from where it started: higher keeps it closer. DPO and KTO: "
+        "the strength of the pull towards the reference model; ORPO: the weight of the "
+        "odds-ratio term; SimPO: the reward scale (its paper uses 2 to 10).",
+        min=0.0,
+        max=100.0,
+        visible_if=("method", BETA_METHODS),
+    )
+    loss_type: str = param(
+        "sigmoid",
+        "DPO's loss: sigmoid (the original), hinge, ipo (robust to noisy or deterministic "
+        "preferences), robust (label-noise aware), sppo_hard, nca_pair, apo_zero or apo_down.",
+        choices=DPO_LOSSES,
+        label="Loss type",
+        visible_if=("method", ("dpo",)),
+    )
+    simpo_gamma: float = param(
+        0.5,
+        "SimPO's target reward margin between the chosen and the rejected answer.",
+        min=0.0,
+        max=10.0,
+        label="SimPO gamma",
+        visible_if=("method", ("simpo",)),
+    )
+    desirable_weight: float = param(
+        1.0,
+        "KTO: the weight of good answers' loss (raise it when good answers are the rarer ones).",
+        min=0.01,
+        max=100.0,
+        visible_if=("method", ("kto",)),
+    )
+    undesirable_weight: float = param(
+        1.0,
+        "KTO: the weight of bad answers' loss (raise it when bad answers are the rarer ones).",
+        min=0.01,
+        max=100.0,
+        visible_if=("method", ("kto",)),
+    )
+    num_generations: int = param(
+        4,
+        "GRPO: answers sampled per prompt and compared with each other; micro batch size × "
+        "gradient accumulation × GPUs must be a multiple of it.",
+        min=2,
+        max=64,
+        label="Generations per prompt",
+        short="generations",
+        visible_if=("method", ("grpo",)),
+    )
+    max_completion_length: int = param(
+        128,
+        "GRPO: the longest answer sampled, in tokens.",
+        min=1,
+        max=32768,
+        visible_if=("method", ("grpo",)),
+    )
+    temperature: float = param(
+        1.0,
+        "GRPO: sampling temperature (higher: more varied answers to compare).",
+        min=0.01,
+        max=5.0,
+        visible_if=("method", ("grpo",)),
+    )
+    kl_coef: float = param(
+        0.0,
+        "GRPO: the weight of the KL penalty that keeps the model near its start (0: none, and "
+        "no reference pass is computed; DeepSeek-R1 used 0.001).",
+        min=0.0,
+        max=10.0,
+        label="KL coefficient",
+        short="KL",
+        visible_if=("method", ("grpo",)),
+    )
+
+    part: ClassVar[str] = "method"
+
+
+@dataclass
+class RewardSpec(SpecPart):
+    """One reward function of a GRPO run: a scorer of engine.eval (or a length target) and its
+    weight in the sum of rewards."""
+
+    scorer: str = param("contains", REWARD_SCORER_HELP, short="reward", widget="reward")
+    weight: float = param(
+        1.0, "This reward's weight in the sum of all rewards.", min=0.0, max=100.0
+    )
+
+    part: ClassVar[str] = "rewards"
+
+    def check_rules(self, prefix: str) -> None:
+        """The scorer is one rewards can use (a model-graded metric such as loss or judge is
+        not), its pattern compiles, its length is a positive whole number and its file is of the
+        right type (whether the file exists is the compiler's and the worker's check)."""
+        scorer = self.scorer.strip()
+        where = f"{prefix}.scorer"
+        kinds = ", ".join(REWARD_NAMES + tuple(p + "…" for p in REWARD_PREFIXES))
+        if scorer in REWARD_NAMES:
+            return
+        head, sep, rest = scorer.partition(":")
+        if not sep or head + ":" not in REWARD_PREFIXES:
+            raise SpecError(where, self.scorer, "is not a reward scorer; scorers: " + kinds)
+        if not rest.strip():
+            raise SpecError(where, self.scorer, f"{head}: needs its value after the colon")
+        if head == "regex":
+            try:
+                re.compile(rest)
+            except re.error as err:
+                raise SpecError(
+                    where, self.scorer, f"the pattern does not compile: {err}"
+                ) from None
+        elif head == "length" and not (rest.strip().isdigit() and int(rest) > 0):
+            raise SpecError(where, self.scorer, "length: needs a number of characters above 0")
+        elif head in ("python", "json"):
+            suffix = ".py" if head == "python" else ".json"
+            if Path(rest.strip()).suffix.lower() != suffix:
+                raise SpecError(where, self.scorer, f"{head}: needs a {suffix} file")
+
+
+@dataclass
 class JobSpec:
     """One Fine-Tune module: everything a worker needs, and nothing secret."""
 
@@ -295,6 +561,9 @@ class JobSpec:
     lora: LoraSpec = field(default_factory=LoraSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
+    evals: list[EvalSpec] = field(default_factory=list)  # scored when training ends
+    method: MethodSpec = field(default_factory=MethodSpec)
+    rewards: list[RewardSpec] = field(default_factory=list)  # GRPO's reward functions
     node_uuid: str = ""
     origin_uuid: str = ""  # the Fine-Tune node this one was duplicated from, if any
     graph_path: str = ""
@@ -319,6 +588,7 @@ class JobSpec:
             "lora": LoraSpec,
             "resources": ResourceSpec,
             "export": ExportSpec,
+            "method": MethodSpec,
         }
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -329,6 +599,10 @@ class JobSpec:
                 value = build_part(parts[f.name], value, f.name)
             elif f.name == "datasets":
                 value = [build_part(DatasetSpec, d, f"datasets[{i}]") for i, d in enumerate(value)]
+            elif f.name == "evals":
+                value = [build_part(EvalSpec, d, f"evals[{i}]") for i, d in enumerate(value)]
+            elif f.name == "rewards":
+                value = [build_part(RewardSpec, d, f"rewards[{i}]") for i, d in enumerate(value)]
             kwargs[f.name] = value
         if "name" not in kwargs:
             raise SpecError("name", None, "a job spec needs a name")
@@ -361,7 +635,75 @@ class JobSpec:
             ds.validate(f"datasets[{i}]")
         for part in ("training", "lora", "resources", "export"):
             getattr(self, part).validate(part)
+        for i, ev in enumerate(self.evals):
+            ev.validate(f"evals[{i}]")
+        self.method.validate("method")
+        for i, reward in enumerate(self.rewards):
+            reward.validate(f"rewards[{i}]")
         self.check_device_rules()
+        self.check_eval_rules()
+        self.check_method_rules()
+
+    def check_method_rules(self) -> None:
+        """GRPO has rewards and a batch its generations divide, and only GRPO takes rewards; a
+        GRPO run is not evaluated during training, so it cannot stop early or keep the best."""
+        method = self.method.method
+        if method != "grpo":
+            if self.rewards:
+                raise SpecError(
+                    "rewards",
+                    [r.scorer for r in self.rewards],
+                    f"Reward nodes are used only by method grpo, and this run's method is {method}",
+                    "Set the Fine-Tune node's method to grpo, or disconnect the Reward nodes.",
+                )
+            return
+        if not self.rewards:
+            raise SpecError(
+                "rewards",
+                [],
+                "method grpo learns from rewards: connect at least one Reward node",
+                "Add a Reward node (e.g. regex:PATTERN or contains) to the reward input.",
+            )
+        t = self.training
+        batch = t.micro_batch_size * t.grad_accum * self.resources.gpu_count
+        if batch % self.method.num_generations:
+            raise SpecError(
+                "method.num_generations",
+                self.method.num_generations,
+                f"must divide the batch of generations: micro batch size {t.micro_batch_size} × "
+                f"gradient accumulation {t.grad_accum} × {self.resources.gpu_count} GPU(s) = "
+                f"{batch}",
+                "Make the micro batch size (or gradient accumulation) a multiple of it.",
+            )
+        if t.early_stopping_patience or t.keep_best:
+            name = "early_stopping_patience" if t.early_stopping_patience else "keep_best"
+            raise SpecError(
+                f"training.{name}",
+                getattr(t, name),
+                "a grpo run is not evaluated during training, so it cannot stop early or keep the "
+                "best checkpoint",
+                f"Turn {name} off for this run.",
+            )
+
+    def check_eval_rules(self) -> None:
+        """An Eval node without a file scores the held-out split, so the run must hold rows out;
+        scoring the GGUF needs the GGUF export."""
+        for i, ev in enumerate(self.evals):
+            if not ev.path.strip() and self.training.eval_split == 0:
+                raise SpecError(
+                    f"evals[{i}].path",
+                    ev.path,
+                    "no eval set chosen, and the run holds no rows out to score instead "
+                    "(eval_split is 0)",
+                    "Choose an eval set file, or set eval_split above 0 in the training config.",
+                )
+            if ev.score_gguf and not self.export.gguf:
+                raise SpecError(
+                    f"evals[{i}].score_gguf",
+                    ev.score_gguf,
+                    "there is no GGUF to score: the run's export writes none",
+                    "Turn GGUF on in the Export node, or turn Also score the GGUF off.",
+                )
 
     def check_device_rules(self) -> None:
         """Choices that need a GPU, refused when the run is told to train on the CPU.
@@ -415,4 +757,7 @@ PARTS: dict[str, type] = {
     "lora": LoraSpec,
     "resources": ResourceSpec,
     "export": ExportSpec,
+    "eval": EvalSpec,
+    "method": MethodSpec,
+    "reward": RewardSpec,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.spec import DatasetSpec, ExportSpec, JobSpec
+from engine.spec import DatasetSpec, EvalSpec, ExportSpec, JobSpec, MethodSpec, RewardSpec
 from nodes.catalogue import CATALOGUE, FINE_TUNE
 from nodes.structure import GraphNode
 
@@ -30,8 +30,11 @@ def assemble_spec(node: GraphNode, picked: Picked, graph_path: str) -> JobSpec:
         datasets=[DatasetSpec(**n.values) for n in picked["dataset"]],
         training=part("training_config"),
         lora=part("lora_config"),
-        resources=FINE_TUNE.spec_class(**node.values),
+        resources=FINE_TUNE.spec_class(**FINE_TUNE.part_values(node.values, FINE_TUNE.spec_class)),
+        method=MethodSpec(**FINE_TUNE.part_values(node.values, MethodSpec)),
         export=part("export") if "export" in picked else ExportSpec(),
+        evals=[EvalSpec(**n.values) for n in picked.get("eval", [])],
+        rewards=[RewardSpec(**n.values) for n in picked.get("reward", [])],
         node_uuid=node.uuid,
         origin_uuid=node.origin_uuid,
         graph_path=graph_path,

@@ -17,9 +17,12 @@ from typing import Any, NamedTuple
 from engine.spec import (
     BaseModelSpec,
     DatasetSpec,
+    EvalSpec,
     ExportSpec,
     LoraSpec,
+    MethodSpec,
     ResourceSpec,
+    RewardSpec,
     TrainingSpec,
 )
 
@@ -76,6 +79,16 @@ class Parameter:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] | None = None
+    # (other parameter, values): shown only while that parameter holds one of the values
+    visible_if: tuple[str, tuple[str, ...]] | None = None
+
+    def visible(self, values: dict[str, Any]) -> bool:
+        """Whether the parameter matters for a node holding `values` (a method's knobs matter
+        only for that method); a missing controlling value counts as its default."""
+        if self.visible_if is None:
+            return True
+        name, allowed = self.visible_if
+        return values.get(name) in allowed
 
     def default_value(self) -> Any:
         """A fresh copy of the default (lists and mappings are never shared)."""
@@ -109,6 +122,25 @@ class NodeDecl:
     parameters: tuple[Parameter, ...]
     spec_class: type
     spec_part: str  # the JobSpec attribute this node fills: base_model, datasets, training, ...
+    # further spec parts whose fields are parameters of this node too (Fine-Tune: its method)
+    extra_parts: tuple[tuple[type, str], ...] = ()
+
+    @property
+    def parts(self) -> tuple[tuple[type, str], ...]:
+        """Every (spec class, JobSpec attribute) whose fields are this node's parameters."""
+        return ((self.spec_class, self.spec_part), *self.extra_parts)
+
+    def part_of(self, name: str) -> tuple[type, str]:
+        """The (spec class, JobSpec attribute) declaring parameter `name`."""
+        for cls, part in self.parts:
+            if any(f.name == name for f in dataclasses.fields(cls)):
+                return cls, part
+        return self.spec_class, self.spec_part
+
+    def part_values(self, values: dict[str, Any], cls: type) -> dict[str, Any]:
+        """The entries of `values` that are fields of spec class `cls`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in values.items() if k in names}
 
     @property
     def type_(self) -> str:
@@ -160,6 +192,7 @@ def parameters_of(spec_class: type) -> tuple[Parameter, ...]:
                 min=meta.get("min"),
                 max=meta.get("max"),
                 choices=meta.get("choices"),
+                visible_if=meta.get("visible_if"),
             )
         )
     return tuple(params)
@@ -178,7 +211,7 @@ def _type_of(default: Any, meta: Any) -> str:
         return "mapping"
     if meta.get("choices"):
         return "choice"
-    if meta.get("widget") == "file":
+    if meta.get("widget") in ("file", "gguf"):  # gguf: a model file (the Eval node's judge)
         return "file"
     return "str"
 
@@ -319,7 +352,7 @@ _FEEDERS = (
     _feeder(
         "BaseModel",
         "Base model",
-        "The open LLM to fine-tune.",
+        "The open LLM to fine-tune, and the chat template its runs train with.",
         (52, 86, 139),
         "model",
         "model",
@@ -349,7 +382,8 @@ _FEEDERS = (
     _feeder(
         "LoraConfig",
         "LoRA config",
-        "The adapter: rank, scaling, target modules and 4-bit quantization.",
+        "The adapter: rank, scaling, target modules (auto: this model's attention query and "
+        "value projections, whatever its architecture calls them) and 4-bit quantization.",
         (112, 64, 140),
         "lora_config",
         "LoRA config",
@@ -365,6 +399,28 @@ _FEEDERS = (
         "export",
         ExportSpec,
         "export",
+    ),
+    _feeder(
+        "Eval",
+        "Eval",
+        "An eval set the run scores itself on when training ends (its adapter, and the base "
+        "or the GGUF when asked), with the metrics to compute; connect several for several sets.",
+        (40, 110, 130),
+        "eval",
+        "eval",
+        EvalSpec,
+        "evals",
+    ),
+    _feeder(
+        "Reward",
+        "Reward",
+        "A reward for GRPO: how each sampled answer is scored (a regex, the row's answer, valid "
+        "JSON, a length target or your own Python scorer) and its weight; connect several.",
+        (150, 120, 30),
+        "reward",
+        "reward",
+        RewardSpec,
+        "rewards",
     ),
 )
 _BY_KIND = {d.kind: d for d in _FEEDERS}
@@ -385,7 +441,8 @@ def _input(name: str, kind: str, *, required: bool = True, multiple: bool = Fals
 FINE_TUNE = NodeDecl(
     kind="FineTune",
     label="Fine-Tune",
-    help="One fine-tuning run. Its name is the run's name; duplicate it to try a variation.",
+    help="One fine-tuning run, trained by its method (sft, pretrain, dpo, orpo, simpo, kto or "
+    "grpo). Its name is the run's name; duplicate it to try a variation.",
     colour=(150, 40, 40),
     inputs=(
         _input("base_model", "BaseModel"),
@@ -393,11 +450,14 @@ FINE_TUNE = NodeDecl(
         _input("training_config", "TrainingConfig"),
         _input("lora_config", "LoraConfig"),
         _input("export", "Export", required=False),
+        _input("eval", "Eval", required=False, multiple=True),
+        _input("reward", "Reward", required=False, multiple=True),
     ),
     outputs=(),
-    parameters=parameters_of(ResourceSpec),
+    parameters=parameters_of(ResourceSpec) + parameters_of(MethodSpec),
     spec_class=ResourceSpec,
     spec_part="resources",
+    extra_parts=((MethodSpec, "method"),),
 )
 
 CATALOGUE: dict[str, NodeDecl] = {FINE_TUNE.kind: FINE_TUNE, **_BY_KIND}

@@ -12,6 +12,7 @@ input.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,14 @@ from engine.spec import JobSpec
 from nodes.assemble import Picked, assemble_spec, owner_of
 from nodes.catalogue import CATALOGUE, FINE_TUNE, NODE_TYPES, PortRef, decl_for_type
 from nodes.checks import file_problem, model_problem, spec_reason
+from nodes.eval_checks import (
+    judge_problem,
+    metrics_problem,
+    resolve_judge,
+    resolve_metric_files,
+)
 from nodes.graphfile import graph_dir, resolve_file, resolve_model_source
+from nodes.method_checks import data_problem, resolve_reward, reward_problem
 from nodes.results import CompileError, CompileResult, ErrorKind, ModuleResult
 from nodes.structure import GraphNode, ports_text, read_ends, read_pos, strongly_connected
 
@@ -143,8 +151,15 @@ class _Compiler:
                 value = resolve_file(value, self.base)
             elif param.widget == "model":
                 value = resolve_model_source(value, self.base)
+            elif param.widget == "gguf":
+                value = resolve_judge(value, self.base)
+            elif param.widget == "metrics":
+                value = resolve_metric_files(value, self.base)
+            elif param.widget == "reward":
+                value = resolve_reward(value, self.base)
+            cls, part = decl.part_of(param.name)
             try:
-                check_field(decl.spec_class, param.name, value, decl.spec_part)
+                check_field(cls, param.name, value, part)
             except SpecError as e:
                 self.error(node, param.name, spec_reason(e), "invalid_value")
                 clean = False
@@ -157,15 +172,17 @@ class _Compiler:
         decl = node.decl
         assert decl is not None
         try:
-            decl.spec_class(**node.values).validate(decl.spec_part)
+            for cls, part in decl.parts:
+                cls(**decl.part_values(node.values, cls)).validate(part)
         except SpecError as e:
             self.error(node, e.field.split(".", 1)[-1], spec_reason(e), "invalid_value")
             return False
         return True
 
     def check_files(self, node: GraphNode) -> None:
-        """Report a dataset file or base-model file/folder that does not exist (absolute paths
-        only: a relative one has no graph folder to resolve against)."""
+        """Report a dataset file or base-model file/folder that does not exist, a judge model
+        that is no GGUF, a metric that cannot be computed (absolute paths only: a relative one
+        has no graph folder to resolve against)."""
         assert node.decl is not None
         for param in node.decl.parameters:
             value = node.values.get(param.name)
@@ -173,10 +190,33 @@ class _Compiler:
                 problem = file_problem(value)
             elif param.widget == "model":
                 problem = model_problem(value)
+            elif param.widget == "gguf":
+                problem = judge_problem(value)
+            elif param.widget == "metrics":
+                problem = metrics_problem(value)
+            elif param.widget == "reward":
+                problem = reward_problem(value)
             else:
                 continue
             if problem:
                 self.error(node, param.name, problem, "file_error")
+        if node.decl.spec_part == "base_model":
+            self.check_chat_template(node)
+
+    def check_chat_template(self, node: GraphNode) -> None:
+        """A base without a chat template whose node picks none (or a pick its vocabulary cannot
+        take) is an error on the node, so the run is refused before it starts."""
+        from engine.models.template_choice import template_plan
+        from engine.spec import BaseModelSpec
+
+        known = {f.name for f in dataclasses.fields(BaseModelSpec)}
+        try:
+            base = BaseModelSpec(**{k: v for k, v in node.values.items() if k in known})
+            plan = template_plan(base)
+        except Exception:  # an unreadable source is reported by the file checks above
+            return
+        if plan.problem:
+            self.error(node, "chat_template", f"{plan.problem}. {plan.hint}", "invalid_value")
 
     # -- connections ----------------------------------------------------------------------------
     def read_connection(self, index: int, conn: Any) -> None:
@@ -342,4 +382,10 @@ class _Compiler:
             owner, field_name = owner_of(e.field, node, picked)
             self.error(owner, field_name, spec_reason(e), "invalid_value")
             return None
-        return spec
+        fits = True
+        for feeder, ds in zip(picked["dataset"], spec.datasets, strict=True):
+            problem = data_problem(ds, spec.method.method, spec.rewards)
+            if problem:  # on the Dataset node: its file is what does not fit the method
+                self.error(feeder, "path", problem, "invalid_value")
+                fits = False
+        return spec if fits else None

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from nodes.catalogue import decl_for_type
+from nodes.eval_checks import resolve_judge, resolve_metric_files
 from nodes.graphfile import (
     CANVAS_ONLY_SETTINGS,
     GRAPH_FORMAT_VERSION,
@@ -20,6 +21,7 @@ from nodes.graphfile import (
     resolve_file,
     resolve_model_source,
 )
+from nodes.method_checks import resolve_reward
 
 
 def graph_from_session(session: dict) -> dict:
@@ -69,7 +71,8 @@ def with_unique_uuids(data: dict) -> dict:
 
 
 def absolute_paths(data: dict, graph_path: str | Path) -> dict:
-    """A copy whose relative file paths (datasets, `gguf:` and folder bases) are made absolute
+    """A copy whose relative file paths (datasets, eval sets and their metric files, judges,
+    `gguf:` and folder bases) are made absolute
     against `graph_path`'s folder, so the graph can be saved or estimated elsewhere."""
     base = graph_dir(graph_path)
     data = json.loads(json.dumps(data))
@@ -80,12 +83,18 @@ def absolute_paths(data: dict, graph_path: str | Path) -> dict:
         custom = node["custom"]
         for param in decl.parameters:
             value = custom.get(param.name)
+            if param.widget == "metrics" and isinstance(value, list):
+                custom[param.name] = resolve_metric_files(value, base)
             if not isinstance(value, str):
                 continue
             if param.widget == "file":
                 custom[param.name] = resolve_file(value, base)
             elif param.widget == "model":
                 custom[param.name] = resolve_model_source(value, base)
+            elif param.widget == "gguf":
+                custom[param.name] = resolve_judge(value, base)
+            elif param.widget == "reward":  # python:FILE.py, json:SCHEMA.json
+                custom[param.name] = resolve_reward(value, base)
     return data
 
 

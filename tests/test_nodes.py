@@ -34,7 +34,11 @@ SPEC_OF = {
     "TrainingConfig": spec_module.TrainingSpec,
     "LoraConfig": spec_module.LoraSpec,
     "Export": spec_module.ExportSpec,
+    "Eval": spec_module.EvalSpec,
+    "Reward": spec_module.RewardSpec,
 }
+# a node's parameters are the fields of its spec part, then of its extra parts (Fine-Tune: method)
+EXTRA_PARTS_OF = {"FineTune": (spec_module.MethodSpec,)}
 
 
 # -- declarations -------------------------------------------------------------------------------
@@ -52,8 +56,10 @@ def test_catalogue_has_the_six_kinds_with_their_node_types():
 @pytest.mark.parametrize("kind", sorted(SPEC_OF))
 def test_parameters_come_from_the_spec_field_metadata(kind):
     decl = CATALOGUE[kind]
-    fields = dataclasses.fields(SPEC_OF[kind])
+    classes = (SPEC_OF[kind], *EXTRA_PARTS_OF.get(kind, ()))
+    fields = [f for cls in classes for f in dataclasses.fields(cls)]
     assert decl.spec_class is SPEC_OF[kind]
+    assert [cls for cls, _ in decl.parts] == list(classes)
     assert [p.name for p in decl.parameters] == [f.name for f in fields]
     for param, f in zip(decl.parameters, fields, strict=True):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -80,14 +86,16 @@ def test_parameter_types():
     assert types[("BaseModel", "source")] == "str"
     assert CATALOGUE["BaseModel"].parameter("source").widget == "model"
     assert CATALOGUE["BaseModel"].parameter("source").label == "Model"
-    assert [p.name for p in FINE_TUNE.parameters] == ["device", "gpu_count", "target"]
+    assert [p.name for p in FINE_TUNE.parameters][:4] == ["device", "gpu_count", "target", "method"]
+    assert types[("FineTune", "method")] == "choice"
+    assert types[("Reward", "scorer")] == "str"
 
 
 def test_default_values_are_fresh_copies():
     param = CATALOGUE["LoraConfig"].parameter("target_modules")
     value = param.default_value()
     value.append("k_proj")
-    assert param.default_value() == ["q_proj", "v_proj"]
+    assert param.default_value() == ["auto"]
 
 
 def test_ports():
@@ -97,10 +105,12 @@ def test_ports():
         "training_config",
         "lora_config",
         "export",
+        "eval",
+        "reward",
     ]
     assert FINE_TUNE.outputs == ()
-    assert [p.name for p in FINE_TUNE.inputs if p.multiple] == ["dataset"]
-    assert [p.name for p in FINE_TUNE.inputs if not p.required] == ["export"]
+    assert [p.name for p in FINE_TUNE.inputs if p.multiple] == ["dataset", "eval", "reward"]
+    assert [p.name for p in FINE_TUNE.inputs if not p.required] == ["export", "eval", "reward"]
     outputs = {k: [p.name for p in d.outputs] for k, d in CATALOGUE.items() if k != "FineTune"}
     assert outputs == {
         "BaseModel": ["model"],
@@ -108,6 +118,8 @@ def test_ports():
         "TrainingConfig": ["training_config"],
         "LoraConfig": ["lora_config"],
         "Export": ["export"],
+        "Eval": ["eval"],
+        "Reward": ["reward"],
     }
     assert all(p.multiple for d in CATALOGUE.values() for p in d.outputs)
     accepts = {p.name: [(r.kind, r.port, r.node_type) for r in p.accepts] for p in FINE_TUNE.inputs}

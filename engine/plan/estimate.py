@@ -15,13 +15,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from engine.errors import DataError, TunegraphError
+from engine.errors import DataError, ModelError, TunegraphError
 from engine.hardware import GIB
 from engine.models.sources import load_config
+from engine.models.targets import architecture_name, expand_targets, resolve_targets
+from engine.models.template_choice import template_plan
 from engine.plan import calibration
 from engine.plan.shape import ModelShape, model_shape
 from engine.plan.timing import row_lengths, time_range_s, workload
-from engine.spec import JobSpec
+from engine.spec import PAIRED_METHODS, JobSpec
 
 CUDA_CONTEXT_GIB = 0.5
 ALLOCATOR_SLACK = 1.10
@@ -54,10 +56,9 @@ class Estimate:
 
 
 def _targeted(table: dict[str, int], spec: JobSpec) -> int:
-    targets = spec.lora.target_modules
-    if "all-linear" in targets:
-        return sum(table.values())
-    return sum(table.get(t, 0) for t in targets)
+    """The sum of `table` (linear layer name -> count) over the layers the spec's LoRA adapts,
+    auto and all-linear resolved against the table's names (those of the model's linears)."""
+    return sum(table.get(t, 0) for t in expand_targets(spec.lora.target_modules, list(table)))
 
 
 def trainable_params(shape: ModelShape, spec: JobSpec) -> int:
@@ -107,8 +108,13 @@ def memory_parts(
     keeps every layer's a·s² attention probabilities, in fp32 and as a 16-bit copy. With
     checkpointing each layer keeps only its input (16-bit, fp32 on a 4-bit base), and one layer is
     recomputed at a time, after the loss's logits are gone.
+
+    The method changes the shape of a step (`method_batch`): preference methods and KTO put two
+    answers per row through the model at once, GRPO trains on prompts followed by
+    max_completion_length generated tokens (sampled in the same process, so within the same hold).
     """
-    b, s, h = spec.training.micro_batch_size, seq_len, shape.hidden
+    b, s = method_batch(spec, seq_len)
+    h = shape.hidden
     if four_bit:  # quantized linears, embeddings upcast to fp32 by kbit preparation, and one
         # linear at a time dequantized to 16-bit for its matmul
         weights = (
@@ -134,6 +140,19 @@ def memory_parts(
         "activations": activations,
         "logits": logits,
     }
+
+
+def method_batch(spec: JobSpec, seq_len: int) -> tuple[int, int]:
+    """(sequences, tokens each) one micro-batch puts through the model for the run's method:
+    dpo, orpo, simpo and kto score two answers per row (chosen and rejected, or an answer and its
+    mismatched KL pair) in one forward; grpo's sequences are a prompt plus the sampled answer."""
+    m = spec.method
+    rows = spec.training.micro_batch_size
+    if m.method in PAIRED_METHODS + ("kto",):
+        return 2 * rows, seq_len
+    if m.method == "grpo":
+        return rows, seq_len + m.max_completion_length
+    return rows, seq_len
 
 
 def peak_vram_gib(
@@ -231,7 +250,13 @@ def estimate(
 ) -> Estimate:
     """The full estimate for one spec on a given device."""
 
-    shape = model_shape(load_config(spec.base_model))
+    plan = template_plan(spec.base_model)  # a base without a chat template is refused here
+    if plan.problem:
+        raise ModelError(f"Base model: {plan.problem}.", plan.hint)
+    config = load_config(spec.base_model)
+    shape = model_shape(config)
+    # a target module the model lacks is refused here, at submission, not in the worker
+    resolve_targets(spec.lora.target_modules, list(shape.lora_params), architecture_name(config))
     seq = spec.training.max_seq_length or min(shape.context, 2048)
     vram, checkpointing = {}, {}
     for key, four_bit in (("bf16", False), ("4bit", True)):

@@ -38,6 +38,13 @@ SAVE_S = (0.3, 8.0)  # adapter, tokenizer, model card, final checkpoint
 GGUF_S = (1.0, 60.0)  # merge, convert, quantize, parity check: fixed part
 GGUF_PARAMS_PER_S = (1e8, 5e6)  # ... and the part growing with the model
 TEMPLATE_TOKENS = 5  # per message: role markers and end of turn
+# the Eval nodes' end-of-run scoring (engine.eval.runner.answer_budget): each row's answer gets
+# about half the reference's characters + 16 tokens, within 32..512; a fast model stops at the
+# reference's length, a slow estimate writes the whole budget. A judge verdict reads a prompt
+# of a few hundred tokens and writes a few.
+ANSWER_TOKENS = (32, 512)
+JUDGE_S_PER_VERDICT = (0.05, 3.0)
+JUDGE_METRICS = ("judge", "judge_pairwise")
 
 
 @dataclass
@@ -52,6 +59,11 @@ class Workload:
     real_tokens: float  # tokens trained, per device
     computed_tokens: float  # with padding (packing off), per device
     eval_tokens: float  # tokens of all evaluation passes, per device
+    # the Eval nodes' scoring when training ends (all targets): tokens written, as (fast, slow),
+    # tokens read (prompt and reference, for `loss`) and judge verdicts
+    answer_tokens: tuple[float, float] = (0.0, 0.0)
+    scored_tokens: float = 0.0
+    verdicts: int = 0
 
 
 def time_range_s(
@@ -68,8 +80,10 @@ def time_range_s(
     (bench/bench_time_coverage.py; BENCHMARKS.md): worker start-up (imports, CUDA init), reading
     the weights, encoding the rows, the training compute (4·N FLOPs per computed token at a
     FLOP rate for the device) plus a fixed cost per micro-batch (optimizer, logging, Python),
-    evaluation passes (2·N per token), the three end-of-run samples, saving, and the GGUF export.
-    `work` may be a plain token count (no data sample: the training compute only, plus start-up).
+    evaluation passes (2·N per token), the three end-of-run samples, saving, and the GGUF export,
+    plus the Eval nodes' scoring (their answers decoded token by token, the references read, the
+    judge's verdicts). `work` may be a plain token count (no data sample: the training compute
+    only, plus start-up).
     """
     gpu = device == "cuda"
     if gpu:
@@ -90,6 +104,10 @@ def time_range_s(
         if spec is not None:
             per_token = max(2 * shape.params / rates[i], DECODE_S_PER_TOKEN[i])
             seconds += SAMPLE_TOKENS * per_token + SAVE_S[i]
+            seconds += (
+                work.answer_tokens[i] * per_token + 2 * shape.params * work.scored_tokens / rates[i]
+            )
+            seconds += work.verdicts * JUDGE_S_PER_VERDICT[i]
             if spec.export.gguf:
                 seconds += GGUF_S[i] + shape.params / GGUF_PARAMS_PER_S[i]
         bounds.append(seconds)
@@ -110,18 +128,35 @@ def row_lengths(spec: JobSpec, sample: int = 500) -> tuple[int, list[int]]:
 
     Lengths come from the base model's own tokenizer when it loads quickly (a folder, a hub
     cache or the builtin model), else from characters / CHARS_PER_TOKEN; each message adds its
-    template's few tokens (role markers, end of turn).
+    template's few tokens (role markers, end of turn). Rows of the methods beyond SFT count what
+    a step puts through the model (engine.data.method_formats.step_text): a preference row its
+    prompt twice with both answers, a GRPO row its prompt plus its sampled answers.
     """
-    from engine.data.formats import normalize
+    from engine.data.formats import normalize, read_rows, row_error
+    from engine.data.method_formats import METHOD_FORMATS, method_row, step_text
     from engine.data.prepare import load_dataset_rows
+    from engine.errors import DataError
 
     tokenizer = _quick_tokenizer(spec)
     rows, texts = 0, []
+    method = spec.method.method
+    generated = spec.method.num_generations * spec.method.max_completion_length
     for ds in spec.datasets:
-        loaded, fmt = load_dataset_rows(ds)
+        if method in METHOD_FORMATS:
+            loaded, fmt = read_rows(ds), None
+        else:
+            loaded, fmt = load_dataset_rows(ds)
         rows += len(loaded)
         stride = max(1, len(loaded) // sample)
-        for row in loaded[::stride][:sample]:
+        for index in range(0, len(loaded), stride)[:sample]:
+            row = loaded[index]
+            if fmt is None:
+                try:
+                    text, turns = step_text(method_row(row, method))
+                except DataError as err:
+                    raise row_error(ds.path, index, err.message) from None
+                texts.append((text, turns))
+                continue
             example = normalize(row, fmt)
             if "text" in example:
                 texts.append((example["text"], 1))
@@ -135,8 +170,10 @@ def row_lengths(spec: JobSpec, sample: int = 500) -> tuple[int, list[int]]:
         counts = [len(x) for x in ids]
     else:
         counts = [len(t) / CHARS_PER_TOKEN for t, _ in texts]
+    extra = generated if method == "grpo" else 0  # tokens sampled per prompt, then trained
     return rows, [
-        max(1, round(c + TEMPLATE_TOKENS * n)) for c, (_, n) in zip(counts, texts, strict=True)
+        max(1, round(c + TEMPLATE_TOKENS * n + extra))
+        for c, (_, n) in zip(counts, texts, strict=True)
     ]
 
 
@@ -183,6 +220,7 @@ def workload(spec: JobSpec, rows: int, lengths: list[int], seq: int) -> Workload
         rng = random.Random(0)
         padded = sum(max(rng.choices(lengths, k=b)) for _ in range(200)) / 200
     evals = math.ceil(epochs) if not t.eval_steps else steps // t.eval_steps + 1
+    answers, scored, verdicts = final_eval_work(spec, n_eval, mean)
     return Workload(
         rows=rows,
         train_rows=train_rows,
@@ -192,4 +230,52 @@ def workload(spec: JobSpec, rows: int, lengths: list[int], seq: int) -> Workload
         real_tokens=micro * b * mean,
         computed_tokens=micro * b * padded,
         eval_tokens=(evals * n_eval * mean / devices) if n_eval else 0.0,
+        answer_tokens=answers,
+        scored_tokens=scored,
+        verdicts=verdicts,
     )
+
+
+def final_eval_work(
+    spec: JobSpec, held_out: int, mean_tokens: float
+) -> tuple[tuple[float, float], float, int]:
+    """What the Eval nodes add when training ends: ((fast, slow) tokens written, tokens read,
+    judge verdicts), over every target scored (the adapter, the base, the GGUF). A set file that
+    cannot be read adds nothing here (the run reports it)."""
+    from engine.data.formats import load_dataset_rows, normalize
+    from engine.errors import TunegraphError
+    from engine.spec import DatasetSpec
+
+    fast = slow = scored = 0.0
+    verdicts = 0
+    for ev in spec.evals:
+        if ev.path.strip():
+            try:
+                rows, fmt = load_dataset_rows(DatasetSpec(path=ev.path, max_rows=ev.max_rows))
+            except TunegraphError:
+                continue
+            answers = [_last_answer(normalize(r, fmt)) for r in rows]
+            refs = [len(a) / CHARS_PER_TOKEN for a in answers if a is not None]
+            row_tokens = [mean_tokens] * len(refs)
+        else:
+            n = min(held_out, ev.max_rows or held_out)
+            refs, row_tokens = [mean_tokens / 2] * n, [mean_tokens] * n  # no text at hand
+        targets = 1 + ev.score_base + ev.score_gguf
+        metrics = set(ev.metrics or ("loss", "rouge_l"))
+        if metrics - {"loss"}:  # something to generate
+            for ref in refs:
+                budget = max(
+                    ANSWER_TOKENS[0], min(ANSWER_TOKENS[1], ref * CHARS_PER_TOKEN / 2 + 16)
+                )
+                fast += targets * min(budget, max(ref, 1.0))
+                slow += targets * budget
+        if "loss" in metrics:
+            scored += targets * sum(row_tokens)
+        if metrics & set(JUDGE_METRICS):
+            verdicts += len(refs) * targets * (1 + 2 * ("judge_pairwise" in metrics))
+    return (fast, slow), scored, verdicts
+
+
+def _last_answer(example: dict) -> str | None:
+    turns = [m["content"] for m in example.get("messages", []) if m["role"] == "assistant"]
+    return turns[-1] if turns else None

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainingArguments
 
 from engine.errors import SpecError
 from engine.hardware import GIB
+from engine.models.targets import linear_layer_names, peft_target_modules
 from engine.rundir import CHECKPOINTS
 from engine.spec import JobSpec
+from engine.training.tracking import report_to
 
 if TYPE_CHECKING:  # built in the functions that return them
     from peft import LoraConfig
@@ -143,8 +145,15 @@ def training_arguments(
     dtype: torch.dtype,
     has_eval: bool,
     checkpointing: bool | None = None,
+    config_class: type[TrainingArguments] = TrainingArguments,
+    **method_args: Any,
 ) -> TrainingArguments:
-    """The Trainer's arguments for a run; `checkpointing` None = "on" only when chosen so."""
+    """The Trainer's arguments for a run; `checkpointing` None = "on" only when chosen so.
+
+    A method's trainer takes its own subclass of TrainingArguments (TRL's DPOConfig,
+    GRPOConfig, …): `config_class` with the method's own settings as `method_args`
+    (engine.training.methods).
+    """
     t = spec.training
     if (t.early_stopping_patience or t.keep_best) and not has_eval:
         field = (
@@ -170,7 +179,7 @@ def training_arguments(
     # `continue` start from it), so it keeps two: the best and the latest.
     save_total_limit = t.save_total_limit if best or not has_eval else max(t.save_total_limit, 2)
     gc = t.gradient_checkpointing == "on" if checkpointing is None else checkpointing
-    return TrainingArguments(
+    return config_class(
         output_dir=str(run_dir / CHECKPOINTS),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -200,25 +209,33 @@ def training_arguments(
         use_liger_kernel=check_liger(spec, device),
         include_num_input_tokens_seen="non_padding",
         ddp_backend="gloo" if device == "cpu" and spec.resources.gpu_count > 1 else None,
-        report_to="none",
+        report_to=report_to(spec, run_dir),  # engine.training.tracking: a copy of the metrics
+        run_name=spec.name or None,
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         save_only_model=False,
         log_level="warning",
+        **method_args,
     )
 
 
-def lora_config(spec: JobSpec) -> LoraConfig:
-    """The LoRA config node's settings as peft's LoraConfig (rank, alpha, dropout, targets)."""
+def lora_config(spec: JobSpec, model: Any = None) -> LoraConfig:
+    """The LoRA config node's settings as peft's LoraConfig (rank, alpha, dropout, targets).
+
+    Targets are resolved against `model`'s linear layers (auto becomes e.g. q_proj, v_proj or
+    qkv_proj; engine.models.targets), so the adapter's config names exactly what was adapted.
+    Without the model, auto is spelled out as every name it stands for, of which peft adapts the
+    ones the model has: the same layers.
+    """
     from peft import LoraConfig
 
-    targets = spec.lora.target_modules
+    linear = linear_layer_names(model) if model is not None else None
     return LoraConfig(
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,
         lora_dropout=spec.lora.dropout,
-        target_modules="all-linear" if "all-linear" in targets else list(targets),
+        target_modules=peft_target_modules(spec.lora.target_modules, linear),
         task_type="CAUSAL_LM",
     )
 

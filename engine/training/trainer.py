@@ -2,8 +2,9 @@
 
 Loads the base model and tokenizer, prepares the data, attaches LoRA (4-bit base for QLoRA), trains
 with transformers' Trainer while a callback writes metric/progress/eval events and obeys control
-requests, then writes three inference samples and the adapter folder. Runs inside the worker
-process (`engine.training.worker`); imports torch.
+requests, then writes three inference samples and the adapter folder and scores the Eval nodes'
+sets on it (engine.training.final_eval). Runs inside the worker process
+(`engine.training.worker`); imports torch.
 
 A `stop` ends training and delivers the adapter as for a finished run. With an eval split that
 adapter is the one with the lowest eval loss seen: every evaluation that sets a new lowest loss
@@ -11,6 +12,10 @@ writes a checkpoint at its step (`BestCheckpoint`; the Trainer keeps that checkp
 rotation), the stop step is evaluated so the current weights compete, and `deliver_best` loads
 the winner's adapter before the samples and the save, saying in a `log` event which it was.
 Without an eval split, stop delivers the current weights.
+
+The method (engine.spec.MethodSpec) picks the data (engine.data.method_data) and the trainer:
+transformers' Trainer for sft and pretrain, TRL's for dpo, orpo, simpo, kto and grpo
+(engine.training.methods); the rest of a run is the same for every method.
 
 `build_trainer` is everything up to `trainer.train()` (the benchmarks time exactly that), with the
 speed switches of TrainingSpec (engine.training.options: attention kernel, Liger kernels, gradient
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +53,8 @@ from engine.rundir import ADAPTER, ADAPTER_WEIGHTS, CHECKPOINTS
 from engine.spec import JobSpec
 from engine.training.callback import EventCallback
 from engine.training.checkpoints import checkpoints, step_of
+from engine.training.final_eval import RunEvals
+from engine.training.methods import TRL_METHODS, method_trainer
 from engine.training.options import (
     attention_kernel,
     check_liger,
@@ -90,7 +98,8 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     with its speed options (attention kernel, Liger, padding-free batches, checkpointing)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    from engine.data.prepare import make_collator, prepare_datasets
+    from engine.data.method_data import prepare_run_data
+    from engine.data.prepare import make_collator
     from engine.plan.estimate import choose_mode, use_checkpointing
     from engine.plan.shape import model_shape
 
@@ -111,7 +120,7 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     data = None
     if config is not None:  # bad data fails here, before the weights are loaded
         max_len = max_length(spec, config)
-        data = prepare_datasets(spec, tokenizer, max_len)
+        data = prepare_run_data(spec, tokenizer, max_len)  # per method: engine.data.method_data
     gpu_gib = gpu_total_gib(device)
     shape = model_shape(config) if device == "cuda" else None  # only a GPU run's plan needs it
     mode, reason = choose_mode(spec, device, shape, gpu_gib)
@@ -127,7 +136,7 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     )
     if data is None:
         max_len = max_length(spec, model.config)
-        data = prepare_datasets(spec, tokenizer, max_len)
+        data = prepare_run_data(spec, tokenizer, max_len)
     checkpointing, why = use_checkpointing(spec, device, shape, mode == "qlora", max_len, gpu_gib)
     log.emit("log", level="info", message=f"Attention {attention}; {why}")
 
@@ -146,28 +155,31 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     if mode == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     set_seed(spec.training.seed)  # LoRA weights are drawn here, before Trainer seeds anything
-    model = get_peft_model(model, lora_config(spec))
+    model = get_peft_model(model, lora_config(spec, model))  # auto resolved to its layers
     model.config.use_cache = False  # padding-free batches must not see a KV cache
     trainable, total = model.get_nb_trainable_parameters()
     log.emit("log", level="info", message=f"LoRA: {trainable:,} trainable of {total:,} parameters")
 
     has_eval = data.eval is not None and len(data.eval) > 0
-    args = training_arguments(spec, run_dir, device, dtype, has_eval, checkpointing)
+    arguments = partial(training_arguments, spec, run_dir, device, dtype, has_eval, checkpointing)
     callback = EventCallback(log, control, device, save_minutes=spec.training.save_minutes)
     callbacks: list[TrainerCallback] = [callback]
     if has_eval:  # after the event callback: it reads the stop that callback took
         callbacks.append(BestCheckpoint(callback))
     if spec.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(spec.training.early_stopping_patience))
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=data.train,
-        eval_dataset=data.eval if has_eval else None,
-        data_collator=make_collator(tokenizer, spec.training.packing),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    if spec.method.method in TRL_METHODS:  # DPO, ORPO, SimPO, KTO, GRPO: TRL's trainers
+        trainer = method_trainer(spec, model, tokenizer, data, callbacks, arguments, max_len)
+    else:  # sft and pretrain: token labels prepared by engine.data
+        trainer = Trainer(
+            model=model,
+            args=arguments(),
+            train_dataset=data.train,
+            eval_dataset=data.eval if has_eval else None,
+            data_collator=make_collator(tokenizer, spec.training.packing),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
     trainer.remove_callback(PrinterCallback)
     return Setup(trainer, model, tokenizer, data, callback, device, mode, trainable, has_eval)
 
@@ -180,6 +192,10 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     trainer, model, tokenizer, data = setup.trainer, setup.model, setup.tokenizer, setup.data
     callback, device = setup.callback, setup.device
     has_eval, trainable = setup.has_eval, setup.trainable
+    evals = None  # the Eval nodes' sets, checked now, scored when training ends
+    if spec.evals:
+        seq = max_length(spec, model.config)
+        evals = RunEvals.start(spec, run_dir, setup, seq, log, control)
     last = (
         get_last_checkpoint(trainer.args.output_dir) if (run_dir / CHECKPOINTS).is_dir() else None
     )
@@ -226,13 +242,19 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
         trainable,
     )
     log.emit("artifact", **artifacts.describe_dir(adapter_dir, "adapter_dir"))
+    warnings = []
+    if evals is not None:  # the Eval nodes' sets, on the adapter just saved
+        at = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps}
+        warnings += evals.evaluate(model, device, {**at, "epoch": trainer.state.epoch})
 
     log.emit("status", state="exporting")
     from engine.export.pipeline import export_after_training
 
-    warnings = export_after_training(
+    warnings += export_after_training(
         spec, run_dir, log, cancel=lambda: control.action() == "cancel"
     )
+    if evals is not None:
+        warnings += evals.score_gguf()
     if callback.stopped == "stop":
         warnings.insert(
             0,
