@@ -14,3 +14,14 @@ def pytest_collection_modifyitems(config, items):
         family = callspec.params.get("kit") if callspec else None
         if family in SLOW_EXPORT and item.originalname in EXPORT_TESTS:
             item.add_marker(pytest.mark.slow(reason=SLOW_EXPORT[family]))
+
+
+@pytest.fixture(scope="session")
+def gotemplate():
+    """The built tests/gotemplate helper (tests/families/golang.py); fails when Go cannot be had."""
+    from tests.families.golang import GoError, build_helper
+
+    try:
+        return build_helper()
+    except GoError as err:
+        pytest.fail(f"Go's text/template helper could not be built: {err}")

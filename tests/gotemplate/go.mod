@@ -1,0 +1,3 @@
+module tunegraph/gotemplate
+
+go 1.19
