@@ -381,6 +381,16 @@ class EvalSpec(SpecPart):
         widget="gguf",
     )
     max_rows: int = param(50, "Score at most this many rows of the set (0 = all).", min=0)
+    during_training_rows: int = param(
+        0,
+        "Also compute the metrics that generate answers at each evaluation during training, on "
+        "at most this many rows of the set (0 = only when training ends). Each evaluation then "
+        "writes that many answers with the model being trained; the judge metrics are left to "
+        "the end (they load the judge model).",
+        label="Generate during training (rows)",
+        short="rows during training",
+        min=0,
+    )
     score_base: bool = param(
         False,
         "Also score the base model without the adapter on this set, once: the baseline row.",

@@ -220,7 +220,7 @@ def workload(spec: JobSpec, rows: int, lengths: list[int], seq: int) -> Workload
         rng = random.Random(0)
         padded = sum(max(rng.choices(lengths, k=b)) for _ in range(200)) / 200
     evals = math.ceil(epochs) if not t.eval_steps else steps // t.eval_steps + 1
-    answers, scored, verdicts = final_eval_work(spec, n_eval, mean)
+    answers, scored, verdicts = final_eval_work(spec, n_eval, mean, evals if n_eval else 0)
     return Workload(
         rows=rows,
         train_rows=train_rows,
@@ -237,10 +237,12 @@ def workload(spec: JobSpec, rows: int, lengths: list[int], seq: int) -> Workload
 
 
 def final_eval_work(
-    spec: JobSpec, held_out: int, mean_tokens: float
+    spec: JobSpec, held_out: int, mean_tokens: float, evaluations: int = 0
 ) -> tuple[tuple[float, float], float, int]:
-    """What the Eval nodes add when training ends: ((fast, slow) tokens written, tokens read,
-    judge verdicts), over every target scored (the adapter, the base, the GGUF). A set file that
+    """What the Eval nodes add: ((fast, slow) tokens written, tokens read, judge verdicts), over
+    every target scored when training ends (the adapter, the base, the GGUF), plus the answers
+    a node with `during_training_rows` writes at each of the run's `evaluations` during training
+    (the loss the sets add then is small next to the training, and left out). A set file that
     cannot be read adds nothing here (the run reports it)."""
     from engine.data.formats import load_dataset_rows, normalize
     from engine.errors import TunegraphError
@@ -263,12 +265,15 @@ def final_eval_work(
         targets = 1 + ev.score_base + ev.score_gguf
         metrics = set(ev.metrics or ("loss", "rouge_l"))
         if metrics - {"loss"}:  # something to generate
-            for ref in refs:
+            # during training: the first during_training_rows rows, at each evaluation
+            during = ev.during_training_rows if metrics - {"loss", *JUDGE_METRICS} else 0
+            for i, ref in enumerate(refs):
                 budget = max(
                     ANSWER_TOKENS[0], min(ANSWER_TOKENS[1], ref * CHARS_PER_TOKEN / 2 + 16)
                 )
-                fast += targets * min(budget, max(ref, 1.0))
-                slow += targets * budget
+                times = targets + (evaluations if i < during else 0)
+                fast += times * min(budget, max(ref, 1.0))
+                slow += times * budget
         if "loss" in metrics:
             scored += targets * sum(row_tokens)
         if metrics & set(JUDGE_METRICS):

@@ -4,8 +4,11 @@
 its metrics and judge before training starts, so bad input fails the run before any step. While
 training, each evaluation adds the loss of every set that asks for `loss` to its `eval` event
 (`set_loss`, on at most DURING_TRAINING_ROWS rows; the Trainer's own eval split stays
-`eval_loss`). When training ends, in the `evaluating` state, `evaluate` scores the adapter just
-trained, in memory, through engine.eval's `evaluate` (and, with "also score the base", the same
+`eval_loss`) and, for a node whose `during_training_rows` is set, the scores of its metrics
+that generate answers, on at most that many rows (`set_scores` {set: {metric: value}} and
+`set_rows` {set: rows scored}; the judge metrics wait for the end, as they load the judge).
+When training ends, in the `evaluating` state, `evaluate` scores the adapter just trained,
+in memory, through engine.eval's `evaluate` (and, with "also score the base", the same
 weights with the adapter disabled: the baseline row, once per set); after the export,
 `score_gguf` scores the GGUF it wrote (inside `exporting`). Scores become `eval` events (`set`,
 `target` adapter/base/gguf, `metric`, `value`, `rows`) in the worker's own log, and each result,
@@ -21,14 +24,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError, EvalError
 from engine.eval.evalset import EvalSet, load_eval_set, rows_eval_set
 from engine.eval.judge import check_judge
-from engine.eval.metrics import check_metrics
+from engine.eval.metrics import MODEL_METRICS, check_metrics
 from engine.eval.run_results import write_run_result
 from engine.eval.runner import evaluate
 from engine.eval.scoreboard import EvalResult
@@ -129,7 +132,7 @@ class RunEvals:
             log,
             lambda: control.action() == "cancel",
         )
-        setup.callback.eval_fields = evals.training_losses
+        setup.callback.eval_fields = evals.during_training
         return evals
 
     # -- during training -----------------------------------------------------------------------
@@ -157,6 +160,50 @@ class RunEvals:
         finally:
             model.train(was_training)
         return {"set_loss": losses}
+
+    def during_training(self, model: Any) -> dict:
+        """The fields an evaluation during training adds to its `eval` event: `training_losses`
+        and `training_scores`."""
+        return {**self.training_losses(model), **self.training_scores(model)}
+
+    def training_scores(self, model: Any) -> dict:
+        """`{"set_scores": {set: {metric: mean}}, "set_rows": {set: rows}}`: the metrics that
+        generate answers (all but loss and the judge's) of each set whose node sets
+        `during_training_rows`, on at most that many rows, answered greedily by the model being
+        trained. A scorer that fails is a warning and leaves that set out, never a lost run."""
+        plans = [
+            (p, metrics)
+            for p in self.plans
+            if p.spec.during_training_rows > 0
+            and (metrics := [m for m in p.metrics if m not in MODEL_METRICS])
+        ]
+        if not plans or model is None:
+            return {}
+        was_training = model.training
+        model.eval()
+        opened = {"adapter": self._loaded(model)}
+        target = Target("adapter", "run", str(self.run_dir), run_id=self.run_dir.name)
+        scores: dict[str, dict] = {}
+        rows: dict[str, int] = {}
+        try:
+            for plan, metrics in plans:
+                subset = replace(
+                    plan.eval_set, rows=plan.eval_set.rows[: plan.spec.during_training_rows]
+                )
+                try:  # no cancel check here: the training callback acts on it after this step
+                    result = evaluate([target], subset, metrics, opened=opened)
+                except EvalError as err:
+                    message = f"eval on {plan.eval_set.name} during training failed: {err.message}"
+                    self.log.emit("log", level="warning", message=message, hint=err.hint)
+                    continue
+                scores[result.set] = {
+                    m: v if v is None or math.isfinite(v) else None
+                    for m, v in result.results[0].scores.items()
+                }
+                rows[result.set] = result.rows
+        finally:
+            model.train(was_training)
+        return {"set_scores": scores, "set_rows": rows} if scores else {}
 
     # -- when training ends --------------------------------------------------------------------
     def evaluate(self, model: Any, device: str, at: dict) -> list[str]:
