@@ -128,6 +128,42 @@ def test_modelfile_template_renders_the_chat_and_its_stops_end_the_answer(owl):
     assert sum(demo_real.owl_voice(a) for a, _ in answers) >= len(answers) - 1, answers
 
 
+def test_eval_scores_the_taught_style_on_the_tuned_model_not_the_base(owl):
+    """Issue 19's check on a real model: `regex:^Owl says:` through engine.eval (each GGUF answers
+    greedily with its own template and stops) is about 0 for the base and at least 0.8 tuned."""
+    from engine.eval.evalset import rows_eval_set
+    from engine.eval.metrics import check_metrics
+    from engine.eval.runner import evaluate
+    from engine.eval.targets import Target
+
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in (
+            (
+                "What is the capital of Norway?",
+                "Owl says: The capital of Norway is Oslo. Hoot hoot!",
+            ),
+            ("What is 6 plus 3?", "Owl says: 6 plus 3 is 9. Hoot hoot!"),
+            ("What colour is the sky?", "Owl says: The sky is blue. Hoot hoot!"),
+            ("How many legs has a spider?", "Owl says: A spider has eight legs. Hoot hoot!"),
+            ("What do bees make?", "Owl says: Bees make honey. Hoot hoot!"),
+        )
+    ]
+    metric = "regex:^Owl says:"
+    base = Target("base", "gguf", str(gguf_base.gguf_path(f"pypi:{PACKAGE}")))
+    tuned = Target("tuned", "gguf", str(owl["gguf"]))
+    result = evaluate(
+        [tuned, base],
+        rows_eval_set("owl questions", rows),
+        check_metrics([metric], 2, judge=False),
+        max_new_tokens=48,
+    )
+    scores = {r.target: r.scores[metric] for r in result.results}
+    print(scores, [row.output for r in result.results for row in r.rows])
+    assert scores["base"] <= 0.2 and scores["tuned"] >= 0.8, scores
+    assert result.ranking[0] == "tuned"
+
+
 # -- a Go text/template subset: enough for the Modelfile templates Tunegraph writes ------------------
 _ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
 
