@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelError
+from engine.models.gguf_base import ARRAY_TYPE, SCALAR_FORMATS, STRING_TYPE
 
 KEY_TEMPLATE = "tokenizer.chat_template"
 KEY_EOS = "tokenizer.ggml.eos_token_id"
@@ -107,20 +108,6 @@ class _Header:
     data_start: int  # where tensor data begins (aligned)
 
 
-_SCALAR_FORMATS = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-_STRING, _ARRAY = 8, 9
 _KEEP_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
 
 
@@ -149,20 +136,20 @@ def _parse_header(path: Path) -> _Header:
             return data[at + 8 : at + 8 + n].decode("utf-8", errors="replace"), at + 8 + n
 
         def value(kind: int, at: int, keep: bool) -> tuple[Any, int]:
-            if kind == _STRING:
+            if kind == STRING_TYPE:
                 return string(at)
-            if kind in _SCALAR_FORMATS:
-                fmt = _SCALAR_FORMATS[kind]
+            if kind in SCALAR_FORMATS:
+                fmt = SCALAR_FORMATS[kind]
                 return unpack(fmt, data, at)[0], at + struct.calcsize(fmt)
-            if kind != _ARRAY:
+            if kind != ARRAY_TYPE:
                 raise ValueError(f"unknown metadata value type {kind}")
             sub, n = unpack("<IQ", data, at)
             at += 12
-            if sub in _SCALAR_FORMATS:
-                width = struct.calcsize(_SCALAR_FORMATS[sub])
+            if sub in SCALAR_FORMATS:
+                width = struct.calcsize(SCALAR_FORMATS[sub])
                 if at + n * width > len(data):
                     raise IndexError("an array runs past the end of the file")
-                items = list(unpack(f"<{n}{_SCALAR_FORMATS[sub][1]}", data, at)) if keep else None
+                items = list(unpack(f"<{n}{SCALAR_FORMATS[sub][1]}", data, at)) if keep else None
                 return items, at + n * width
             items = [] if keep else None
             for _ in range(n):
@@ -178,7 +165,7 @@ def _parse_header(path: Path) -> _Header:
             (kind,) = unpack("<I", data, pos)
             item, pos = value(kind, pos + 4, key in _KEEP_ARRAYS)
             spans[key] = (entry, pos)
-            if kind == _ARRAY:
+            if kind == ARRAY_TYPE:
                 if item is not None:
                     arrays[key] = item
             else:
@@ -310,7 +297,7 @@ def _kv_entry(key: str, value: str | int | bool) -> bytes:
     elif isinstance(value, int):
         body = struct.pack("<II", 4, value)
     elif isinstance(value, str):
-        body = struct.pack("<I", _STRING) + text(value)
+        body = struct.pack("<I", STRING_TYPE) + text(value)
     else:
         raise TypeError(f"cannot write {type(value).__name__} metadata")
     return text(key) + body

@@ -85,7 +85,8 @@ def header_path(text: str) -> Path:
 
 
 # -- reading the header fast ----------------------------------------------------------------------
-_SCALARS = {
+# GGUF metadata value types: the scalar ones by struct format, then string and array
+SCALAR_FORMATS = {
     0: "<B",
     1: "<b",
     2: "<H",
@@ -98,7 +99,7 @@ _SCALARS = {
     11: "<q",
     12: "<d",
 }
-_STRING, _ARRAY = 8, 9
+STRING_TYPE, ARRAY_TYPE = 8, 9
 
 
 def header(path: Path | str) -> dict[str, Any]:
@@ -156,27 +157,27 @@ def _parse_header(data: bytes, tensors: bool = False) -> dict[str, Any]:
         return data[at + 8 : at + 8 + n].decode("utf-8", errors="replace"), at + 8 + n
 
     def skip(kind: int, at: int) -> int:
-        if kind == _STRING:
+        if kind == STRING_TYPE:
             return string(at)[1]
-        if kind == _ARRAY:
+        if kind == ARRAY_TYPE:
             sub, n = struct.unpack_from("<IQ", data, at)
             at += 12
-            if sub in _SCALARS:
-                return at + n * struct.calcsize(_SCALARS[sub])
+            if sub in SCALAR_FORMATS:
+                return at + n * struct.calcsize(SCALAR_FORMATS[sub])
             for _ in range(n):
                 at = skip(sub, at)
             return at
-        return at + struct.calcsize(_SCALARS[kind])
+        return at + struct.calcsize(SCALAR_FORMATS[kind])
 
     for _ in range(kv_count):
         key, pos = string(pos)
         (kind,) = struct.unpack_from("<I", data, pos)
         pos += 4
-        if kind == _STRING:
+        if kind == STRING_TYPE:
             out[key], pos = string(pos)
-        elif kind in _SCALARS:
-            (out[key],) = struct.unpack_from(_SCALARS[kind], data, pos)
-            pos += struct.calcsize(_SCALARS[kind])
+        elif kind in SCALAR_FORMATS:
+            (out[key],) = struct.unpack_from(SCALAR_FORMATS[kind], data, pos)
+            pos += struct.calcsize(SCALAR_FORMATS[kind])
         else:
             pos = skip(kind, pos)
     if tensors:  # name, n_dims, dims (uint64 each), type, offset
