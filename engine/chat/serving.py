@@ -24,7 +24,7 @@ from engine.chat.serve import KEY_ENV, ServeError, port_in_use
 from engine.paths import SOURCE_ROOT
 from engine.rundir import entry_command
 from engine.setup.interpreters import engine_python, same_install
-from engine.setup.streaming import stop_process
+from engine.setup.streaming import last_log_line, stop_process
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 8000
@@ -182,12 +182,7 @@ class ServeProcess:
 
     def last_log_line(self) -> str:
         """The child's last line of output (its one sentence when it failed)."""
-        try:
-            lines = self.log_path.read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            lines = ""
-        last = lines.splitlines()[-1] if lines else "the serving process ended"
-        return last.removeprefix("tunegraph: ")
+        return last_log_line(self.log_path, "the serving process ended").removeprefix("tunegraph: ")
 
     def examples(self) -> dict[str, str]:
         """curl and Python examples for this endpoint."""

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -89,6 +90,16 @@ def run_streaming(
         reader.join(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def last_log_line(path: Path | str, empty: str) -> str:
+    """The last line a child process wrote to its log file at `path`, or `empty` when it wrote
+    nothing (or the file cannot be read)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        text = ""
+    return text.splitlines()[-1] if text else empty
 
 
 def stop_process(

@@ -26,7 +26,7 @@ from engine.errors import TunegraphError
 from engine.paths import SOURCE_ROOT
 from engine.rundir import TENSORBOARD, entry_command
 from engine.setup.interpreters import engine_python, same_install
-from engine.setup.streaming import stop_process
+from engine.setup.streaming import last_log_line, stop_process
 
 EVENT_FILES = "events.out.tfevents.*"
 INSTALL = "pip install 'tunegraph[tracking]'"
@@ -122,11 +122,7 @@ class TensorBoardProcess:
 
     def last_log_line(self) -> str:
         """TensorBoard's last line of output (why it ended, when it did)."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            text = ""
-        return text.splitlines()[-1] if text else "no output"
+        return last_log_line(self.log_path, "no output")
 
     def stop(self) -> None:
         """End TensorBoard (SIGTERM, then SIGKILL after a grace) and remove its log."""
