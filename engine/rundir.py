@@ -13,6 +13,7 @@ with `entry_command`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -48,6 +49,16 @@ ENTRY_POINTS = {
     "converter_setup": "engine.setup.converter",  # installs the HF->GGUF converter
     "tensorboard": "engine.training.tensorboard_server",  # LOGDIR --port: a run's TensorBoard
 }
+
+
+def log_to_file(folder: Path | str, name: str) -> logging.Logger:
+    """Send this worker process's log records to `folder`'s LOG_FILE; the logger `name`."""
+    handler = logging.FileHandler(Path(folder) / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return logging.getLogger(name)
 
 
 def write_pid(folder: Path | str, pid: int | None = None) -> None:

@@ -20,22 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.rundir import LOG_FILE, WORKER_LOG, write_pid
+from engine.rundir import WORKER_LOG, log_to_file, write_pid
 
 if TYPE_CHECKING:
     from engine.events import EventLog
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 4
 PROGRESS_EVERY_S = 0.5
-
-
-def _setup_logging(eval_dir: Path) -> logging.Logger:
-    handler = logging.FileHandler(eval_dir / LOG_FILE, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return logging.getLogger("tunegraph.eval")
 
 
 def pick_device() -> str:
@@ -60,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import RunCancelled, TunegraphError
     from engine.events import EventLog
 
-    logger = _setup_logging(eval_dir)
+    logger = log_to_file(eval_dir, "tunegraph.eval")
     control = Control(eval_dir)
     control.install_signal_handlers()
     write_pid(eval_dir)

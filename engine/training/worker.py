@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from engine.rundir import LOG_FILE, SPEC_FILE, WORKER_LOG
+from engine.rundir import SPEC_FILE, WORKER_LOG, log_to_file
 from engine.rundir import write_pid as record_pid
 
 EXIT_OK, EXIT_FAILED, EXIT_PAUSED, EXIT_CANCELLED = 0, 1, 3, 4
@@ -35,15 +35,6 @@ def write_pid(run_dir: Path) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         proc = proc.parent()
     record_pid(run_dir, proc.pid)
-
-
-def _setup_logging(run_dir: Path) -> logging.Logger:
-    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return logging.getLogger("tunegraph.worker")
 
 
 def _set_threads() -> None:
@@ -66,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.events import EventLog, NullLog
     from engine.spec import JobSpec
 
-    logger = _setup_logging(run_dir)
+    logger = log_to_file(run_dir, "tunegraph.worker")
     control = Control(run_dir)
     control.install_signal_handlers()
     if rank() == 0:
