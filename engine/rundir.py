@@ -26,6 +26,7 @@ PID_FILE = "worker.pid"  # pid and process start time of the worker
 LOG_FILE = "worker.log"  # the worker's Python logging (tracebacks go here)
 CHECKPOINTS = "checkpoints"  # the Trainer's output_dir
 ADAPTER = "adapter"  # the saved PEFT adapter
+MODEL = "model"  # a full fine-tuning run's delivered model folder (no adapter)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft writes into it (and a checkpoint)
 TENSORBOARD = "tensorboard"  # TensorBoard event files, when the run reports to it
 RUN_EVALS = "evals"  # <run_dir>/evals/<eval_id>.jsonl, each written only by that eval's worker

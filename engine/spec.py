@@ -31,7 +31,8 @@ FORMAT_VERSION = 1
 
 BASE_MODEL_HELP = (
     "A Hugging Face hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local model folder, "
-    "gguf:/path/to/model.gguf, or builtin:tiny-llama (a tiny random model for trying things out)."
+    "gguf:/path/to/model.gguf, builtin:tiny-llama (a tiny random model for trying things out), "
+    "or run:RUN_ID (what an earlier run delivered: its base with its adapter merged in)."
 )
 DATASET_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -130,6 +131,14 @@ class BaseModelSpec(SpecPart):
                 self.source,
                 "gguf: needs the path of a .gguf file",
                 "Write gguf:/path/to/model.gguf, or choose the file.",
+            )
+        if source == "run:":
+            raise SpecError(
+                f"{prefix}.source",
+                self.source,
+                "run: needs the id of a run",
+                "Write run:RUN_ID (`tunegraph list` shows the ids), or connect the earlier "
+                "Fine-Tune node's model output to this node's base model input.",
             )
 
 
@@ -574,6 +583,11 @@ class JobSpec:
     evals: list[EvalSpec] = field(default_factory=list)  # scored when training ends
     method: MethodSpec = field(default_factory=MethodSpec)
     rewards: list[RewardSpec] = field(default_factory=list)  # GRPO's reward functions
+    # A chained run starts from another Fine-Tune node's result: the compiler names that node
+    # (`upstream_node`, its uuid; base_model is a copy of the upstream's), and the submission
+    # names its run (`upstream`, the run id; base_model.source becomes `run:<id>`).
+    upstream_node: str = ""
+    upstream: str = ""
     node_uuid: str = ""
     origin_uuid: str = ""  # the Fine-Tune node this one was duplicated from, if any
     graph_path: str = ""
@@ -653,6 +667,20 @@ class JobSpec:
         self.check_device_rules()
         self.check_eval_rules()
         self.check_method_rules()
+        self.check_chain_rules()
+
+    def check_chain_rules(self) -> None:
+        """A chained run reads its upstream run's result from this machine's data directory, so
+        it trains here, not on a cluster."""
+        chained = self.upstream or self.upstream_node or self.base_model.source.startswith("run:")
+        if chained and self.resources.target == "cluster":
+            raise SpecError(
+                "resources.target",
+                "cluster",
+                "a chained run starts from its upstream run's result in this machine's data "
+                "directory, so it trains on this machine",
+                "Set target to local on this Fine-Tune node.",
+            )
 
     def check_method_rules(self) -> None:
         """GRPO has rewards and a batch its generations divide, and only GRPO takes rewards; a

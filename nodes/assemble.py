@@ -3,6 +3,7 @@ a field of that spec (as a SpecError names it) to the node and parameter the use
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from engine.spec import DatasetSpec, EvalSpec, ExportSpec, JobSpec, MethodSpec, RewardSpec
@@ -16,8 +17,12 @@ Picked = dict[str, list[GraphNode]]
 PORT_OF_PART = {CATALOGUE[p.accepts[0].kind].spec_part: p.name for p in FINE_TUNE.inputs}
 
 
-def assemble_spec(node: GraphNode, picked: Picked, graph_path: str) -> JobSpec:
-    """The JobSpec of Fine-Tune `node` built from the nodes `picked` on its ports (not validated)."""
+def assemble_spec(
+    node: GraphNode, picked: Picked, graph_path: str, upstream: JobSpec | None = None
+) -> JobSpec:
+    """The JobSpec of Fine-Tune `node` built from the nodes `picked` on its ports (not validated);
+    `upstream` is the spec of the Fine-Tune node feeding its base_model port, for a chained run
+    (its base model is copied, and the node named: the submission turns it into `run:<id>`)."""
 
     def part(port: str) -> Any:
         """The spec part of the one node on `port`."""
@@ -26,7 +31,8 @@ def assemble_spec(node: GraphNode, picked: Picked, graph_path: str) -> JobSpec:
 
     return JobSpec(
         name=node.name,
-        base_model=part("base_model"),
+        base_model=copy.deepcopy(upstream.base_model) if upstream else part("base_model"),
+        upstream_node=upstream.node_uuid if upstream else "",
         datasets=[DatasetSpec(**n.values) for n in picked["dataset"]],
         training=part("training_config"),
         lora=part("lora_config"),

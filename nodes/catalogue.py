@@ -438,6 +438,11 @@ def _input(name: str, kind: str, *, required: bool = True, multiple: bool = Fals
     )
 
 
+CHAIN_HELP = (
+    "Or another Fine-Tune node's model output: this run then waits for that run to complete and "
+    "starts from its result (its base with its adapter merged in), e.g. SFT, then DPO."
+)
+
 FINE_TUNE = NodeDecl(
     kind="FineTune",
     label="Fine-Tune",
@@ -445,7 +450,12 @@ FINE_TUNE = NodeDecl(
     "grpo). Its name is the run's name; duplicate it to try a variation.",
     colour=(150, 40, 40),
     inputs=(
-        _input("base_model", "BaseModel"),
+        InputPort(
+            name="base_model",
+            label=_BY_KIND["BaseModel"].label,
+            accepts=(PortRef("BaseModel", "model"), PortRef("FineTune", "model")),
+            help=_BY_KIND["BaseModel"].help + " " + CHAIN_HELP,
+        ),
         _input("dataset", "Dataset", multiple=True),
         _input("training_config", "TrainingConfig"),
         _input("lora_config", "LoraConfig"),
@@ -453,7 +463,7 @@ FINE_TUNE = NodeDecl(
         _input("eval", "Eval", required=False, multiple=True),
         _input("reward", "Reward", required=False, multiple=True),
     ),
-    outputs=(),
+    outputs=(OutputPort("model", "Model"),),
     parameters=parameters_of(ResourceSpec) + parameters_of(MethodSpec),
     spec_class=ResourceSpec,
     spec_part="resources",

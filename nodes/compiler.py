@@ -54,6 +54,7 @@ class _Compiler:
         self.unknown_feeders: dict[str, dict[str, list[str]]] = {}
         self.result = CompileResult()
         self._seen: set[tuple[str, str, str]] = set()
+        self.built: dict[str, ModuleResult] = {}  # Fine-Tune node id -> its module, once built
 
     def run(self) -> CompileResult:
         """Walk the whole graph once and return its specs, modules and errors."""
@@ -76,11 +77,19 @@ class _Compiler:
         )
         self.check_names(modules)
         for node in modules:
-            module = self.build_module(node)
+            module = self.module_of(node)
             self.result.modules.append(module)
             if module.spec is not None:
                 self.result.specs.append(module.spec)
+        self.result.specs = upstream_first(self.result.specs)
         return self.result
+
+    def module_of(self, node: GraphNode) -> ModuleResult:
+        """The module of Fine-Tune `node`, built once (a chained module builds its upstream's
+        first: it starts from that module's base model)."""
+        if node.id not in self.built:
+            self.built[node.id] = self.build_module(node)
+        return self.built[node.id]
 
     # -- errors ---------------------------------------------------------------------------------
     def error(self, node: GraphNode | None, field_name: str, message: str, kind: ErrorKind) -> None:
@@ -369,13 +378,28 @@ class _Compiler:
     def module_errors(self, node: GraphNode, picked: Picked) -> list[CompileError]:
         """The errors so far on a module's node, on the nodes picked to feed it and on the nodes
         of unknown type connected to it (a module never runs without a node it was given)."""
-        ids = {node.id} | {n.id for feeders in picked.values() for n in feeders}
-        ids |= {i for feeders in self.unknown_feeders.get(node.id, {}).values() for i in feeders}
+        feeders = [n for nodes in picked.values() for n in nodes]
+        # an upstream Fine-Tune node answers for itself: make_spec says when it cannot run
+        ids = {node.id} | {n.id for n in feeders if n.decl is not FINE_TUNE}
+        ids |= {i for unknown in self.unknown_feeders.get(node.id, {}).values() for i in unknown}
         return [e for e in self.result.errors if e.node_id in ids]
 
     def make_spec(self, node: GraphNode, picked: Picked) -> JobSpec | None:
         """The module's validated JobSpec; None, with the error on the node that owns it, if not."""
-        spec = assemble_spec(node, picked, self.graph_path)
+        upstream = None
+        feeder = picked["base_model"][0]
+        if feeder.decl is FINE_TUNE:  # a chain: this run starts from that run's result
+            upstream = self.module_of(feeder).spec
+            if upstream is None:
+                self.error(
+                    node,
+                    "base_model",
+                    f'starts from the Fine-Tune node "{feeder.name}", which cannot run: fix '
+                    "its errors first",
+                    "invalid_value",
+                )
+                return None
+        spec = assemble_spec(node, picked, self.graph_path, upstream)
         try:
             spec.validate()
         except SpecError as e:
@@ -389,3 +413,24 @@ class _Compiler:
                 self.error(feeder, "path", problem, "invalid_value")
                 fits = False
         return spec if fits else None
+
+
+def upstream_first(specs: list[JobSpec]) -> list[JobSpec]:
+    """`specs` in their order, except that a chained run comes after the run it starts from (so
+    a submission knows the upstream's run id when it reaches the chained run)."""
+    by_uuid = {s.node_uuid: s for s in specs if s.node_uuid}
+    ordered: list[JobSpec] = []
+    placed: set[int] = set()
+
+    def place(spec: JobSpec) -> None:
+        if id(spec) in placed:
+            return
+        placed.add(id(spec))
+        upstream = by_uuid.get(spec.upstream_node)
+        if upstream is not None:
+            place(upstream)
+        ordered.append(spec)
+
+    for spec in specs:
+        place(spec)
+    return ordered

@@ -412,7 +412,7 @@ def test_connection_from_the_wrong_kind():
     result = compile(g.to_dict())
     messages = {(e.field, e.message) for e in result.errors_for(ids["module"])}
     assert messages == {
-        ("base_model", 'takes a Base model node, not the Dataset node "m dataset"'),
+        ("base_model", 'takes a Base model or Fine-Tune node, not the Dataset node "m dataset"'),
         ("base_model", "connect a Base model node"),
     }
 
@@ -531,8 +531,8 @@ def _missing_input(tmp_path: Path) -> tuple[dict, str, str]:
 
 def _bad_connection(tmp_path: Path) -> tuple[dict, str, str]:
     graph, ids = one()
-    graph["connections"].append({"out": [ids["module"], "model"], "in": [ids["dataset"], "x"]})
-    return graph, ids["module"], "model"
+    graph["connections"].append({"out": [ids["module"], "weights"], "in": [ids["dataset"], "x"]})
+    return graph, ids["module"], "weights"
 
 
 def _too_many_on_one_input(tmp_path: Path) -> tuple[dict, str, str]:

@@ -108,7 +108,7 @@ def test_ports():
         "eval",
         "reward",
     ]
-    assert FINE_TUNE.outputs == ()
+    assert [(p.name, p.label) for p in FINE_TUNE.outputs] == [("model", "Model")]  # chains
     assert [p.name for p in FINE_TUNE.inputs if p.multiple] == ["dataset", "eval", "reward"]
     assert [p.name for p in FINE_TUNE.inputs if not p.required] == ["export", "eval", "reward"]
     outputs = {k: [p.name for p in d.outputs] for k, d in CATALOGUE.items() if k != "FineTune"}
@@ -123,7 +123,10 @@ def test_ports():
     }
     assert all(p.multiple for d in CATALOGUE.values() for p in d.outputs)
     accepts = {p.name: [(r.kind, r.port, r.node_type) for r in p.accepts] for p in FINE_TUNE.inputs}
-    assert accepts["base_model"] == [("BaseModel", "model", "tunegraph.BaseModel")]
+    assert accepts["base_model"] == [
+        ("BaseModel", "model", "tunegraph.BaseModel"),
+        ("FineTune", "model", "tunegraph.FineTune"),
+    ]
     assert accepts["dataset"] == [("Dataset", "dataset", "tunegraph.Dataset")]
     assert all(not d.inputs for k, d in CATALOGUE.items() if k != "FineTune")
 

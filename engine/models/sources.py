@@ -1,4 +1,4 @@
-"""Base-model sources: a hub id, a local folder, `gguf:PATH`, or `builtin:tiny-llama`.
+"""Base-model sources: a hub id, a local folder, `gguf:PATH`, `builtin:tiny-llama`, or `run:RUN_ID`.
 
 `resolve_source` is cheap (no torch) and tells what a source is; `load_tokenizer` and `load_model`
 do the real loading in the worker. The HF token comes from the keyring, never from the spec.
@@ -7,10 +7,18 @@ A hub id is checked once per process with one short request (`check_hub`) before
 loaded: an unreachable hub, a gated model without a token and an id that does not exist each get
 their own sentence at once, instead of half a minute of retries and a library traceback. When
 the hub cannot be reached but the model is cached, it is loaded from the cache alone.
+
+`run:RUN_ID` is what an earlier run delivered (a chained run's base, DESIGN "The flow of one
+run"): a full fine-tuning run's model folder, or a LoRA run's own base with its adapter merged in.
+It resolves to the first run's base (so shape, config and architecture are read from it before
+the upstream run has finished) plus the adapters to merge, oldest first; `load_model` merges them
+after loading, and `load_tokenizer` reads the upstream run's tokenizer, saved with the exact chat
+template it trained with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -40,11 +48,20 @@ class ResolvedSource:
     location: str  # folder path, gguf file path or hub id
     gguf_file: str | None = None  # file name inside `location` for gguf sources
     local_only: bool = False  # a hub id served from the local cache (offline, or hub unreachable)
+    # run:RUN_ID sources: the upstream runs' adapter folders to merge after loading, oldest
+    # first; the folder holding the last run's tokenizer; the first run's Base model spec (its
+    # revision, remote code and template choice); the run ids, oldest first
+    adapters: tuple[str, ...] = ()
+    tokenizer_dir: str | None = None
+    origin: BaseModelSpec | None = None
+    runs: tuple[str, ...] = ()
 
 
 def resolve_source(spec: BaseModelSpec, build_builtin: bool = True) -> ResolvedSource:
     """Classify a base-model source and check it exists; raises ModelError naming what is wrong."""
     source = spec.source.strip()
+    if source.startswith("run:"):
+        return resolve_run(source[len("run:") :].strip(), build_builtin)
     if source.startswith("builtin:"):
         from engine.models.tiny import resolve_builtin
 
@@ -84,8 +101,70 @@ def resolve_source(spec: BaseModelSpec, build_builtin: bool = True) -> ResolvedS
     )
 
 
+def resolve_run(
+    run_id: str, build_builtin: bool = True, seen: tuple[str, ...] = ()
+) -> ResolvedSource:
+    """`run:RUN_ID`: the run's full model folder when it trained every weight and has delivered
+    it, else its own base resolved (recursively) plus its adapter folder to merge. ModelError for
+    a run that does not exist or whose chain loops."""
+    from engine import paths
+    from engine.rundir import ADAPTER, MODEL, SPEC_FILE
+    from engine.spec import JobSpec
+
+    if run_id in seen:
+        raise ModelError(f"Base model run:{run_id} starts from itself (through {', '.join(seen)}).")
+    run_dir = paths.runs_dir() / run_id
+    if not run_id or not (run_dir / SPEC_FILE).is_file():
+        raise ModelError(
+            f"Base model run:{run_id}: there is no run with that id in {paths.runs_dir()}.",
+            "`tunegraph list` shows the runs and their ids.",
+        )
+    upstream = JobSpec.load(run_dir / SPEC_FILE)
+    runs = (*seen, run_id)
+    model_dir = run_dir / MODEL
+    if (model_dir / "config.json").is_file():  # a full fine-tuning run's delivered model
+        return ResolvedSource(
+            "folder",
+            str(model_dir),
+            tokenizer_dir=str(model_dir),
+            origin=upstream.base_model,
+            runs=runs,
+        )
+    source = upstream.base_model.source.strip()
+    if source.startswith("run:"):
+        base = resolve_run(source[len("run:") :].strip(), build_builtin, runs)
+    else:
+        base = resolve_source(upstream.base_model, build_builtin)
+    adapters = base.adapters
+    if not getattr(upstream.lora, "full", False):
+        adapters = (*adapters, str(run_dir / ADAPTER))
+    return dataclasses.replace(
+        base,
+        adapters=adapters,
+        tokenizer_dir=str(run_dir / ADAPTER),
+        origin=base.origin or upstream.base_model,
+        runs=(*base.runs, run_id) if base.runs else runs,
+    )
+
+
+def upstream_missing(resolved: ResolvedSource) -> str:
+    """Why a `run:` source cannot be loaded yet ("" when it can): an upstream run that has not
+    delivered its adapter or model."""
+    for folder in resolved.adapters:
+        if not (Path(folder) / "adapter_config.json").is_file():
+            return f"the run {Path(folder).parent.name} has delivered no adapter yet"
+    if (
+        resolved.tokenizer_dir
+        and not (Path(resolved.tokenizer_dir) / "tokenizer_config.json").is_file()
+    ):
+        return f"the run {resolved.runs[-1]} has delivered no model yet"
+    return ""
+
+
 def hub_kwargs(spec: BaseModelSpec, resolved: ResolvedSource) -> dict:
-    """from_pretrained keyword arguments for a source: remote code, revision, token, GGUF file."""
+    """from_pretrained keyword arguments for a source: remote code, revision, token, GGUF file
+    (for a `run:` source, those of the first run's base)."""
+    spec = resolved.origin or spec
     kwargs: dict = {"trust_remote_code": spec.trust_remote_code}
     if resolved.kind == "hub":
         from engine.secrets import get_hf_token
@@ -289,18 +368,25 @@ def load_tokenizer(spec: BaseModelSpec, resolved: ResolvedSource) -> Any:
 
     from engine.data.family_templates import apply_choice
 
+    choice = spec.chat_template
+    delivered = resolved.tokenizer_dir and (Path(resolved.tokenizer_dir) / "tokenizer_config.json")
     try:
-        if resolved.kind == "gguf":  # rebuilt from the GGUF's vocabulary
+        if delivered and delivered.is_file():  # run:RUN_ID: the tokenizer it trained with
+            tok = AutoTokenizer.from_pretrained(resolved.tokenizer_dir)
+        elif resolved.kind == "gguf":  # rebuilt from the GGUF's vocabulary
             from engine.models.gguf_base import load_tokenizer as load_gguf_tokenizer
 
             tok = load_gguf_tokenizer(Path(resolved.location) / resolved.gguf_file)
         else:
             tok = AutoTokenizer.from_pretrained(resolved.location, **hub_kwargs(spec, resolved))
+        if resolved.origin is not None and not (delivered and delivered.is_file()):
+            # run:RUN_ID not delivered yet (an estimate): the first run's base and its choice
+            choice = spec.chat_template if choice != "tokenizer" else resolved.origin.chat_template
     except ModelError:
         raise
     except Exception as exc:  # the library raises many types; the user needs one sentence
         raise _load_failed("tokenizer", spec, exc) from exc
-    note = apply_choice(tok, spec.chat_template, repr(spec.source), architecture_of(resolved))
+    note = apply_choice(tok, choice, repr(spec.source), architecture_of(resolved))
     if note:
         log.info("%s", note)
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
@@ -365,6 +451,12 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     if config is not None and resolved.kind != "gguf":
         kwargs["config"] = config
+    missing = upstream_missing(resolved)
+    if missing:
+        raise ModelError(
+            f"Base model {spec.source.strip()}: {missing}.",
+            "A chained run starts once the run before it has completed.",
+        )
     try:
         if resolved.kind == "gguf" and quantization_config is None:
             from engine.models.gguf_base import load_model as load_gguf_model
@@ -372,12 +464,39 @@ def load_model(
             model = load_gguf_model(Path(resolved.location) / resolved.gguf_file, dtype)
             if attn_implementation is not None:
                 model.set_attn_implementation(attn_implementation)
-            return model
-        return AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype, **kwargs)
     except ModelError:
         raise
     except Exception as exc:
         raise _load_failed("model", spec, exc) from exc
+    return merge_upstream(model, resolved)
+
+
+def merge_upstream(model: Any, resolved: ResolvedSource) -> Any:
+    """`model` with the adapters of a `run:` source's runs merged in, oldest first (the base a
+    chained run starts from); `model` itself for any other source."""
+    if not resolved.adapters:
+        return model
+    from peft import PeftModel
+
+    for folder in resolved.adapters:
+        tokens = _tokenizer_size(Path(folder))
+        if tokens and tokens > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(tokens)  # the run added a token (e.g. <pad>)
+        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+        log.info("merged the adapter of run %s into the base", Path(folder).parent.name)
+    return model
+
+
+def _tokenizer_size(folder: Path) -> int:
+    """The number of tokens of the tokenizer saved in `folder` (0 when it cannot be told)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return len(AutoTokenizer.from_pretrained(folder))
+    except Exception:  # noqa: BLE001 - only a hint for resizing
+        return 0
 
 
 def check_target_modules(model: Any, targets: list[str]) -> list[str]:

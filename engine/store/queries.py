@@ -286,7 +286,7 @@ def _run_shape(
     out["eta_s"] = row["eta_s"]
     out["spec"] = from_json(row["spec"])
     out["method"] = method_of(out["spec"])
-    out["upstream"] = None  # chained runs (a Fine-Tune node's model feeding another) are to come
+    out["upstream"] = (out["spec"] or {}).get("upstream") or None  # a chained run's first run
     return out
 
 

@@ -72,10 +72,14 @@ def submit(
 
     estimates = estimates or [None] * len(specs)
     entries = []
+    submitted: dict[str, str] = {}  # Fine-Tune node uuid -> its run id in this submission
     for spec, est in zip(specs, estimates, strict=True):
-        if cluster:
+        if cluster and not chained(spec):
             spec.resources.target = "cluster"
+        link_upstream(store, spec, submitted)
         run_id = create_run(spec, store, parent=parent, estimate=est)
+        if spec.node_uuid:
+            submitted[spec.node_uuid] = run_id
         if spec.resources.target == "cluster":
             record_cluster(paths.runs_dir() / run_id, resolve_address(cluster))
         result = send_submit(store, run_id, est)
@@ -84,6 +88,35 @@ def submit(
             entry["error"] = result.get("error")
         entries.append(entry)
     return entries
+
+
+def chained(spec: JobSpec) -> bool:
+    """The run starts from another run's result (a Fine-Tune node, or a `run:` source)."""
+    return bool(spec.upstream_node or spec.base_model.source.strip().startswith("run:"))
+
+
+def link_upstream(store: Store, spec: JobSpec, submitted: dict[str, str]) -> None:
+    """Point a chained spec at its upstream run: `upstream` = that run's id, and the base model
+    `run:<id>`. The upstream Fine-Tune node's run is the one of this submission (submitted
+    first: nodes.compiler.upstream_first), else the newest run of that node that was not
+    cancelled or refused; with none, `upstream` stays empty and the supervisor refuses the run."""
+    source = spec.base_model.source.strip()
+    if source.startswith("run:"):  # a Base model node naming a run
+        spec.upstream = source[len("run:") :].strip()
+        return
+    if not spec.upstream_node:
+        return
+    run_id = submitted.get(spec.upstream_node)
+    if run_id is None:
+        for run in store.list_runs():  # newest first
+            if (run.get("spec") or {}).get("node_uuid") == spec.upstream_node and run[
+                "state"
+            ] not in ("cancelled", "refused"):
+                run_id = run["id"]
+                break
+    if run_id is not None:
+        spec.upstream = run_id
+        spec.base_model.source = f"run:{run_id}"
 
 
 def send_submit(store: Store, run_id: str, estimate: dict | None) -> dict:

@@ -149,6 +149,9 @@ class ClientCommands:
         run_dir = paths.runs_dir() / run_id
         spec = JobSpec.load(run_dir / SPEC_FILE)
         meta = read_submission(run_dir)
+        chain = self.upstream_refusal(spec)
+        if chain:
+            return self.refuse(run_id, spec, meta, chain)
         if spec.resources.target == "cluster":
             return self.submit_cluster(run_id, spec, meta, estimate)
         gpus = hardware.gpus()
@@ -179,7 +182,7 @@ class ClientCommands:
         if refused:
             return self.refuse(run_id, spec, meta, refused)
         cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
-        why = scheduler.waiting(
+        why = self.upstream_reason(spec) or scheduler.waiting(
             estimate,
             gpus,
             self.held(),

@@ -5,7 +5,8 @@ The supervisor takes those commands (engine.supervisor.commands), places queued 
 VRAM holds (or CPU slots), starts workers through an executor (engine.training.executors: detached local
 processes by default, a Ray cluster for runs whose target is "cluster", engine.supervisor.cluster_runs),
 ingests both event logs of every live run, turns dead workers into `failed`/`retrying` states, and
-writes `supervisor.jsonl` (its only writer). An exclusive lock on `<data_dir>/supervisor.lock`
+writes `supervisor.jsonl` (its only writer). A chained run waits for the run it starts from
+(engine.supervisor.chains). An exclusive lock on `<data_dir>/supervisor.lock`
 keeps it single (engine.supervisor.process starts, finds and stops it); it exits after
 `idle_exit_s` with nothing to do. It imports neither torch nor Ray: estimates arrive with the
 submit command or come from a helper process, and the Ray connection lives in a bridge process
@@ -28,6 +29,7 @@ from engine.rundir import SPEC_FILE, SUPERVISOR_LOG
 from engine.spec import JobSpec
 from engine.store.index import Store
 from engine.supervisor import scheduler
+from engine.supervisor.chains import ChainedRuns
 from engine.supervisor.cluster_runs import ClusterRuns
 from engine.supervisor.commands import ClientCommands
 from engine.supervisor.evals import EvalJobs, EvalWork
@@ -41,7 +43,7 @@ HOLD_MARGIN = 1.1
 log = logging.getLogger("tunegraph.supervisor")
 
 
-class Supervisor(ClientCommands, ClusterRuns, EvalJobs):
+class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
     """The queue and the workers of one data directory (run by engine.supervisor.process)."""
 
     def __init__(self, store: Store | None = None, idle_exit_s: float | None = None):
@@ -58,6 +60,7 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs):
         self.waiting_note: dict[str, str] = {}  # queued cluster runs -> why they wait
         self.placements: dict[str, scheduler.Placement] = {}
         self.cancelling: dict[str, float] = {}
+        self.parked: set[str] = set()  # chained runs waiting on a paused or failed upstream
         # run -> (estimate helper, submit command id, started at)
         self.estimating: dict[str, tuple[subprocess.Popen, int, float]] = {}
         self.suspended: set[int] = set(settings.load_or_defaults().suspended_gpus)
@@ -117,7 +120,7 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs):
         self.schedule()
         self.watch_evals()
         self.schedule_evals()  # after the runs: a run waiting for memory goes first
-        queued = self.store.list_runs(state="queued")
+        queued = [r for r in self.store.list_runs(state="queued") if r["id"] not in self.parked]
         return bool(self.procs or queued or self.estimating or self.evals)
 
     # -- workers ---------------------------------------------------------------------------------
@@ -145,6 +148,8 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs):
                 )
                 self.emit(run_id, "status", state="failed", reason=str(err))
                 continue
+            if self.hold_for_upstream(run, spec):
+                continue  # a chained run waits for the run it starts from
             if spec.resources.target == "cluster":
                 self.start_cluster(run_id, spec, run["estimate"])
                 continue  # the cluster queues it: Ray places it when it has the resources

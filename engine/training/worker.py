@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         log.emit("status", state="starting", pid=os.getpid())
         try:
             spec = JobSpec.load(run_dir / SPEC_FILE)
+            if spec.upstream:  # a chained run (engine.models.sources: run:RUN_ID)
+                log.emit(
+                    "log",
+                    level="info",
+                    message=f"starts from run {spec.upstream}: its result is this run's base",
+                )
             _set_threads()
             from engine.training.trainer import run_job
 
