@@ -1,27 +1,30 @@
 """The chat pane: talk to one GGUF, or 2–4 side by side, with the model's own chat template.
 
-Each model is a `ChatColumn` (its own thread and child process, see app/chat_worker.py); the pane
+Each model is a `ChatColumn` (app/chat_column.py: its own thread and child process); the pane
 sends the same prompt, system prompt and sampling settings to every column. A prompt set (a named
 list of prompts, JSON under `<data dir>/prompt_sets/`) is replayed on every model with one click:
 each prompt is asked fresh (no history), the next one once every model has answered.
+
+When two or more models have answered the same prompt, each answer offers "Better" (and an edit
+of it first): the vote appends one preference pair per other answer to the dataset named in the
+bar under the columns (app/chat_votes.py), which a Dataset node can read at once.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app.chat_worker import ChatModel
+from app.chat_column import ChatColumn
+from app.chat_votes import PreferenceBar, find_canvas, record_vote, use_in_dataset_node
 from engine import paths
+from engine.errors import TunegraphError
 
 MAX_MODELS = 4
-USER_COLOUR = "#8ab4f8"
-MODEL_COLOUR = "#81c995"
-ERROR_COLOUR = "#f28b82"
+__all__ = ["ChatColumn", "ChatPane", "list_prompt_sets", "save_prompt_set"]
 
 
 # -- prompt sets (plain JSON, no Qt) -------------------------------------------------------------
@@ -60,182 +63,6 @@ def list_prompt_sets() -> dict[str, list[str]]:
     return out
 
 
-# -- one model --------------------------------------------------------------------------------
-class ChatColumn(QtWidgets.QFrame):
-    """One model's conversation: header, transcript, figures of the last answer."""
-
-    idle = QtCore.Signal()  # an answer ended (done or failed) or loading ended
-    remove_requested = QtCore.Signal(object)
-    serve_requested = QtCore.Signal(str)  # "Serve": an OpenAI-compatible endpoint for this GGUF
-
-    def __init__(self, path: str, parent: QtWidgets.QWidget | None = None, n_threads: int = 0):
-        super().__init__(parent)
-        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
-        self.path = str(path)
-        self.history: list[dict] = []
-        self.answer = ""
-        self.error: str | None = None
-        self.ready = False
-        self.info: dict = {}
-        self.stats: dict = {}
-
-        self.title = QtWidgets.QLabel(f"<b>{html.escape(Path(path).name)}</b>")
-        self.title.setToolTip(self.path)
-        self.title.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        close = QtWidgets.QToolButton(text="✕", toolTip="Remove this model", autoRaise=True)
-        close.clicked.connect(self._ask_remove)
-        self.serve_button = QtWidgets.QToolButton(text="Serve…")
-        self.serve_button.setToolTip("Serve this GGUF as an OpenAI-compatible endpoint")
-        self.serve_button.clicked.connect(lambda: self.serve_requested.emit(self.path))
-        self.template_label = QtWidgets.QLabel("Loading the model…")
-        self.template_label.setWordWrap(True)
-        self.template_label.setStyleSheet("color: #9aa0a6;")
-        self.progress = QtWidgets.QProgressBar(maximum=0, textVisible=False, maximumHeight=6)
-        self.transcript = QtWidgets.QTextEdit(readOnly=True)
-        self.transcript.setPlaceholderText("Answers appear here.")
-        self.stats_label = QtWidgets.QLabel("")
-        self.stats_label.setStyleSheet("color: #9aa0a6;")
-        self.copy_button = QtWidgets.QToolButton(
-            text="Copy", toolTip="Copy the last answer", enabled=False
-        )
-        self.copy_button.clicked.connect(self.copy_answer)
-
-        head = QtWidgets.QHBoxLayout()
-        head.addWidget(self.title, 1)
-        head.addWidget(self.serve_button)
-        head.addWidget(close)
-        foot = QtWidgets.QHBoxLayout()
-        foot.addWidget(self.stats_label, 1)
-        foot.addWidget(self.copy_button)
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
-        layout.addLayout(head)
-        layout.addWidget(self.template_label)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.transcript, 1)
-        layout.addLayout(foot)
-
-        self.model = ChatModel(self.path, self, n_threads=n_threads)
-        self.model.loaded.connect(self._on_loaded)
-        self.model.piece.connect(self._on_piece)
-        self.model.done.connect(self._on_done)
-        self.model.failed.connect(self._on_failed)
-
-    @property
-    def busy(self) -> bool:
-        return self.model.busy
-
-    def ask(self, prompt: str, options: dict, keep_history: bool = True) -> bool:
-        """Send `prompt` (plus the conversation so far unless keep_history is False)."""
-        if not self.ready or self.busy:
-            return False
-        if not keep_history:
-            self.history = []
-        self.history.append({"role": "user", "content": prompt})
-        self.answer = ""
-        self._new_block(top_margin=10 if self.transcript.toPlainText() else 0)
-        self._write("You: ", USER_COLOUR, bold=True)
-        self._write(prompt, USER_COLOUR)
-        self._new_block(top_margin=4)
-        self._write("Model: ", MODEL_COLOUR, bold=True)
-        self.stats_label.setText("Answering…")
-        if not self.model.send(self.history, **options):
-            return False
-        return True
-
-    def stop(self) -> None:
-        self.model.stop()
-
-    def clear(self) -> None:
-        self.history = []
-        self.answer = ""
-        self.transcript.clear()
-        self.stats_label.clear()
-        self.copy_button.setEnabled(False)
-
-    def copy_answer(self) -> None:
-        QtWidgets.QApplication.clipboard().setText(self.answer)
-
-    def close_model(self) -> None:
-        self.model.close()
-
-    def _ask_remove(self) -> None:
-        self.remove_requested.emit(self)
-
-    def _new_block(self, top_margin: int = 0) -> None:
-        cursor = self.transcript.textCursor()
-        cursor.movePosition(QtGui.QTextCursor.MoveOperation.End)
-        fmt = QtGui.QTextBlockFormat()
-        fmt.setTopMargin(top_margin)
-        if self.transcript.document().isEmpty():
-            cursor.setBlockFormat(fmt)
-        else:
-            cursor.insertBlock(fmt)
-
-    def _write(self, text: str, colour: str | None = None, bold: bool = False) -> None:
-        cursor = self.transcript.textCursor()
-        cursor.movePosition(QtGui.QTextCursor.MoveOperation.End)
-        fmt = QtGui.QTextCharFormat()
-        if colour:
-            fmt.setForeground(QtGui.QColor(colour))
-        if bold:
-            fmt.setFontWeight(QtGui.QFont.Weight.Bold)
-        cursor.insertText(text, fmt)
-        self.transcript.setTextCursor(cursor)
-        self.transcript.ensureCursorVisible()
-
-    # -- model signals --------------------------------------------------------------------------
-    @QtCore.Slot(dict)
-    def _on_loaded(self, info: dict) -> None:
-        self.ready = True
-        self.info = info
-        self.progress.hide()
-        family = info.get("family")
-        template = info.get("template_name") or "unknown"
-        self.template_label.setText(
-            f"Template: {template}" + (f" · {family}" if family and family not in template else "")
-        )
-        self.idle.emit()
-
-    @QtCore.Slot(str)
-    def _on_piece(self, text: str) -> None:
-        self.answer += text
-        self._write(text)
-
-    @QtCore.Slot(dict)
-    def _on_done(self, stats: dict) -> None:
-        self.stats = stats
-        self.history.append({"role": "assistant", "content": self.answer})
-        self.copy_button.setEnabled(bool(self.answer))
-        rate = stats.get("tokens_per_s")
-        parts = [f"{stats.get('completion_tokens', 0)} tokens"]
-        if rate:
-            parts.append(f"{rate:.1f} tok/s")
-        reason = {
-            "stop": "end of turn",
-            "length": "max tokens reached",
-            "interrupted": "stopped",
-        }.get(stats.get("stop_reason"), "")
-        if reason:
-            parts.append(reason)
-        self.stats_label.setText(" · ".join(parts))
-        self.idle.emit()
-
-    @QtCore.Slot(str)
-    def _on_failed(self, message: str) -> None:
-        self.error = message
-        self.progress.hide()
-        if not self.ready:
-            self.template_label.setText("Could not load this model.")
-            self.template_label.setStyleSheet("color: #f28b82;")
-        elif self.history and self.history[-1]["role"] == "user":
-            self.history.pop()  # the question got no answer; it is not part of the conversation
-        self._new_block(top_margin=4)
-        self._write(message, ERROR_COLOUR)
-        self.stats_label.setText("")
-        self.idle.emit()
-
-
 # -- the pane ---------------------------------------------------------------------------------
 class ChatPane(QtWidgets.QWidget):
     """Models side by side, the prompt box, sampling settings and prompt sets."""
@@ -243,6 +70,7 @@ class ChatPane(QtWidgets.QWidget):
     all_idle = QtCore.Signal()  # every model has finished the current prompt
     replay_finished = QtCore.Signal()
     models_changed = QtCore.Signal(int)
+    dataset_saved = QtCore.Signal(str)  # a vote appended pairs to this preference dataset file
     serveRequested = QtCore.Signal(str)  # noqa: N815 - a column's "Serve": the GGUF to serve
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, n_threads: int = 0):
@@ -253,10 +81,16 @@ class ChatPane(QtWidgets.QWidget):
         self._replay: list[str] = []
         self._replaying = False
         self._waiting = False
+        self.turn = 0  # the number of the prompt sent last (votes compare answers of one turn)
+        self.turn_system: str | None = None  # the system prompt that turn was asked with
+        self.voted_turn = 0
+        self.canvas = None  # the canvas "Use in Dataset node" edits (default: the window's)
 
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(self._build_model_row())
         layout.addWidget(self._build_columns(), 1)
+        self.votes = PreferenceBar()
+        layout.addWidget(self.votes)
         layout.addLayout(self._build_input_row())
         layout.addLayout(self._build_sets_row())
         self._connect_signals()
@@ -348,6 +182,7 @@ class ChatPane(QtWidgets.QWidget):
         self.clear_button.clicked.connect(self.clear)
         self.replay_button.clicked.connect(self.replay_selected)
         self.save_set_button.clicked.connect(self.save_set_dialog)
+        self.votes.use_requested.connect(self.use_dataset)
 
     # -- models ---------------------------------------------------------------------------------
     def add_model(self, path: str | Path) -> ChatColumn | None:
@@ -359,6 +194,7 @@ class ChatPane(QtWidgets.QWidget):
         column.idle.connect(self._on_column_idle)
         column.remove_requested.connect(self.remove_model)
         column.serve_requested.connect(self.serveRequested)
+        column.vote_requested.connect(self.vote)
         self.empty.hide()
         self.splitter.addWidget(column)
         self.columns.append(column)
@@ -418,13 +254,15 @@ class ChatPane(QtWidgets.QWidget):
             self.status.setText("Wait for the answers, or press Stop.")
             return False
         options = self.options()
-        sent = [c.ask(prompt, options, keep_history) for c in self.columns if c.ready]
+        self.turn += 1
+        sent = [c.ask(prompt, options, keep_history, self.turn) for c in self.columns if c.ready]
         if not any(sent):
             self.status.setText(
                 "No model is ready to answer." if self.columns else "Open a GGUF first."
             )
             return False
         self.sent_prompts.append(prompt)
+        self.turn_system = options["system"]
         self._waiting = True
         self.status.setText("")
         self._update_buttons()
@@ -440,6 +278,57 @@ class ChatPane(QtWidgets.QWidget):
         self.sent_prompts = []
         for column in self.columns:
             column.clear()
+
+    # -- preference votes -------------------------------------------------------------------------
+    def answered(self) -> list[ChatColumn]:
+        """The columns that answered the last prompt (votes compare these)."""
+        return [c for c in self.columns if c.has_answer(self.turn)]
+
+    @QtCore.Slot(object)
+    def vote(self, column: ChatColumn) -> bool:
+        """`column`'s answer is the better one: save one pair per other answer of this prompt
+        into the dataset named in the bar; False (with the reason shown) when nothing was saved."""
+        answered = self.answered()
+        if column not in answered or self.busy() or self.voted_turn == self.turn:
+            return False
+        others = [c for c in answered if c is not column]
+        try:
+            message, rejected = record_vote(column, others, self.turn_system, self.votes.path())
+        except (TunegraphError, OSError) as err:
+            self.status.setText(f"Vote not saved: {err}")
+            return False
+        self.voted_turn = self.turn
+        edited = column.voted_text() if column.voted_text() != column.answer else None
+        column.show_vote(
+            "Better ✓ saved as chosen" + (" (edited)" if edited is not None else ""),
+            chosen=True,
+            edited=edited,
+        )
+        for other in others:
+            other.show_vote(
+                "saved as rejected" if other in rejected else "same answer: left out",
+                chosen=False,
+            )
+        self.votes.reload()
+        self.status.setText(message)
+        self.dataset_saved.emit(str(self.votes.path()))
+        return True
+
+    @QtCore.Slot(str)
+    def use_dataset(self, path: str) -> None:
+        """Put the dataset into the canvas (see app/chat_votes.py), or copy its path."""
+        canvas = self.canvas or find_canvas(self)
+        if canvas is None:
+            QtWidgets.QApplication.clipboard().setText(path)
+            self.status.setText(f"Copied {path}: paste it into a Dataset node's File.")
+            return
+        self.status.setText(use_in_dataset_node(canvas, path))
+
+    def _update_votes(self, busy: bool) -> None:
+        self.votes.setVisible(len(self.columns) >= 2)  # votes compare two answers or more
+        answered = [] if busy or self.voted_turn == self.turn else self.answered()
+        for column in self.columns:
+            column.set_votable(len(answered) >= 2 and column in answered)
 
     # -- prompt sets ------------------------------------------------------------------------------
     def reload_sets(self) -> None:
@@ -515,3 +404,4 @@ class ChatPane(QtWidgets.QWidget):
         self.stop_button.setEnabled(busy)
         self.replay_button.setEnabled(ready and not busy and self.sets.count() > 0)
         self.open_button.setEnabled(len(self.columns) < MAX_MODELS)
+        self._update_votes(busy)

@@ -20,6 +20,11 @@ DEFAULT_BASE = "builtin:tiny-llama"
 DELAY_MS = 400
 TRAINED_BG = "#1f5130"
 PROMPT_FG = "#9aa0a8"
+WARN_FG = "#f0c46e"
+GOOD_FG = "#81c995"
+BAD_FG = "#f28b82"
+# the method formats engine.plan.preview reports, by the name the user knows them
+FORMAT_LABELS = {"preference": "preference pairs", "kto": "answers marked good or bad"}
 
 
 class Histogram(QtWidgets.QWidget):
@@ -210,47 +215,125 @@ class DatasetPreview(QtWidgets.QWidget):
 
 def stats_html(report: dict) -> str:
     tokens = report.get("tokens") or {}
-    parts = [f"<b>{report.get('rows', 0):,}</b> rows · format <b>{report.get('format')}</b>"]
-    if tokens:
+    fmt = FORMAT_LABELS.get(report.get("format"), report.get("format"))
+    parts = [f"<b>{report.get('rows', 0):,}</b> rows · format <b>{fmt}</b>"]
+    if tokens and report.get("format") == "preference":
+        parts.append(
+            f"{tokens['min']}–{tokens['max']} tokens per pair (the prompt with its longer "
+            f"answer; mean {tokens['mean']:.0f}); ≈ {tokens['trained_mean']:.0f} trained per "
+            "pair (both answers)"
+        )
+    elif tokens:
         parts.append(
             f"{tokens['min']}–{tokens['max']} tokens per row (mean "
             f"{tokens['mean']:.0f}), of which ≈ {tokens['trained_mean']:.0f} trained"
         )
     truncated, limit = report.get("truncated_rows") or 0, report.get("max_seq_length")
     parts.append(
-        f"<span style='color:#f0c46e'>{truncated} rows longer than {limit} tokens will be "
+        f"<span style='color:{WARN_FG}'>{truncated} rows longer than {limit} tokens will be "
         "truncated</span>"
         if truncated
         else f"no row is longer than {limit} tokens"
     )
     parts += [
-        f"<span style='color:#f0c46e'>⚠ {html.escape(w)}</span>"
+        f"<span style='color:{WARN_FG}'>⚠ {html.escape(w)}</span>"
         for w in report.get("warnings") or []
     ]
     return "<br>".join(parts)
 
 
 def rows_html(preview: list[dict]) -> str:
-    """Rows as HTML: trained text on green, prompt text grey, special tokens kept visible."""
-    blocks = [
-        f"<p style='color:{PROMPT_FG}'>Green = trained tokens (what the model learns to "
-        "write); grey = prompt, not trained.</p>"
-    ]
+    """Rows as HTML: trained text on green, prompt text grey, special tokens kept visible.
+    Preference pairs show their prompt once and chosen vs rejected side by side; KTO rows their
+    completion with its good or bad label."""
+    kinds = {row.get("kind", "sft") for row in preview}
+    if kinds & {"preference", "kto"}:
+        legend = (
+            "Green = trained tokens: the answer the loss is computed on, after the chat "
+            "template; grey = the prompt, shown once."
+        )
+    else:
+        legend = (
+            "Green = trained tokens (what the model learns to write); grey = prompt, not trained."
+        )
+    blocks = [f"<p style='color:{PROMPT_FG}'>{legend}</p>"]
     for number, row in enumerate(preview, 1):
-        head = f"Example {number} · {row.get('tokens')} tokens"
-        if row.get("truncated"):
-            head += " · <span style='color:#f0c46e'>truncated</span>"
-        body = "".join(
-            f"<span style='background:{TRAINED_BG};color:#e9f7ee'>{_text(t)}</span>"
-            if trained
-            else f"<span style='color:{PROMPT_FG}'>{_text(t)}</span>"
-            for t, trained in row.get("segments") or []
-        )
-        blocks.append(
-            f"<p><b>{head}</b></p><pre style='white-space:pre-wrap;"
-            f"font-family:monospace'>{body}</pre>"
-        )
+        kind = row.get("kind", "sft")
+        if kind == "preference":
+            blocks.append(_pair_html(number, row))
+        elif kind == "kto":
+            blocks.append(_kto_html(number, row))
+        else:
+            blocks.append(_sft_html(number, row))
     return "".join(blocks)
+
+
+def _segments_html(segments: list) -> str:
+    return "".join(
+        f"<span style='background:{TRAINED_BG};color:#e9f7ee'>{_text(t)}</span>"
+        if trained
+        else f"<span style='color:{PROMPT_FG}'>{_text(t)}</span>"
+        for t, trained in segments
+    )
+
+
+def _pre(body: str) -> str:
+    return f"<pre style='white-space:pre-wrap;font-family:monospace'>{body}</pre>"
+
+
+def _sft_html(number: int, row: dict) -> str:
+    head = f"Example {number} · {row.get('tokens')} tokens"
+    if row.get("truncated"):
+        head += f" · <span style='color:{WARN_FG}'>truncated</span>"
+    return f"<p><b>{head}</b></p>" + _pre(_segments_html(row.get("segments") or []))
+
+
+def _row_head(title: str, row: dict) -> str:
+    head = f"{title} · prompt {row.get('prompt_tokens')} tokens"
+    if row.get("dropped"):
+        head += (
+            f" · <span style='color:{WARN_FG}'>left out: the prompt alone fills the max "
+            "sequence length</span>"
+        )
+    elif row.get("truncated"):
+        head += f" · <span style='color:{WARN_FG}'>truncated</span>"
+    return f"<p><b>{head}</b></p>" + _pre(
+        f"<span style='color:{PROMPT_FG}'>{_text(row.get('prompt') or '')}</span>"
+    )
+
+
+def _answer_head(label: str, colour: str, answer: dict) -> str:
+    figures = f"{answer.get('trained', 0)} of {answer.get('tokens', 0)} tokens trained"
+    if answer.get("truncated"):
+        figures += f" · <span style='color:{WARN_FG}'>cut at the max length</span>"
+    return f"<b style='color:{colour}'>{label}</b> <span style='color:{PROMPT_FG}'>{figures}</span>"
+
+
+def _pair_html(number: int, row: dict) -> str:
+    answers = row.get("answers") or {}
+    cells = "".join(
+        f"<td width='50%' valign='top'>{_answer_head(label, colour, answers.get(key) or {})}"
+        f"{_pre(_segments_html((answers.get(key) or {}).get('segments') or []))}</td>"
+        for key, label, colour in (
+            ("chosen", "Chosen", GOOD_FG),
+            ("rejected", "Rejected", BAD_FG),
+        )
+    )
+    return (
+        _row_head(f"Pair {number}", row)
+        + f"<table width='100%' cellspacing='6' cellpadding='4'><tr>{cells}</tr></table>"
+    )
+
+
+def _kto_html(number: int, row: dict) -> str:
+    answer = (row.get("answers") or {}).get("completion") or {}
+    good = bool(row.get("label"))
+    label, colour = ("Good answer", GOOD_FG) if good else ("Bad answer", BAD_FG)
+    return (
+        _row_head(f"Example {number}", row)
+        + _answer_head(label, colour, answer)
+        + _pre(_segments_html(answer.get("segments") or []))
+    )
 
 
 def _text(text: str) -> str:

@@ -88,6 +88,17 @@ def first_row(path: str | Path) -> dict | None:
     return row if isinstance(row, dict) else None
 
 
+def row_format(row: dict) -> str | None:
+    """The method format a row is in by its own columns, whatever method trains on it:
+    "preference" (chosen and rejected), "kto" (a completion with a label), or None (a chat or
+    text format, engine.data.formats)."""
+    if row.get("chosen") is not None and row.get("rejected") is not None:
+        return "preference"
+    if row.get("completion") is not None and row.get("label") is not None:
+        return "kto"
+    return None
+
+
 def renamed(row: dict, columns: dict[str, str]) -> tuple[dict, list[str]]:
     """`row` with the Dataset node's column mapping applied (format name -> file column), and
     the mapped file columns the row does not have."""

@@ -13,14 +13,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from engine.errors import TunegraphError
+from engine.errors import DataError, TunegraphError
 from engine.spec import BaseModelSpec, DatasetSpec
 
 DEFAULT_SEQ = 2048
 FEW_ROWS = 1000
 HISTOGRAM_BINS = 12
+# a method format's rows are converted as this method's (its pairs train dpo, orpo and simpo alike)
+_METHOD_OF_FORMAT = {"preference": "dpo", "kto": "kto"}
 
 
 def empty_report() -> dict:
@@ -46,31 +49,39 @@ def report(
     rows: int = 3,
     stats_rows: int = 2000,
 ) -> dict:
-    """Stats and rendered rows of one dataset through `base`'s tokenizer and chat template."""
-    from engine.data.encode import Encoder
-    from engine.data.formats import load_dataset_rows, normalize
-    from engine.data.prepare import preview_rows
+    """Stats and rendered rows of one dataset through `base`'s tokenizer and chat template.
+
+    Preference pairs and KTO rows (engine.data.method_formats.row_format) are split as their
+    trainer splits them (engine.data.method_preview): the prompt once, each answer with the
+    tokens the loss is computed on; any other file as SFT examples, trained on the answers."""
+    from engine.data.formats import check_rows, detect_format, read_rows
+    from engine.data.method_formats import row_format
     from engine.data.templates import prepare_tokenizer
     from engine.models.sources import load_tokenizer, resolve_source
 
     out = empty_report()
     seq = max_seq_length or DEFAULT_SEQ
     out["max_seq_length"] = seq
-    all_rows, fmt = load_dataset_rows(ds)
-    out["rows"], out["format"] = len(all_rows), fmt
+    all_rows = read_rows(ds)
+    method_format = row_format(all_rows[0]) if ds.format in ("", "auto") else None
+    if method_format is None:
+        path = Path(ds.path).expanduser()
+        fmt = ds.format if ds.format not in ("", "auto") else detect_format(all_rows, path)
+        check_rows(all_rows, fmt, path)
+    out["rows"], out["format"] = len(all_rows), method_format or fmt
     tokenizer = load_tokenizer(base, resolve_source(base))
     setup = prepare_tokenizer(tokenizer)
     out["template_origin"] = setup.origin
-    encoder = Encoder(tokenizer, setup.template, seq)
-    lengths, truncated, trained = [], 0, 0
-    for row in all_rows[:stats_rows]:
-        try:
-            enc = encoder.encode(normalize(row, fmt))
-        except TunegraphError:
-            continue
-        lengths.append(len(enc.input_ids))
-        truncated += enc.truncated
-        trained += enc.trained
+    sample = all_rows[:stats_rows]
+    if method_format is None:
+        lengths, truncated, trained = _sft_stats(sample, fmt, tokenizer, setup.template, seq)
+        out["preview"] = _sft_preview(ds, tokenizer, rows, seq)
+    else:
+        stats = _method_stats(sample, method_format, tokenizer, setup.template, seq)
+        lengths, truncated, trained = stats
+        out["preview"] = _method_preview(
+            ds, all_rows[:rows], method_format, tokenizer, setup.template, seq
+        )
     out["stats_rows"] = len(lengths)
     out["truncated_rows"] = truncated
     if lengths:
@@ -81,14 +92,6 @@ def report(
             "trained_mean": round(trained / len(lengths), 1),
             "histogram": histogram(lengths, seq),
         }
-    out["preview"] = [
-        {
-            "segments": [[t, bool(m)] for t, m in r.segments],
-            "tokens": r.tokens,
-            "truncated": r.truncated,
-        }
-        for r in preview_rows(ds, tokenizer, n=rows, max_seq_length=seq)
-    ]
     if len(all_rows) < FEW_ROWS:
         out["warnings"].append(
             f"only {len(all_rows)} rows: fewer than 1,000 examples usually "
@@ -98,6 +101,78 @@ def report(
         out["warnings"].append(
             f"{truncated} of {len(lengths)} rows are longer than {seq} tokens and will be truncated"
         )
+    return out
+
+
+def _sft_stats(rows: list[dict], fmt: str, tokenizer: Any, template: str, seq: int) -> tuple:
+    """(token lengths, truncated rows, trained tokens) of SFT examples; rows that do not encode
+    are left out (the preview rows name the first one)."""
+    from engine.data.encode import Encoder
+    from engine.data.formats import normalize
+
+    encoder = Encoder(tokenizer, template, seq)
+    lengths, truncated, trained = [], 0, 0
+    for row in rows:
+        try:
+            enc = encoder.encode(normalize(row, fmt))
+        except TunegraphError:
+            continue
+        lengths.append(len(enc.input_ids))
+        truncated += enc.truncated
+        trained += enc.trained
+    return lengths, truncated, trained
+
+
+def _sft_preview(ds: DatasetSpec, tokenizer: Any, rows: int, seq: int) -> list[dict]:
+    from engine.data.prepare import preview_rows
+
+    return [
+        {
+            "kind": "sft",
+            "segments": [[t, bool(m)] for t, m in r.segments],
+            "tokens": r.tokens,
+            "truncated": r.truncated,
+        }
+        for r in preview_rows(ds, tokenizer, n=rows, max_seq_length=seq)
+    ]
+
+
+def _method_stats(rows: list[dict], fmt: str, tokenizer: Any, template: str, seq: int) -> tuple:
+    """(token lengths, truncated rows, trained tokens) of preference pairs or KTO rows, as their
+    trainer tokenizes them; rows that do not convert are left out."""
+    from engine.data.method_formats import method_row
+    from engine.data.method_preview import encode_method_row
+
+    method = _METHOD_OF_FORMAT[fmt]
+    lengths, truncated, trained = [], 0, 0
+    for row in rows:
+        try:
+            enc = encode_method_row(method_row(row, method), tokenizer, template, seq)
+        except TunegraphError:
+            continue
+        lengths.append(enc.tokens)
+        truncated += enc.truncated
+        trained += enc.trained
+    return lengths, truncated, trained
+
+
+def _method_preview(
+    ds: DatasetSpec, rows: list[dict], fmt: str, tokenizer: Any, template: str, seq: int
+) -> list[dict]:
+    """The first rows split as their trainer splits them; DataError naming the file and line of
+    a row that does not fit the format."""
+    from engine.data.formats import row_error
+    from engine.data.method_formats import method_row
+    from engine.data.method_preview import encode_method_row
+
+    method = _METHOD_OF_FORMAT[fmt]
+    out = []
+    for index, row in enumerate(rows):
+        try:
+            converted = method_row(row, method)
+        except DataError as err:
+            raise row_error(ds.path, index, err.message) from None
+        out.append(encode_method_row(converted, tokenizer, template, seq).as_dict())
     return out
 
 
