@@ -1,5 +1,9 @@
 """Compare two or more runs: overlaid curves, the config diff (with "differences only"), final
-metric deltas and the samples side by side. The diff itself is `engine.store.diff.compare`."""
+metric deltas and the samples side by side. The diff itself is `engine.store.diff.compare`.
+
+Each run's column names its training method; when the runs share one, a second row of charts
+overlays the method's headline metrics (the rewards' margin, the accuracy, KL, the GRPO reward…)
+and the final metrics list the method's own beside the loss."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import html
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app.method_charts import charts_of
 from app.run_bridge import RunBridge
 from app.run_detail import on_screen, set_curve, watch_range
 from engine.formatting import format_cell, format_delta
@@ -17,6 +22,8 @@ from engine.store.watch import Series
 PALETTE = ("#4fa3e0", "#f0a53c", "#5cc48a", "#e0607e", "#b07ee0", "#e0d35c", "#5cd0e0", "#c08a5c")
 CHARTS = (("loss", "loss"), ("grad_norm", "grad norm"), ("lr", "learning rate"))
 CHANGED_BG = QtGui.QColor(120, 90, 30)
+LOWER_IS_BETTER = ("loss", "eval_loss", "grad_norm")
+HIGHER_IS_BETTER = ("rewards/margins", "rewards/accuracies", "reward")
 REDRAW_MS = 100
 
 
@@ -45,9 +52,12 @@ class CompareView(QtWidgets.QWidget):
         self.curves: dict[str, dict[str, pg.PlotDataItem]] = {}
         self.plot_items: dict[str, pg.PlotItem] = {}
         self._max_steps = 0
+        self.method = self.shared_method()
+        method_charts = [(c.headline.key, c.headline.key) for c in charts_of(self.method)]
         first = None
-        for col, (key, title) in enumerate(CHARTS):
-            plot = self.plots.addPlot(row=0, col=col, title=title)
+        for i, (key, title) in enumerate(list(CHARTS) + method_charts):
+            row, col = divmod(i, len(CHARTS))
+            plot = self.plots.addPlot(row=row, col=col, title=title)
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
@@ -103,6 +113,11 @@ class CompareView(QtWidgets.QWidget):
         run = self.bridge.runs.get(run_id) or {}
         return run.get("name") or run_id
 
+    def shared_method(self) -> str | None:
+        """The training method all compared runs share (None when they differ or are unknown)."""
+        methods = {(self.bridge.runs.get(rid) or {}).get("method") for rid in self.run_ids}
+        return methods.pop() if len(methods) == 1 else None
+
     # -- data --------------------------------------------------------------------------------
     def fetch_stats(self) -> None:
         ids = list(self.run_ids)
@@ -135,14 +150,15 @@ class CompareView(QtWidgets.QWidget):
         the view repaints only what changed (MinimalViewportUpdate)."""
         if self.dirty:
             self.dirty = False
-            self._stale = [key for key, _title in CHARTS]
+            self._stale = list(self.plot_items)
         if not self._stale or not (force or on_screen(self.plots)):
             return
         for key in list(self._stale) if force else [self._stale[0]]:
             self._stale.remove(key)
             for rid, curve in self.curves[key].items():
                 s = self.series[rid]
-                set_curve(curve, self.plot_items[key], s["step"], s[key])
+                if key in s:  # a method metric appears with the run's first step
+                    set_curve(curve, self.plot_items[key], s["step"], s[key])
 
     def _range_changed(self) -> None:
         self.dirty = True
@@ -171,7 +187,12 @@ class CompareView(QtWidgets.QWidget):
 
     # -- tables ------------------------------------------------------------------------------
     def _headers(self, first: str) -> list[str]:
-        return [first] + list(self.diff.names)
+        """The first column's title, then each run's name with its training method."""
+        methods = [(self.bridge.runs.get(rid) or {}).get("method") for rid in self.diff.ids]
+        return [first] + [
+            f"{name} · {method}" if method else name
+            for name, method in zip(self.diff.names, methods, strict=True)
+        ]
 
     def fill_summary(self) -> None:
         d = self.diff
@@ -234,8 +255,8 @@ class CompareView(QtWidgets.QWidget):
             for c, (value, delta) in enumerate(zip(m.values, m.deltas, strict=True), 1):
                 d = format_delta(delta)
                 item = QtWidgets.QTableWidgetItem(format_cell(value) + (f"  ({d})" if d else ""))
-                if d and m.name in ("loss", "eval_loss", "grad_norm"):
-                    better = delta < 0
+                if d and m.name in LOWER_IS_BETTER + HIGHER_IS_BETTER:
+                    better = delta < 0 if m.name in LOWER_IS_BETTER else delta > 0
                     item.setForeground(QtGui.QColor("#7fd08a" if better else "#f08a7a"))
                 table.setItem(r, c, item)
         table.resizeColumnsToContents()

@@ -1,6 +1,8 @@
 """One run in detail: live charts, step and batch monitors, config, samples, artifacts, logs.
 
-The charts draw from `engine.store.watch.Series` (fed by the bridge's metric batches) on a ~10 Hz
+A header names the training method and links the stages of a chain (app.run_header); beside the
+loss, grad-norm and learning-rate curves stand the method's own charts (app.method_charts). The
+charts draw from `engine.store.watch.Series` (fed by the bridge's metric batches) on a ~10 Hz
 timer, only when new points arrived, with peak downsampling and clip-to-view so a 100k-point curve
 redraws in a few milliseconds. Logs and events are fetched on the bridge's command thread.
 """
@@ -13,7 +15,10 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app.event_view import EventView
+from app.method_charts import MethodPlots, charts_of
 from app.run_bridge import RunBridge
+from app.run_header import RunHeader
 from app.run_panel import STATE_STYLE
 from engine.formatting import format_bytes, format_cell
 from engine.store.diff import flatten
@@ -24,8 +29,6 @@ MAX_BINS = 2000
 MIN_BINS = 200
 COLOURS = {"loss": "#4fa3e0", "eval_loss": "#f0a53c", "grad_norm": "#b07ee0", "lr": "#5cc48a"}
 LOG_KINDS = ("log", "schedule", "error")
-MAX_EVENTS = 20_000  # the Events tab keeps the latest ones (a long run logs 2 per step)
-LEVELS = ("all levels", "debug", "info", "warning", "error")
 
 
 def on_screen(widget: QtWidgets.QWidget) -> bool:
@@ -79,7 +82,8 @@ def _plot(layout: pg.GraphicsLayoutWidget, row: int, title: str, last: bool = Fa
 
 
 class RunCharts(pg.GraphicsLayoutWidget):
-    """Loss (with eval loss), gradient norm and learning rate against the global step."""
+    """Loss (with eval loss), gradient norm and learning rate against the global step, and in a
+    second column the training method's own charts (`set_method`)."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -104,7 +108,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
             "lr": self.lr_plot.plot(pen=pg.mkPen(COLOURS["lr"])),
         }
         self.set_curves: dict[str, pg.PlotDataItem] = {}  # an Eval node's set: its loss
-        self._epoch_lines: list[list[pg.InfiniteLine]] = []
+        self.method_plots: MethodPlots | None = None
+        self._epoch_lines: list[list[tuple[pg.PlotItem, pg.InfiniteLine]]] = []
         self._max_steps: int | None = None
         self.dirty = False
         watch_range(self.loss_plot, self._range_changed)
@@ -123,6 +128,18 @@ class RunCharts(pg.GraphicsLayoutWidget):
             self._max_steps = max_steps
             self.loss_plot.setXRange(0, max_steps, padding=0.01)
 
+    def set_method(self, method: str | None) -> None:
+        """Add the training method's charts (once; none for sft and pretrain)."""
+        charts = charts_of(method)
+        if self.method_plots is None and charts:
+            column = self.addLayout(row=0, col=1, rowspan=3)
+            column.setContentsMargins(12, 0, 0, 0)  # level with the loss column's plots
+            for col in (0, 1):
+                self.ci.layout.setColumnStretchFactor(col, 1)
+            self.method_plots = MethodPlots(column, charts, self.loss_plot)
+            self._draw_epochs([])  # drawn again on every plot, the new ones included
+            self.dirty = True
+
     def add(self, metrics, evals: list[dict], reset: bool = False) -> None:
         if reset:
             self.series.clear()
@@ -134,7 +151,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
         (pyqtgraph views repaint only what changed); hidden charts wait until they are seen."""
         if self.dirty:
             self.dirty = False
-            self._stale = ["loss", "grad_norm", "lr"]
+            self._stale = ["loss", "grad_norm", "lr"] + (["method"] if self.method_plots else [])
         if not self._stale or not (force or on_screen(self)):
             return
         s = self.series
@@ -142,6 +159,9 @@ class RunCharts(pg.GraphicsLayoutWidget):
         plots = {"loss": self.loss_plot, "grad_norm": self.grad_plot, "lr": self.lr_plot}
         for name in list(self._stale) if force else [self._stale[0]]:
             self._stale.remove(name)
+            if name == "method":
+                self.method_plots.draw(s, set_curve)
+                continue
             set_curve(self.curves[name], plots[name], steps, s[name])
             if name == "loss":
                 self.curves["eval_loss"].setData(s.eval_steps, s.eval_loss)
@@ -160,9 +180,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
             curve.setData(steps, [points[k] for k in steps])
 
     def _draw_epochs(self, bounds: list[int]) -> None:
-        plots = (self.loss_plot, self.grad_plot, self.lr_plot)
+        plots = [self.loss_plot, self.grad_plot, self.lr_plot]
+        plots += self.method_plots.plots if self.method_plots else []
         while len(self._epoch_lines) > len(bounds):
-            for plot, line in zip(plots, self._epoch_lines.pop(), strict=True):
+            for plot, line in self._epoch_lines.pop():
                 plot.removeItem(line)
         pen = pg.mkPen("#8a8f98", width=1, style=QtCore.Qt.PenStyle.DashLine)
         for step in bounds[len(self._epoch_lines) :]:
@@ -170,7 +191,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
             for plot in plots:
                 line = pg.InfiniteLine(step, angle=90, movable=False, pen=pen)
                 plot.addItem(line, ignoreBounds=True)
-                lines.append(line)
+                lines.append((plot, line))
             self._epoch_lines.append(lines)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
@@ -178,7 +199,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
         QtCore.QTimer.singleShot(0, self, self.redraw)
 
     def point_count(self, name: str) -> int:
+        """Points the curve of a metric holds (a method metric's too), drawn now if pending."""
         self.redraw(force=True)
+        if name not in self.curves:
+            return self.method_plots.point_count(name) if self.method_plots else 0
         data = self.curves[name].xData
         return 0 if data is None else len(data)
 
@@ -242,106 +266,11 @@ class StepMonitor(QtWidgets.QWidget):
         p.end()
 
 
-class EventView(QtWidgets.QWidget):
-    """Event lines with a level or kind filter, a search box and "Save log as…"."""
-
-    def __init__(self, kinds: tuple[str, ...] | None, parent: QtWidgets.QWidget | None = None):
-        super().__init__(parent)
-        self.kinds = kinds  # None: every kind (the Events tab)
-        self.events: list[dict] = []
-        bar = QtWidgets.QHBoxLayout()
-        self.filter = QtWidgets.QComboBox()
-        self.filter.addItems(
-            LEVELS
-            if kinds
-            else (
-                "all kinds",
-                "status",
-                "metric",
-                "eval",
-                "progress",
-                "log",
-                "sample",
-                "artifact",
-                "error",
-                "schedule",
-            )
-        )
-        self.search = QtWidgets.QLineEdit()
-        self.search.setPlaceholderText("Search…")
-        self.search.setClearButtonEnabled(True)
-        self.save = QtWidgets.QPushButton("Save log as…")
-        bar.addWidget(self.filter)
-        bar.addWidget(self.search, 1)
-        bar.addWidget(self.save)
-        self.text = QtWidgets.QPlainTextEdit()
-        self.text.setReadOnly(True)
-        self.text.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
-        self.text.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont))
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addLayout(bar)
-        layout.addWidget(self.text)
-        self.filter.currentIndexChanged.connect(self.render)
-        self.search.textChanged.connect(self.render)
-        self.save.clicked.connect(self.ask_save)
-
-    def add(self, events: list[dict]) -> None:
-        new = [e for e in events if self.kinds is None or e["kind"] in self.kinds]
-        if not new:
-            return
-        self.events.extend(new)
-        if len(self.events) > MAX_EVENTS:
-            del self.events[: len(self.events) - MAX_EVENTS]
-            self.render()
-            return
-        lines = self.lines(new)  # append only the new lines: no full re-render per update
-        if lines:
-            bar = self.text.verticalScrollBar()
-            at_end = bar.value() >= bar.maximum() - 2
-            self.text.appendPlainText("\n".join(lines))
-            if at_end:
-                bar.setValue(bar.maximum())
-
-    def lines(self, events: list[dict] | None = None) -> list[str]:
-        from engine.store.queries import format_event  # not at import: keeps the app's start fast
-
-        choice = self.filter.currentText()
-        needle = self.search.text().strip().lower()
-        out = []
-        for event in self.events if events is None else events:
-            if self.kinds and choice != LEVELS[0]:
-                level = event.get("level") or ("error" if event["kind"] == "error" else "info")
-                if level != choice:
-                    continue
-            elif not self.kinds and not choice.startswith("all") and event["kind"] != choice:
-                continue
-            line = format_event(event)
-            if needle and needle not in line.lower():
-                continue
-            out.append(line)
-        return out
-
-    def render(self) -> None:
-        bar = self.text.verticalScrollBar()
-        at_end = bar.value() >= bar.maximum() - 2
-        self.text.setPlainText("\n".join(self.lines()))
-        if at_end:
-            bar.setValue(bar.maximum())
-
-    def save_to(self, path: Path | str) -> None:
-        Path(path).write_text("\n".join(self.lines()) + "\n", encoding="utf-8")
-
-    def ask_save(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(
-            self, "Save log as", "run.log", "Log files (*.log *.txt)"
-        )
-        if path:
-            self.save_to(path)
-
-
 class RunDetail(QtWidgets.QWidget):
-    """Everything about one run; call close_detail() before dropping it."""
+    """Everything about one run; call close_detail() before dropping it. `openRequested` asks
+    for another run's detail (a chain link in the header)."""
+
+    openRequested = QtCore.Signal(str)  # noqa: N815
 
     def __init__(self, bridge: RunBridge, run_id: str, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -355,6 +284,9 @@ class RunDetail(QtWidgets.QWidget):
         self._samples: list = []
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        self.header = RunHeader()
+        self.header.openRequested.connect(self.openRequested)
+        layout.addWidget(self.header)
         top = QtWidgets.QHBoxLayout()
         self.steps = StepMonitor()
         self.batch = QtWidgets.QLabel()
@@ -391,6 +323,7 @@ class RunDetail(QtWidgets.QWidget):
         self.tabs.addTab(self.events, "Events")
         bridge.pointsArrived.connect(self.on_points)
         bridge.runsChanged.connect(self.on_runs_changed)
+        bridge.runsRemoved.connect(self.on_runs_removed)
         bridge.commandDone.connect(self.on_job_done)
         self.tabs.currentChanged.connect(lambda _i: self.fetch_events())
         bridge.subscribe(run_id)
@@ -406,16 +339,25 @@ class RunDetail(QtWidgets.QWidget):
                 self._update_monitor()
 
     def on_runs_changed(self, runs: list) -> None:
+        linked = {self.header.upstream, *self.header.downstream}
         for run in runs:
             if run["id"] == self.run_id:
                 self.update_run(run)
                 self.fetch_events()
+            elif self.run and (run["id"] in linked or run.get("upstream") == self.run_id):
+                self.header.set_run(self.run, self.bridge.runs)  # a stage renamed, added…
+
+    def on_runs_removed(self, ids: list) -> None:
+        if self.run and {self.header.upstream, *self.header.downstream} & set(ids):
+            self.header.set_run(self.run, self.bridge.runs)
 
     def update_run(self, run: dict) -> None:
         first = not self.run
         self.run = run
         if first:
             self._fill_config(run.get("spec") or {})
+            self.charts.set_method(run.get("method"))
+        self.header.set_run(run, self.bridge.runs)
         self.charts.set_max_steps(run.get("max_steps"))
         self.batch.setText(batch_label(run) or "E— —")
         tps = (run.get("metrics") or {}).get("tokens_per_s")
@@ -512,6 +454,7 @@ class RunDetail(QtWidgets.QWidget):
             for signal, slot in (
                 (self.bridge.pointsArrived, self.on_points),
                 (self.bridge.runsChanged, self.on_runs_changed),
+                (self.bridge.runsRemoved, self.on_runs_removed),
                 (self.bridge.commandDone, self.on_job_done),
             ):
                 signal.disconnect(slot)

@@ -101,7 +101,9 @@ class RunViews(QtCore.QObject):
     def _inline_detail(self, run_id: str) -> RunDetail:
         from app.run_detail import RunDetail
 
-        return RunDetail(self.bridge, run_id)
+        detail = RunDetail(self.bridge, run_id)
+        detail.openRequested.connect(self.open_run)  # a chain link: the other stage's tab
+        return detail
 
     def open_run(self, run_id: str) -> RunDetail:
         """Show a run's detail in a tab (the existing one if it is open)."""
@@ -113,6 +115,7 @@ class RunViews(QtCore.QObject):
                 self.tabs.setCurrentIndex(i)
                 return w
         detail = RunDetail(self.bridge, run_id)
+        detail.openRequested.connect(self.open_run)  # a chain link: the other stage's tab
         name = (self.bridge.runs.get(run_id) or {}).get("name") or run_id
         self.tabs.setCurrentIndex(self.tabs.addTab(detail, name))
         self.views_dock.show()

@@ -36,6 +36,20 @@ KINDS: dict[str, tuple[str, ...]] = {
 # an `eval` event after training: the set, the metric and its value (also `target`, `rows`)
 EVAL_SCORE_FIELDS = ("set", "metric", "value")
 
+# A `metric` event also carries the training method's own numbers under TRL's names (written by
+# engine.training.callback, charted and shown by the store's readers): DPO/ORPO/SimPO/KTO
+# rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies and logps/*, KTO's kl,
+# ORPO's nll_loss and log_odds_*, GRPO's reward, reward_std, kl, entropy, rewards/<function>/mean|std
+# and completions/mean_length
+METHOD_METRIC_PREFIXES = ("rewards/", "logps/", "log_odds_")
+METHOD_METRICS = ("reward", "reward_std", "kl", "entropy", "nll_loss", "completions/mean_length")
+
+
+def is_method_metric(name: str) -> bool:
+    """True for a `metric` event field that is one of the training method's own numbers."""
+    return name in METHOD_METRICS or name.startswith(METHOD_METRIC_PREFIXES)
+
+
 # run states, in lifecycle order; DESIGN.md "Lifecycle"
 LIVE_STATES = ("queued", "starting", "training", "evaluating", "exporting", "retrying")
 TERMINAL_STATES = ("completed", "failed", "cancelled", "refused")

@@ -13,7 +13,7 @@ from app.cli.main import main
 from engine import __version__
 from tests.helpers import RUN_KEYS, cli, home_processes, make_graph
 
-METRIC_KEYS = {"loss", "grad_norm", "lr", "eval_loss", "tokens_per_s"}
+METRIC_KEYS = {"loss", "grad_norm", "lr", "eval_loss", "tokens_per_s", "method"}
 ESTIMATE_KEYS = {
     "params",
     "trainable_params",

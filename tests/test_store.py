@@ -418,9 +418,17 @@ def test_run_json_has_exactly_the_design_keys(store, clock):
     store.register_run(run_dir.name, JobSpec.load(run_dir / "spec.json"), run_dir)
     fresh = store.run_json(run_dir.name)
     assert set(fresh) == RUN_KEYS | EXTRA_KEYS
-    assert set(fresh["metrics"]) == {"loss", "grad_norm", "lr", "eval_loss", "tokens_per_s"}
+    assert set(fresh["metrics"]) == {
+        "loss",
+        "grad_norm",
+        "lr",
+        "eval_loss",
+        "tokens_per_s",
+        "method",
+    }
     assert fresh["state"] is None and fresh["step"] is None and fresh["error"] is None
     assert fresh["warnings"] == [] and fresh["artifacts"] == [] and fresh["samples"] == []
+    assert fresh["metrics"].pop("method") == {}  # the training method's own metrics: none yet
     assert all(v is None for v in fresh["metrics"].values())
 
     done = store.run_json(completed_run(store, clock, name="beta").name)

@@ -99,8 +99,16 @@ def print_run(run: dict) -> None:
     print(f"  device    {run['device']}")
     if run.get("method"):
         print(f"  method    {run['method']}")
-    m = run["metrics"]
+    if run.get("upstream"):
+        print(f"  starts from run {run['upstream']}")
+    m = dict(run["metrics"])
+    method = m.pop("method", None) or {}
     print("  metrics   " + "  ".join(f"{k} {v:.4g}" for k, v in m.items() if v is not None))
+    if method:  # the training method's own (TRL's rewards, margins, KL…), at the latest step
+        shown = [f"{k} {v:.4g}" for k, v in method.items() if v is not None]
+        label = f"  {run['method'] or 'method':<9} "
+        for i, line in enumerate(packed(shown, 100 - len(label))):
+            print((label if i == 0 else " " * len(label)) + line)
     for name, scores in run["eval"].items():
         shown = "  ".join(f"{k} {v:.4g}" for k, v in scores.items() if v is not None)
         print(f"  eval      {name}: {shown}")
@@ -115,6 +123,18 @@ def print_run(run: dict) -> None:
     for i, s in enumerate(run["samples"], 1):
         print(f"  sample {i}  {s['prompt']!r}\n            -> {s['response']!r}")
     print(f"  run dir   {run['run_dir']}")
+
+
+def packed(items: list[str], width: int) -> list[str]:
+    """`items` joined by two spaces into lines of at most `width` characters (an item is never
+    split)."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += "  " + item
+        else:
+            lines.append(item)
+    return lines
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -136,6 +136,12 @@ def compare(runs: list[dict], stats: list[dict | None] | None = None) -> RunDiff
     metrics = [
         MetricDelta(m, tuple((r.get("metrics") or {}).get(m) for r in runs)) for m in FINAL_METRICS
     ]
+    metrics += [  # the training method's own, when the runs share a method: "rewards/margins", …
+        MetricDelta(
+            name, tuple(((r.get("metrics") or {}).get("method") or {}).get(name) for r in runs)
+        )
+        for name in shared_method_metrics(runs)
+    ]
     metrics += [  # the eval scores: "set.jsonl: rouge_l", "set.jsonl (base): loss", …
         MetricDelta(
             f"{name}: {metric}",
@@ -150,6 +156,15 @@ def compare(runs: list[dict], stats: list[dict | None] | None = None) -> RunDiff
         metrics=metrics,
         samples=[list(r.get("samples") or []) for r in runs],
     )
+
+
+def shared_method_metrics(runs: list[dict]) -> list[str]:
+    """The training-method metrics (`metrics.method` of the run shape) of runs that share one
+    method, in order of first appearance; none when their methods differ."""
+    if len({r.get("method") for r in runs}) != 1:
+        return []
+    names = (name for r in runs for name in ((r.get("metrics") or {}).get("method") or {}))
+    return list(dict.fromkeys(names))
 
 
 def _eval_scores(runs: list[dict]) -> list[tuple[str, str]]:

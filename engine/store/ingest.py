@@ -6,7 +6,9 @@ training (`log_files`); their `eval` events with a `set` are its scores (`show -
 `apply_events` inserts one log's new events (idempotent by run, source and seq) and updates the
 per-step tables; `refresh_run` then re-derives the run's summary row (state, progress, latest
 metrics, error) from the indexed events, so the summary never depends on the order or the number of
-ingest calls, and a rebuild gives the same row.
+ingest calls, and a rebuild gives the same row. The training method's own metrics (TRL's rewards,
+margins, KL…) stay in each metrics row's `data`; the summary keeps those of the latest step in
+`method_metrics` (JSON `{name: value}`), `show --json`'s `metrics.method`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.events import LIVE_STATES, TERMINAL_STATES, Event
+from engine.events import LIVE_STATES, TERMINAL_STATES, Event, is_method_metric
 from engine.rundir import RUN_EVALS, SUPERVISOR_LOG, WORKER_LOG
 
 SOURCES = {"worker": WORKER_LOG, "supervisor": SUPERVISOR_LOG}
@@ -317,7 +319,8 @@ def _progress(conn: sqlite3.Connection, run_id: str, state: str | None) -> dict:
 
 
 def _latest_values(conn: sqlite3.Connection, run_id: str) -> dict:
-    """The latest non-null value of each metric column, and the latest eval loss."""
+    """The latest non-null value of each metric column, the latest eval loss, and the training
+    method's own metrics at the latest logged step."""
     out = {}
     for column in LATEST_COLUMNS:
         row = conn.execute(
@@ -332,7 +335,21 @@ def _latest_values(conn: sqlite3.Connection, run_id: str) -> dict:
         (run_id,),
     ).fetchone()
     out["eval_loss"] = row[0] if row else None
+    row = conn.execute(
+        "SELECT data FROM metrics WHERE run_id = ? ORDER BY ts DESC LIMIT 1", (run_id,)
+    ).fetchone()
+    method = method_values(json.loads(row[0] or "{}")) if row else {}
+    out["method_metrics"] = dumps(method) if method else None
     return out
+
+
+def method_values(data: dict) -> dict[str, float]:
+    """The training method's own metrics among a metrics row's fields (numbers only)."""
+    return {
+        k: v
+        for k, v in data.items()
+        if is_method_metric(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def _latest_error(conn: sqlite3.Connection, run_id: str) -> dict | None:

@@ -3,6 +3,15 @@
 `RunQueries` is mixed into engine.store.index.Store, which owns the connection and its transactions;
 every query here runs in one read transaction (`Store._read`), so it sees one consistent snapshot.
 `format_event` turns an event as `events` returns it into one readable log line.
+
+A run's `metrics` holds DESIGN's latest `loss`, `grad_norm`, `lr`, `eval_loss` and `tokens_per_s`,
+and beside them `method`: the training method's own metrics at the latest logged step, under TRL's
+names (engine.events.is_method_metric), e.g. for DPO
+`{"rewards/chosen": 1.8, "rewards/rejected": -0.95, "rewards/margins": 2.76,
+"rewards/accuracies": 1.0, "logps/chosen": …, "entropy": …}`, for GRPO `reward`, `reward_std`,
+`rewards/<function>/mean|std`, `completions/mean_length` (and `kl` when beta > 0); `{}` for SFT
+and pretrain runs, and before the first step. Their series per step are the metrics rows'
+(`metrics`; in each row's JSON `data` column, which engine.store.watch reads with json_extract).
 """
 
 from __future__ import annotations
@@ -279,6 +288,7 @@ def _run_shape(
     out["eval"] = scores
     out["warnings"] = from_json(row["warnings"], [])
     out["metrics"] = {key: row[key] for key in METRIC_KEYS}
+    out["metrics"]["method"] = from_json(row.get("method_metrics"), {})
     out["estimate"] = from_json(row["estimate"])
     out["error"] = from_json(row["error"])
     out["artifacts"] = artifacts

@@ -4,13 +4,17 @@ Everything except `commands` and `holds` is an index of the run directories and 
 schema change needs no migration: the index tables are dropped, recreated and rebuilt from disk.
 `commands` (the clients' queue to the supervisor) and `holds` (VRAM held by live workers) are live
 operational state that no file records, so they survive a rebuild.
+
+Versions: 1 the first; 2 adds `runs.method_metrics` (the latest value of each of the training
+method's own metrics, JSON `{name: value}`). A version-1 file opens as any older one does: its index
+is rebuilt from the run folders, its commands and holds kept.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # tables rebuilt from run directories and library manifests
 INDEX_TABLES = ("runs", "events", "metrics", "evals", "samples", "artifacts", "ingest")
@@ -22,7 +26,8 @@ TABLES: dict[str, str] = {
         graph_path TEXT, run_dir TEXT, spec TEXT, estimate TEXT, state TEXT, reason TEXT,
         warnings TEXT, device TEXT, created_at REAL, started_at REAL, finished_at REAL,
         step INTEGER, max_steps INTEGER, epoch REAL, eta_s REAL, error TEXT, loss REAL,
-        grad_norm REAL, lr REAL, eval_loss REAL, tokens_per_s REAL, updated_at REAL""",
+        grad_norm REAL, lr REAL, eval_loss REAL, tokens_per_s REAL, method_metrics TEXT,
+        updated_at REAL""",
     "events": """
         run_id TEXT NOT NULL, source TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
         kind TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (run_id, source, seq)""",

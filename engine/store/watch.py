@@ -4,7 +4,9 @@
 what changed (runs whose row differs, runs that disappeared, metric and eval points newer than the
 last ones seen for each run someone subscribed to). `Series` is the growing, step-keyed arrays a
 chart draws from: a resumed worker re-emits steps after its last checkpoint, and the latest attempt
-replaces them, so a curve never holds duplicate points. Qt-free, so it is tested with plain pytest.
+replaces them, so a curve never holds duplicate points. Besides METRIC_FIELDS, batches and series
+carry a column per training-method metric the run logs (TRL's `rewards/margins`, `kl`, `reward`…,
+engine.events.is_method_metric). Qt-free, so it is tested with plain pytest.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.errors import TunegraphError
-from engine.events import LIVE_STATES
+from engine.events import LIVE_STATES, is_method_metric
 
 if TYPE_CHECKING:  # the store (sqlite-utils, which tries pandas) loads in the reader thread
     from engine.store.index import Store
@@ -32,7 +34,7 @@ class MetricBatch:
     copies arrays); `reset` means they replace everything seen before."""
 
     run_id: str
-    columns: dict[str, np.ndarray]  # "step" + METRIC_FIELDS, float arrays ordered by step
+    columns: dict[str, np.ndarray]  # "step" + METRIC_FIELDS (+ method metrics), ordered by step
     evals: list[dict]
     reset: bool = False
 
@@ -128,10 +130,15 @@ class RunWatcher:
 
     def _points(self, run_id: str, m_ts: float, e_ts: float) -> MetricBatch | None:
         # Store has no "metrics newer than ts" reader yet; its (run_id, ts) indexes serve this.
-        names = ("step", "ts") + METRIC_FIELDS
+        # the training method's metrics: those its latest step logged (the run row's summary),
+        # read by SQLite from each row's JSON `data` as exact doubles
+        logged = ((self._runs.get(run_id) or {}).get("metrics") or {}).get("method") or {}
+        method = [name for name in logged if '"' not in name]
+        names = ("step", "ts") + METRIC_FIELDS + tuple(method)
+        fields = ("step", "ts") + METRIC_FIELDS + ("json_extract(data, ?)",) * len(method)
         rows = self.store.db.execute(
-            f"SELECT {', '.join(names)} FROM metrics WHERE run_id = ? AND ts > ? ORDER BY step",
-            (run_id, m_ts),
+            f"SELECT {', '.join(fields)} FROM metrics WHERE run_id = ? AND ts > ? ORDER BY step",
+            (*(f'$."{name}"' for name in method), run_id, m_ts),
         ).fetchall()
         evals = [
             {"step": r[0], "ts": r[1], "eval_loss": r[2], "set_loss": _set_loss(r[3])}
@@ -165,7 +172,8 @@ def _set_loss(data: str | None) -> dict:
 
 class Series:
     """One run's metric arrays keyed by step (NaN where a value is unknown), growing in place;
-    the eval loss, and each Eval node set's loss, at the steps evaluated."""
+    the eval loss, and each Eval node set's loss, at the steps evaluated. A training-method
+    metric gets its column when it first arrives (`method_names`)."""
 
     def __init__(self, capacity: int = 1024):
         self._n = 0
@@ -181,6 +189,14 @@ class Series:
     def __getitem__(self, name: str) -> np.ndarray:
         return self._cols[name][: self._n]
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._cols
+
+    @property
+    def method_names(self) -> list[str]:
+        """The training-method metrics seen so far, in order of arrival."""
+        return [name for name in self._cols if name != "step" and name not in METRIC_FIELDS]
+
     def clear(self) -> None:
         """Drop every point, keeping the arrays."""
         self._n = 0
@@ -194,13 +210,18 @@ class Series:
         if isinstance(metrics, dict):
             columns = metrics
         else:
+            names = dict.fromkeys(self._cols)
+            names.update((k, None) for m in metrics for k in m if is_method_metric(k))
             columns = {
                 name: np.array(
                     [np.nan if m.get(name) is None else m[name] for m in metrics], dtype=float
                 )
-                for name in self._cols
+                for name in names
             }
         count = len(columns.get("step", ()))
+        for name in columns:  # a method metric seen for the first time: NaN before it
+            if name not in self._cols:
+                self._cols[name] = np.full(len(self._cols["step"]), np.nan)
         if count:
             first = columns["step"][0]
             if self._n and first <= self._cols["step"][self._n - 1]:

@@ -25,7 +25,7 @@ import torch
 from transformers import TrainerCallback
 
 from engine.control import Control
-from engine.events import EventLog
+from engine.events import EventLog, is_method_metric
 from engine.hardware import GIB
 
 
@@ -141,22 +141,10 @@ class EventCallback(TrainerCallback):
         )
 
 
-# TRL's metrics of the methods beyond SFT (engine.training.methods), kept under their TRL names:
-# DPO/ORPO/SimPO/KTO rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies and
-# logps/*, KTO's kl, ORPO's nll_loss and log_odds_*, GRPO's reward, reward_std, kl, entropy,
-# rewards/<function>/mean|std and completions/mean_length
-METHOD_METRIC_PREFIXES = ("rewards/", "logps/", "log_odds_")
-METHOD_METRICS = ("reward", "reward_std", "kl", "entropy", "nll_loss", "completions/mean_length")
-
-
 def method_metrics(logs: dict) -> dict:
-    """The training method's own numbers in one Trainer log (none for SFT)."""
-    return {
-        k: v
-        for k, v in logs.items()
-        if (k in METHOD_METRICS or k.startswith(METHOD_METRIC_PREFIXES))
-        and isinstance(v, (int, float))
-    }
+    """The training method's own numbers in one Trainer log, under their TRL names
+    (engine.events.is_method_metric names them; none for SFT)."""
+    return {k: v for k, v in logs.items() if is_method_metric(k) and isinstance(v, (int, float))}
 
 
 ACTION_CODES = (None, "pause", "cancel", "stop")
