@@ -1,9 +1,15 @@
-"""The library: every exported artifact (adapter ZIPs, merged folders, GGUFs, GGUF bundles).
+"""The library: every exported artifact (adapter ZIPs, merged folders, GGUFs, GGUF bundles) and
+the datasets made from chat votes.
 
 A table of what engine.store.library reads from `<data dir>/library/*/manifest.json` (the files
-are the truth; the store only indexes them). Open folder, export a copy to a chosen folder,
-install a GGUF bundle into Ollama when `ollama` is on PATH, and delete an artifact after asking.
-Deleting a run record elsewhere never comes here: artifacts outlive their runs.
+are the truth; the store only indexes them): kind, run, base model, quantization, size, date and
+file, filtered by run. Open folder, export a copy to a chosen folder, install a GGUF bundle into
+Ollama when `ollama` is on PATH, serve a GGUF, push a model to the Hub, and delete an artifact
+after asking. Deleting a run record elsewhere never comes here: artifacts outlive their runs.
+
+It refreshes itself: `follow(bridge)` re-reads the library when the store's events change a run's
+artifacts (an export finishing, here or in another process), and so does showing the tab; a
+restart reads everything on disk, runs finished while the app was closed included.
 """
 
 from __future__ import annotations
@@ -20,17 +26,15 @@ from app.chat_worker import error_text
 from engine import paths
 from engine.export import ollama
 from engine.export.hub import PUSH_KINDS
+from engine.export.job import ARTIFACT_LABELS
 from engine.formatting import format_bytes
 from engine.store import library
 from engine.store.library import library_entries
 
-KIND_LABELS = {
-    "adapter_zip": "Adapter ZIP",
-    "merged_dir": "Merged 16-bit folder",
-    "gguf": "GGUF",
-    "gguf_bundle": "GGUF bundle (Ollama)",
-}
-COLUMNS = ("Artifact", "Run", "Base model", "Quant", "Size", "Created")
+KIND_LABELS = {**ARTIFACT_LABELS, "dataset": "Dataset"}
+COLUMNS = ("Kind", "Run", "Base model", "Quant", "Size", "Created", "File")
+ALL_RUNS = "All runs"
+REFRESH_MS = 300  # several runs changing at once make one refresh
 
 
 def install_bundle(entry: dict) -> str:
@@ -38,6 +42,24 @@ def install_bundle(entry: dict) -> str:
     with tempfile.TemporaryDirectory(prefix="tunegraph-ollama-") as tmp:
         folder = library.unpack_bundle(entry, tmp)
         return ollama.install(entry.get("run_name") or entry["id"], folder)
+
+
+def kind_label(entry: dict) -> str:
+    """ "GGUF bundle (Ollama)", "Dataset (12 pairs)", …"""
+    label = KIND_LABELS.get(entry.get("kind"), str(entry.get("kind")))
+    if entry.get("kind") == "dataset" and entry.get("rows") is not None:
+        pairs = entry["rows"]
+        return f"{label} ({pairs} pair{'s' if pairs != 1 else ''})"
+    return label
+
+
+def run_label(entry: dict) -> str:
+    """ "support bot · 3fa9c1": the run's name and the end of its id (two runs may share a
+    name); "—" for an entry made by no run (a dataset)."""
+    run_id = str(entry.get("run_id") or "")
+    if not run_id:
+        return "—"
+    return f"{entry.get('run_name') or run_id} · {run_id[-6:]}"
 
 
 # -- the tab ------------------------------------------------------------------------------------
@@ -77,6 +99,17 @@ class LibraryTab(QtWidgets.QWidget):
         self.confirm = confirm
         self.entries: list[dict] = []
         self._install: _InstallThread | None = None
+        self._seen: dict[str, tuple] = {}  # run id -> its artifact ids, as the store last said
+        self._count_text = ""
+        self._soon = QtCore.QTimer(self)
+        self._soon.setSingleShot(True)
+        self._soon.setInterval(REFRESH_MS)
+        self._soon.timeout.connect(self.refresh)
+        self.run_filter = QtWidgets.QComboBox()
+        self.run_filter.setMinimumWidth(220)
+        self.run_filter.setToolTip("Show the artifacts of one run")
+        self.run_filter.addItem(ALL_RUNS, None)
+        self.run_filter.currentIndexChanged.connect(self.apply_filter)
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
@@ -86,7 +119,7 @@ class LibraryTab(QtWidgets.QWidget):
         self.table.setAlternatingRowColors(True)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(len(COLUMNS) - 1, QtWidgets.QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._update_buttons)
 
         self.refresh_button = QtWidgets.QPushButton("Refresh")
@@ -119,13 +152,37 @@ class LibraryTab(QtWidgets.QWidget):
         ):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        buttons.addWidget(QtWidgets.QLabel("Run"))
+        buttons.addWidget(self.run_filter)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status)
         self.refresh()
 
+    # -- following the store -------------------------------------------------------------------
+    def follow(self, bridge) -> None:
+        """Refresh when the store says a run's artifacts changed (app.run_bridge.RunBridge)."""
+        bridge.runsChanged.connect(self._on_runs_changed)
+        bridge.runsRemoved.connect(lambda _ids: self._soon.start())
+        self._on_runs_changed(list(bridge.runs.values()))
+
+    def _on_runs_changed(self, runs: list) -> None:
+        changed = False
+        for run in runs:
+            ids = tuple(sorted(str(a.get("id")) for a in run.get("artifacts") or []))
+            changed |= self._seen.get(run["id"]) != ids
+            self._seen[run["id"]] = ids
+        if changed:
+            self._soon.start()
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._soon.start()  # datasets and copies made elsewhere show up too
+
+    # -- the table -----------------------------------------------------------------------------
     def refresh(self) -> None:
+        """Read the library again; the selection and the run filter are kept."""
         selected = self.selected()
         self.entries = library_entries()
         self.table.setRowCount(len(self.entries))
@@ -133,44 +190,95 @@ class LibraryTab(QtWidgets.QWidget):
             base = str(e.get("base_model") or "")
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("created_at") or 0))
             cells = (
-                KIND_LABELS.get(e.get("kind"), str(e.get("kind"))),
-                e["run_name"],
+                kind_label(e),
+                run_label(e),
                 Path(base).name if base.startswith(("/", "~")) else base,
                 e.get("quant") or "",
                 format_bytes(e.get("bytes")),
                 created,
+                Path(e["file"]).name,
             )
+            tips = {0: e["file"], 1: str(e.get("run_id") or ""), 2: base, 6: e["file"]}
             for col, text in enumerate(cells):
                 item = QtWidgets.QTableWidgetItem(text)
-                item.setToolTip({0: e["file"], 1: str(e.get("run_id") or ""), 2: base}.get(col, ""))
+                item.setToolTip(tips.get(col, ""))
                 if col == 4:
                     item.setTextAlignment(
                         QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
                     )
                 self.table.setItem(row, col, item)
+        self._fill_run_filter()
+        self.apply_filter()
         if selected:
             for row, e in enumerate(self.entries):
-                if e["id"] == selected["id"]:
+                if e["id"] == selected["id"] and not self.table.isRowHidden(row):
                     self.table.selectRow(row)
+        shown = self.status.text()
         if not self.entries:
             self.status.setText("No artifacts yet: export a finished run to see it here.")
-        elif not self.status.text() or self.status.text().startswith("No artifacts"):
-            self.status.setText(
-                f"{len(self.entries)} artifacts in {paths.library_dir()}. "
+        elif not shown or shown == self._count_text or shown.startswith("No artifacts"):
+            n = len(self.entries)  # an action's message (Deleted…, Copied to…) stays
+            self._count_text = (
+                f"{n} artifact{'s' if n != 1 else ''} in {paths.library_dir()}. "
                 "Double-click a GGUF to chat with it."
             )
+            self.status.setText(self._count_text)
         self._update_buttons()
+
+    def _fill_run_filter(self) -> None:
+        """One choice per run that has artifacts (name and short id), newest first."""
+        current = self.run_filter.currentData()
+        runs: dict[str, str] = {}
+        for e in self.entries:
+            run_id = e.get("run_id")
+            if run_id and run_id not in runs:
+                runs[run_id] = run_label(e)
+        wanted = [(ALL_RUNS, None)] + [(label, rid) for rid, label in runs.items()]
+        shown = [
+            (self.run_filter.itemText(i), self.run_filter.itemData(i))
+            for i in range(self.run_filter.count())
+        ]
+        if shown == wanted:
+            return
+        self.run_filter.blockSignals(True)
+        self.run_filter.clear()
+        for label, rid in wanted:
+            self.run_filter.addItem(label, rid)
+        index = self.run_filter.findData(current) if current else 0
+        self.run_filter.setCurrentIndex(max(index, 0))
+        self.run_filter.blockSignals(False)
+
+    def filter_run(self, run_id: str | None) -> None:
+        """Show only the artifacts of `run_id` (None: all)."""
+        index = self.run_filter.findData(run_id) if run_id else 0
+        self.run_filter.setCurrentIndex(max(index, 0))
+
+    def apply_filter(self) -> None:
+        run_id = self.run_filter.currentData()
+        for row, e in enumerate(self.entries):
+            self.table.setRowHidden(row, bool(run_id) and e.get("run_id") != run_id)
+        self._update_buttons()
+
+    def visible_entries(self) -> list[dict]:
+        """The entries the table shows under the run filter, top to bottom."""
+        return [e for row, e in enumerate(self.entries) if not self.table.isRowHidden(row)]
 
     def selected(self) -> dict | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
-        if not rows or rows[0].row() >= len(self.entries):
+        if not rows or rows[0].row() >= len(self.entries) or self.table.isRowHidden(rows[0].row()):
             return None
         return self.entries[rows[0].row()]
 
     def _update_buttons(self) -> None:
         entry = self.selected()
-        for b in (self.open_button, self.export_button, self.delete_button):
+        for b in (self.open_button, self.export_button):
             b.setEnabled(entry is not None)
+        # a dataset lives in the data directory's datasets/ folder, not in a library folder
+        dataset = entry is not None and entry.get("kind") == "dataset"
+        self.delete_button.setEnabled(entry is not None and not dataset)
+        self.delete_button.setToolTip(
+            f"A dataset is a file of the data directory: {entry['file']}" if dataset else ""
+        )
         self.serve_button.setEnabled(entry is not None and entry.get("kind") == "gguf")
         self.push_button.setEnabled(entry is not None and entry.get("kind") in PUSH_KINDS)
         can_install = entry is not None and entry.get("kind") == "gguf_bundle"

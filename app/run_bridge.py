@@ -9,9 +9,11 @@ process never imports torch.
 
 from __future__ import annotations
 
+import json
 import queue
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6 import QtCore
@@ -19,6 +21,7 @@ from PySide6 import QtCore
 from engine.errors import TunegraphError
 
 POLL_S = 0.25
+PROGRESS_LINE = re.compile(r"\[\s*(\d+)%\]\s*(.*)")  # `tunegraph export`'s "[ 40%] message"
 
 
 class _PollThread(QtCore.QThread):
@@ -58,7 +61,7 @@ class _PollThread(QtCore.QThread):
                     self.failed.emit(str(err))
                     update = None
                 if update and update.changed:
-                    self.changed.emit(update.changed)
+                    self.changed.emit([with_clock(store, run) for run in update.changed])
                 if update and update.removed:
                     self.removed.emit(update.removed)
                 if update and update.batches:
@@ -79,6 +82,18 @@ class _PollThread(QtCore.QThread):
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+
+
+def with_clock(store, run: dict) -> dict:
+    """The run with its training time (engine.store.timing.training_clock), read from its status
+    events; a status event that cannot be read leaves the time unknown rather than the row."""
+    from engine.store.timing import training_clock
+
+    try:
+        clock = training_clock(store.events(run["id"], kinds="status"))
+    except Exception:  # noqa: BLE001 - e.g. database busy: the next change reads it again
+        clock = {"training_s": None, "training_since": None}
+    return {**run, **clock}
 
 
 class _CommandThread(QtCore.QThread):
@@ -120,6 +135,7 @@ class RunBridge(QtCore.QObject):
     pointsArrived = QtCore.Signal(object)  # noqa: N815
     commandDone = QtCore.Signal(str, str, object)  # noqa: N815 - action, run id, result
     commandFailed = QtCore.Signal(str, str, str)  # noqa: N815 - action, run id, message
+    exportProgress = QtCore.Signal(str, float, str)  # noqa: N815 - run id, fraction, message
     error = QtCore.Signal(str)
 
     def __init__(
@@ -140,6 +156,7 @@ class RunBridge(QtCore.QObject):
         self._commands.done.connect(self._on_done)
         self._commands.failed.connect(self.commandFailed)
         self._exports: list[QtCore.QProcess] = []
+        self._exporting: dict[str, int] = {}  # run id -> exports of it running
         self._subscribers: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -192,9 +209,10 @@ class RunBridge(QtCore.QObject):
     def submit_job(self, label: str, run_id: str, fn: Callable) -> None:
         self._commands.jobs.put((label, run_id, fn))
 
-    def export(self, run_id: str) -> QtCore.QProcess | None:
-        """`tunegraph export RUN --json` as a child process in the engine's Python (it loads
-        torch, the UI must not); without an engine, commandFailed says how to set it up."""
+    def export(self, run_id: str, args: Sequence[str] = ()) -> QtCore.QProcess | None:
+        """`tunegraph export RUN ARGS --json` as a child process in the engine's Python (it loads
+        torch, the UI must not); its "[ 40%] …" stderr lines become exportProgress, its JSON the
+        result of commandDone. Without an engine, commandFailed says how to set it up."""
         from engine.errors import EngineMissingError
         from engine.setup.interpreters import engine_python
 
@@ -207,26 +225,57 @@ class RunBridge(QtCore.QObject):
             )
             return None
         proc = QtCore.QProcess(self)
-        proc.setProcessChannelMode(QtCore.QProcess.ProcessChannelMode.MergedChannels)
         self._exports.append(proc)
+        self._exporting[run_id] = self._exporting.get(run_id, 0) + 1
+        lines: list[str] = [""]  # stderr lines (the last one maybe unfinished)
+
+        def progress(flush: bool = False) -> None:
+            text = lines.pop() + bytes(proc.readAllStandardError()).decode("utf-8", "replace")
+            parts = text.split("\n")
+            rest = "" if flush else parts.pop()
+            for line in parts:
+                lines.append(line)
+                found = PROGRESS_LINE.match(line.strip())
+                if found:
+                    self.exportProgress.emit(run_id, int(found[1]) / 100, found[2])
+            lines.append(rest)
 
         def finished(code: int, _status) -> None:
-            out = bytes(proc.readAll()).decode("utf-8", "replace").strip()
+            progress(flush=True)
+            out = bytes(proc.readAllStandardOutput()).decode("utf-8", "replace").strip()
             if proc in self._exports:
                 self._exports.remove(proc)
+            self._exporting[run_id] -= 1
+            if not self._exporting[run_id]:
+                del self._exporting[run_id]
+            said = [line for line in lines if line.strip() and not PROGRESS_LINE.match(line)]
             if code == 0:
-                self.commandDone.emit("export", run_id, out)
+                try:
+                    result: object = json.loads(out)
+                except ValueError:
+                    result = out
+                self.commandDone.emit("export", run_id, result)
             else:
                 self.commandFailed.emit(
-                    "export",
-                    run_id,
-                    out.splitlines()[-1] if out else f"export exited with code {code}",
+                    "export", run_id, said[-1] if said else f"export exited with code {code}"
                 )
             proc.deleteLater()
 
+        def not_started(error: QtCore.QProcess.ProcessError) -> None:
+            if error == QtCore.QProcess.ProcessError.FailedToStart:
+                lines.append(f"{python} could not be started: {proc.errorString()}")
+                finished(-1, None)
+
+        proc.readyReadStandardError.connect(lambda: progress())
         proc.finished.connect(finished)
-        proc.start(python, ["-m", "app", "export", run_id, "--json"])
+        proc.errorOccurred.connect(not_started)
+        proc.start(python, ["-m", "app", "export", run_id, *args, "--json"])
+        self.exportProgress.emit(run_id, 0.0, "Export: starting")
         return proc
+
+    def exporting(self, run_id: str) -> bool:
+        """True while an export of `run_id` started here is running."""
+        return run_id in self._exporting
 
     # -- slots -------------------------------------------------------------------------------
     def _on_changed(self, runs: list) -> None:

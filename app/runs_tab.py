@@ -1,6 +1,11 @@
 """The runs tab: every run, newest start first, with a state filter, text search, multi-select,
 open, compare, the leaderboard (of the selected runs, or of one run's family: the runs sharing its
-origin) and delete (the run record and folder; library artifacts stay)."""
+origin) and delete (the run record and folder; library artifacts stay).
+
+The order keeps still under the pointer: while it is over the list, a new run is added at the
+bottom and a run that starts keeps its place; the "N new" button above the list (or the pointer
+leaving it) sorts them in. "Training" is the time spent starting, training and evaluating
+(engine.store.timing); the wall time is in its tooltip."""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import time
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.run_bridge import RunBridge
-from app.run_panel import STATE_STYLE
+from app.run_row import STATE_STYLE, elapsed
+from engine.formatting import format_duration
 from engine.store.leaderboard import family
+from engine.store.timing import training_seconds
 
 FILTERS = {  # shown name -> states (None: all)
     "All": None,
@@ -21,7 +28,8 @@ FILTERS = {  # shown name -> states (None: all)
     "Failed": ("failed", "refused"),
     "Cancelled": ("cancelled",),
 }
-COLUMNS = ("Name", "State", "Started", "Step", "Loss", "Eval loss", "Device", "Id")
+COLUMNS = ("Name", "State", "Started", "Step", "Loss", "Eval loss", "Training", "Device", "Id")
+TRAINING_COL, ID_COL = COLUMNS.index("Training"), COLUMNS.index("Id")
 SORT_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
 DELETE_TEXT = (
     "Delete {n} run record(s)?\n\n{names}\n\nThe run folders (logs, checkpoints) are "
@@ -71,6 +79,14 @@ class RunsTab(QtWidgets.QWidget):
             "sweep) by their eval scores, with their outputs side by side"
         )
         self.delete_button = QtWidgets.QPushButton("Delete…")
+        self.new_button = QtWidgets.QPushButton()
+        self.new_button.setToolTip(
+            "Runs added or started while the pointer was over the list; they are sorted in "
+            "when it leaves, or now with a click"
+        )
+        self.new_button.hide()
+        self.unsorted: set[str] = set()  # runs waiting to be sorted in while the list is hovered
+        self.hovered = False  # the pointer is over the list
         for w in (
             QtWidgets.QLabel("State"),
             self.state,
@@ -79,6 +95,7 @@ class RunsTab(QtWidgets.QWidget):
             self.compare_button,
             self.leaderboard_button,
             self.delete_button,
+            self.new_button,
         ):
             bar.addWidget(w, 1 if w is self.search else 0)
         self.tree = QtWidgets.QTreeWidget()
@@ -89,6 +106,7 @@ class RunsTab(QtWidgets.QWidget):
         self.tree.setColumnWidth(0, 220)
         self.tree.setColumnWidth(1, 110)
         self.tree.setColumnWidth(2, 130)
+        self.tree.viewport().installEventFilter(self)
         self.note = QtWidgets.QLabel()
         self.note.setObjectName("hint")
         layout = QtWidgets.QVBoxLayout(self)
@@ -99,13 +117,19 @@ class RunsTab(QtWidgets.QWidget):
         self.state.currentIndexChanged.connect(self.apply_filter)
         self.search.textChanged.connect(self.apply_filter)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
-        self.tree.itemDoubleClicked.connect(lambda item, _c: self.openRequested.emit(item.text(7)))
+        self.tree.itemDoubleClicked.connect(
+            lambda item, _c: self.openRequested.emit(item.text(ID_COL))
+        )
         self.open_button.clicked.connect(self._open)
         self.compare_button.clicked.connect(lambda: self.compareRequested.emit(self.selected()))
         self.leaderboard_button.clicked.connect(
             lambda: self.leaderboardRequested.emit(self.leaderboard_ids())
         )
         self.delete_button.clicked.connect(self.delete_selected)
+        self.new_button.clicked.connect(self.sort_in)
+        self.timer = QtCore.QTimer(self)  # the live runs' training time
+        self.timer.timeout.connect(self._tick)
+        self.timer.start(1000)
         bridge.runsChanged.connect(self.on_runs_changed)
         bridge.runsRemoved.connect(self.on_runs_removed)
         bridge.commandFailed.connect(self._on_failed)
@@ -113,7 +137,7 @@ class RunsTab(QtWidgets.QWidget):
         self._update_buttons()
 
     def on_runs_changed(self, runs: list) -> None:
-        resort = False
+        moved = set()
         for run in runs:
             item = self.items.get(run["id"])
             if item is None:
@@ -124,10 +148,51 @@ class RunsTab(QtWidgets.QWidget):
                 (item.data(0, QtCore.Qt.ItemDataRole.UserRole) or {}).get("state"),
             )
             self._fill(item, run)
-            resort |= before != (item.data(0, SORT_ROLE), run.get("state"))
-        if resort:  # a new run, a start or a state change: metric updates keep the order
-            self.tree.sortItems(0, QtCore.Qt.SortOrder.DescendingOrder)
+            if before != (item.data(0, SORT_ROLE), run.get("state")):
+                moved.add(run["id"])
+        if moved:  # a new run, a start or a state change: metric updates keep the order
+            if self.hovered:
+                self.unsorted |= moved
+                self._show_unsorted()
+            else:
+                self.sort_in()
             self.apply_filter()
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802
+        if event.type() == QtCore.QEvent.Type.Enter:
+            self.hovered = True
+        elif event.type() == QtCore.QEvent.Type.Leave:
+            self.hovered = False
+            if self.unsorted:
+                self.sort_in()
+        return False
+
+    def sort_in(self) -> None:
+        """Sort every run into its place (newest start first)."""
+        self.tree.sortItems(0, QtCore.Qt.SortOrder.DescendingOrder)
+        self.unsorted = set()
+        self._show_unsorted()
+
+    def _show_unsorted(self) -> None:
+        self.unsorted &= set(self.items)
+        self.new_button.setText(f"{len(self.unsorted)} new ↓")
+        self.new_button.setVisible(bool(self.unsorted))
+
+    def _tick(self) -> None:
+        now = time.time()
+        for item in self.items.values():
+            run = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
+            if run.get("training_since") is not None:
+                self._fill_time(item, run, now)
+
+    @staticmethod
+    def _fill_time(item: QtWidgets.QTreeWidgetItem, run: dict, now: float) -> None:
+        item.setText(TRAINING_COL, format_duration(training_seconds(run, now)))
+        item.setToolTip(
+            TRAINING_COL,
+            f"Wall time {format_duration(elapsed(run, now))} since it first started "
+            "(the queue, pauses, retries and exports included)",
+        )
 
     def _fill(self, item: _Item, run: dict) -> None:
         started = run.get("started_at") or run.get("created_at") or 0
@@ -139,11 +204,13 @@ class RunsTab(QtWidgets.QWidget):
             f"{run.get('step') or 0}/{run.get('max_steps') or '?'}",
             _num(metrics.get("loss")),
             _num(metrics.get("eval_loss")),
+            "",
             run.get("device") or "—",
             run["id"],
         ]
         for col, text in enumerate(cells):
             item.setText(col, text)
+        self._fill_time(item, run, time.time())
         colour, icon = STATE_STYLE.get(run.get("state"), STATE_STYLE[None])
         item.setText(1, f"{icon} {cells[1]}")
         item.setForeground(1, QtGui.QBrush(QtGui.QColor(colour).lighter(130)))
@@ -181,12 +248,12 @@ class RunsTab(QtWidgets.QWidget):
         for i in range(self.tree.topLevelItemCount()):
             item = self.tree.topLevelItem(i)
             if not item.isHidden():
-                out.append(item.text(7))
+                out.append(item.text(ID_COL))
         return out
 
     def selected(self) -> list[str]:
         order = {rid: i for i, rid in enumerate(self.visible_ids())}
-        ids = [item.text(7) for item in self.tree.selectedItems() if not item.isHidden()]
+        ids = [item.text(ID_COL) for item in self.tree.selectedItems() if not item.isHidden()]
         return sorted(ids, key=lambda rid: order.get(rid, 0))
 
     def select(self, ids: list[str]) -> None:

@@ -67,6 +67,9 @@ class Tools(QtCore.QObject):
         self.library.serveRequested.connect(self.serve_gguf)
         self.chat.serveRequested.connect(self.serve_gguf)
         self.library.pushRequested.connect(self.push_entry)
+        run_views = getattr(window, "run_views", None)  # the main window's (app.run_views)
+        if run_views is not None:  # new artifacts appear as the store learns of them
+            self.library.follow(run_views.bridge)
         self.serving: list = []  # ServeDialogs, one per endpoint
         self.pushes: list = []  # PushDialogs
 

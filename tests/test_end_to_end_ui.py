@@ -200,8 +200,12 @@ def test_continue_and_export_from_the_panel(qtbot, live, data, monkeypatch):
 
     # Export the parent while the child trains
     assert row.buttons["Export"].isVisibleTo(row)
-    click_and_wait(qtbot, views, row.buttons["Export"], "export", parent_id, timeout=RUN_MS)
-    assert row.message.text() == "Exported: see the Artifacts tab of the run."
+    row.buttons["Export"].click()  # the Export dialog, preset from the run's Export node
+    dialog = views.panel.export_dialog
+    assert not dialog.adapter_zip.isChecked()
+    dialog.adapter_zip.setChecked(True)
+    click_and_wait(qtbot, views, dialog.export_button, "export", parent_id, timeout=RUN_MS)
+    assert row.message.text() == "Exported Adapter ZIP to the Library."
     store.ingest(parent["run_dir"])
     zips = [a for a in store.artifacts(parent_id) if a["kind"] == "adapter_zip"]
     assert len(zips) == 1

@@ -92,7 +92,7 @@ def test_library_lists_a_real_export_and_deletes_only_what_was_asked(qtbot, libr
     assert kinds == ["adapter_zip", "gguf", "gguf_bundle", "merged_dir"]
     assert tab.table.rowCount() == 4
     texts = [[tab.table.item(r, c).text() for c in range(6)] for r in range(4)]
-    assert all(row[1] == "support bot" for row in texts)
+    assert all(row[1] == f"support bot · {RUN_ID[-6:]}" for row in texts)  # name · short id
     assert {row[3] for row in texts} == {"", "Q4_K_M"}
     assert all(row[4].endswith(("KiB", "MiB", "GiB")) for row in texts)
 

@@ -101,9 +101,11 @@ def test_buttons_send_commands_and_cancel_asks_first(qtbot, views, store, monkey
     qtbot.waitUntil(lambda: ("continue", done.id, 2.0) in calls, timeout=WAIT_MS)
     assert [c[0] for c in calls].count("cancel") == 1
     exports = []
-    monkeypatch.setattr(views.bridge, "export", exports.append)
-    panel.rows[done.id].buttons["Export"].click()
-    assert exports == [done.id]
+    monkeypatch.setattr(views.bridge, "export", lambda ref, args=(): exports.append((ref, args)))
+    panel.rows[done.id].buttons["Export"].click()  # opens the Export dialog: nothing sent yet
+    assert panel.export_dialog is not None and exports == []
+    panel.export_dialog.export_button.click()
+    assert exports == [(done.id, ["--quant", "Q4_K_M", "--no-merged"])]
     row.buttons["Stop"].click()
     qtbot.waitUntil(lambda: ("stop", live.id) in calls, timeout=WAIT_MS)
     with qtbot.waitSignal(panel.chatRequested) as asked_chat:

@@ -30,7 +30,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="GGUF quantization (default: the run's setting, Q4_K_M)",
     )
     p.add_argument("--merged", action="store_true", help="also keep the merged 16-bit folder")
+    p.add_argument(
+        "--no-merged", action="store_true", help="no merged folder, whatever the run says"
+    )
     p.add_argument("--no-gguf", action="store_true", help="only the adapter ZIP")
+    p.add_argument("--no-adapter-zip", action="store_true", help="no adapter ZIP")
     p.add_argument("--ollama", metavar="NAME", help="install into Ollama under NAME")
     p.add_argument("--verbose", "-v", action="store_true", help="show converter output")
     p.add_argument("--json", action="store_true")
@@ -53,6 +57,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a run in this process, logging to its events.jsonl, then index the result."""
     from dataclasses import replace
 
+    from engine.export.job import nothing_to_make, skip_existing
     from engine.export.pipeline import export_run, require_adapter
     from engine.spec import JobSpec
     from engine.store.index import Store
@@ -73,14 +78,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         require_adapter(run_dir, spec)
         options = replace(
             spec.export,
-            adapter_zip=True,
+            adapter_zip=not args.no_adapter_zip,
             gguf=not args.no_gguf,
             quant=args.quant or spec.export.quant,
-            merged=args.merged or spec.export.merged,
+            merged=(args.merged or spec.export.merged) and not args.no_merged,
             ollama_name=args.ollama or "",
         )
+        # what the library already holds for this run is named, not made again
+        options, existing = skip_existing(run_id, options)
+        if nothing_to_make(options):
+            return _report(args, run_id, state or "completed", [], [], existing)
         previous = state if state and state != "exporting" else "completed"
-        progress = _progress_printer(args.verbose, quiet=args.json)
+        progress = _progress_printer(args.verbose)  # on stderr, so also with --json
         with EventLog(run_dir / WORKER_LOG) as log:
             start = log.emit("status", state="exporting", reason="export from the command line")
             try:
@@ -97,18 +106,44 @@ def cmd_export(args: argparse.Namespace) -> int:
         ]
     finally:
         store.close()
+    return _report(args, run_id, previous, warnings, made, existing)
+
+
+def _report(
+    args: argparse.Namespace,
+    run_id: str,
+    state: str,
+    warnings: list[str],
+    made: list[dict],
+    existing: list[dict],
+) -> int:
+    """Print what the export made and what the library already held (not made again)."""
+    kept = [_existing(m) for m in existing]
     if args.json:
-        print(
-            json.dumps(
-                {"id": run_id, "state": previous, "warnings": warnings, "artifacts": made}, indent=2
-            )
-        )
+        out = {"id": run_id, "state": state, "warnings": warnings, "artifacts": made}
+        print(json.dumps({**out, "existing": kept}, indent=2))
         return 0
+    if not made:
+        print("Nothing to export: the library already holds what was asked for.", file=sys.stderr)
     for art in made:
         print(f"{art['kind']:12} {format_bytes(art['bytes']):>9}  {art['path']}")
+    for art in kept:
+        print(f"{art['kind']:12} {format_bytes(art['bytes']):>9}  {art['path']}  (already there)")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _existing(manifest: dict) -> dict:
+    """A library manifest in the shape of the made artifacts (path: the artifact itself)."""
+    return {
+        "id": manifest.get("id"),
+        "kind": manifest.get("kind"),
+        "path": manifest.get("file"),
+        "bytes": manifest.get("bytes"),
+        "sha256": manifest.get("sha256"),
+        "quant": manifest.get("quant"),
+    }
 
 
 def _restore(log: EventLog, previous: str, last: dict, warnings: list[str] | None = None) -> None:
@@ -132,9 +167,11 @@ def _artifact(event) -> dict:
     }
 
 
-def _progress_printer(verbose: bool, quiet: bool):
+def _progress_printer(verbose: bool):
+    """Progress lines "[ 40%] message" on stderr (the app's run panel reads them)."""
+
     def show(message: str, fraction: float | None) -> None:
-        if quiet or (fraction is None and not verbose):
+        if fraction is None and not verbose:
             return
         print(message if fraction is None else f"[{fraction:4.0%}] {message}", file=sys.stderr)
 

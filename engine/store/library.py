@@ -14,9 +14,8 @@ import zipfile
 from pathlib import Path
 
 from engine import paths
+from engine.export.job import library_manifests
 from engine.rundir import SPEC_FILE
-
-MANIFEST = "manifest.json"
 
 
 def run_name(run_id: str | None) -> str:
@@ -33,20 +32,23 @@ def run_name(run_id: str | None) -> str:
 
 def library_entries() -> list[dict]:
     """Every artifact with a readable manifest, newest first, with `folder`, `file` and `run_name`."""
-    out = []
-    for manifest in paths.library_dir().glob(f"*/{MANIFEST}"):
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a half-written manifest shows up at the next refresh
-        if not isinstance(data, dict):
-            continue
-        folder = manifest.parent
-        data["folder"] = str(folder)
-        data["file"] = str(folder / data.get("path", ""))
-        data["run_name"] = run_name(data.get("run_id"))
-        out.append(data)
-    return sorted(out, key=lambda d: (-float(d.get("created_at") or 0), str(d.get("id"))))
+    out = library_manifests()
+    names: dict[str, str] = {}
+    for data in out:
+        run_id = data.get("run_id") or ""
+        if run_id not in names:
+            names[run_id] = run_name(run_id)
+        data["run_name"] = names[run_id]
+    return _with_preference_datasets(out)
+
+
+def _with_preference_datasets(entries: list[dict]) -> list[dict]:
+    """`entries` and the preference datasets voted in the chat pane (engine.data.preferences:
+    kind "dataset", their files in `<data_dir>/datasets/`), newest first."""
+    from engine.data.preferences import library_entries as preference_entries
+
+    merged = entries + preference_entries()
+    return sorted(merged, key=lambda d: (-float(d.get("created_at") or 0), str(d.get("id"))))
 
 
 def delete_artifact(entry: dict) -> None:
