@@ -2,7 +2,9 @@
 
 `Canvas` is the one API the window, the palette, the properties panel, Duplicate and the tests use
 to build and change graphs. Every change (edit, connection, undo…) schedules a debounced
-re-compile; the result is painted on the nodes (red error badge, lineage line) and emitted.
+re-compile; the result is painted on the nodes (red error badge, lineage line) and emitted. Each
+Dataset node's whole file is checked in the background (app.data_checks); a problem found there
+is a compile error on that node, so the modules it feeds cannot start.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Any
 from NodeGraphQt import NodeGraph
 from PySide6 import QtCore
 
+from app.auto_names import AutoNames
+from app.data_checks import DataChecks
 from app.decorations import NodeDecorations
 from app.node_factory import TunegraphNode, decl_of, error_text, register_all
+from app.node_placement import place_in_free_space, reveal
 from nodes import compile as compile_graph
 from nodes.catalogue import CATALOGUE, FINE_TUNE
 from nodes.graphedit import (
@@ -63,6 +68,9 @@ class Canvas(QtCore.QObject):
         self._decorations: dict[str, NodeDecorations] = {}
         self._timer = QtCore.QTimer(self, singleShot=True, interval=COMPILE_DELAY_MS)
         self._timer.timeout.connect(self.recompile)
+        self.data_checks = DataChecks(self)  # each dataset read whole, off the UI thread
+        self.data_checks.checked.connect(self.schedule_compile)
+        self.auto_names = AutoNames(self)  # copies rename themselves after what differs
         g = self.graph
         for signal in (g.port_connected, g.port_disconnected, g.nodes_deleted):
             signal.connect(self.schedule_compile)
@@ -126,7 +134,9 @@ class Canvas(QtCore.QObject):
         )
         for key, value in params.items():
             self.set_param(node, key, value)
+        place_in_free_space(self, node)  # never on top of another node
         self.graph.end_undo()
+        reveal(self, [node])
         return node
 
     def connect_nodes(self, source: TunegraphNode, target: TunegraphNode, port: str) -> None:
@@ -314,7 +324,7 @@ class Canvas(QtCore.QObject):
         """Compile now, paint errors and lineage on the nodes, emit `compiled`."""
         self._timer.stop()
         data = self.to_dict()
-        self.result = compile_graph(data, self.path)
+        self.result = compile_graph(data, self.path, data_check=self.data_checks.problem)
         self.lineage = {}
         for node in self.nodes(FINE_TUNE.kind):
             lineage = lineage_diff(data, node.id)
@@ -330,6 +340,15 @@ class Canvas(QtCore.QObject):
             decorations.show_lineage(self.lineage.get(node.id, ""))
         self.compiled.emit(self.result)
         return self.result
+
+    def recompile_checked(self) -> CompileResult:
+        """Compile once every queued data check has its answer (before runs are started: a
+        file that has not been read whole yet must not start a run)."""
+        result = self.recompile()  # queues a check for each file not read as it is now
+        if self.data_checks.busy:
+            self.data_checks.wait()  # their answers are in engine.data.check's cache now
+            result = self.recompile()
+        return result
 
     def errors_of(self, node) -> list:
         return self.result.errors_for(node.id)

@@ -371,7 +371,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         without a training engine, say what is missing and offer the set-up instead."""
         if not self.engine_ui.ensure_ready():
             return None
-        result = self.canvas.recompile()
+        result = self.canvas.recompile_checked()  # every dataset read whole first
         ids = {n.id for n in nodes}
         chosen = [m for m in result.modules if m.node_id in ids]
         ready = [m for m in chosen if m.spec is not None]

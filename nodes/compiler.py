@@ -13,12 +13,13 @@ input.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.errors import SpecError
 from engine.fields import check_field
-from engine.spec import JobSpec
+from engine.spec import DatasetSpec, JobSpec
 from nodes.assemble import Picked, assemble_spec, owner_of
 from nodes.catalogue import CATALOGUE, FINE_TUNE, NODE_TYPES, PortRef, decl_for_type
 from nodes.checks import file_problem, model_problem, spec_reason
@@ -33,18 +34,30 @@ from nodes.method_checks import data_problem, resolve_reward, reward_problem
 from nodes.results import CompileError, CompileResult, ErrorKind, ModuleResult
 from nodes.structure import GraphNode, ports_text, read_ends, read_pos, strongly_connected
 
+# why a Dataset node's file cannot train a run of a method ("" when it can): engine.data.check
+DataCheck = Callable[[DatasetSpec, str], str]
 
-def compile(graph: dict, graph_path: str | Path | None = None) -> CompileResult:
-    """Compile a graph-file dict into JobSpecs; relative paths resolve against `graph_path`."""
-    return _Compiler(graph, graph_path).run()
+
+def compile(
+    graph: dict, graph_path: str | Path | None = None, data_check: DataCheck | None = None
+) -> CompileResult:
+    """Compile a graph-file dict into JobSpecs; relative paths resolve against `graph_path`.
+
+    `data_check` reads each Dataset node's whole file (engine.data.check.check_dataset, or the
+    canvas's cached background check): a problem it finds is an error on the Dataset node, so
+    the module does not run. Without it only the file's first row is looked at."""
+    return _Compiler(graph, graph_path, data_check).run()
 
 
 class _Compiler:
     """One walk over a graph: nodes, then connections and cycles, then each Fine-Tune module."""
 
-    def __init__(self, graph: dict, graph_path: str | Path | None) -> None:
+    def __init__(
+        self, graph: dict, graph_path: str | Path | None, data_check: DataCheck | None = None
+    ) -> None:
         """Start a walk of `graph`, read from the file `graph_path` (None for an unsaved graph)."""
         self.graph = graph
+        self.data_check = data_check
         self.base = graph_dir(graph_path)
         self.graph_path = str(Path(graph_path).expanduser().resolve()) if graph_path else ""
         self.nodes: dict[str, GraphNode] = {}
@@ -409,6 +422,8 @@ class _Compiler:
         fits = True
         for feeder, ds in zip(picked["dataset"], spec.datasets, strict=True):
             problem = data_problem(ds, spec.method.method, spec.rewards)
+            if not problem and self.data_check is not None:
+                problem = self.data_check(ds, spec.method.method)
             if problem:  # on the Dataset node: its file is what does not fit the method
                 self.error(feeder, "path", problem, "invalid_value")
                 fits = False

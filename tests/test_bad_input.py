@@ -82,9 +82,13 @@ def test_a_dataset_that_is_not_utf8_names_file_line_and_offset(tmp_path, suffix,
     # the command line: the sentence on stderr, exit 1, no traceback; --debug shows it
     out = cli("preview", str(data))
     assert_one_sentence(out, f"{data}:2:", f"byte offset {offset}", "Save it as UTF-8")
-    # the estimate (and so `run`, before it submits anything) stops on it too
+    # the estimate (and so `run`, before it submits anything) refuses the module: the sentence
+    # on the Dataset node's path, as the canvas shows it
     out = cli("estimate", str(make_graph(tmp_path, data=data)))
-    assert_one_sentence(out, f"{data}:2:", f"byte offset {offset}", "Save it as UTF-8")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f'error: Dataset "chats": path: {data}:2: the file is not UTF-8')
+    assert f"byte offset {offset}" in line and "Save it as UTF-8" in line
     with pytest.raises(DataError):
         main(["--debug", "preview", str(data)])
 

@@ -45,10 +45,12 @@ def compile_graph(
 ) -> tuple[list[JobSpec], list[tuple[str, list[CompileError]]]]:
     """Compile a graph file; returns (specs, refused) where refused lists (module name, errors),
     with --only keeping the named Fine-Tune modules."""
+    from engine.data.check import check_dataset
     from nodes import compile as compile_nodes
     from nodes import load_graph
 
-    result = compile_nodes(load_graph(path), graph_path=path)
+    # every dataset read whole: a malformed line refuses its module here, not its worker later
+    result = compile_nodes(load_graph(path), graph_path=path, data_check=check_dataset)
     modules = list(result.modules)
     if only:
         names = {m.name for m in modules}

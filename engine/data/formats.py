@@ -59,6 +59,20 @@ def read_rows(ds: DatasetSpec) -> list[dict]:
     in no particular format; DataError naming the file (and line) when it cannot be read."""
     path = Path(ds.path).expanduser()
     where = str(path)
+    loader = check_file(path)
+    table = _read_table(path, loader)
+    if table.num_rows == 0:
+        raise DataError("the file holds no rows", where)
+    table = _rename_columns(table, ds.columns, where)
+    if ds.max_rows:
+        table = table.select(range(min(ds.max_rows, table.num_rows)))
+    return table.to_list()
+
+
+def check_file(path: Path) -> str:
+    """The reader of a dataset file ("json", "csv" or "parquet") after the checks every reader
+    needs: a file, not a folder, of a known type, not empty, UTF-8 text; DataError otherwise."""
+    where = str(path)
     if path.is_dir():
         raise DataError(
             "is a folder, not a file",
@@ -78,13 +92,7 @@ def read_rows(ds: DatasetSpec) -> list[dict]:
         raise DataError("the file is empty", where)
     if loader != "parquet":
         check_utf8(path)
-    table = _read_table(path, loader)
-    if table.num_rows == 0:
-        raise DataError("the file holds no rows", where)
-    table = _rename_columns(table, ds.columns, where)
-    if ds.max_rows:
-        table = table.select(range(min(ds.max_rows, table.num_rows)))
-    return table.to_list()
+    return loader
 
 
 def _is_blank(path: Path) -> bool:
@@ -170,15 +178,15 @@ def _read_table(path: Path, loader: str) -> Any:
         )
     except Exception as exc:  # every reader's error becomes one sentence
         if path.suffix.lower() == ".jsonl":
-            _raise_bad_jsonl_line(path)
+            raise_bad_jsonl_line(path)
         elif path.suffix.lower() == ".json":
-            _raise_bad_json(path)
+            raise_bad_json(path)
         raise DataError(f"cannot read the file: {_root_cause(exc)}", str(path)) from exc
     finally:
         log.setLevel(level)
 
 
-def _raise_bad_jsonl_line(path: Path) -> None:
+def raise_bad_jsonl_line(path: Path) -> None:
     """Find the first line that is not a JSON object and raise DataError naming it."""
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
@@ -202,7 +210,8 @@ def _raise_bad_jsonl_line(path: Path) -> None:
                 )
 
 
-def _raise_bad_json(path: Path) -> None:
+def raise_bad_json(path: Path) -> None:
+    """Raise DataError for a .json file that is not JSON (naming the line) or not an array."""
     try:
         value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
     except json.JSONDecodeError as err:

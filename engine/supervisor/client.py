@@ -82,7 +82,7 @@ def submit(
             submitted[spec.node_uuid] = run_id
         if spec.resources.target == "cluster":
             record_cluster(paths.runs_dir() / run_id, resolve_address(cluster))
-        result = send_submit(store, run_id, est)
+        result = send_submit(store, run_id, est, refuse=data_refusal(spec))
         entry = {"id": run_id, "name": spec.name, "state": result.get("state", "queued")}
         if entry["state"] == "refused":
             entry["error"] = result.get("error")
@@ -119,11 +119,33 @@ def link_upstream(store: Store, spec: JobSpec, submitted: dict[str, str]) -> Non
         spec.base_model.source = f"run:{run_id}"
 
 
-def send_submit(store: Store, run_id: str, estimate: dict | None) -> dict:
+def data_refusal(spec: JobSpec) -> dict | None:
+    """Why the supervisor must refuse `spec` for its data ({"message", "hint"}), or None: each
+    dataset is read whole here (engine.data.check, cached per file size and time), so a data
+    error never becomes a failed run."""
+    from engine.data.check import check_dataset
+
+    for ds in spec.datasets:
+        problem = check_dataset(ds, spec.method.method)
+        if problem:
+            return {
+                "message": problem,
+                "hint": "Fix the file, or the Dataset node, and run it again.",
+            }
+    return None
+
+
+def send_submit(
+    store: Store, run_id: str, estimate: dict | None, refuse: dict | None = None
+) -> dict:
     """Send one submit command and wait for its result; without an estimate, long enough for
-    the supervisor's estimate helper to answer or time out."""
+    the supervisor's estimate helper to answer or time out. `refuse` ({"message", "hint"}):
+    the supervisor refuses the run with that sentence instead of queueing it."""
     from engine.supervisor.commands import ESTIMATE_TIMEOUT_S
 
+    if refuse:
+        cmd_id = send(store, "submit", run_id, wait=False, estimate=estimate, refuse=refuse)["id"]
+        return await_result(store, cmd_id, "submit")
     cmd_id = send(store, "submit", run_id, wait=False, estimate=estimate)["id"]
     wait_s = WAIT_S if estimate is not None else ESTIMATE_TIMEOUT_S + WAIT_S
     return await_result(store, cmd_id, "submit", wait_s)

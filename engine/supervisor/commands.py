@@ -51,6 +51,8 @@ class ClientCommands:
         action, run_id = cmd["action"], cmd.get("run_id")
         args = cmd.get("args") or {}
         if action == "submit":
+            if args.get("refuse"):  # the client found why it cannot run (its data)
+                return self.refuse_submitted(run_id, scheduler.Refusal(**args["refuse"]))
             estimate = args.get("estimate") or read_submission(paths.runs_dir() / run_id).get(
                 "estimate"
             )
@@ -213,10 +215,16 @@ class ClientCommands:
     def refuse_unestimated(self, run_id: str, why: str, hint: str) -> dict:
         """Refuse a run that has no estimate (`why` says what became of it): no run is placed
         blind, since its hold would be a guess."""
-        run_dir = paths.runs_dir() / run_id
-        refused = scheduler.Refusal(
-            f"not estimated, and no run is placed without an estimate: {why}", hint
+        return self.refuse_submitted(
+            run_id,
+            scheduler.Refusal(
+                f"not estimated, and no run is placed without an estimate: {why}", hint
+            ),
         )
+
+    def refuse_submitted(self, run_id: str, refused: scheduler.Refusal) -> dict:
+        """Refuse a submitted run, reading its spec and submission record from its folder."""
+        run_dir = paths.runs_dir() / run_id
         return self.refuse(
             run_id, JobSpec.load(run_dir / SPEC_FILE), read_submission(run_dir), refused
         )
