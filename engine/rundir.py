@@ -1,9 +1,11 @@
 """A run directory's file names and the engine's process entry points, named once.
 
 `<data_dir>/runs/<run_id>/` holds the frozen spec, the two event logs (one writer each), the
-control file, the worker's pid record and log, checkpoints and the adapter (DESIGN.md "Run
-directory and event logs"), and `evals/<eval_id>.jsonl`: the `eval` events of each eval job that
-scored the run after training, written only by that job's eval worker. An eval job's own folder,
+control file, the worker's pid record and log, checkpoints and the adapter (or, for a full
+fine-tuning run, the whole model: `model/`, 16-bit safetensors with the tokenizer files and the
+run's chat_template.jinja) (DESIGN.md "Run directory and event logs"), and
+`evals/<eval_id>.jsonl`: the `eval` events of each eval job that scored the run after training,
+written only by that job's eval worker. An eval job's own folder,
 `<data_dir>/evals/<eval_id>/`, is laid out like a run directory (the two logs, control, pid, log)
 with the request instead of the spec, and the result. Every process the engine starts is a module
 run with `-m`; its name and module are in `ENTRY_POINTS`, and launchers build their command lines
@@ -28,6 +30,10 @@ CHECKPOINTS = "checkpoints"  # the Trainer's output_dir
 ADAPTER = "adapter"  # the saved PEFT adapter
 MODEL = "model"  # a full fine-tuning run's delivered model folder (no adapter)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft writes into it (and a checkpoint)
+# what transformers writes for a whole model (a full run's model/ and checkpoints): one file, or
+# shards listed in an index
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_WEIGHTS_INDEX = "model.safetensors.index.json"
 TENSORBOARD = "tensorboard"  # TensorBoard event files, when the run reports to it
 RUN_EVALS = "evals"  # <run_dir>/evals/<eval_id>.jsonl, each written only by that eval's worker
 # <run_dir>/eval_results/<n>-<adapter|gguf>.json: the run's Eval nodes' results row by row (the

@@ -77,6 +77,8 @@ REWARD_SCORER_HELP = (
     "to 0 at 0 and 2N) or python:FILE.py (your score(output, reference, row) -> float)."
 )
 CHECKPOINTING = ("auto", "on", "off")
+# the LoRA config node's knobs that matter only while `full` (full fine-tuning) is off
+LORA_ONLY = ("full", (False,))
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")  # experiment trackers (a copy of our events)
 # "tokenizer": the base's own template; the others are the families of engine.data.family_templates
@@ -298,11 +300,14 @@ class TrainingSpec(SpecPart):
 
 @dataclass
 class LoraSpec(SpecPart):
-    """The adapter: rank, scaling, dropout, target modules, 4-bit base."""
+    """The adapter: rank, scaling, dropout, target modules, 4-bit base; or, with `full`, no
+    adapter at all: every weight of the model trains (the other knobs then do not apply)."""
 
-    r: int = param(16, "LoRA rank.", min=1, max=1024, label="Rank")
-    alpha: int = param(32, "LoRA scaling numerator (scale = alpha / r).", min=1, max=4096)
-    dropout: float = param(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9)
+    r: int = param(16, "LoRA rank.", min=1, max=1024, label="Rank", visible_if=LORA_ONLY)
+    alpha: int = param(
+        32, "LoRA scaling numerator (scale = alpha / r).", min=1, max=4096, visible_if=LORA_ONLY
+    )
+    dropout: float = param(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9, visible_if=LORA_ONLY)
     target_modules: list[str] = param(
         ["auto"],
         "Linear layers to adapt: auto (the attention's query and value projections under this "
@@ -310,6 +315,7 @@ class LoraSpec(SpecPart):
         "Phi-3), all-linear, or module names such as q_proj, v_proj, o_proj.",
         short="targets",
         widget="modules",
+        visible_if=LORA_ONLY,
     )
     quantization: str = param(
         "auto",
@@ -317,13 +323,34 @@ class LoraSpec(SpecPart):
         "would not fit the GPU.",
         choices=QUANTIZATIONS,
         short="quant",
+        visible_if=LORA_ONLY,
+    )
+    full: bool = param(
+        False,
+        "Full fine-tuning: every weight of the model trains and the run delivers a whole model "
+        "folder (and its GGUF), no adapter. It needs far more GPU memory than LoRA: fp32 master "
+        "weights, their gradients and AdamW's two moments, about 16 bytes per parameter (a 1B "
+        "model: ~15 GiB before activations). The LoRA settings do not apply, nor does 4-bit.",
+        label="Full fine-tuning",
     )
 
     part: ClassVar[str] = "lora"
 
     def check_rules(self, prefix: str) -> None:
         """At least one module is adapted (whether the model has it is checked by the estimate,
-        which reads the model's layers: engine.models.targets)."""
+        which reads the model's layers: engine.models.targets); full fine-tuning trains the
+        weights themselves, which a 4-bit base cannot."""
+        if self.full:
+            if self.quantization == "4bit":
+                raise SpecError(
+                    f"{prefix}.quantization",
+                    self.quantization,
+                    "full fine-tuning trains every weight itself, which a 4-bit base cannot "
+                    "(4-bit works only with a LoRA adapter)",
+                    "Set quantization to auto or none, or turn Full fine-tuning off to train a "
+                    "QLoRA adapter.",
+                )
+            return
         if not self.target_modules:
             raise SpecError(
                 f"{prefix}.target_modules", [], "name at least one module, or all-linear"

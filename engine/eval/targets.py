@@ -8,7 +8,8 @@ own chat template and stop tokens) and `loss` (summed token loss of a reference 
   run on that base would train with (engine.data.templates.prepare_tokenizer: its own, else
   Tunegraph's ChatML) and its stop tokens;
 - run: the run's base with its adapter (peft), and the tokenizer saved beside the adapter, which
-  holds the exact template the run trained with and its end-of-turn EOS;
+  holds the exact template the run trained with and its end-of-turn EOS; a full fine-tuning run's
+  model folder (`model/`, the whole model with the same tokenizer files) instead;
 - gguf: llama.cpp in a chat process (engine.chat), with the file's own template and stop tokens.
 
 Generation is greedy and stops at a stop token or `max_new_tokens`.
@@ -95,7 +96,7 @@ def hub_target(text: str) -> Target | None:
 
 
 def run_target(label: str, run_id: str, run_dir: Path | str) -> Target:
-    """A finished run as a target; EvalError when it has no trained adapter."""
+    """A finished run as a target; EvalError when it has no trained adapter (or model)."""
     from engine.errors import ExportError
     from engine.export.pipeline import require_adapter
     from engine.rundir import SPEC_FILE
@@ -106,8 +107,9 @@ def run_target(label: str, run_id: str, run_dir: Path | str) -> Target:
     try:
         require_adapter(run_dir, spec)
     except ExportError as err:  # worded for exports
+        what = "model" if spec.lora.full else "adapter"
         raise EvalError(
-            f"target {label}: run {spec.name} ({run_id}) has no trained adapter to score",
+            f"target {label}: run {spec.name} ({run_id}) has no trained {what} to score",
             "Only runs that finished training can be scored; resume or re-run it.",
         ) from err
     return Target(label, "run", str(run_dir), run_id=run_id, base=spec.base_model.source)
@@ -156,7 +158,7 @@ class GGUFModel:
 
 
 class HFModel:
-    """A base model or a run's adapter on its base, in transformers."""
+    """A base model, a run's adapter on its base, or a full run's model, in transformers."""
 
     def __init__(self, target: Target, device: str):
         import torch
@@ -290,13 +292,18 @@ def _load_base(source: str, dtype: Any) -> tuple[Any, Any, str]:
 
 def _load_run(run_dir: Path, dtype: Any) -> tuple[Any, Any, str]:
     from peft import PeftModel
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from engine.models.sources import load_model, resolve_source
-    from engine.rundir import ADAPTER, SPEC_FILE
+    from engine.rundir import ADAPTER, MODEL, SPEC_FILE
     from engine.spec import JobSpec
 
     spec = JobSpec.load(run_dir / SPEC_FILE)
+    if spec.lora.full:  # the whole model, with the run's tokenizer files and template
+        folder, remote = run_dir / MODEL, spec.base_model.trust_remote_code
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=remote)
+        return model, tokenizer, tokenizer.chat_template
     adapter_dir = run_dir / ADAPTER
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # the run's template and EOS
     template = tokenizer.chat_template

@@ -6,10 +6,11 @@ import hashlib
 from pathlib import Path
 
 from engine.paths import sha256_file
-from engine.rundir import ADAPTER_WEIGHTS
+from engine.rundir import ADAPTER_WEIGHTS, MODEL_WEIGHTS
 
-# the file whose hash identifies a folder artifact
-PRIMARY = {"adapter_dir": ADAPTER_WEIGHTS, "merged_dir": "model.safetensors"}
+# the file whose hash identifies a folder artifact (`model_dir`: a full fine-tuning run's model/,
+# a whole model like merged_dir)
+PRIMARY = {"adapter_dir": ADAPTER_WEIGHTS, "merged_dir": MODEL_WEIGHTS, "model_dir": MODEL_WEIGHTS}
 
 
 def tree_bytes(path: Path) -> int:

@@ -3,13 +3,13 @@
 merge the adapter into the base in 16-bit → save a HF folder whose tokenizer files llama.cpp's
 converter reads correctly → convert to F16 → quantize → check the chat template, EOS and EOT in the
 file (patching them when they drifted) → parity check → Modelfile, install scripts, README → ZIP.
-Any failure here becomes a warning; the adapter ZIP made before is never touched.
+Any failure here becomes a warning; the adapter ZIP made before is never touched. A full
+fine-tuning run needs no merge: its model folder (`job.adapter_dir` is then the run's `model/`)
+is copied and goes the same way from there.
 """
 
 from __future__ import annotations
 
-import gc
-import json
 import os
 import shutil
 import traceback
@@ -22,7 +22,8 @@ from engine.errors import ExportError, RunCancelled, TunegraphError
 from engine.export import gguf_base as gguf_base_export
 from engine.export import gguf_tools, ollama
 from engine.export.gguf_align import align_tokenizer, check_and_fix
-from engine.export.job import ExportJob, base_file, register, safe_name
+from engine.export.job import ExportJob, register, safe_name
+from engine.export.merged import copy_model, gguf_source, merge_adapter, run_template
 from engine.spec import ExportSpec
 
 if TYPE_CHECKING:  # parity is imported when the check runs
@@ -40,8 +41,12 @@ def merged_and_gguf(job: ExportJob, options: ExportSpec) -> list[str]:
         elif options.gguf:  # fail before the costly merge when the converter cannot take the model
             gguf_tools.converter_dir()
             gguf_tools.check_architecture(_base_architecture(job))
-        job.say("Export: merging the adapter into the base model (16-bit)", 0.1)
-        merged = merge_adapter(job)
+        if job.spec.lora.full:
+            job.say("Export: the fully fine-tuned model needs no merge", 0.1)
+            merged = copy_model(job)
+        else:
+            job.say("Export: merging the adapter into the base model (16-bit)", 0.1)
+            merged = merge_adapter(job)
     except RunCancelled:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure here must keep the adapter ZIP
@@ -67,114 +72,12 @@ def _failed(job: ExportJob, label: str, exc: BaseException) -> list[str]:
     return [warning]
 
 
-def gguf_source(job: ExportJob) -> Path | None:
-    """The base GGUF file when the run's base is a `gguf:` source, else None."""
-    from engine.models.sources import resolve_source
-
-    if not job.spec.base_model.source.strip().startswith("gguf:"):
-        return None
-    resolved = resolve_source(job.spec.base_model)
-    return Path(resolved.location) / str(resolved.gguf_file)
-
-
 def _base_architecture(job: ExportJob) -> str | None:
     from engine.models.sources import load_config
 
     config = load_config(job.spec.base_model)
     archs = getattr(config, "architectures", None) or []
     return archs[0] if archs else None
-
-
-# -- merging ----------------------------------------------------------------------------------------
-def merge_adapter(job: ExportJob) -> Path:
-    """Merge the run's adapter into its base in 16-bit and save a HF folder; returns it."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from engine.models.sources import load_config, load_model, resolve_source
-
-    spec = job.spec
-    out = job.work_dir / f"{safe_name(spec.name)}-merged"
-    source = gguf_source(job)
-    if source is not None:  # a GGUF base: dequantized, merged in float32, saved in float16
-        gguf_base_export.merge_and_save(spec.base_model, source, job.adapter_dir, out)
-        finish_tokenizer_files(job, out)
-        return out
-    resolved = resolve_source(spec.base_model)
-    config = load_config(spec.base_model, resolved)
-    dtype = torch.float16 if _config_dtype(config) == "float16" else torch.bfloat16
-    tokenizer = AutoTokenizer.from_pretrained(job.adapter_dir)
-    base = load_model(spec.base_model, resolved, dtype, config=config)
-    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
-        base.resize_token_embeddings(len(tokenizer))  # the run added a token (e.g. <pad>)
-    model = PeftModel.from_pretrained(base, job.adapter_dir)
-    job.check_cancel()
-    merged = model.merge_and_unload()
-    merged.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    del base, model, merged
-    gc.collect()
-    finish_tokenizer_files(job, out)
-    return out
-
-
-def _config_dtype(config) -> str:
-    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    return str(value).replace("torch.", "") if value is not None else ""
-
-
-def run_template(job: ExportJob) -> str:
-    """The chat template the run trained with (saved beside the adapter)."""
-    path = job.adapter_dir / "chat_template.jinja"
-    if path.is_file():
-        return path.read_text(encoding="utf-8")
-    config = json.loads((job.adapter_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-    template = config.get("chat_template")
-    if not isinstance(template, str):
-        raise ExportError(f"{job.adapter_dir} holds no chat template (chat_template.jinja).")
-    return template
-
-
-def finish_tokenizer_files(job: ExportJob, out: Path) -> None:
-    """Make the merged folder's tokenizer files say what the HF tokenizer does, for llama.cpp.
-
-    - `tokenizer.model` (sentencepiece) copied from the adapter or the base;
-    - `chat_template.jinja` = the run's template without `{% generation %}` markers (renders the
-      same; older runtimes cannot parse the tag), and no second copy in tokenizer_config.json;
-    - `added_tokens_decoder` in tokenizer_config.json: transformers 5 no longer writes it, and
-      without it the converter marks added special tokens (e.g. `<|im_start|>`) as normal text;
-    - `add_bos_token` / `add_eos_token` from the base's tokenizer_config.json when missing.
-    """
-    if not (out / "tokenizer.model").is_file():
-        src = job.adapter_dir / "tokenizer.model"
-        src = src if src.is_file() else base_file(job.spec, "tokenizer.model")
-        if src is not None:
-            shutil.copyfile(src, out / "tokenizer.model")
-    (out / "chat_template.jinja").write_text(
-        strip_generation_markers(run_template(job)), encoding="utf-8"
-    )
-    config_path = out / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config.pop("chat_template", None)
-    tok_json = out / "tokenizer.json"
-    if "added_tokens_decoder" not in config and tok_json.is_file():
-        added = json.loads(tok_json.read_text(encoding="utf-8")).get("added_tokens", [])
-        config["added_tokens_decoder"] = {
-            str(t["id"]): {
-                k: t[k]
-                for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
-                if k in t
-            }
-            for t in added
-        }
-    base_config = base_file(job.spec, "tokenizer_config.json")
-    if base_config is not None:
-        base = json.loads(base_config.read_text(encoding="utf-8"))
-        for key in ("add_bos_token", "add_eos_token"):
-            if key in base and key not in config:
-                config[key] = base[key]
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # -- GGUF -------------------------------------------------------------------------------------------
@@ -282,8 +185,8 @@ def write_ollama_bundle(
         gguf.name,
         family,
         list(stop_tokens(tokenizer, template)),
-        title=f"{job.spec.name}: {job.spec.base_model.source} + LoRA, {options.quant}, "
-        "by Tunegraph",
+        title=f"{job.spec.name}: {job.spec.base_model.source} "
+        f"{'fully fine-tuned' if job.spec.lora.full else '+ LoRA'}, {options.quant}, by Tunegraph",
     )
     name = ollama.model_name(options.ollama_name or job.spec.name)
     texts = {
@@ -347,7 +250,8 @@ def bundle_readme(
     lines = [
         f"# {spec.name} — GGUF ({quant})",
         "",
-        f"A LoRA fine-tune of **{spec.base_model.source}**, merged and converted by Tunegraph "
+        f"A {'full' if spec.lora.full else 'LoRA'} fine-tune of **{spec.base_model.source}**, "
+        f"{'converted' if spec.lora.full else 'merged and converted'} by Tunegraph "
         f"(run `{job.run_id}`).",
         "",
         f"- `{gguf_name}`: the model for llama.cpp, Ollama, LM Studio and other GGUF runtimes",

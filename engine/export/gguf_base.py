@@ -68,11 +68,14 @@ def merge_and_save(base_spec: BaseModelSpec, source: Path, adapter_dir: Path, ou
     return out
 
 
-def adapted_weights(adapter_dir: Path | str) -> set[str]:
+def adapted_weights(adapter_dir: Path | str) -> set[str] | None:
     """HF names of the base weights the adapter changes (e.g. `model.layers.0.self_attn.q_proj.
-    weight`), from the LoRA A matrices in adapter_model.safetensors."""
+    weight`), from the LoRA A matrices in adapter_model.safetensors; None for a folder without
+    an adapter (a full fine-tuning run's model: every weight changed)."""
     from safetensors import safe_open
 
+    if not (Path(adapter_dir) / ADAPTER_WEIGHTS).is_file():
+        return None
     names = set()
     with safe_open(str(Path(adapter_dir) / ADAPTER_WEIGHTS), "pt") as f:
         for key in f.keys():
@@ -140,6 +143,8 @@ def write_merged_gguf(
     changed = adapted_weights(adapter_dir)
     to_hf = gguf_to_hf_names(merged_dir, arch)
     reader = gguf.GGUFReader(source)
+    if changed is None:  # full fine-tuning: every weight of the model folder is taken from it
+        changed = set(to_hf.values())
     missing = sorted(n for n in changed if n not in to_hf.values())
     if missing:
         raise ExportError(
@@ -151,7 +156,7 @@ def write_merged_gguf(
 
     def tensor_data(tensor) -> np.ndarray:
         hf_name = to_hf.get(tensor.name)
-        if hf_name in changed:
+        if hf_name in changed and hf_name in where:
             array = where[hf_name].get_tensor(hf_name).astype(np.float32)
             array = _to_gguf_layout(array, tensor.name, arch, meta)
         else:

@@ -1,4 +1,4 @@
-"""The README.md model card written beside every adapter."""
+"""The README.md model card written beside every adapter (and a full fine-tuning run's model)."""
 
 from __future__ import annotations
 
@@ -36,19 +36,13 @@ def render(
     lines = [
         f"# {spec.name}",
         "",
-        f"A LoRA adapter trained with Tunegraph on **{base.source}**"
-        + (f" (revision `{base.revision}`)" if base.revision else "")
-        + ".",
+        f"A {'full fine-tune' if spec.lora.full else 'LoRA adapter'} trained with Tunegraph on "
+        f"**{base.source}**" + (f" (revision `{base.revision}`)" if base.revision else "") + ".",
         "",
         "## Load it",
         "",
         "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "from peft import PeftModel",
-        "",
-        'tokenizer = AutoTokenizer.from_pretrained("<this folder>")',
-        f'base = AutoModelForCausalLM.from_pretrained("{base.source}")',
-        'model = PeftModel.from_pretrained(base, "<this folder>")',
+        *_load_code(spec),
         "```",
         "",
         f"Chat template: `chat_template.jinja` ({template_origin}); use the same template at "
@@ -96,6 +90,26 @@ def render(
     lines += ["## Software", ""]
     lines += [f"- {name} {version}" for name, version in package_versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def _load_code(spec: JobSpec) -> list[str]:
+    """How to load what the folder holds: the adapter on its base, or (full fine-tuning) the
+    whole model."""
+    if spec.lora.full:
+        return [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            'tokenizer = AutoTokenizer.from_pretrained("<this folder>")',
+            'model = AutoModelForCausalLM.from_pretrained("<this folder>")',
+        ]
+    return [
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "from peft import PeftModel",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("<this folder>")',
+        f'base = AutoModelForCausalLM.from_pretrained("{spec.base_model.source}")',
+        'model = PeftModel.from_pretrained(base, "<this folder>")',
+    ]
 
 
 def write(path: Path, *args: Any, **kwargs: Any) -> None:

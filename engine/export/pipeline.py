@@ -6,6 +6,10 @@
 side"): merge in 16-bit → llama.cpp's converter to F16 → quantize → template, EOS and EOT checked in
 the file (patched if needed) → parity check → Modelfile, install scripts, README → ZIP.
 A GGUF failure never loses the adapter ZIP: it becomes the warning "GGUF export failed: <reason>".
+
+A full fine-tuning run has no adapter: it is exported from its `model/` folder, which is already
+the whole model, so there is no adapter ZIP and no merge; the merged folder is a copy of it and the
+GGUF is converted from it (engine.export.gguf).
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from engine.export import artifacts
 from engine.export.gguf import merged_and_gguf
 from engine.export.job import ExportJob, Progress, base_file, no_progress, register, safe_name
 from engine.hardware import GIB
-from engine.rundir import ADAPTER, ADAPTER_WEIGHTS, SPEC_FILE
+from engine.rundir import (
+    ADAPTER,
+    ADAPTER_WEIGHTS,
+    MODEL,
+    MODEL_WEIGHTS,
+    MODEL_WEIGHTS_INDEX,
+    SPEC_FILE,
+)
 from engine.setup.streaming import CancelCheck
 from engine.spec import ExportSpec, JobSpec
 
@@ -53,12 +64,21 @@ def export_run(
 ) -> list[str]:
     """Build the artifacts `options` asks for from a finished run; returns warnings.
 
-    Raises ExportError when the run has no adapter or the disk is too small for the export.
-    Failures after the adapter ZIP (merge, GGUF) become warnings; a cancel raises RunCancelled.
+    Raises ExportError when the run has no adapter (or, for full fine-tuning, no model) or the
+    disk is too small for the export. Failures after the adapter ZIP (merge, GGUF) become
+    warnings; a cancel raises RunCancelled.
     """
     run_dir = Path(run_dir)
     spec = _load_spec(run_dir)
     adapter_dir = require_adapter(run_dir, spec)
+    if spec.lora.full and options.adapter_zip:  # its model folder is what it delivers
+        log.emit(
+            "log",
+            level="info",
+            message="Export: no adapter ZIP: a full fine-tuning run has no adapter (the merged "
+            "folder and the GGUF are made from its model folder)",
+        )
+        options = replace(options, adapter_zip=False)
     check_disk_space(spec, options, paths.library_dir(), artifacts.tree_bytes(adapter_dir))
     work = paths.library_dir() / f".export-{run_dir.name}-{secrets.token_hex(3)}"
     work.mkdir(parents=True)
@@ -79,19 +99,25 @@ def export_run(
 
 
 def require_adapter(run_dir: Path, spec: JobSpec | None = None) -> Path:
-    """The run's adapter folder; ExportError when training never saved one (cancelled run)."""
+    """The run's adapter folder, or a full fine-tuning run's model folder (what its export and
+    its scoring start from); ExportError when training never saved it (cancelled run)."""
     run_dir = Path(run_dir)
     spec = spec or _load_spec(run_dir)
-    adapter_dir = run_dir / ADAPTER
-    missing = [f for f in REQUIRED_ADAPTER_FILES if not (adapter_dir / f).is_file()]
+    if spec.lora.full:
+        folder, what = run_dir / MODEL, "fully fine-tuned model"
+        sharded = (folder / MODEL_WEIGHTS_INDEX).is_file()
+        required = ("config.json", MODEL_WEIGHTS_INDEX if sharded else MODEL_WEIGHTS)
+    else:
+        folder, what, required = run_dir / ADAPTER, "adapter", REQUIRED_ADAPTER_FILES
+    missing = [f for f in required if not (folder / f).is_file()]
     if missing:
         raise ExportError(
-            f"Run {spec.name} ({run_dir.name}) has no trained adapter to export "
-            f"({adapter_dir / missing[0]} is missing): it was cancelled or failed "
+            f"Run {spec.name} ({run_dir.name}) has no trained {what} to export "
+            f"({folder / missing[0]} is missing): it was cancelled or failed "
             "before training finished.",
             "Resume or re-run it, then export.",
         )
-    return adapter_dir
+    return folder
 
 
 # -- disk space -------------------------------------------------------------------------------------

@@ -1,13 +1,13 @@
 """Estimates before a run starts: parameters, peak VRAM (16-bit and 4-bit), mode, time range.
 
 Parameter counts come from `config.json` alone (the model is built on the meta device: exact, no
-weights). Peak VRAM: weights + LoRA params with their fp32 gradients and AdamW states + the
-activations autograd keeps (counted tensor by tensor for a LoRA run of a Llama-style layer, see
-activation_bytes_per_token) + the fp32 logits of the loss + CUDA context and allocator slack.
-The allocated part is checked against a fake-tensor simulation of the worker's training step
-(bench/bench_vram_sim.py; tests/test_estimate_memory.py); context and slack need a GPU
-(bench/bench_vram.py). Imports torch: call it from the CLI, the worker or a helper process, never
-from the UI process.
+weights). Peak VRAM is engine.plan.memory's: weights + LoRA params with their fp32 gradients and
+AdamW states (or, for full fine-tuning, fp32 weights, gradients and AdamW states of every
+parameter) + the activations autograd keeps + the fp32 logits of the loss (+ GRPO's generation)
++ CUDA context and allocator slack. The mode is lora, qlora (4-bit base) or full; a full run has
+one figure (nothing is quantized), given as both `vram_gib` entries, so the supervisor judges it
+by that figure whatever it reads. Imports torch: call it from the CLI, the worker or a helper
+process, never from the UI process.
 """
 
 from __future__ import annotations
@@ -16,19 +16,28 @@ import dataclasses
 from dataclasses import dataclass
 
 from engine.errors import DataError, ModelError, TunegraphError
+from engine.formatting import format_count
 from engine.hardware import GIB
 from engine.models.sources import load_config
-from engine.models.targets import architecture_name, expand_targets, resolve_targets
+from engine.models.targets import architecture_name, resolve_targets
 from engine.models.template_choice import template_plan
 from engine.plan import calibration
+
+# the memory model lives in engine.plan.memory; the names other modules import from here stay
+from engine.plan.memory import ALLOCATOR_SLACK as ALLOCATOR_SLACK
+from engine.plan.memory import CUDA_CONTEXT_GIB as CUDA_CONTEXT_GIB
+from engine.plan.memory import LOGIT_BYTES as LOGIT_BYTES
+from engine.plan.memory import (
+    mask_bytes_per_layer,
+    memory_parts,
+    peak_vram_gib,
+    trainable_params,
+)
+from engine.plan.memory import vram_parts_text as vram_parts_text
 from engine.plan.shape import ModelShape, model_shape
 from engine.plan.timing import row_lengths, time_range_s, workload
-from engine.spec import PAIRED_METHODS, JobSpec
+from engine.spec import JobSpec
 
-CUDA_CONTEXT_GIB = 0.5
-ALLOCATOR_SLACK = 1.10
-NF4_BYTES_PER_PARAM = 0.55
-LOGIT_BYTES = 12  # per token and vocabulary entry: fp32 log-softmax, its gradient and the input's
 HEADROOM = 0.90  # a run must fit in 90% of a GPU's memory
 
 
@@ -53,128 +62,6 @@ class Estimate:
     def to_dict(self) -> dict:
         """The estimate as a plain dict (JSON for the store and the UI)."""
         return dataclasses.asdict(self)
-
-
-def _targeted(table: dict[str, int], spec: JobSpec) -> int:
-    """The sum of `table` (linear layer name -> count) over the layers the spec's LoRA adapts,
-    auto and all-linear resolved against the table's names (those of the model's linears)."""
-    return sum(table.get(t, 0) for t in expand_targets(spec.lora.target_modules, list(table)))
-
-
-def trainable_params(shape: ModelShape, spec: JobSpec) -> int:
-    """LoRA parameters the spec trains: r·(inputs + outputs) of every targeted linear."""
-    return _targeted(shape.lora_params, spec) * spec.lora.r
-
-
-def activation_bytes_per_token(shape: ModelShape, spec: JobSpec) -> float:
-    """Bytes autograd keeps per token and decoder layer in a 16-bit LoRA run, counted tensor by
-    tensor (engine/memory_sim.py traces them): the gated MLP's gate, activation and up outputs
-    (3·I, 16-bit); the two RMSNorm inputs in fp32 (2·4·h); the rotated query and the attention
-    output (2·2·h); key and value (2·2·kv with flash-attn, which reads grouped heads as they are;
-    sdpa and eager get them repeated to every head, 2·2·h, whenever a mask is in play, which
-    padding-free and padded batches always bring); and, per LoRA-targeted linear, its own 16-bit
-    copy of the input for lora_A's gradient, plus the dropout mask when dropout is on."""
-    h = shape.hidden
-    flash = spec.training.attention == "flash_attention_2"
-    kv = (shape.kv_dim or h) if flash else h
-    lora_inputs = _targeted(shape.in_features, spec) if shape.in_features else 4 * h
-    per_input = 2 + (4 if spec.lora.dropout > 0 else 0)
-    return 6 * shape.intermediate + 12 * h + 4 * kv + per_input * lora_inputs
-
-
-def attention_rows(spec: JobSpec, seq_len: int) -> tuple[int, int]:
-    """(rows, tokens per row) attention sees: padding-free batches are one row of
-    micro_batch_size·seq_len tokens whose mask blocks attention across sequences."""
-    b = spec.training.micro_batch_size
-    return (1, b * seq_len) if spec.training.packing else (b, seq_len)
-
-
-def mask_bytes_per_layer(spec: JobSpec, seq_len: int) -> float:
-    """The attention mask sdpa and eager keep per layer in 16-bit, one key-length row per query
-    (so a padding-free row's grows with the square of its tokens); flash-attn needs none."""
-    if spec.training.attention == "flash_attention_2":
-        return 0.0
-    rows, length = attention_rows(spec, seq_len)
-    return 2.0 * rows * length**2
-
-
-def memory_parts(
-    shape: ModelShape, spec: JobSpec, four_bit: bool, checkpointing: bool, seq_len: int
-) -> dict[str, float]:
-    """Bytes of the tensors alive at a training step's peak, by kind: weights, LoRA (fp32 weight,
-    gradient and two AdamW moments), activations and logits.
-
-    Activations assume a fused attention kernel (sdpa / flash): the eager kernel additionally
-    keeps every layer's a·s² attention probabilities, in fp32 and as a 16-bit copy. With
-    checkpointing each layer keeps only its input (16-bit, fp32 on a 4-bit base), and one layer is
-    recomputed at a time, after the loss's logits are gone.
-
-    The method changes the shape of a step (`method_batch`): preference methods and KTO put two
-    answers per row through the model at once, GRPO trains on prompts followed by
-    max_completion_length generated tokens (sampled in the same process, so within the same hold).
-    """
-    b, s = method_batch(spec, seq_len)
-    h = shape.hidden
-    if four_bit:  # quantized linears, embeddings upcast to fp32 by kbit preparation, and one
-        # linear at a time dequantized to 16-bit for its matmul
-        weights = (
-            (shape.params - shape.embedding_params) * NF4_BYTES_PER_PARAM
-            + shape.embedding_params * 4
-            + 2 * h * shape.intermediate
-        )
-    else:
-        weights = shape.params * 2
-    per_layer = s * b * activation_bytes_per_token(shape, spec) + mask_bytes_per_layer(spec, s)
-    if spec.training.attention == "eager":
-        rows, length = attention_rows(spec, s)
-        per_layer += 6 * shape.heads * rows * length**2
-    logits = b * s * shape.vocab * LOGIT_BYTES
-    if checkpointing:  # the loss's peak has passed when the last layer is recomputed
-        residual = 4 if four_bit else 2  # fp32 embeddings keep the residual stream in fp32
-        activations = residual * s * b * h * shape.layers + max(0, per_layer - logits)
-    else:
-        activations = per_layer * shape.layers
-    return {
-        "weights": weights,
-        "lora": trainable_params(shape, spec) * 16,
-        "activations": activations,
-        "logits": logits,
-    }
-
-
-def method_batch(spec: JobSpec, seq_len: int) -> tuple[int, int]:
-    """(sequences, tokens each) one micro-batch puts through the model for the run's method:
-    dpo, orpo, simpo and kto score two answers per row (chosen and rejected, or an answer and its
-    mismatched KL pair) in one forward; grpo's sequences are a prompt plus the sampled answer."""
-    m = spec.method
-    rows = spec.training.micro_batch_size
-    if m.method in PAIRED_METHODS + ("kto",):
-        return 2 * rows, seq_len
-    if m.method == "grpo":
-        return rows, seq_len + m.max_completion_length
-    return rows, seq_len
-
-
-def peak_vram_gib(
-    shape: ModelShape, spec: JobSpec, four_bit: bool, checkpointing: bool, seq_len: int
-) -> float:
-    """Estimated peak GPU memory in GiB for one training process: the tensors of memory_parts,
-    with the caching allocator's slack, plus the CUDA context."""
-    total = sum(memory_parts(shape, spec, four_bit, checkpointing, seq_len).values())
-    return round(total * ALLOCATOR_SLACK / GIB + CUDA_CONTEXT_GIB, 2)
-
-
-def vram_parts_text(parts: dict) -> str:
-    """'weights 0.9, LoRA 0.01, activations 2.1, logits 1.4, CUDA context + slack 0.9 GiB'."""
-    labels = {
-        "weights": "weights",
-        "lora": "LoRA",
-        "activations": "activations",
-        "logits": "logits",
-        "context_and_slack": "CUDA context + slack",
-    }
-    shown = [f"{labels.get(k, k)} {f'{v:g}' if v >= 0.01 else '<0.01'}" for k, v in parts.items()]
-    return ", ".join(shown) + " GiB"
 
 
 def use_checkpointing(
@@ -216,8 +103,11 @@ def use_checkpointing(
 def choose_mode(
     spec: JobSpec, device: str, shape: ModelShape | None, gpu_total_gib: float | None = None
 ) -> tuple[str, str]:
-    """('lora' | 'qlora', why). Auto picks 4-bit only when 16-bit would not fit the GPU; `shape`
-    (the base's, from plan.shape.model_shape) is needed only then."""
+    """('lora' | 'qlora' | 'full', why). Auto picks 4-bit only when 16-bit would not fit the
+    GPU; `shape` (the base's, from plan.shape.model_shape) is needed only then. Full
+    fine-tuning is its own mode: every weight trains, never on a 4-bit base."""
+    if spec.lora.full:
+        return "full", full_reason(shape)
     q = spec.lora.quantization
     if q == "4bit":
         return "qlora", "4-bit was chosen on the LoRA config node"
@@ -241,6 +131,13 @@ def choose_mode(
     )
 
 
+def full_reason(shape: ModelShape | None) -> str:
+    """The confirm step's words for a full fine-tuning run."""
+    if shape is None:
+        return "full fine-tuning: every parameter trains, no adapter"
+    return f"full fine-tuning: all {format_count(shape.params)} parameters train"
+
+
 def estimate(
     spec: JobSpec,
     device: str = "cpu",
@@ -255,14 +152,18 @@ def estimate(
         raise ModelError(f"Base model: {plan.problem}.", plan.hint)
     config = load_config(spec.base_model)
     shape = model_shape(config)
-    # a target module the model lacks is refused here, at submission, not in the worker
-    resolve_targets(spec.lora.target_modules, list(shape.lora_params), architecture_name(config))
+    if not spec.lora.full:  # a target module the model lacks is refused here, not in the worker
+        targets = spec.lora.target_modules
+        resolve_targets(targets, list(shape.lora_params), architecture_name(config))
     seq = spec.training.max_seq_length or min(shape.context, 2048)
     vram, checkpointing = {}, {}
     for key, four_bit in (("bf16", False), ("4bit", True)):
+        four_bit = four_bit and not spec.lora.full  # full: nothing is quantized, one figure
         checkpointing[key], _ = use_checkpointing(spec, device, shape, four_bit, seq, gpu_total_gib)
         vram[key] = peak_vram_gib(shape, spec, four_bit, checkpointing[key], seq)
     warnings: list[str] = gguf_warnings(spec)
+    if spec.lora.full and device == "cuda" and gpu_total_gib:
+        warnings += full_fit_warnings(spec, shape, vram["bf16"], gpu_total_gib, seq)
     if device == "cuda" and gpu_total_gib:
         mode, reason = choose_mode(spec, device, shape, gpu_total_gib)
     else:
@@ -316,8 +217,30 @@ def estimate(
     )
 
 
+def full_fit_warnings(
+    spec: JobSpec, shape: ModelShape, need_gib: float, gpu_total_gib: float, seq: int
+) -> list[str]:
+    """The warning that a full fine-tuning run cannot fit the largest GPU, with what LoRA (or
+    QLoRA) would need instead; none when it fits."""
+    room = gpu_total_gib * HEADROOM
+    if need_gib <= room:
+        return []
+    lora = dataclasses.replace(spec, lora=dataclasses.replace(spec.lora, full=False))
+    mode, _ = choose_mode(lora, "cuda", shape, gpu_total_gib)
+    gc, _ = use_checkpointing(lora, "cuda", shape, mode == "qlora", seq, gpu_total_gib)
+    other = peak_vram_gib(shape, lora, mode == "qlora", gc, seq)
+    name = "QLoRA (4-bit)" if mode == "qlora" else "LoRA"
+    return [
+        f"full fine-tuning needs ~{need_gib:.1f} GiB (fp32 weights, gradients and AdamW states "
+        f"of {format_count(shape.params)} parameters), more than {room:.1f} GiB (90% of the "
+        f"largest GPU's {gpu_total_gib:.0f} GiB): it cannot run here. {name} would need "
+        f"~{other:.1f} GiB: turn Full fine-tuning off on the LoRA config node, or pick a "
+        "smaller base model."
+    ]
+
+
 def key_mode(mode: str) -> str:
-    """The vram_gib key of a mode: "4bit" for qlora, "bf16" for lora."""
+    """The vram_gib key of a mode: "4bit" for qlora, "bf16" for lora and full."""
     return "4bit" if mode == "qlora" else "bf16"
 
 

@@ -1,14 +1,16 @@
-"""Peak tensor memory of a LoRA training step, traced on fake tensors: no GPU and no weights.
+"""Peak tensor memory of a training step, traced on fake tensors: no GPU and no weights.
 
 The worker's model (built from a transformers config, 16-bit base, LoRA from the spec, the
-spec's attention kernel and checkpointing) runs two full steps (forward under bf16 autocast,
-backward, AdamW) inside torch's FakeTensorMode, so every op computes shapes and dtypes only; a
-dispatch mode counts the bytes of each live storage and keeps the highest sum. That is what
-`torch.cuda.max_memory_allocated` would report for the same step, less what the GPU's kernels
-add themselves (cuBLAS and attention workspaces) and the caching allocator's rounding: the
-allocated part of engine.plan.estimate.memory_parts, which tests/test_estimate_memory.py and
-bench/bench_vram_sim.py check against it. 4-bit bases are not simulated (bitsandbytes' kernels
-have no fake-tensor form). Imports torch: never from the UI process.
+spec's attention kernel and checkpointing; or, for full fine-tuning, no adapter and every weight
+trained in fp32, as the worker loads it) runs two full steps (forward under bf16 autocast,
+backward, fused AdamW as the Trainer's default optimizer) inside torch's FakeTensorMode, so every
+op computes shapes and dtypes only; a dispatch mode counts the bytes of each live storage and
+keeps the highest sum. That is what `torch.cuda.max_memory_allocated` would report for the same
+step, less what the GPU's kernels add themselves (cuBLAS and attention workspaces) and the
+caching allocator's rounding: the allocated part of engine.plan.memory.memory_parts, which
+tests/test_estimate_memory.py, tests/test_full_finetune.py and bench/bench_vram_sim.py check
+against it. 4-bit bases are not simulated (bitsandbytes' kernels have no fake-tensor form), nor
+is GRPO's sampling. Imports torch: never from the UI process.
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ class _LiveBytes(TorchDispatchMode):
 
 
 def _model(config, spec: JobSpec, checkpointing: bool, mode: FakeTensorMode | None):
-    """The run's peft model, with every parameter and buffer a fake CPU tensor under `mode`
-    (None: a real model with random weights, for checking the simulation on small configs)."""
+    """The run's model (peft's for LoRA; fp32 weights for full fine-tuning), with every
+    parameter and buffer a fake CPU tensor under `mode` (None: a real model with random weights,
+    for checking the simulation on small configs)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -90,16 +93,19 @@ def _model(config, spec: JobSpec, checkpointing: bool, mode: FakeTensorMode | No
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:  # transformers before the rename
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    targets, linear = spec.lora.target_modules, linear_layer_names(model)
-    resolve_targets(targets, linear, type(model).__name__)  # a missing module: as the worker says
-    lora = LoraConfig(
-        r=spec.lora.r,
-        lora_alpha=spec.lora.alpha,
-        lora_dropout=spec.lora.dropout,
-        target_modules=peft_target_modules(targets, linear),  # as the worker's lora_config
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    if not spec.lora.full:  # full fine-tuning: no adapter, every weight trains (in fp32)
+        targets, linear = spec.lora.target_modules, linear_layer_names(model)
+        resolve_targets(targets, linear, type(model).__name__)  # a missing module: as the worker
+        lora = LoraConfig(
+            r=spec.lora.r,
+            lora_alpha=spec.lora.alpha,
+            lora_dropout=spec.lora.dropout,
+            target_modules=peft_target_modules(targets, linear),  # as the worker's lora_config
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    elif mode is None:  # real tensors: fp32 master weights, as the worker loads them
+        model = model.float()
     if mode is None:
         return model
     device = torch.device("cpu")
@@ -131,10 +137,10 @@ def simulate_peak(
     steps: int = 2,
     fake: bool = True,
 ) -> SimulatedPeak:
-    """Trace `steps` training steps of `spec`'s LoRA run on a model of `config`, micro-batches of
-    spec.training.micro_batch_size sequences of `seq_len` tokens (one flattened row with position
-    ids when packing is on, as the worker's padding-free collator makes), and return the peak.
-    fake=False runs the same steps on real CPU tensors (small configs only)."""
+    """Trace `steps` training steps of `spec`'s run (LoRA or full) on a model of `config`,
+    micro-batches of spec.training.micro_batch_size sequences of `seq_len` tokens (one flattened
+    row with position ids when packing is on, as the worker's padding-free collator makes), and
+    return the peak. fake=False runs the same steps on real CPU tensors (small configs only)."""
     if spec.lora.quantization == "4bit":
         raise ValueError("4-bit bases cannot be simulated: bitsandbytes has no fake-tensor kernels")
     mode = FakeTensorMode() if fake else None
@@ -149,7 +155,8 @@ def simulate_peak(
     with mode if mode is not None else contextlib.nullcontext():
         torch.manual_seed(0)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=spec.training.learning_rate)
+        # fused, as the Trainer's default optimizer (adamw_torch_fused): no temporaries
+        optimizer = torch.optim.AdamW(trainable, lr=spec.training.learning_rate, fused=True)
         if spec.training.packing:
             ids = torch.randint(0, vocab, (1, b * seq_len))
             extra = {"position_ids": torch.arange(seq_len).repeat(b)[None]}

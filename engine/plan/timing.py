@@ -98,7 +98,9 @@ def time_range_s(
     for i in (0, 1):  # 0: everything goes fast, 1: everything goes slow
         seconds = START_S[device if gpu else "cpu"][i]
         seconds += weights / LOAD_BYTES_PER_S[i] + work.rows / ENCODE_ROWS_PER_S[i]
-        seconds += 4 * shape.params * work.computed_tokens / rates[i]
+        # full fine-tuning also computes every weight's gradient: 6·N FLOPs a token, not 4·N
+        flops = 6 if spec is not None and spec.lora.full else 4
+        seconds += flops * shape.params * work.computed_tokens / rates[i]
         seconds += work.micro_batches * STEP_OVERHEAD_S["cuda" if gpu else "cpu"][i]
         seconds += 2 * shape.params * work.eval_tokens / rates[i]
         if spec is not None:

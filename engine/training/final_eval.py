@@ -225,7 +225,8 @@ class RunEvals:
             opened = {"adapter": self._loaded(model)}
             if plan.spec.score_base:
                 targets.append(Target("base", "base", self.spec.base_model.source))
-                opened["base"] = self._loaded(model, adapter_off=True)
+                if not self.spec.lora.full:  # a full run has no adapter to disable: the base
+                    opened["base"] = self._loaded(model, adapter_off=True)  # loads on its own
             warnings += self._score(plan, targets, plan.metrics, device, opened, "adapter")
         return warnings
 

@@ -1,5 +1,5 @@
-"""What the Trainer is set up with for a spec: device, dtype, 4-bit quantization, the LoRA config,
-the speed switches and the TrainingArguments.
+"""What the Trainer is set up with for a spec: device, dtype (and the weights' dtype: fp32 for full
+fine-tuning), 4-bit quantization, the LoRA config, the speed switches and the TrainingArguments.
 
 The speed switches of TrainingSpec: the attention kernel (auto = sdpa), Liger kernels and
 gradient checkpointing ("auto": on only when the memory estimate without it would not fit the
@@ -64,6 +64,13 @@ def pick_dtype(spec: JobSpec, device: str) -> torch.dtype:
     if precision == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def weights_dtype(spec: JobSpec, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the weights are loaded in: the compute `dtype` for LoRA (the base is frozen);
+    fp32 master weights for full fine-tuning, trained under the compute dtype's autocast (AdamW's
+    small updates would vanish in bf16's 8-bit mantissa)."""
+    return torch.float32 if spec.lora.full else dtype
 
 
 def quantization_config(spec: JobSpec, device: str, mode: str) -> BitsAndBytesConfig | None:

@@ -3,15 +3,14 @@
 Loads the base model and tokenizer, prepares the data, attaches LoRA (4-bit base for QLoRA), trains
 with transformers' Trainer while a callback writes metric/progress/eval events and obeys control
 requests, then writes three inference samples and the adapter folder and scores the Eval nodes'
-sets on it (engine.training.final_eval). Runs inside the worker process
-(`engine.training.worker`); imports torch.
+sets on it (engine.training.final_eval). With full fine-tuning (LoraSpec.full) no adapter is
+attached: every weight trains (fp32 master weights), and the run delivers the whole model folder,
+`model/` (engine.training.full). Runs inside the worker process (`engine.training.worker`);
+imports torch.
 
-A `stop` ends training and delivers the adapter as for a finished run. With an eval split that
-adapter is the one with the lowest eval loss seen: every evaluation that sets a new lowest loss
-writes a checkpoint at its step (`BestCheckpoint`; the Trainer keeps that checkpoint through
-rotation), the stop step is evaluated so the current weights compete, and `deliver_best` loads
-the winner's adapter before the samples and the save, saying in a `log` event which it was.
-Without an eval split, stop delivers the current weights.
+A `stop` ends training and delivers the adapter (or model) as for a finished run. With an eval
+split that is the one with the lowest eval loss seen (engine.training.best). Without an eval
+split, stop delivers the current weights.
 
 The method (engine.spec.MethodSpec) picks the data (engine.data.method_data) and the trainer:
 transformers' Trainer for sft and pretrain, TRL's for dpo, orpo, simpo, kto and grpo
@@ -49,11 +48,19 @@ from engine.models.sources import (
     load_tokenizer,
     resolve_source,
 )
-from engine.rundir import ADAPTER, ADAPTER_WEIGHTS, CHECKPOINTS
+from engine.rundir import ADAPTER, CHECKPOINTS, MODEL
 from engine.spec import JobSpec
+from engine.training.best import BestCheckpoint, deliver_best
 from engine.training.callback import EventCallback
-from engine.training.checkpoints import checkpoints, step_of
 from engine.training.final_eval import RunEvals
+from engine.training.full import (
+    add_base_files,
+    parameter_count,
+    reference_copy,
+    save_model,
+    saved_dtype,
+    trl_reference,
+)
 from engine.training.methods import TRL_METHODS, method_trainer
 from engine.training.options import (
     attention_kernel,
@@ -64,6 +71,7 @@ from engine.training.options import (
     pick_dtype,
     quantization_config,
     training_arguments,
+    weights_dtype,
 )
 
 if TYPE_CHECKING:  # the data wing is imported when a run builds its trainer
@@ -85,6 +93,7 @@ class Setup:
     mode: str
     trainable: int
     has_eval: bool
+    save_dtype: torch.dtype  # the 16-bit type a full run's model folder is written in
 
 
 def max_length(spec: JobSpec, config: Any) -> int:
@@ -94,13 +103,13 @@ def max_length(spec: JobSpec, config: Any) -> int:
 
 
 def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> Setup:
-    """Load model and tokenizer, prepare the data, attach LoRA and build the Trainer for a run,
-    with its speed options (attention kernel, Liger, padding-free batches, checkpointing)."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
+    """Load model and tokenizer, prepare the data, attach LoRA (or, for full fine-tuning, train
+    every weight) and build the Trainer for a run, with its speed options (attention kernel,
+    Liger, padding-free batches, checkpointing)."""
     from engine.data.method_data import prepare_run_data
     from engine.data.prepare import make_collator
     from engine.plan.estimate import choose_mode, use_checkpointing
+    from engine.plan.memory import needs_reference
     from engine.plan.shape import model_shape
 
     run_dir = Path(run_dir)
@@ -128,7 +137,7 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     model = load_model(
         spec.base_model,
         resolved,
-        dtype,
+        weights_dtype(spec, dtype),  # fp32 master weights for full fine-tuning
         quantization_config(spec, device, mode),
         device_map={"": 0} if mode == "qlora" else None,
         attn_implementation=attention,
@@ -151,14 +160,20 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
         log.emit("log", level="warning", message=warning)
     log.emit("log", level="info", message="Data: " + json.dumps(stats_dict(data.stats)))
 
-    check_target_modules(model, spec.lora.target_modules)
-    if mode == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    set_seed(spec.training.seed)  # LoRA weights are drawn here, before Trainer seeds anything
-    model = get_peft_model(model, lora_config(spec, model))  # auto resolved to its layers
+    reference = None  # a full run's frozen copy of the base, for the methods that compare
+    if spec.lora.full:
+        trainable = parameter_count(model)
+        log.emit(
+            "log",
+            level="info",
+            message=f"Full fine-tuning: all {trainable:,} parameters train (fp32 master "
+            "weights, no adapter)",
+        )
+        if spec.method.method in TRL_METHODS and needs_reference(spec):
+            reference = reference_copy(model, dtype)
+    else:
+        model, trainable = attach_lora(spec, model, mode, log)
     model.config.use_cache = False  # padding-free batches must not see a KV cache
-    trainable, total = model.get_nb_trainable_parameters()
-    log.emit("log", level="info", message=f"LoRA: {trainable:,} trainable of {total:,} parameters")
 
     has_eval = data.eval is not None and len(data.eval) > 0
     arguments = partial(training_arguments, spec, run_dir, device, dtype, has_eval, checkpointing)
@@ -169,7 +184,8 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
     if spec.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(spec.training.early_stopping_patience))
     if spec.method.method in TRL_METHODS:  # DPO, ORPO, SimPO, KTO, GRPO: TRL's trainers
-        trainer = method_trainer(spec, model, tokenizer, data, callbacks, arguments, max_len)
+        with trl_reference(reference):
+            trainer = method_trainer(spec, model, tokenizer, data, callbacks, arguments, max_len)
     else:  # sft and pretrain: token labels prepared by engine.data
         trainer = Trainer(
             model=model,
@@ -181,7 +197,23 @@ def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control)
             callbacks=callbacks,
         )
     trainer.remove_callback(PrinterCallback)
-    return Setup(trainer, model, tokenizer, data, callback, device, mode, trainable, has_eval)
+    save = saved_dtype(config, gguf_base=resolved.kind == "gguf")
+    return Setup(trainer, model, tokenizer, data, callback, device, mode, trainable, has_eval, save)
+
+
+def attach_lora(spec: JobSpec, model: Any, mode: str, log: EventLog) -> tuple[Any, int]:
+    """The peft model with the run's LoRA adapter (on a base prepared for 4-bit training in
+    QLoRA mode), and its number of trainable parameters."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    check_target_modules(model, spec.lora.target_modules)
+    if mode == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    set_seed(spec.training.seed)  # LoRA weights are drawn here, before Trainer seeds anything
+    model = get_peft_model(model, lora_config(spec, model))  # auto resolved to its layers
+    trainable, total = model.get_nb_trainable_parameters()
+    log.emit("log", level="info", message=f"LoRA: {trainable:,} trainable of {total:,} parameters")
+    return model, trainable
 
 
 def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> list[str]:
@@ -217,7 +249,7 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
         # the end-of-epoch evaluation (or the one at the stop step) may already be the final one
         last_eval = _evaluated_at_end(trainer) or trainer.evaluate()
         if callback.stopped == "stop":
-            last_eval = deliver_best(trainer, model, run_dir, log, last_eval)
+            last_eval = deliver_best(trainer, model, run_dir, log, last_eval, spec.lora.full)
         final_metrics.update(last_eval)
     elif callback.stopped == "stop":
         step = trainer.state.global_step
@@ -231,9 +263,13 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     samples = generate_samples(model, tokenizer, data.sample_prompts, device)
     for sample in samples:
         log.emit("sample", **sample)
-    adapter_dir = save_adapter(model, tokenizer, run_dir / ADAPTER, data.chat_template)
+    if spec.lora.full:  # the whole model: what a chained run and the export start from
+        out = save_model(model, tokenizer, run_dir / MODEL, data.chat_template, setup.save_dtype)
+        add_base_files(spec, out)
+    else:
+        out = save_adapter(model, tokenizer, run_dir / ADAPTER, data.chat_template)
     modelcard.write(
-        adapter_dir / "README.md",
+        out / "README.md",
         spec,
         stats_dict(data.stats),
         final_metrics,
@@ -241,9 +277,10 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
         data.template_origin,
         trainable,
     )
-    log.emit("artifact", **artifacts.describe_dir(adapter_dir, "adapter_dir"))
+    kind = "model_dir" if spec.lora.full else "adapter_dir"
+    log.emit("artifact", **artifacts.describe_dir(out, kind))
     warnings = []
-    if evals is not None:  # the Eval nodes' sets, on the adapter just saved
+    if evals is not None:  # the Eval nodes' sets, on the weights just saved
         at = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps}
         warnings += evals.evaluate(model, device, {**at, "epoch": trainer.state.epoch})
 
@@ -262,82 +299,6 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
             f"{trainer.state.max_steps}",
         )
     return warnings
-
-
-class BestCheckpoint(TrainerCallback):
-    """For a run with an eval split: the checkpoints a `stop` chooses its adapter from.
-
-    An evaluation that sets a new lowest eval loss writes a checkpoint at its step (the Trainer
-    saves right after evaluating, and keeps its best checkpoint through rotation), and the step
-    at which the run is stopped is evaluated and saved, so the current weights compete too.
-    """
-
-    def __init__(self, events: EventCallback):
-        self.events = events  # its `stopped` is the same on every DDP rank
-        self._stop_seen = False
-
-    def on_step_end(self, args, state, control, **kwargs):
-        """At the stop step: evaluate and save before training ends."""
-        if self.events.stopped == "stop" and not self._stop_seen:
-            self._stop_seen = True
-            control.should_evaluate = True
-            control.should_save = True
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        """A new lowest eval loss: save a checkpoint at this step."""
-        loss = (metrics or {}).get("eval_loss")
-        if loss is not None and (state.best_metric is None or loss < state.best_metric):
-            control.should_save = True
-
-
-def deliver_best(trainer: Trainer, model: Any, run_dir: Path, log: EventLog, current: dict) -> dict:
-    """After a `stop`: put the weights with the lowest eval loss seen into `model`.
-
-    `current` is the evaluation at the stop step. The candidates are the evaluations of this run
-    (its resumed attempts included) whose step still has a complete checkpoint; a lower loss
-    than the current weights' loads that checkpoint's adapter. A `log` event says which
-    checkpoint is delivered and its eval loss; returns that evaluation's metrics.
-    """
-    step = trainer.state.global_step
-    saved = {step_of(path): path for path in checkpoints(run_dir)}
-    best_step, best = step, current
-    for entry in trainer.state.log_history:
-        at = entry.get("step")
-        if "eval_loss" not in entry or at == step or at not in saved:
-            continue
-        if not (saved[at] / ADAPTER_WEIGHTS).is_file():
-            continue
-        if entry["eval_loss"] < best["eval_loss"]:
-            best_step, best = at, entry
-    loss = best["eval_loss"]
-    if best_step == step:
-        name = saved[step].name if step in saved else None
-        where = f"the current weights (step {step}" + (f", {name})" if name else ")")
-        log.emit(
-            "log",
-            level="info",
-            message=f"Stopped at step {step}: delivering {where}, the lowest eval loss seen "
-            f"({loss:.4f})",
-            checkpoint=name,
-            step=step,
-            eval_loss=loss,
-        )
-        return current
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    path = saved[best_step]
-    set_peft_model_state_dict(model, load_file(path / ADAPTER_WEIGHTS))
-    log.emit(
-        "log",
-        level="info",
-        message=f"Stopped at step {step}: delivering {path.name}, the lowest eval loss seen "
-        f"({loss:.4f}; the current weights had {current['eval_loss']:.4f})",
-        checkpoint=path.name,
-        step=best_step,
-        eval_loss=loss,
-    )
-    return best
 
 
 def _evaluated_at_end(trainer: Trainer) -> dict | None:
