@@ -383,7 +383,8 @@ _FEEDERS = (
         "LoraConfig",
         "LoRA config",
         "The adapter: rank, scaling, target modules (auto: this model's attention query and "
-        "value projections, whatever its architecture calls them) and 4-bit quantization.",
+        "value projections, whatever its architecture calls them) and 4-bit quantization; or "
+        "full fine-tuning (every weight trains, no adapter).",
         (112, 64, 140),
         "lora_config",
         "LoRA config",

@@ -256,3 +256,34 @@ def test_the_canvas_connects_a_fine_tune_model_to_another_base_model_only(qtbot)
     [conn] = graph["connections"]
     assert conn["out"][1] == "model" and conn["in"][1] == "base_model"
     canvas.graph.undo_stack().setClean()
+
+
+def test_a_full_fine_tuning_run_is_a_chain_base_by_its_model_folder(tg_home, tmp_path):
+    """Once a full run has delivered <run_dir>/model, run:<id> is that folder: nothing to merge,
+    its tokenizer; before, it is the run's own base (for the estimate of what follows)."""
+    import torch
+
+    from engine.models.sources import load_model, resolve_source
+
+    spec = make_spec(write_chats(tmp_path / "chats.jsonl"), "full", max_steps=2)
+    spec.lora.full = True
+    spec.lora.quantization = "none"
+    spec.export.adapter_zip = False
+    run_dir = paths.runs_dir() / "full-run"
+    run_dir.mkdir(parents=True)
+    spec.save(run_dir / "spec.json")
+    chained = BaseModelSpec(source="run:full-run")
+    before = resolve_source(chained)
+    assert before.adapters == () and before.kind == "builtin"
+    with EventLog(run_dir / "events.jsonl") as events:
+        run_job(spec, run_dir, events, Control(run_dir))
+    after = resolve_source(chained)
+    assert (after.kind, after.location, after.adapters) == ("folder", str(run_dir / "model"), ())
+    model = load_model(chained, after, torch.float32)
+    trained = load_model(
+        spec.base_model, resolve_source(BaseModelSpec(source=str(run_dir / "model"))), torch.float32
+    )
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), trained.state_dict().values(), strict=True)
+    )

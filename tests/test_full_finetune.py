@@ -350,6 +350,8 @@ def test_a_full_run_too_big_for_the_gpu_is_refused_with_its_numbers(sup, tmp_pat
     need = full["vram_gib"]["bf16"]
     assert f"needs ~{need:.1f} GiB" in entry["error"]["message"]
     assert "largest GPU has 16 GiB" in entry["error"]["message"]
+    assert "for full fine-tuning" in entry["error"]["message"]
+    assert "Turn Full fine-tuning off" in entry["error"]["hint"]
     assert not (Path(sup.run_json(entry["id"])["run_dir"]) / "events.jsonl").exists()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.errors import NotFoundError, TunegraphError
 from engine.export.hub import Part, Progress, push, stage
-from engine.rundir import ADAPTER, ADAPTER_WEIGHTS, SPEC_FILE
+from engine.rundir import ADAPTER, ADAPTER_WEIGHTS, MODEL, SPEC_FILE
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,9 @@ def _run_parts(run_id: str, gguf: bool) -> tuple[list[Part], str, str | None]:
         parts.append(Part("adapter_zip", Path(entry["file"])))
     elif (run_dir / ADAPTER / ADAPTER_WEIGHTS).is_file():
         parts.append(Part("adapter_dir", run_dir / ADAPTER))
-    elif run.get("method") != "full":
+    elif (run_dir / MODEL / "config.json").is_file():  # full fine-tuning: the whole model
+        parts.append(Part("model_dir", run_dir / MODEL))
+    else:
         raise NotFoundError(
             f"Run {run_id} has no adapter to push (it is {run.get('state')}).",
             "Push a completed run.",

@@ -28,7 +28,7 @@ from engine import secrets, settings
 from engine.errors import TunegraphError
 
 Progress = Callable[[str, float], None]  # (message, fraction done 0..1)
-PUSH_KINDS = ("adapter_dir", "adapter_zip", "gguf_bundle", "gguf", "merged_dir")
+PUSH_KINDS = ("adapter_dir", "adapter_zip", "model_dir", "gguf_bundle", "gguf", "merged_dir")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
@@ -123,7 +123,9 @@ def model_card(parts: list[Part], cards: dict[str, str], title: str, base: str |
     tags = ["tunegraph"] + (["lora"] if adapter else []) + (["gguf"] if gguf else [])
     meta += ["tags:"] + [f"- {t}" for t in tags] + ["---", ""]
     body = []
-    adapter_card = next((cards[k] for k in ("adapter_dir", "adapter_zip") if k in cards), None)
+    adapter_card = next(
+        (cards[k] for k in ("adapter_dir", "adapter_zip", "model_dir") if k in cards), None
+    )
     if adapter_card:
         body.append(adapter_card.strip())
     else:

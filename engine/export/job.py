@@ -31,6 +31,7 @@ ARTIFACT_LABELS = {  # an artifact kind as people read it
     "adapter_dir": "Adapter folder",
     "adapter_zip": "Adapter ZIP",
     "merged_dir": "Merged 16-bit folder",
+    "model_dir": "Model folder (full fine-tuning)",
     "gguf": "GGUF",
     "gguf_bundle": "GGUF bundle (Ollama)",
 }

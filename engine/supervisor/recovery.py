@@ -41,10 +41,12 @@ def oom_fallback(spec: JobSpec, device: str) -> tuple[JobSpec, str] | None:
 
 
 def four_bit_allowed(spec: JobSpec, device: str) -> bool:
-    """4-bit loading is possible: a GPU run, not 4-bit already, a base bitsandbytes can quantize
-    (a `gguf:` base is dequantized from its file, so it cannot be reloaded in 4-bit)."""
+    """4-bit loading is possible: a GPU LoRA run (full fine-tuning cannot train a 4-bit base),
+    not 4-bit already, a base bitsandbytes can quantize (a `gguf:` base is dequantized from its
+    file, so it cannot be reloaded in 4-bit)."""
     return (
         device == "cuda"
+        and not spec.lora.full  # full fine-tuning trains the weights themselves
         and spec.lora.quantization != "4bit"
         and not spec.base_model.source.strip().startswith("gguf:")
     )

@@ -78,6 +78,13 @@ def refusal(
     if need <= largest * HEADROOM:
         return None
     smaller = "lower micro batch size / max sequence length, or use a smaller base model."
+    if (estimate or {}).get("mode") == "full":  # weights, gradients and AdamW states
+        return Refusal(
+            f"needs ~{need:.1f} GiB for full fine-tuning, largest GPU has {largest:.0f} GiB "
+            f"(a run may use {HEADROOM:.0%} of it)",
+            "Turn Full fine-tuning off on the LoRA config node to train a LoRA adapter, or "
+            + smaller,
+        )
     if four and four <= largest * HEADROOM:
         hint = "Enable 4-bit (quantization 4bit or auto on the LoRA config node), or " + smaller
     else:
