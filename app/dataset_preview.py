@@ -1,23 +1,36 @@
 """Dataset preview: stats of the selected Dataset node's file and its first rows rendered through
 the base model's chat template, with the trained tokens highlighted, so a wrong template or mask
-shows before any GPU time is spent. The work runs in `python -m engine.plan.preview`."""
+shows before any GPU time is spent.
+
+The first rows as they are in the file show at once (engine.plan.preview.head reads them here,
+with plain json/csv and no tokenizer); the tokenized view and the stats follow from
+`python -m engine.plan.preview`, whose tokenizer takes seconds to load."""
 
 from __future__ import annotations
 
 import html
 import json
+import logging
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.canvas import Canvas
 from app.node_factory import decl_of
 from app.processes import JsonProcess
+from app.raw_rows import head_html
+from engine.plan.preview import dataset_spec, head
 from engine.rundir import entry_module
 from nodes.catalogue import FINE_TUNE
 from nodes.graphfile import graph_dir, resolve_file, resolve_model_source
 
+log = logging.getLogger(__name__)
+
 DEFAULT_BASE = "builtin:tiny-llama"
 DELAY_MS = 400
+LARGE_FILE = (
+    "A large .json or .parquet file is read whole, not line by line: its rows are shown "
+    "tokenized only (“As the model sees them”)."
+)
 TRAINED_BG = "#1f5130"
 PROMPT_FG = "#9aa0a8"
 WARN_FG = "#f0c46e"
@@ -78,6 +91,7 @@ class DatasetPreview(QtWidgets.QWidget):
         self.node = None
         self.request: dict | None = None
         self.report: dict | None = None
+        self.head: dict | None = None  # the first rows as in the file, shown before the report
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         self.title = QtWidgets.QLabel()
@@ -89,8 +103,14 @@ class DatasetPreview(QtWidgets.QWidget):
         layout.addWidget(self.stats)
         self.histogram = Histogram()
         layout.addWidget(self.histogram)
-        self.rows = QtWidgets.QTextBrowser()
-        layout.addWidget(self.rows, 1)
+        self.rows = QtWidgets.QTextBrowser()  # as the model sees them (the helper's report)
+        self.raw = QtWidgets.QTextBrowser()  # as they are in the file (at once)
+        self.views = QtWidgets.QTabWidget(documentMode=True)
+        self.views.addTab(self.rows, "As the model sees them")
+        self.views.addTab(self.raw, "As in the file")
+        self.views.tabBarClicked.connect(self._on_tab_clicked)
+        self._tab_chosen = False  # the user picked a tab: a report arriving does not switch
+        layout.addWidget(self.views, 1)
         self.process = JsonProcess(self)
         self.process.finished.connect(self._on_report)
         self.process.failed.connect(self._on_failed)
@@ -107,7 +127,8 @@ class DatasetPreview(QtWidgets.QWidget):
         self.histogram.set_bins([], 0)
         self.histogram.setVisible(False)
         self.rows.clear()
-        self.rows.setVisible(False)
+        self.raw.clear()
+        self.views.setVisible(False)
 
     def _on_selection(self, nodes: list) -> None:
         datasets = [n for n in nodes if decl_of(n) is not None and decl_of(n).kind == "Dataset"]
@@ -123,9 +144,13 @@ class DatasetPreview(QtWidgets.QWidget):
             self.timer.start()
 
     def show_node(self, node) -> None:
-        """Preview `node` (a Dataset node) after a short delay."""
+        """Preview `node` (a Dataset node): its first rows now, the tokenized view after."""
         self.node = node
-        self.timer.start()
+        self.timer.stop()
+        self._run()
+
+    def _on_tab_clicked(self, _index: int) -> None:
+        self._tab_chosen = True
 
     def stop(self) -> None:
         self.timer.stop()
@@ -133,7 +158,7 @@ class DatasetPreview(QtWidgets.QWidget):
 
     # -- the helper process -----------------------------------------------------------------------
     def build_request(self, node) -> dict:
-        """What engine.plan.preview needs: dataset, the base model of a module it feeds."""
+        """What engine.plan.preview needs: dataset, the base model of a Fine-Tune node it feeds."""
         base = graph_dir(self.canvas.path)
         dataset = {p.name: node.get_property(p.name) for p in decl_of(node).parameters}
         dataset["path"] = resolve_file(str(dataset.get("path") or ""), base)
@@ -160,7 +185,7 @@ class DatasetPreview(QtWidgets.QWidget):
             )
         else:
             request["note"] = (
-                "Not connected to a module with a base model: showing "
+                "Not connected to a Fine-Tune node with a base model: showing "
                 f"{DEFAULT_BASE}'s chat template."
             )
         if feeders.get("training_config"):
@@ -177,11 +202,45 @@ class DatasetPreview(QtWidgets.QWidget):
             self._idle(f"“{node.name()}” has no file yet: choose one in Properties.")
             return
         self.request = self.build_request(node)
-        self.title.setText(
-            f"<b>{html.escape(node.name())}</b> — reading "
-            f"{html.escape(self.request['dataset']['path'])}…"
-        )
+        self.report = None
+        try:
+            self.head = head(dataset_spec(self.request["dataset"]))
+        except (TypeError, ValueError) as err:  # a node value of the wrong type: the report says
+            self.head = {"rows": [], "format": None, "more": False, "error": None}
+            log.info("no quick head for %s: %s", node.name(), err)
+        if self.head["error"]:  # missing, unreadable, a malformed line among the first ones
+            self.process.cancel()
+            err = self.head["error"]
+            self._idle(f"{node.name()}: {err['message']} {err.get('hint') or ''}".strip())
+            return
+        self._show_head(node)
         self.process.start(entry_module("preview"), [json.dumps(self.request)])
+
+    def _show_head(self, node) -> None:
+        """The first rows as in the file, while the helper tokenizes."""
+        base = self.request["base_model"].get("source", DEFAULT_BASE)
+        path = self.request["dataset"]["path"]
+        self.title.setText(
+            f"<b>{html.escape(node.name())}</b> <span style='color:{PROMPT_FG}'>— "
+            f"{html.escape(path)}</span>"
+        )
+        self.stats.setText(
+            f"<span style='color:{PROMPT_FG}'>Counting tokens with {html.escape(str(base))}'s "
+            "tokenizer and chat template…</span>"
+        )
+        self.histogram.setVisible(False)
+        self.rows.setHtml(
+            f"<p style='color:{PROMPT_FG}'>Loading {html.escape(str(base))}'s tokenizer…</p>"
+        )
+        rows = self.head["rows"]
+        self.raw.setHtml(
+            head_html(rows, self.head["more"], self.head["format"])
+            if rows
+            else f"<p style='color:{PROMPT_FG}'>{LARGE_FILE}</p>"
+        )
+        self.views.setVisible(True)
+        if not self._tab_chosen:
+            self.views.setCurrentWidget(self.raw if rows else self.rows)
 
     def _on_failed(self, message: str) -> None:
         self._idle(f"Preview failed: {message}")
@@ -210,7 +269,11 @@ class DatasetPreview(QtWidgets.QWidget):
         self.histogram.set_bins(tokens.get("histogram") or [], report.get("max_seq_length") or 0)
         self.histogram.setVisible(bool(tokens))
         self.rows.setHtml(rows_html(report.get("preview") or []))
-        self.rows.setVisible(True)
+        if self.head is None or not self.head["rows"]:
+            self.raw.setHtml(f"<p style='color:{PROMPT_FG}'>{LARGE_FILE}</p>")
+        self.views.setVisible(True)
+        if not self._tab_chosen:
+            self.views.setCurrentWidget(self.rows)
 
 
 def stats_html(report: dict) -> str:

@@ -6,13 +6,20 @@ fields), `base_model` (BaseModelSpec fields), and optionally `max_seq_length` (0
 (rows rendered, default 3) and `stats_rows` (rows tokenized for the length statistics, default
 2000). The answer always has the keys of `empty_report`; `error` is null or
 {"message", "hint"} naming the file or model to fix.
+
+`head` is the quick half, with no tokenizer and no torch: the first rows as they are in the file,
+read with plain json/csv, so the app shows them at once while the helper loads the tokenizer.
+Both read files with the same plain reader (engine.data.check.read_rows), never with the
+`datasets` library, whose import alone takes seconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,10 @@ from engine.spec import BaseModelSpec, DatasetSpec
 DEFAULT_SEQ = 2048
 FEW_ROWS = 1000
 HISTOGRAM_BINS = 12
+HEAD_ROWS = 20
+# a .json array or a Parquet file is read whole even for its head: only small ones are read at once
+HEAD_WHOLE_FILE_BYTES = 8 << 20
+_READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # a method format's rows are converted as this method's (its pairs train dpo, orpo and simpo alike)
 _METHOD_OF_FORMAT = {"preference": "dpo", "kto": "kto"}
 
@@ -54,7 +65,7 @@ def report(
     Preference pairs and KTO rows (engine.data.method_formats.row_format) are split as their
     trainer splits them (engine.data.method_preview): the prompt once, each answer with the
     tokens the loss is computed on; any other file as SFT examples, trained on the answers."""
-    from engine.data.formats import check_rows, detect_format, read_rows
+    from engine.data.formats import check_rows, detect_format
     from engine.data.method_formats import row_format
     from engine.data.templates import prepare_tokenizer
     from engine.models.sources import load_tokenizer, resolve_source
@@ -62,7 +73,7 @@ def report(
     out = empty_report()
     seq = max_seq_length or DEFAULT_SEQ
     out["max_seq_length"] = seq
-    all_rows = read_rows(ds)
+    all_rows = read_all(ds)
     method_format = row_format(all_rows[0]) if ds.format in ("", "auto") else None
     if method_format is None:
         path = Path(ds.path).expanduser()
@@ -75,7 +86,7 @@ def report(
     sample = all_rows[:stats_rows]
     if method_format is None:
         lengths, truncated, trained = _sft_stats(sample, fmt, tokenizer, setup.template, seq)
-        out["preview"] = _sft_preview(ds, tokenizer, rows, seq)
+        out["preview"] = _sft_preview(ds, all_rows[:rows], fmt, tokenizer, setup.template, seq)
     else:
         stats = _method_stats(sample, method_format, tokenizer, setup.template, seq)
         lengths, truncated, trained = stats
@@ -123,18 +134,30 @@ def _sft_stats(rows: list[dict], fmt: str, tokenizer: Any, template: str, seq: i
     return lengths, truncated, trained
 
 
-def _sft_preview(ds: DatasetSpec, tokenizer: Any, rows: int, seq: int) -> list[dict]:
-    from engine.data.prepare import preview_rows
+def _sft_preview(
+    ds: DatasetSpec, rows: list[dict], fmt: str, tokenizer: Any, template: str, seq: int
+) -> list[dict]:
+    """The first rows through the chat template as (text, trained) pieces; DataError naming the
+    file and line of a row that does not encode."""
+    from engine.data.encode import Encoder, segments
+    from engine.data.formats import normalize, row_error
 
-    return [
-        {
-            "kind": "sft",
-            "segments": [[t, bool(m)] for t, m in r.segments],
-            "tokens": r.tokens,
-            "truncated": r.truncated,
-        }
-        for r in preview_rows(ds, tokenizer, n=rows, max_seq_length=seq)
-    ]
+    encoder = Encoder(tokenizer, template, seq)
+    out = []
+    for index, row in enumerate(rows):
+        try:
+            enc = encoder.encode(normalize(row, fmt), with_offsets=True)
+        except DataError as err:
+            raise row_error(ds.path, index, err.message) from None
+        out.append(
+            {
+                "kind": "sft",
+                "segments": [[t, bool(m)] for t, m in segments(enc, tokenizer)],
+                "tokens": len(enc.input_ids),
+                "truncated": enc.truncated,
+            }
+        )
+    return out
 
 
 def _method_stats(rows: list[dict], fmt: str, tokenizer: Any, template: str, seq: int) -> tuple:
@@ -176,6 +199,87 @@ def _method_preview(
     return out
 
 
+def read_all(ds: DatasetSpec) -> list[dict]:
+    """Every row of `ds` (columns renamed, cut to `max_rows`) after the checks a reader needs
+    (engine.data.formats.check_file: a file of a known type, not empty, UTF-8); DataError naming
+    the file and line otherwise."""
+    from engine.data.formats import check_file
+
+    check_file(Path(ds.path).expanduser())
+    rows = list(iter_rows(ds))
+    if not rows:
+        raise DataError("the file holds no rows", str(Path(ds.path).expanduser()))
+    return rows
+
+
+def iter_rows(ds: DatasetSpec) -> Iterator[dict]:
+    """The rows of `ds` one by one, columns renamed per the node's mapping and cut to its
+    `max_rows`, read with plain json/csv (pyarrow for Parquet); DataError naming the file and
+    the line of a malformed JSONL line, or the column mapping that does not fit."""
+    from engine.data.check import read_rows
+    from engine.data.formats import check_utf8
+    from engine.data.method_formats import renamed
+
+    path = Path(ds.path).expanduser()
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(
+            f"unsupported file type {path.suffix or '(none)'!r}",
+            str(path),
+            hint="Use a .jsonl, .json, .csv or .parquet file.",
+        )
+    if not path.is_file():
+        raise DataError("file not found", str(path), hint="Check the Dataset node's file path.")
+    try:
+        for index, row in enumerate(read_rows(path, reader)):
+            if ds.max_rows and index >= ds.max_rows:
+                return
+            row, absent = renamed(row, ds.columns or {})
+            if absent:
+                raise DataError(
+                    f"the column mapping names {', '.join(absent)}, which the file does not "
+                    f"have; its columns: {', '.join(sorted(row)) or '(none)'}",
+                    str(path),
+                    hint="Fix the Dataset node's column mapping.",
+                )
+            yield row
+    except UnicodeDecodeError:
+        check_utf8(path)  # names the line and byte
+        raise
+
+
+def head(ds: DatasetSpec, n: int = HEAD_ROWS) -> dict:
+    """The first `n` rows of `ds` as they are in the file, with no tokenizer: `{"rows",
+    "format" (detected from them, or None), "more" (the file goes on), "error"}`. Quick enough
+    for the UI process: JSONL and CSV are read line by line, and a .json array or a Parquet
+    file over HEAD_WHOLE_FILE_BYTES is left to the full report (`rows` empty, no error)."""
+    from engine.data.formats import detect_format
+    from engine.data.method_formats import row_format
+
+    out: dict = {"rows": [], "format": None, "more": False, "error": None}
+    path = Path(ds.path).expanduser()
+    try:
+        if path.suffix.lower() in (".json", ".parquet") and path.is_file():
+            if path.stat().st_size > HEAD_WHOLE_FILE_BYTES:
+                return out
+        rows = list(itertools.islice(iter_rows(ds), n + 1))
+    except DataError as err:
+        out["error"] = {"message": err.message, "hint": err.hint}
+        return out
+    except OSError as err:
+        out["error"] = {"message": f"{path}: {err.strerror or err}", "hint": None}
+        return out
+    out["rows"], out["more"] = rows[:n], len(rows) > n
+    if rows and ds.format in ("", "auto"):
+        try:
+            out["format"] = row_format(rows[0]) or detect_format(rows[:n], path)
+        except DataError:
+            out["format"] = None  # the full report says what is wrong with the rows
+    elif rows:
+        out["format"] = ds.format
+    return out
+
+
 def histogram(lengths: list[int], limit: int, bins: int = HISTOGRAM_BINS) -> list[list[int]]:
     """[[bin start, count], …] of token lengths over 0..max(lengths, limit)."""
     top = max(max(lengths), 1)
@@ -189,7 +293,7 @@ def histogram(lengths: list[int], limit: int, bins: int = HISTOGRAM_BINS) -> lis
 def run(request: dict) -> dict:
     """`report` from a request dict; errors become the answer's `error`."""
     try:
-        ds = DatasetSpec(**_known(DatasetSpec, request.get("dataset") or {}))
+        ds = dataset_spec(request.get("dataset") or {})
         base = BaseModelSpec(**_known(BaseModelSpec, request.get("base_model") or {}))
         return report(
             ds,
@@ -209,6 +313,11 @@ def run(request: dict) -> dict:
         out = empty_report()
         out["error"] = {"message": str(err), "hint": None}
         return out
+
+
+def dataset_spec(values: dict[str, Any]) -> DatasetSpec:
+    """A DatasetSpec from a request's `dataset` (a Dataset node's values; others are ignored)."""
+    return DatasetSpec(**_known(DatasetSpec, values))
 
 
 def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:

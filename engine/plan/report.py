@@ -4,15 +4,20 @@
 helper process when a submit arrives without an estimate, so the supervisor never imports torch.
 `python -m engine.plan.report --specs DEVICE` reads a JSON list of specs on stdin and prints
 `[estimate, …]`: `estimate_specs` uses it when this process has no engine (a frozen app).
+`python -m engine.plan.report --stream DEVICE` reads the same list and prints one JSON line per
+spec as soon as its estimate is done (`stream_estimates`): the app's confirmation fills each run's
+card as its line arrives. `cache_key` says when a kept estimate still holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from engine import hardware
@@ -94,9 +99,54 @@ def estimate_specs(specs: list[JobSpec], device: str = "auto") -> list[dict]:
     return json.loads(result.stdout)
 
 
+def stream_estimates(
+    specs: list[JobSpec], device: str = "auto", write: Callable[[dict], None] | None = None
+) -> None:
+    """Estimate `specs` in order, handing each answer to `write` as soon as it is done (default:
+    one JSON line on stdout, flushed): `{"index", "name", "node_uuid", "estimate"}`, or
+    `"error"` (one sentence) instead of `"estimate"` for a spec that cannot be estimated; the
+    other specs are still estimated."""
+    from engine.errors import TunegraphError
+
+    write = write or _print_line
+    for index, spec in enumerate(specs):
+        entry: dict = {"index": index, "name": spec.name, "node_uuid": spec.node_uuid}
+        try:
+            entry["estimate"] = estimate_spec(spec, device)
+        except (TunegraphError, OSError, ValueError) as err:  # one run's problem, not the batch's
+            entry["error"] = str(err)
+        write(entry)
+
+
+def _print_line(entry: dict) -> None:
+    print(json.dumps(entry), flush=True)
+
+
+def cache_key(spec: JobSpec, device: str = "auto") -> str:
+    """A hash of what an estimate depends on: the spec's JSON, the device asked for, this
+    machine's GPUs, and the size and modification time of each dataset file (an edited file
+    counts its rows again). The app keeps estimates under it for its life; what runs finished
+    since then teach the estimator (its calibration) shows in the next app session."""
+    files = []
+    for ds in spec.datasets:
+        try:
+            stat = Path(ds.path).expanduser().stat()
+            files.append([ds.path, stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            files.append([ds.path, None, None])
+    gpus = [[g.index, g.name, g.total_gib] for g in hardware.gpus()]
+    text = json.dumps([spec.to_dict(), device, gpus, files], sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m engine.plan.report RUN_DIR | --specs [DEVICE]`: print estimates as JSON."""
+    """`python -m engine.plan.report RUN_DIR | --specs [DEVICE] | --stream [DEVICE]`: print
+    estimates as JSON (one line per spec with --stream)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--stream":
+        specs = [JobSpec.from_dict(d) for d in json.loads(sys.stdin.read())]
+        stream_estimates(specs, argv[1] if len(argv) > 1 else "auto")
+        return 0
     if argv and argv[0] == "--specs":
         from engine.errors import TunegraphError
 
