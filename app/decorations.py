@@ -8,6 +8,8 @@ import html
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from nodes.lineage import lineage_label
+
 BADGE_SIZE = 20.0
 ERROR_RED = QtGui.QColor(220, 53, 53)
 LINEAGE_COLOUR = QtGui.QColor(240, 196, 110)
@@ -77,8 +79,9 @@ class NodeDecorations:
         self._place()
 
     def show_lineage(self, text: str) -> None:
-        self.lineage.setPlainText(f"Δ {text}" if text else "")
-        self.lineage.setToolTip(f"Differences from the module this one was copied from: {text}")
+        short, full = lineage_label(text)  # three differences and "+N more"; the tooltip all
+        self.lineage.setPlainText(f"Δ {short}" if text else "")
+        self.lineage.setToolTip(f"Differences from the node this one was copied from:\n{full}")
         self.lineage.setVisible(bool(text))
         self._place()
 

@@ -3,8 +3,9 @@
 NodeGraphQt's own `duplicate_nodes` keeps a copy wired to the original feeders, so editing the
 copy's training config would change the original's. Here `nodes.duplicate.deep_duplicate` copies
 the module and every node feeding it on the graph dict (fresh ids and uuids, unique names, placed
-to the right, only the connections inside that set), and the canvas adds the result through
-NodeGraphQt's public API, inside one undo macro.
+right of the graph, where nothing is, only the connections inside that set), and the canvas adds
+the result through NodeGraphQt's public API, inside one undo macro, and scrolls to it. Copies
+(a sweep's too) are named after what differs from the original (app.auto_names).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.auto_names import rename_copies
 from app.canvas import Canvas
 from app.node_factory import TunegraphNode, decl_of
+from app.node_placement import reveal
 from engine.formatting import format_setting
 from nodes.catalogue import FINE_TUNE, Parameter
 from nodes.duplicate import deep_duplicate as duplicate_graph
@@ -22,27 +25,29 @@ SWEEP_TYPES = ("int", "float", "choice", "str", "bool", "file", "list")
 
 
 def deep_duplicate(
-    canvas: Canvas, module: TunegraphNode, suffix: str = " (copy)", x_offset: float | None = None
+    canvas: Canvas, module: TunegraphNode, x_offset: float | None = None
 ) -> TunegraphNode:
     """Copy `module` and all its feeders; returns the new Fine-Tune node (one undo step)."""
     canvas.graph.begin_undo(f'duplicate "{module.name()}"')
     try:
-        copy = _duplicate(canvas, module, suffix, x_offset)
+        copy, created = _duplicate(canvas, module, x_offset)
     finally:
         canvas.graph.end_undo()
     canvas.select([copy])
     canvas.recompile()
+    reveal(canvas, created)
     return copy
 
 
 def _duplicate(
-    canvas: Canvas, module: TunegraphNode, suffix: str, x_offset: float | None
-) -> TunegraphNode:
-    copy = duplicate_graph(canvas.to_dict(), module.id, suffix=suffix, x_offset=x_offset)
+    canvas: Canvas, module: TunegraphNode, x_offset: float | None
+) -> tuple[TunegraphNode, list[TunegraphNode]]:
+    """The new Fine-Tune node and every node made with it."""
+    copy = duplicate_graph(canvas.to_dict(), module.id, x_offset=x_offset)
     for node in canvas.graph.all_nodes():
         node.view.setSelected(False)
     created = canvas.add_graph_nodes(copy.nodes, copy.connections, f'copy "{module.name()}"')
-    return created[copy.module_id]
+    return created[copy.module_id], list(created.values())
 
 
 # -- sweeps ------------------------------------------------------------------------------------
@@ -107,20 +112,23 @@ def parse_values(param: Parameter, text: str) -> list[Any]:
 def duplicate_as_sweep(
     canvas: Canvas, module: TunegraphNode, sweep: SweepParameter, values: list[Any]
 ) -> list[TunegraphNode]:
-    """One deep copy of `module` per value, named by the value (one undo step for all)."""
-    copies = []
+    """One deep copy of `module` per value, each named after what differs, e.g. "support · lr
+    1e-4" (one undo step for all)."""
+    copies, created = [], []
     canvas.graph.begin_undo(f'sweep {sweep.short} of "{module.name()}"')
     try:
         for value in values:
-            suffix = f" · {sweep.short} {format_setting(value)}"
-            copy = _duplicate(canvas, module, suffix, None)
+            copy, nodes = _duplicate(canvas, module, None)
             target = copy
             if sweep.port:
                 target = copy.connected_input_nodes()[copy.get_input(sweep.port)][0]
             canvas.set_param(target, sweep.param.name, value)
+            rename_copies(canvas)  # now: the next copy takes a name this one no longer needs
             copies.append(copy)
+            created += nodes
     finally:
         canvas.graph.end_undo()
     canvas.select(copies)
     canvas.recompile()
+    reveal(canvas, created)
     return copies

@@ -1,5 +1,6 @@
 """One editor widget per declared parameter type: text, int, float, choice, bool, file, model
-source, list of target modules, column mapping.
+source (a picker of the models on this machine, app.model_choices), list of target modules,
+column mapping.
 
 Each editor emits `committed(value)` once the user finishes an edit (Enter, focus out, a click),
 never on every keystroke, so one edit is one undo step. NodeGraphQt's own INT/FLOAT editors lose
@@ -11,8 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
+from app import model_choices
 from engine.formatting import format_float
 from nodes.catalogue import Parameter
 
@@ -31,14 +33,7 @@ COMMON_MODULES = (
     "all-linear",
 )
 WHOLE_SETS = ("auto", "all-linear")  # each stands alone: ticking one clears the other names
-MODEL_SUGGESTIONS = (
-    "builtin:tiny-llama",
-    "Qwen/Qwen2.5-0.5B-Instruct",
-    "HuggingFaceTB/SmolLM2-360M-Instruct",
-    "meta-llama/Llama-3.2-1B-Instruct",
-    "google/gemma-3-270m-it",
-    "microsoft/Phi-4-mini-instruct",
-)
+VALUE_ROLE = QtCore.Qt.ItemDataRole.UserRole  # a model entry's value (its text is a label)
 DATASET_FILTER = "Datasets (*.jsonl *.json *.csv *.parquet);;All files (*)"
 
 
@@ -168,30 +163,94 @@ class FileEditor(TextEditor):
             self._commit()
 
 
+class _PickerCombo(QtWidgets.QComboBox):
+    """An editable combo box that says when its list is about to open."""
+
+    opening = QtCore.Signal()
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt's name
+        self.opening.emit()
+        super().showPopup()
+
+
 class ModelEditor(ParamEditor):
-    """A hub id, a local folder, gguf:PATH or builtin:tiny-llama, with suggestions."""
+    """A hub id, a local folder, gguf:PATH, run:RUN_ID or builtin:tiny-llama: typed, or picked
+    from what this machine has (app.model_choices: the Hugging Face cache, the library's GGUFs,
+    the runs that delivered a model), read in the background and again each time the list opens."""
 
     def __init__(self, param: Parameter, parent=None):
         super().__init__(param, parent)
-        self.combo = QtWidgets.QComboBox(editable=True)
-        self.combo.addItems(list(MODEL_SUGGESTIONS))
+        self.choices = model_choices.shared()
+        self.combo = _PickerCombo(editable=True)
         self.combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
         self.combo.setSizePolicy(
             QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed
         )
-        # not as wide as the longest suggestion: the panel would scroll sideways and cut off
-        # the lines above the form (errors, the chat template in use)
+        # not as wide as the longest entry: the panel would scroll sideways and cut off the lines
+        # above the form (errors, the chat template in use); the list itself is wider
         self.combo.setSizeAdjustPolicy(
             QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.combo.setMinimumContentsLength(12)
+        self.combo.setMaxVisibleItems(24)
+        self.combo.lineEdit().setPlaceholderText("org/model, a folder, gguf:FILE or run:ID")
+        self.items = QtGui.QStandardItemModel(self.combo)
+        self.combo.setModel(self.items)
+        self.values = QtCore.QStringListModel(self)  # typing completes values, not labels
+        completer = QtWidgets.QCompleter(self.values, self.combo)
+        completer.setCaseSensitivity(QtCore.Qt.CaseSensitivity.CaseInsensitive)
+        completer.setFilterMode(QtCore.Qt.MatchFlag.MatchContains)
+        self.combo.setCompleter(completer)
         self.layout_.addWidget(self.combo, 1)
-        button = QtWidgets.QToolButton(text="Folder…")
-        button.setToolTip("Choose a local model folder")
-        button.clicked.connect(self._browse)
+        button = QtWidgets.QToolButton(text="Browse…")
+        button.setToolTip("Choose a local model folder or a .gguf file")
+        button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QtWidgets.QMenu(button)  # one button: the panel must not scroll sideways
+        menu.addAction("Model folder (holding config.json)…", self._browse)
+        menu.addAction("GGUF file…", self._browse_gguf)
+        button.setMenu(menu)
         self.layout_.addWidget(button)
         self.combo.lineEdit().editingFinished.connect(self._commit)
-        self.combo.activated.connect(lambda _i: self._commit())
+        self.combo.activated.connect(self._on_activated)
+        self.combo.opening.connect(self.choices.refresh)
+        self.choices.updated.connect(self._fill)
+        self._fill()
+
+    def _fill(self) -> None:
+        """The entries under their group's heading; what is typed stays."""
+        text = self.combo.currentText()
+        self.combo.blockSignals(True)
+        self.items.clear()
+        for group in model_choices.GROUPS:
+            entries = [c for c in self.choices.choices if c.group == group]
+            if not entries:
+                continue
+            heading = QtGui.QStandardItem(group)
+            heading.setFlags(QtCore.Qt.ItemFlag.NoItemFlags)  # not a choice
+            font = heading.font()
+            font.setBold(True)
+            heading.setFont(font)
+            self.items.appendRow(heading)
+            for choice in entries:
+                item = QtGui.QStandardItem("    " + choice.label)
+                if choice.value:
+                    item.setData(choice.value, VALUE_ROLE)
+                    item.setToolTip(choice.value)
+                else:  # a note, e.g. that the cache holds no model
+                    item.setFlags(QtCore.Qt.ItemFlag.NoItemFlags)
+                self.items.appendRow(item)
+        self.values.setStringList([c.value for c in self.choices.choices if c.value])
+        self.combo.view().setMinimumWidth(self.combo.view().sizeHintForColumn(0) + 24)
+        self.combo.setCurrentIndex(-1)
+        self.combo.setEditText(text)
+        self.combo.blockSignals(False)
+
+    def _on_activated(self, index: int) -> None:
+        value = self.combo.itemData(index, VALUE_ROLE)
+        self.combo.setCurrentIndex(-1)
+        if value:  # the edit shows what the node stores, not the entry's label
+            self.combo.setEditText(str(value))
+            self._commit()
 
     def _commit(self) -> None:
         self.committed.emit(self.combo.currentText().strip())
@@ -199,12 +258,20 @@ class ModelEditor(ParamEditor):
     def _browse(self) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a model folder")
         if path:
-            self.combo.setCurrentText(path)
+            self.combo.setEditText(path)
+            self._commit()
+
+    def _browse_gguf(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Choose a GGUF model", "", "GGUF models (*.gguf);;All files (*)"
+        )
+        if path:
+            self.combo.setEditText(f"gguf:{path}")
             self._commit()
 
     def set_value(self, value: Any) -> None:
         self.combo.blockSignals(True)
-        self.combo.setCurrentText(str(value or ""))
+        self.combo.setEditText(str(value or ""))
         self.combo.blockSignals(False)
 
 

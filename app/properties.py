@@ -73,7 +73,11 @@ class PropertiesPanel(QtWidgets.QScrollArea):
         form = QtWidgets.QFormLayout()
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.name_edit = QtWidgets.QLineEdit(node.name())
-        self.name_edit.setToolTip("Node name; a Fine-Tune node's name is its run's name.")
+        self.name_edit.setToolTip(
+            "Node name; a Fine-Tune node's name is its run's name. A copy names itself after "
+            "what differs from its original until you type a name; clear the name to let it "
+            "name itself again."
+        )
         self.name_edit.editingFinished.connect(lambda n=node: self._rename(n))
         form.addRow("Name", self.name_edit)
         for param in decl.parameters:
@@ -89,7 +93,7 @@ class PropertiesPanel(QtWidgets.QScrollArea):
         outer.addLayout(form)
         self.run_button = None
         if decl is FINE_TUNE:
-            self.run_button = QtWidgets.QPushButton("Run this module…")
+            self.run_button = QtWidgets.QPushButton("Run this node…")
             self.run_button.setToolTip("Estimate and confirm, then start this run")
             self.run_button.clicked.connect(self._on_run_clicked)
             outer.addWidget(self.run_button)
@@ -135,8 +139,9 @@ class PropertiesPanel(QtWidgets.QScrollArea):
         if self.run_button is not None:
             self.run_button.setEnabled(self.canvas.module_ok(node))
         lineage = self.canvas.lineage.get(node.id)
-        if lineage:
-            parts.append(f"<span style='color:#f0c46e'>Δ vs origin: {html.escape(lineage)}</span>")
+        if lineage:  # every difference, one a line (the canvas label shows three)
+            lines = "<br>".join(html.escape(line) for line in lineage.splitlines())
+            parts.append(f"<span style='color:#f0c46e'>Δ vs origin:<br>{lines}</span>")
         if decl_of(node) is BASE_MODEL:
             parts.append(self._template_text(node))
         self.state.setText("<br>".join(parts))
@@ -170,9 +175,14 @@ class PropertiesPanel(QtWidgets.QScrollArea):
             self.canvas.set_param(node, name, value)
 
     def _rename(self, node: TunegraphNode) -> None:
-        if node is self.node:
+        if node is not self.node:
+            return
+        if not self.name_edit.text().strip():  # the app names it again (nodes.autoname)
+            node.set_property("auto_name", node.name(), push_undo=False)
+            self.canvas.auto_names.apply()
+        else:
             self.canvas.rename(node, self.name_edit.text())
-            self.name_edit.setText(node.name())
+        self.name_edit.setText(node.name())
 
     def _on_node_edited(self, node, name: str) -> None:
         if node is not self.node:

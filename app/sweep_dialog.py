@@ -21,8 +21,8 @@ class SweepDialog(QtWidgets.QDialog):
         self.values: list[Any] = []
         layout = QtWidgets.QVBoxLayout(self)
         intro = QtWidgets.QLabel(
-            "One deep copy of the module (with its own feeding nodes) is "
-            "made per value, named by the value."
+            "One deep copy of the Fine-Tune node (with its own feeding nodes) is "
+            "made per value, named after what differs from the original (e.g. “· lr 1e-4”)."
         )
         intro.setWordWrap(True)
         layout.addWidget(intro)

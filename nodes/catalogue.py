@@ -168,6 +168,8 @@ class NodeDecl:
         values: dict[str, Any] = {"uuid": ""}
         if self.kind == "FineTune":
             values["origin_uuid"] = ""
+        # the name the app gave a copy (nodes.autoname); a name that differs was typed by the user
+        values["auto_name"] = ""
         values.update((p.name, p.default_value()) for p in self.parameters)
         return values
 

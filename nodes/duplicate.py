@@ -1,9 +1,11 @@
 """Deep duplicate of a Fine-Tune module on the graph dict (DESIGN "The flow of one run", step 1).
 
 The copy holds the Fine-Tune node and every node feeding it, directly or not, with fresh node ids
-and uuids, names "<name> (copy)" (or another suffix, made unique), placed to the right of the whole
+and uuids, names "<name> (copy)" (made unique: "(copy 2)"), placed to the right of the whole
 graph; only the connections inside that set are copied, so editing the copy never changes the
 original. The copied Fine-Tune node records the original's uuid in `origin_uuid` (its lineage).
+Every copied node records its name as given by the app (`auto_name`), so it renames itself after
+what differs once a setting changes (nodes.autoname) until the user types a name.
 The canvas adds the result with NodeGraphQt's public API; tests and scripts use `merged_into`.
 """
 
@@ -13,6 +15,7 @@ import json
 import secrets
 from dataclasses import dataclass
 
+from nodes.autoname import copy_name
 from nodes.catalogue import FINE_TUNE, decl_for_type
 from nodes.graphedit import node_names, node_pos, unique_name, upstream_ids
 from nodes.graphfile import new_uuid
@@ -39,18 +42,19 @@ class Duplicate:
 
 
 def deep_duplicate(
-    graph: dict, module_id: str, suffix: str = " (copy)", x_offset: float | None = None
+    graph: dict, module_id: str, suffix: str | None = None, x_offset: float | None = None
 ) -> Duplicate:
     """Copy the Fine-Tune node `module_id` and every node feeding it (see the module docstring).
 
-    `x_offset` moves the copy right by that much; by default it starts GAP right of the graph.
+    `suffix` names the copies "<name><suffix>" instead of "<name> (copy)"; `x_offset` moves the
+    copy right by that much; by default it starts GAP right of the graph.
     """
     nodes = graph.get("nodes", {})
     module = nodes.get(module_id)
     if not isinstance(module, dict):
         raise ValueError(f"the graph has no node {module_id!r}")
     if decl_for_type(module.get("type_")) is not FINE_TUNE:
-        raise ValueError("only Fine-Tune modules are duplicated with their feeders")
+        raise ValueError("only Fine-Tune nodes are duplicated with their feeders")
     members = [module_id, *upstream_ids(graph, module_id)]
     if x_offset is None:
         x_offset = _right_edge(graph) + GAP - min(node_pos(nodes[i])[0] for i in members)
@@ -63,7 +67,11 @@ def deep_duplicate(
         node = json.loads(json.dumps(nodes[old_id]))
         new_id = ids[old_id] = _new_id(taken_ids)
         taken_ids.add(new_id)
-        node["name"] = unique_name(f"{node.get('name', '')}{suffix}", used_names)
+        name = str(node.get("name") or "")
+        if suffix is None:
+            node["name"] = copy_name(name, (), used_names)
+        else:
+            node["name"] = unique_name(f"{name}{suffix}", used_names)
         used_names.add(node["name"])
         x, y = node_pos(node)
         node["pos"] = [x + x_offset, y]
@@ -72,6 +80,7 @@ def deep_duplicate(
         if old_id == module_id:
             custom["origin_uuid"] = module.get("custom", {}).get("uuid", "")
         custom["uuid"] = new_uuid()
+        custom["auto_name"] = node["name"]
         copies[new_id] = node
 
     connections = []

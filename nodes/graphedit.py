@@ -2,13 +2,15 @@
 
 The canvas uses them on the way out (`graph_from_session`: what Save writes) and on the way in
 (`with_declared_custom`, `with_unique_uuids`: what NodeGraphQt can deserialize); `absolute_paths`
-rebases a graph saved elsewhere; `unique_name` and `upstream_ids` serve new nodes and Duplicate.
-Each returns a new dict and leaves its argument alone.
+rebases a graph saved elsewhere; `unique_name` and `upstream_ids` serve new nodes and Duplicate,
+`free_spot` finds where a new node overlaps none. Each returns a new value and leaves its
+arguments alone.
 """
 
 from __future__ import annotations
 
 import json
+from itertools import product
 from pathlib import Path
 
 from nodes.catalogue import decl_for_type
@@ -148,3 +150,36 @@ def node_pos(node: dict) -> tuple[float, float]:
         return float(x), float(y)
     except (KeyError, TypeError, ValueError):
         return 0.0, 0.0
+
+
+Rect = tuple[float, float, float, float]  # x, y, width, height (scene units, y down)
+NODE_GAP = 30.0  # the least room kept between a new node and the others
+
+
+def free_spot(
+    size: tuple[float, float], start: tuple[float, float], taken: list[Rect], gap: float = NODE_GAP
+) -> tuple[float, float]:
+    """The top-left corner nearest `start` where a node of `size` keeps `gap` from every rect in
+    `taken`: `start` itself when it is free, else a spot beside or below the nodes in the way."""
+    width, height = size
+    x0, y0 = start
+
+    def free(x: float, y: float) -> bool:
+        return not any(
+            x < rx + rw + gap
+            and rx < x + width + gap
+            and y < ry + rh + gap
+            and ry < y + height + gap
+            for rx, ry, rw, rh in taken
+        )
+
+    xs = {x0} | {rx + rw + gap for rx, _, rw, _ in taken} | {rx - width - gap for rx, *_ in taken}
+    ys = (
+        {y0}
+        | {ry + rh + gap for _, ry, _, rh in taken}
+        | {ry - height - gap for _, ry, *_ in taken}
+    )
+    for x, y in sorted(product(xs, ys), key=lambda p: (p[0] - x0) ** 2 + (p[1] - y0) ** 2):
+        if free(x, y):
+            return x, y
+    return max((rx + rw for rx, _, rw, _ in taken), default=x0) + gap, y0  # (found above)

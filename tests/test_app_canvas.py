@@ -126,7 +126,8 @@ def test_sweep_makes_one_named_copy_per_value(canvas):
     copies = duplicate_as_sweep(
         canvas, nodes["ft"], choice, parse_values(choice.param, "1e-4, 2e-4 5e-4")
     )
-    assert [c.name() for c in copies] == ["ft · lr 1e-4", "ft · lr 2e-4", "ft · lr 5e-4"]
+    # named after what differs (nodes.autoname): the copy at the original's value differs in nothing
+    assert [c.name() for c in copies] == ["ft · lr 1e-4", "ft (copy)", "ft · lr 5e-4"]
     assert [feeder(c, "training_config").get_property("learning_rate") for c in copies] == [
         1e-4,
         2e-4,

@@ -16,6 +16,7 @@ from nodes.lineage import lineage_diff
 EXAMPLES = Path(__file__).resolve().parents[1] / "resources" / "examples"
 SWEEP = EXAMPLES / "sweep.json"
 GEMMA = EXAMPLES / "gemma-style.json"
+IDENTITY = ("uuid", "origin_uuid", "auto_name")  # what a copy does not share with its original
 
 
 def by_name(graph: dict, name: str) -> str:
@@ -54,9 +55,12 @@ def test_copy_holds_the_module_and_its_feeders_only():
     for old_id, new_id in dup.ids.items():  # everything else is copied as it was
         old, new = graph["nodes"][old_id], dup.nodes[new_id]
         assert new["type_"] == old["type_"]
-        assert {k: v for k, v in new["custom"].items() if "uuid" not in k} == {
-            k: v for k, v in old["custom"].items() if "uuid" not in k
-        }
+
+        def settings(node: dict) -> dict:
+            return {k: v for k, v in node["custom"].items() if k not in IDENTITY}
+
+        assert settings(new) == settings(old)
+        assert new["custom"]["auto_name"] == new["name"]  # named by the app, so it renames itself
         assert not new["selected"]
 
 
@@ -124,8 +128,8 @@ def test_a_second_copy_gets_a_numbered_name_further_right():
     assert len(first.nodes) == 6  # base, data, LoRA, training, export and the module
     once = first.merged_into(graph)
     second = deep_duplicate(once, module)
-    assert second.nodes[second.module_id]["name"] == "gemma answers in JSON (copy) 2"
-    assert "adapter + GGUF Q8_0 (copy) 2" in {n["name"] for n in second.nodes.values()}
+    assert second.nodes[second.module_id]["name"] == "gemma answers in JSON (copy 2)"
+    assert "adapter + GGUF Q8_0 (copy 2)" in {n["name"] for n in second.nodes.values()}
     assert min(n["pos"][0] for n in second.nodes.values()) > max(
         n["pos"][0] for n in first.nodes.values()
     )

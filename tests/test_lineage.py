@@ -6,7 +6,7 @@ import pytest
 
 from engine.formatting import format_number, format_setting
 from nodes.graphfile import GraphBuilder
-from nodes.lineage import Change, lineage_diff, module_settings
+from nodes.lineage import Change, lineage_diff, lineage_label
 
 
 def _pair(**copy_training):
@@ -60,11 +60,20 @@ def test_values_stored_as_text_compare_by_value():
     assert lineage_diff(g.to_dict(), ids["copy"]).changes == ()
 
 
-def test_several_changes_in_declaration_order():
+def test_several_changes_most_important_first_one_a_line():
     g, ids = _pair(learning_rate=1e-3, micro_batch_size=8)
     g.set_params(ids["lora (copy)"], r=32, target_modules=["q_proj", "k_proj", "v_proj"])
     text = lineage_diff(g.to_dict(), ids["copy"]).text()
-    assert text == "lr 2e-4 → 1e-3, batch 4 → 8, r 16 → 32, targets auto → q_proj,k_proj,v_proj"
+    assert text.splitlines() == [
+        "lr 2e-4 → 1e-3",
+        "r 16 → 32",
+        "targets auto → q_proj,k_proj,v_proj",
+        "batch 4 → 8",
+    ]
+    assert lineage_label(text) == (
+        "lr 2e-4 → 1e-3, r 16 → 32, targets auto → q_proj,k_proj,v_proj +1 more",
+        text,
+    )
 
 
 def test_origin_deleted():
@@ -73,20 +82,27 @@ def test_origin_deleted():
     del data["nodes"][ids["orig"]]
     lineage = lineage_diff(data, ids["copy"])
     assert lineage.origin_id is None
-    assert lineage.text() == "copy of a deleted module"
+    assert lineage.text() == "copy of a deleted Fine-Tune node"
 
 
-def test_settings_with_several_datasets_are_indexed():
-    g = GraphBuilder(seed=2)
-    a = g.add_node("Dataset", "a", (0, 0), path="a.jsonl")
-    b = g.add_node("Dataset", "b", (0, 100), path="b.jsonl")
-    ft = g.add_node("FineTune", "ft")
-    g.connect(a, ft, "dataset")
-    g.connect(b, ft, "dataset")
-    settings = module_settings(g.to_dict(), ft)
-    assert settings["dataset[0].path"] == "a.jsonl"
-    assert settings["dataset[1].path"] == "b.jsonl"
-    assert settings["device"] == "auto"
+def test_datasets_compare_as_a_set_of_files():
+    """Adding a file says so once, not as a change of every dataset's settings."""
+    g, ids = _pair()
+    b = g.add_node("Dataset", "b", (0, 900), path="b.jsonl")
+    c = g.add_node("Dataset", "c", (0, 1000), path="c.csv", format="sharegpt")
+    g.connect(b, ids["copy"], "dataset")
+    assert lineage_diff(g.to_dict(), ids["copy"]).text() == "data +1 file"
+    g.connect(c, ids["copy"], "dataset")
+    assert lineage_diff(g.to_dict(), ids["copy"]).text() == "data +2 files"
+
+
+def test_a_changed_file_and_its_settings():
+    g, ids = _pair()
+    data = g.to_dict()
+    copy_data = next(i for i, n in data["nodes"].items() if n["name"] == "data (copy)")
+    data["nodes"][copy_data]["custom"].update(path="../sets/b.jsonl", format="sharegpt")
+    text = lineage_diff(data, ids["copy"]).text()
+    assert text.splitlines() == ["data a.jsonl → b.jsonl", "format auto → sharegpt"]
 
 
 @pytest.mark.parametrize(

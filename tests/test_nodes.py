@@ -137,7 +137,7 @@ def test_custom_defaults_hold_uuid_origin_and_every_parameter():
     assert custom["device"] == "auto"
     dataset = CATALOGUE["Dataset"].custom_defaults()
     assert "origin_uuid" not in dataset
-    assert set(dataset) == {"uuid", "path", "format", "columns", "max_rows"}
+    assert set(dataset) == {"uuid", "auto_name", "path", "format", "columns", "max_rows"}
 
 
 # -- coercion -----------------------------------------------------------------------------------
