@@ -77,6 +77,11 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         from app.run_views import install_run_views
 
         self.run_views = install_run_views(self)  # run panel, runs tab, run details, compare
+        from app.node_runs import install_node_runs
+
+        self.node_runs = install_node_runs(self.canvas, self.run_views)  # runs on the nodes
+        self.node_runs.runRequested.connect(self._on_run_requested)  # the nodes' hover buttons
+        self.node_runs.duplicateRequested.connect(lambda node: self._ctx_duplicate(None, node))
         self._build_actions()
         self._build_menus()
         self._build_context_menus()

@@ -21,6 +21,7 @@ from app.run_bridge import RunBridge
 from app.run_header import RunHeader
 from app.run_panel import STATE_STYLE
 from engine.formatting import format_bytes, format_cell
+from engine.models.tiny import BUILTIN_MODELS, BUILTIN_PREFIX
 from engine.store.diff import flatten
 from engine.store.watch import Series, batch_label, decimate
 
@@ -29,6 +30,12 @@ MAX_BINS = 2000
 MIN_BINS = 200
 COLOURS = {"loss": "#4fa3e0", "eval_loss": "#f0a53c", "grad_norm": "#b07ee0", "lr": "#5cc48a"}
 LOG_KINDS = ("log", "schedule", "error")
+TINY_MODEL = BUILTIN_PREFIX + BUILTIN_MODELS[0]
+TINY_NOTE = (
+    f"These answers come from <b>{TINY_MODEL}</b>, a tiny test model with random weights: its "
+    "answers are nonsense however well the run went. It is there to try the whole pipeline "
+    "quickly; pick a real base model to judge what the answers say."
+)
 
 
 def on_screen(widget: QtWidgets.QWidget) -> bool:
@@ -67,6 +74,19 @@ def watch_range(plot: pg.PlotItem, on_change) -> None:
     """Call on_change when the user pans or zooms (not when auto-range follows new data)."""
     box = plot.getViewBox()
     box.sigXRangeChanged.connect(lambda *_: None if box.autoRangeEnabled()[0] else on_change())
+
+
+def base_source(run: dict, runs: dict[str, dict]) -> str:
+    """The base model a run started from; a chained run's (`run:<id>`) is its first stage's,
+    followed through the runs known here."""
+    seen: set[str] = set()
+    while True:
+        source = str(((run.get("spec") or {}).get("base_model") or {}).get("source") or "")
+        upstream = source[len("run:") :] if source.startswith("run:") else ""
+        if not upstream or upstream in seen or upstream not in runs:
+            return source
+        seen.add(upstream)
+        run = runs[upstream]
 
 
 def _plot(layout: pg.GraphicsLayoutWidget, row: int, title: str, last: bool = False) -> pg.PlotItem:
@@ -397,6 +417,8 @@ class RunDetail(QtWidgets.QWidget):
             )
             return
         parts = []
+        if base_source(self.run, self.bridge.runs) == TINY_MODEL:
+            parts.append(f"<p style='color:#e0c070'>{TINY_NOTE}</p><hr>")
         for i, s in enumerate(samples, 1):
             parts.append(
                 f"<p><b>{i}. Prompt</b><br>{html.escape(s.get('prompt') or '')}</p>"
