@@ -65,6 +65,9 @@ class Canvas(QtCore.QObject):
         self.is_template = False  # opened from the examples: Save asks where to save
         self.result = CompileResult()
         self.lineage: dict[str, str] = {}  # Fine-Tune node id -> lineage text
+        # Fine-Tune node uuid -> why its run can never start here (the confirm dialog's
+        # estimate: it can never fit); shown on the node until the node is edited
+        self.refusals: dict[str, str] = {}
         self._decorations: dict[str, NodeDecorations] = {}
         self._timer = QtCore.QTimer(self, singleShot=True, interval=COMPILE_DELAY_MS)
         self._timer.timeout.connect(self.recompile)
@@ -334,9 +337,11 @@ class Canvas(QtCore.QObject):
             decorations = self._decorations.get(node.id)
             if decorations is None or decorations.node is not node:
                 decorations = self._decorations[node.id] = NodeDecorations(node)
-            decorations.show_errors(
-                [error_text(decl_of(node), e) for e in self.result.errors_for(node.id)]
-            )
+            messages = [error_text(decl_of(node), e) for e in self.result.errors_for(node.id)]
+            refusal = self.refusals.get(node.get_property("uuid") or "")
+            if refusal:
+                messages.append(f"Refused: {refusal}")
+            decorations.show_errors(messages)
             decorations.show_lineage(self.lineage.get(node.id, ""))
         self.compiled.emit(self.result)
         return self.result
@@ -350,6 +355,12 @@ class Canvas(QtCore.QObject):
             result = self.recompile()
         return result
 
+    def set_refusals(self, refusals: dict[str, str]) -> None:
+        """Show why these Fine-Tune nodes' runs can never start (by node uuid) on the nodes."""
+        if any(self.refusals.get(uuid) != why for uuid, why in refusals.items()):
+            self.refusals.update(refusals)
+            self.recompile()
+
     def errors_of(self, node) -> list:
         return self.result.errors_for(node.id)
 
@@ -361,6 +372,7 @@ class Canvas(QtCore.QObject):
     def _on_property_changed(self, node, name: str, value) -> None:
         if name in ("selected", "pos"):
             return
+        self.refusals.clear()  # an edit may make it fit: the next estimate says
         self.schedule_compile()
         self.node_edited.emit(node, name)
 

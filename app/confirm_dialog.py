@@ -34,6 +34,7 @@ from nodes.results import ModuleResult
 
 class ConfirmRunsDialog(QtWidgets.QDialog):
     start_requested = QtCore.Signal(list, list)  # specs, estimates (dict or None each)
+    refused = QtCore.Signal(dict)  # node uuid -> why that run can never start here
 
     def __init__(
         self,
@@ -157,6 +158,12 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         self.estimate_error = message
         self._render()
 
+    def refusal_texts(self) -> dict[str, str]:
+        """Why each refused run can never start here, with its hint, by Fine-Tune node uuid."""
+        return {
+            u: f"{r.message}. {r.hint}" if r.hint else r.message for u, r in self.refusals.items()
+        }
+
     def estimate_for(self, module: ModuleResult) -> dict | None:
         return self.estimates.get(module.node_uuid)
 
@@ -176,6 +183,7 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
 
     # -- rendering -------------------------------------------------------------------------------
     def _render(self) -> None:
+        self.refused.emit(self.refusal_texts())
         busy = self.estimating
         count = len(self.startable())
         planned = self.planned()

@@ -396,6 +396,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         )
         dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.start_requested.connect(self.start_runs)
+        dialog.refused.connect(self.canvas.set_refusals)  # "can never fit" on the node too
+        self.canvas.set_refusals(dialog.refusal_texts())  # those known already
         dialog.destroyed.connect(self._forget_dialog)
         self.confirm_dialog = dialog
         dialog.open()

@@ -366,6 +366,14 @@ def test_a_run_that_can_never_fit_is_refused(canvas, qtbot, monkeypatch):
     qtbot.addWidget(dialog)
     assert "Refused: needs ~40.0 GiB (12.0 GiB in 4-bit)" in dialog.body.toPlainText()
     assert not dialog.start_button.isEnabled()
+    # the node says so too, until it is edited (the next estimate decides again)
+    canvas.set_refusals(dialog.refusal_texts())
+    ft = canvas.node_by_name("ft")
+    badge = canvas._decorations[ft.id].badge
+    assert badge.isVisible() and "Refused: needs ~40.0 GiB" in badge.toolTip()
+    canvas.set_param(ft, "device", "cpu")
+    canvas.recompile()
+    assert not badge.isVisible()
 
 
 def test_confirmation_runs_the_real_estimate_and_start_submits(window, qtbot):
