@@ -212,7 +212,13 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         else:  # the totals and the Start button say how many can start
             self.status.setText("" if count else "Nothing can start: see the cards below.")
         self.status.setVisible(bool(self.status.text()))
-        self.start_button.setText(f"Start {count} run{'s' if count != 1 else ''}")
+        plural = "s" if count != 1 else ""
+        left_out = len(self.skipped) + len(self.modules) - count  # with errors, or refused
+        self.start_button.setText(
+            f"Run the {count} valid Fine-Tune node{plural}"
+            if left_out
+            else f"Start {count} run{plural}"
+        )
         self.start_button.setEnabled(count > 0 and not busy)
         cards = [self._card(m) for m in self.modules]
         cards += [self._skipped_card(m) for m in self.skipped]

@@ -478,7 +478,7 @@ def test_confirm_dialog_says_where_each_run_goes(qtbot, tmp_path, monkeypatch):
     qtbot.addWidget(dialog)
     assert [m.name for m in dialog.startable()] == ["here"]
     assert "no Ray cluster is named" in dialog.body.toPlainText()
-    assert dialog.start_button.text() == "Start 1 run"
+    assert dialog.start_button.text() == "Run the 1 valid Fine-Tune node"  # the other named
 
 
 def test_hardware_view_lists_the_cluster_nodes_next_to_the_local_ones(
