@@ -32,13 +32,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def open_window(graph: str | None = None) -> int:
-    """Open the main window (with `graph` loaded, if given) and run the event loop."""
+    """Open the main window (with `graph` loaded, if given) and run the event loop; when a
+    window is already open on this data directory, hand `graph` to it and return 0."""
     from PySide6 import QtWidgets
 
+    from app.single_instance import SingleInstance
+    from engine import paths
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["tunegraph"])
+    data_dir = paths.data_dir()
+    instance = SingleInstance(data_dir, app)
+    if not instance.claim([str(Path(graph).resolve())] if graph else []):
+        print(f"Tunegraph is already open on {data_dir}: its window was brought forward.")
+        return 0
     from app.main_window import MainWindow
     from app.theme import apply_theme
 
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["tunegraph"])
     app.setApplicationName("Tunegraph")
     app.setOrganizationName("Tunegraph")
     app.setDesktopFileName("tunegraph")  # ties the window to tunegraph.desktop (Wayland, docks)
@@ -53,9 +62,13 @@ def open_window(graph: str | None = None) -> int:
 
     apply_theme_setting(settings.load().theme)
     window = MainWindow()
+    instance.message_received.connect(window.on_second_start)
     window.show()
     window.open_initial(graph)
-    return app.exec()
+    try:
+        return app.exec()
+    finally:
+        instance.close()
 
 
 if __name__ == "__main__":

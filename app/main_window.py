@@ -1,5 +1,6 @@
 """The main window: canvas in the centre, palette, properties and dataset preview docks, the runs
-and chat docks that later parts fill, file handling, Duplicate / sweep, Run and its confirmation."""
+and chat docks that later parts fill, file handling and the autosaved session, Duplicate / sweep,
+Run and its confirmation, and the quit prompt."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.canvas import Canvas
 from app.confirm_dialog import ConfirmRunsDialog
-from app.dataset_preview import DatasetPreview
 from app.duplicate import deep_duplicate, duplicate_as_sweep, sweep_parameters
 from app.main_window_files import FileActions
 from app.node_factory import decl_of
-from app.palette import Palette
-from app.properties import PropertiesPanel
+from app.session import SESSION_FILE, Autosave, live_run_count
 from app.settings_store import SettingsStore
 from app.sweep_dialog import SweepDialog
+from app.window_layout import LayoutActions
 from engine.errors import TunegraphError
 from nodes.catalogue import CATALOGUE, FINE_TUNE
 
@@ -54,7 +54,7 @@ class SubmitThread(QtCore.QThread):
             self.failed.emit(f"{type(err).__name__}: {err}")
 
 
-class MainWindow(FileActions, QtWidgets.QMainWindow):
+class MainWindow(FileActions, LayoutActions, QtWidgets.QMainWindow):
     def __init__(
         self,
         settings: SettingsStore | None = None,
@@ -69,11 +69,12 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.submit_threads: list[SubmitThread] = []
         self.last_submitted: list[dict] = []
         self.confirm_dialog: ConfirmRunsDialog | None = None
+        self.restored_draft = False  # the graph holds unsaved changes restored from the session
+        self.closed_down = False  # shutdown() ran: a later close asks nothing
         self.setWindowTitle("Tunegraph")
-        self.resize(1440, 900)
         self.canvas = Canvas(self)
         self.setCentralWidget(self.canvas.widget)
-        self._build_docks()
+        self.build_docks()
         from app.run_views import install_run_views
 
         self.run_views = install_run_views(self)  # run panel, runs tab, run details, compare
@@ -89,8 +90,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.statusBar().addPermanentWidget(self.status, 1)
         self.canvas.compiled.connect(self._on_compiled)
         self.canvas.selection_changed.connect(self._update_actions)
-        self.canvas.dirty_changed.connect(self._update_title)
-        self.canvas.path_changed.connect(self._update_title)
+        self.canvas.dirty_changed.connect(self._on_dirty_changed)
+        self.canvas.path_changed.connect(self._on_path_changed)
         self.palette.add_requested.connect(self.add_node)
         self.properties.run_requested.connect(self._on_run_requested)
         self.canvas.graph_file_dropped.connect(self.open_file)
@@ -103,56 +104,19 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.run_views.panel.chatRequested.connect(self._test_in_chat)
         self.run_views.panel.serveRequested.connect(self.tools.serve_run)
         self.run_views.panel.pushRequested.connect(self.tools.push_run)
-        geometry, state = self.settings.window_layout()
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        if state is not None:
-            self.restoreState(state)
+        self.watch_run_details()
+        self.reset_layout_action = self._action(
+            "Reset layout", self.reset_layout, tip="Put every panel back where it starts"
+        )
+        self.view_menu.addSeparator()
+        self.view_menu.addAction(self.reset_layout_action)
+        self.arrange_default_docks()
+        self.default_sizes_pending = not self.restore_layout()  # first start: sized once shown
+        self.autosave = Autosave(self.canvas, self.settings.folder / SESSION_FILE, self)
         self._update_title()
         self._update_actions()
 
     # -- layout ----------------------------------------------------------------------------------
-    def _dock(self, title: str, widget: QtWidgets.QWidget, area, name: str):
-        dock = QtWidgets.QDockWidget(title, self)
-        dock.setObjectName(name)
-        dock.setWidget(widget)
-        self.addDockWidget(area, dock)
-        return dock
-
-    def _build_docks(self) -> None:
-        area = QtCore.Qt.DockWidgetArea
-        self.palette = Palette()
-        self.palette_dock = self._dock("Nodes", self.palette, area.LeftDockWidgetArea, "palette")
-        self.properties = PropertiesPanel(self.canvas)
-        self.properties_dock = self._dock(
-            "Properties", self.properties, area.RightDockWidgetArea, "properties"
-        )
-        self.preview = DatasetPreview(self.canvas)
-        self.preview_dock = self._dock(
-            "Dataset preview", self.preview, area.RightDockWidgetArea, "preview"
-        )
-        self.runs_panel = QtWidgets.QWidget()
-        runs_layout = QtWidgets.QVBoxLayout(self.runs_panel)
-        runs_label = QtWidgets.QLabel(
-            "Runs appear here once you start them: select a Fine-Tune node and press Run (Ctrl+R)."
-        )
-        runs_label.setObjectName("placeholder")
-        runs_label.setWordWrap(True)
-        runs_layout.addWidget(runs_label)
-        self.runs_dock = self._dock("Runs", self.runs_panel, area.BottomDockWidgetArea, "runs")
-        chat_label = QtWidgets.QLabel("Chat with finished models appears here.")
-        chat_label.setObjectName("placeholder")
-        self.chat_dock = self._dock("Chat", chat_label, area.BottomDockWidgetArea, "chat")
-        self.tabifyDockWidget(self.runs_dock, self.chat_dock)
-        self.runs_dock.raise_()
-        self.resizeDocks(
-            [self.palette_dock, self.properties_dock], [190, 420], QtCore.Qt.Orientation.Horizontal
-        )
-        self.resizeDocks([self.runs_dock], [110], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks(
-            [self.properties_dock, self.preview_dock], [330, 520], QtCore.Qt.Orientation.Vertical
-        )
-
     def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QtGui.QAction:
         action = QtGui.QAction(text, self)
         if shortcut is not None:
@@ -188,13 +152,13 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             "Duplicate",
             self.duplicate_selected,
             "Ctrl+D",
-            "Copy the selected Fine-Tune module with all nodes feeding it",
+            "Copy the selected Fine-Tune node with all nodes feeding it",
         )
         self.sweep_action = self._action(
             "Duplicate as sweep…",
             self.sweep_selected,
             "Ctrl+Shift+D",
-            "One copy of the selected module per value of a parameter",
+            "One copy of the selected Fine-Tune node per value of a parameter",
         )
         self.delete_action = QtGui.QAction("Delete", self)
         self.delete_action.setShortcuts(
@@ -207,10 +171,10 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.delete_action.triggered.connect(self.delete_selected)
         self.canvas.widget.addAction(self.delete_action)
         self.run_action = self._action(
-            "Run selected", self.run_selected, "Ctrl+R", "Run the selected Fine-Tune modules"
+            "Run selected", self.run_selected, "Ctrl+R", "Run the selected Fine-Tune nodes"
         )
         self.run_all_action = self._action(
-            "Run all", self.run_all, "Ctrl+Shift+R", "Run every Fine-Tune module without errors"
+            "Run all", self.run_all, "Ctrl+Shift+R", "Run every Fine-Tune node without errors"
         )
         self.fit_action = self._action("Fit view", self.fit_view, "F", "Show the whole graph")
         toolbar = self.addToolBar("Main")
@@ -263,7 +227,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             action.triggered.connect(lambda _c=False, k=decl.kind: self.add_node(k))
         run = bar.addMenu("&Run")
         run.addActions([self.run_action, self.run_all_action])
-        view = bar.addMenu("&View")
+        self.view_menu = view = bar.addMenu("&View")
         view.addAction(self.fit_action)
         view.addSeparator()
         for dock in (
@@ -271,6 +235,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             self.properties_dock,
             self.preview_dock,
             self.runs_dock,
+            self.run_views.views_dock,
             self.chat_dock,
         ):
             view.addAction(dock.toggleViewAction())
@@ -280,7 +245,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.node_run_actions = []
         for decl in CATALOGUE.values():
             if decl is FINE_TUNE:
-                run = menu.add_command("Run this module…", self._ctx_run, node_type=decl.type_)
+                run = menu.add_command("Run this node…", self._ctx_run, node_type=decl.type_)
                 self.node_run_actions.append(run.qaction)
                 menu.add_command("Duplicate", self._ctx_duplicate, node_type=decl.type_)
                 menu.add_command("Duplicate as sweep…", self._ctx_sweep, node_type=decl.type_)
@@ -457,11 +422,15 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             text = "No Fine-Tune node yet: add one from the palette and connect its inputs."
         elif bad:
             text = (
-                f"{ok} of {len(modules)} modules ready · {nodes_with_errors} node(s) need "
+                f"{ok} of {len(modules)} Fine-Tune nodes ready · {nodes_with_errors} node(s) need "
                 "attention (red badges; hover for details)"
             )
         else:
-            text = f"All {ok} modules ready to run (Ctrl+Shift+R runs all)"
+            text = (
+                f"All {ok} Fine-Tune nodes ready to run (Ctrl+Shift+R runs all)"
+                if ok > 1
+                else "The Fine-Tune node is ready to run (Ctrl+R)"
+            )
         self.status.setText(text)
         self._update_actions()
 
@@ -475,15 +444,29 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.run_action.setEnabled(bool(modules) and all(self.canvas.module_ok(m) for m in modules))
         self.run_all_action.setEnabled(any(m.spec is not None for m in self.canvas.result.modules))
 
+    # -- session ---------------------------------------------------------------------------------
+    def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if self.default_sizes_pending:
+            self.default_sizes_pending = False
+            self.apply_default_sizes()
+
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt override
-        if not self.maybe_save():
-            event.ignore()
-            return
+        if not self.closed_down:
+            dirty, live = self.canvas.dirty, live_run_count()
+            answer = self.ask_quit(dirty, live) if dirty or live else "quit"
+            if answer == "cancel" or (answer == "save" and not self.save()):
+                event.ignore()
+                return
         self.shutdown()
         event.accept()
 
     def shutdown(self) -> None:
-        """Stop helper processes and threads; save the window layout."""
+        """Stop helper processes and threads; write the session and the window layout."""
+        if self.closed_down:
+            return
+        self.closed_down = True
+        self.autosave.stop()
         self.preview.stop()
         self.engine_ui.shutdown()
         self.tools.shutdown()
@@ -493,5 +476,5 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         for thread in self.submit_threads:
             thread.wait()
         self.submit_threads = []
-        self.settings.save_window_layout(self.saveGeometry(), self.saveState())
+        self.save_layout()
         self.settings.sync()

@@ -23,6 +23,12 @@ class SettingsStore:
             self.qsettings.setValue("version", SETTINGS_VERSION)
 
     @property
+    def folder(self) -> Path:
+        """The folder of the settings file (the data directory, unless a test chose another):
+        the autosaved session lives beside it."""
+        return Path(self.qsettings.fileName()).parent
+
+    @property
     def first_start(self) -> bool:
         return self.qsettings.value("started", "false") != "true"
 

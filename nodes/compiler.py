@@ -349,7 +349,7 @@ class _Compiler:
                     node,
                     "name",
                     f'another Fine-Tune node is already named "{node.name}"; '
-                    "give each module a unique name",
+                    "give each Fine-Tune node a unique name",
                     "invalid_value",
                 )
             seen.add(node.name)

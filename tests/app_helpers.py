@@ -23,6 +23,7 @@ def main_window_session(qtbot, folder: Path):
     win = MainWindow(settings=SettingsStore(folder / "ui.ini"), submit=fake_submit)
     win.submitted = submitted
     win.ask_unsaved = lambda: "discard"
+    win.ask_quit = lambda dirty, live: "quit"  # qtbot closes the window before shutdown()
     qtbot.addWidget(win)
     yield win
     win.shutdown()
@@ -39,6 +40,7 @@ def live_main_window_session(qtbot, folder: Path, monkeypatch, home: Path, cpu_s
     monkeypatch.setenv("TUNEGRAPH_CPU_SLOTS", str(cpu_slots))
     win = MainWindow(settings=SettingsStore(folder / "ui.ini"))
     win.ask_unsaved = lambda: "discard"
+    win.ask_quit = lambda dirty, live: "quit"
     qtbot.addWidget(win)
     try:
         yield win

@@ -483,10 +483,10 @@ def test_close_asks_about_unsaved_changes(window, qtbot):
     window.show()
     window.add_node("Dataset")
     assert window.canvas.dirty and "•" in window.windowTitle()
-    window.ask_unsaved = lambda: "cancel"
+    window.ask_quit = lambda dirty, live: "cancel"
     window.close()
     assert window.isVisible()
-    window.ask_unsaved = lambda: "discard"
+    window.ask_quit = lambda dirty, live: "quit"
     window.close()
     assert not window.isVisible()
 

@@ -23,7 +23,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the `run` and `estimate` commands to the CLI's subparsers."""
     p = sub.add_parser("run", help="compile a graph, submit its runs and follow them")
     p.add_argument("graph")
-    p.add_argument("--only", action="append", metavar="NAME", help="only this Fine-Tune module")
+    p.add_argument("--only", action="append", metavar="NAME", help="only this Fine-Tune node")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--cluster", metavar="ADDR", help="a Ray cluster address")
     p.add_argument("--detach", action="store_true", help="submit and return at once")
@@ -57,8 +57,8 @@ def compile_graph(
         unknown = [n for n in only if n not in names]
         if unknown:
             raise TunegraphError(
-                f"{path}: no Fine-Tune module named {unknown[0]!r}.",
-                "Modules in this graph: " + ", ".join(sorted(names)),
+                f"{path}: no Fine-Tune node named {unknown[0]!r}.",
+                "Fine-Tune nodes in this graph: " + ", ".join(sorted(names)),
             )
         modules = [m for m in modules if m.name in only]
     specs = [m.spec for m in modules if m.spec is not None]
