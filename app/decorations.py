@@ -115,10 +115,9 @@ class RunCard(QtWidgets.QGraphicsObject):
     openRequested = QtCore.Signal()  # noqa: N815
 
     def __init__(self, parent: QtWidgets.QGraphicsItem):
-        super().__init__(parent)
-        self.setZValue(10)
-        self.setAcceptHoverEvents(True)  # keeps the node's hover (and its buttons) alive
-        self.setCursor(QtCore.Qt.CursorShape.PointingHandCursor)
+        # everything boundingRect and paint read first: with a real display Qt asks for them
+        # as soon as the item is parented or given a cursor
+        self._rect = QtCore.QRectF()
         self.regular = QtGui.QFont()
         self.regular.setPointSizeF(CARD_FONT_PT)
         self.bold = QtGui.QFont(self.regular)
@@ -129,7 +128,10 @@ class RunCard(QtWidgets.QGraphicsObject):
         self.tone = "normal"
         self.progress: float | None = None
         self.earlier = ""
-        self._rect = QtCore.QRectF()
+        super().__init__(parent)
+        self.setZValue(10)
+        self.setAcceptHoverEvents(True)  # keeps the node's hover (and its buttons) alive
+        self.setCursor(QtCore.Qt.CursorShape.PointingHandCursor)
 
     def set_content(
         self,

@@ -43,7 +43,38 @@ def build_sweep() -> dict:
     return g.to_dict()
 
 
-EXAMPLES = {"sweep.json": build_sweep}
+def build_chain() -> dict:
+    """SFT on the support chats, then DPO on preference pairs, starting from the SFT run.
+
+    The DPO module's base model input is the SFT module's model output: it waits for the SFT run,
+    then trains from that run's adapter merged into the tiny model.
+    """
+    g = GraphBuilder(seed=20261205)
+    model = g.add_node("BaseModel", "tiny llama", (0, 0), source="builtin:tiny-llama")
+    chats = g.add_node("Dataset", "support chats", (0, 130),
+                       path="../datasets/support_chats.jsonl")
+    prefs = g.add_node("Dataset", "support preferences", (420, 330),
+                       path="../datasets/support_prefs.jsonl")
+    lora = g.add_node("LoraConfig", "LoRA r8", (0, 260), r=8, alpha=16,
+                      target_modules=["q_proj", "v_proj"])
+    sft_training = g.add_node("TrainingConfig", "train sft", (0, 390), learning_rate=1e-3,
+                              **QUICK_TRAINING)
+    dpo_training = g.add_node("TrainingConfig", "train dpo", (420, 460), learning_rate=5e-4,
+                              **{**QUICK_TRAINING, "packing": False})
+    sft = g.add_node("FineTune", "support sft", (420, 100))
+    dpo = g.add_node("FineTune", "support dpo", (840, 250), method="dpo", beta=0.1)
+    g.connect(model, sft, "base_model")
+    g.connect(chats, sft, "dataset")
+    g.connect(sft_training, sft, "training_config")
+    g.connect(lora, sft, "lora_config")
+    g.connect(sft, dpo, "base_model", "model")
+    g.connect(prefs, dpo, "dataset")
+    g.connect(dpo_training, dpo, "training_config")
+    g.connect(lora, dpo, "lora_config")
+    return g.to_dict()
+
+
+EXAMPLES = {"sweep.json": build_sweep, "sft-then-dpo.json": build_chain}
 
 
 def main() -> None:
