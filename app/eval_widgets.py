@@ -124,7 +124,8 @@ class GgufEditor(FileEditor):
 
     def __init__(self, param: Parameter, parent: QtWidgets.QWidget | None = None):
         super().__init__(param, parent)
-        self.edit.setPlaceholderText("judge.gguf (optional)")
+        # a field shown only when needed (the Reward node's judge) is not optional there
+        self.edit.setPlaceholderText("judge.gguf" if param.visible_if else "judge.gguf (optional)")
 
     def _browse(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(

@@ -57,10 +57,11 @@ METHODS = ("sft", "dpo", "orpo", "kto", "simpo", "grpo", "pretrain")
 PAIRED_METHODS = ("dpo", "orpo", "simpo")  # data: {prompt, chosen, rejected}
 BETA_METHODS = PAIRED_METHODS + ("kto",)
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "sppo_hard", "nca_pair", "apo_zero", "apo_down")
-# Reward node scorers: engine.eval's text metrics (those that need no model) plus length:N
-REWARD_NAMES = ("exact", "contains", "json", "rouge_l")
+# Reward node scorers: engine.eval's text metrics, its judge (a GGUF model grades each answer) and
+# length:N
+REWARD_NAMES = ("exact", "contains", "json", "rouge_l", "judge")
 REWARD_PREFIXES = ("regex:", "json:", "python:", "length:")
-REFERENCE_REWARDS = ("exact", "contains", "rouge_l")  # compare with the row's answer
+REFERENCE_REWARDS = ("exact", "contains", "rouge_l", "judge")  # compare with the row's answer
 METHOD_HELP = (
     "How the run learns. sft: from example answers (loss on the assistant turns). pretrain: "
     "continued pretraining on plain text (loss on every token, texts packed into full-length "
@@ -73,8 +74,10 @@ REWARD_SCORER_HELP = (
     "How a completion is scored (higher is better): exact or contains (against the row's answer "
     "or reference column, or its last assistant turn), rouge_l (overlap with that answer), "
     "regex:PATTERN (1 when the completion matches), json (1 when it parses as JSON), "
-    "json:SCHEMA.json (and is valid against that schema), length:N (1 at N characters, falling "
-    "to 0 at 0 and 2N) or python:FILE.py (your score(output, reference, row) -> float)."
+    "json:SCHEMA.json (and is valid against that schema), judge (the judge model grades the "
+    "completion 1-10 against that answer; the reward is the grade / 10), length:N (1 at N "
+    "characters, falling to 0 at 0 and 2N) or python:FILE.py (your score(output, reference, row) "
+    "-> float)."
 )
 CHECKPOINTING = ("auto", "on", "off")
 # the LoRA config node's knobs that matter only while `full` (full fine-tuning) is off
@@ -558,22 +561,36 @@ class MethodSpec(SpecPart):
 @dataclass
 class RewardSpec(SpecPart):
     """One reward function of a GRPO run: a scorer of engine.eval (or a length target) and its
-    weight in the sum of rewards."""
+    weight in the sum of rewards; the judge scorer names its judge model."""
 
     scorer: str = param("contains", REWARD_SCORER_HELP, short="reward", widget="reward")
     weight: float = param(
         1.0, "This reward's weight in the sum of all rewards.", min=0.0, max=100.0
     )
+    judge: str = param(
+        "",
+        "The GGUF model that grades each completion for the judge scorer (run by llama.cpp on "
+        "the CPU, loaded once for the run and given the run's CPU threads); a small instruct "
+        "model will do, and every graded completion costs a short llama.cpp call.",
+        label="Judge model",
+        short="judge",
+        widget="gguf",
+        visible_if=("scorer", ("judge",)),
+    )
 
     part: ClassVar[str] = "rewards"
 
     def check_rules(self, prefix: str) -> None:
-        """The scorer is one rewards can use (a model-graded metric such as loss or judge is
-        not), its pattern compiles, its length is a positive whole number and its file is of the
-        right type (whether the file exists is the compiler's and the worker's check)."""
+        """The scorer is one rewards can use (loss is not), its pattern compiles, its length is a
+        positive whole number, its file is of the right type, and the judge scorer names a judge
+        model, which exists when it is a path of this machine (whether a file is a GGUF, and a
+        scorer file's contents, are the compiler's and the worker's checks)."""
         scorer = self.scorer.strip()
         where = f"{prefix}.scorer"
         kinds = ", ".join(REWARD_NAMES + tuple(p + "…" for p in REWARD_PREFIXES))
+        if scorer == "judge":
+            self.check_judge(prefix)
+            return
         if scorer in REWARD_NAMES:
             return
         head, sep, rest = scorer.partition(":")
@@ -594,6 +611,28 @@ class RewardSpec(SpecPart):
             suffix = ".py" if head == "python" else ".json"
             if Path(rest.strip()).suffix.lower() != suffix:
                 raise SpecError(where, self.scorer, f"{head}: needs a {suffix} file")
+
+    def check_judge(self, prefix: str) -> None:
+        """A judge model is named, and an absolute path names an existing file (a relative path
+        is the graph folder's, resolved by the compiler; `pypi:PACKAGE` is found by the
+        worker)."""
+        judge = self.judge.strip()
+        where = f"{prefix}.judge"
+        if not judge:
+            raise SpecError(
+                where,
+                self.judge,
+                "the judge scorer needs a judge model",
+                "Choose a .gguf judge model (a small instruct model will do), or another scorer.",
+            )
+        path = Path(judge).expanduser()
+        if not judge.startswith("pypi:") and path.is_absolute() and not path.is_file():
+            raise SpecError(
+                where,
+                self.judge,
+                "the file does not exist",
+                "Choose an existing .gguf judge model file.",
+            )
 
 
 @dataclass

@@ -418,7 +418,8 @@ _FEEDERS = (
         "Reward",
         "Reward",
         "A reward for GRPO: how each sampled answer is scored (a regex, the row's answer, valid "
-        "JSON, a length target or your own Python scorer) and its weight; connect several.",
+        "JSON, a judge model's grade, a length target or your own Python scorer) and its weight; "
+        "connect several.",
         (150, 120, 30),
         "reward",
         "reward",

@@ -207,6 +207,8 @@ class _Compiler:
         has no graph folder to resolve against)."""
         assert node.decl is not None
         for param in node.decl.parameters:
+            if not param.visible(node.values):  # hidden, so unused (a Reward node's judge)
+                continue
             value = node.values.get(param.name)
             if param.widget == "file":
                 problem = file_problem(value)

@@ -89,7 +89,7 @@ def test_method_and_its_knobs_are_fine_tune_parameters_shown_only_for_their_meth
         "kl_coef",
     }
     reward = CATALOGUE["Reward"]
-    assert [p.name for p in reward.parameters] == ["scorer", "weight"]
+    assert [p.name for p in reward.parameters] == ["scorer", "weight", "judge"]
     assert FINE_TUNE.input("reward").multiple and not FINE_TUNE.input("reward").required
 
 
@@ -136,7 +136,6 @@ def test_grpo_needs_a_reward_and_only_grpo_takes_rewards(tmp_path):
         ("regex:(", "the pattern does not compile"),
         ("length:0", "length: needs a number of characters above 0"),
         ("loss", "is not a reward scorer"),
-        ("judge", "is not a reward scorer"),
         ("python:score.txt", "python: needs a .py file"),
     ],
 )

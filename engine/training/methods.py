@@ -9,7 +9,8 @@ TRL is pinned to 1.16 (pyproject.toml), whose trainers live at:
   (beta, simpo_gamma), which is SimPO;
 - grpo: `trl.GRPOTrainer` / `trl.GRPOConfig` (num_generations, max_completion_length,
   temperature, beta = the KL coefficient, reward_weights) with the reward functions of
-  engine.training.rewards.
+  engine.training.rewards (a judge reward's llama.cpp process is closed when training ends:
+  `CloseRewards`).
 
 The model arrives with its LoRA adapter attached (engine.training.trainer.build_trainer), so no
 reference model is loaded: DPO, KTO and GRPO with a KL coefficient take the reference's log
@@ -63,16 +64,17 @@ def method_trainer(
 
         from engine.training.rewards import reward_functions
 
-        functions, weights = reward_functions(spec.rewards)
+        rewards = reward_functions(spec.rewards)
         args = arguments(
             GRPOConfig,
             num_generations=m.num_generations,
             max_completion_length=m.max_completion_length,
             temperature=m.temperature,
             beta=m.kl_coef,
-            reward_weights=weights,
+            reward_weights=rewards.weights,
         )
-        return GRPOTrainer(reward_funcs=functions, args=args, **common)
+        common["callbacks"] = [*callbacks, CloseRewards(rewards)]
+        return GRPOTrainer(reward_funcs=rewards.functions, args=args, **common)
     common["eval_dataset"] = data.eval
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -108,3 +110,15 @@ def method_trainer(
         )
         return CPOTrainer(args=args, **common)
     raise ValueError(f"{method!r} is not one of TRL's methods: {', '.join(TRL_METHODS)}")
+
+
+class CloseRewards(TrainerCallback):
+    """Ends the judge processes of a GRPO run's rewards when training ends (completed, stopped,
+    paused or cancelled), before the samples and the export; a worker that dies takes them with
+    it (a judge process ends when its input closes)."""
+
+    def __init__(self, rewards: Any):
+        self.rewards = rewards  # engine.training.rewards.RewardSet
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.rewards.close()

@@ -3,9 +3,19 @@
 Each wraps a scorer of engine.eval (the one interface of eval metrics and rewards:
 `score(output, reference, row) -> float`): `exact`, `contains`, `rouge_l`, `regex:PATTERN`,
 `json`, `json:SCHEMA.json`, `python:FILE.py`, plus `length:N` (1.0 for an answer of N characters,
-falling linearly to 0 at 0 and at 2N characters). The reference is the row's `answer` (its answer
-or reference column, or the last assistant turn of its messages; "" when it has none), `row` is
-the dataset row as read plus `prompt_messages` (the prompt's turns).
+falling linearly to 0 at 0 and at 2N characters) and `judge` (the Reward node's judge GGUF grades
+the completion 1-10 against the row's answer with the eval's rubric, engine.eval.judge; the
+reward is grade / 10). The reference is the row's `answer` (its answer or reference column, or
+the last assistant turn of its messages; "" when it has none), `row` is the dataset row as read
+plus `prompt_messages` (the prompt's turns).
+
+A judge is checked (exists, is a GGUF) when the rewards are built, started at the first
+completion it grades (one llama.cpp process per judge file, shared by the Reward nodes naming
+it) and closed by `RewardSet.close` when training ends. It gets the run's CPU threads
+(TUNEGRAPH_THREADS, the share the supervisor gives the run, as eval's GGUF targets do), never
+all the cores: judging happens between sampling and the update, so the judge and training take
+turns on the same cores instead of fighting over them. A completion the judge gives no grade
+after its retries gets no reward (None: TRL leaves it out of the means).
 
 TRL logs each function's mean and standard deviation under `rewards/<name>/mean|std`, `<name>`
 being the scorer as written (a file scorer by its file name, e.g. `python:score.py`; a scorer
@@ -16,16 +26,20 @@ and, for a Python scorer, the file and line where it raised.
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import EvalError
+from engine.eval.judge import Judge, JudgeScorer, check_judge
 from engine.eval.metrics import make_scorer
 from engine.eval.scorers import FunctionScorer, Scorer
 from engine.spec import RewardSpec
 
-RewardFunction = Callable[..., list[float]]
+RewardFunction = Callable[..., list[float | None]]
 
 
 def length_scorer(target: int) -> FunctionScorer:
@@ -37,8 +51,43 @@ def length_scorer(target: int) -> FunctionScorer:
     return FunctionScorer(f"length:{target}", closeness)
 
 
+class JudgeReward:
+    """`judge` as a reward: the judge's grade of the completion / 10, in [0.1, 1]; NaN when the
+    judge gave none. The judge process starts at the first completion graded."""
+
+    name = "judge"
+
+    def __init__(self, path: str):
+        self.path = check_judge(path)  # missing, or not a GGUF: EvalError before training
+        self.judge: Judge | None = None
+
+    def score(self, output: str, reference: str, row: dict) -> float:
+        """The grade of `output` for the row's prompt against `reference`, divided by 10."""
+        if self.judge is None:
+            self.judge = Judge(self.path, n_threads=judge_threads())
+        return JudgeScorer(self.judge).score(output, reference, row) / 10
+
+    def close(self) -> None:
+        """End the judge's process (a later completion would start it again)."""
+        if self.judge is not None:
+            self.judge.close()
+            self.judge = None
+
+
+def judge_threads() -> int:
+    """The judge's llama.cpp threads: the run's CPU share (TUNEGRAPH_THREADS, which the worker
+    also gives torch), else torch's own thread count."""
+    threads = os.environ.get("TUNEGRAPH_THREADS")
+    if threads:
+        return max(1, int(threads))
+    import torch
+
+    return torch.get_num_threads()
+
+
 def scorer_for(reward: RewardSpec) -> Scorer:
-    """The scorer of one Reward node; EvalError for a pattern or file that cannot be used."""
+    """The scorer of one Reward node other than judge; EvalError for a pattern or file that
+    cannot be used."""
     text = reward.scorer.strip()
     if text.startswith("length:"):
         return length_scorer(int(text[len("length:") :]))
@@ -53,18 +102,38 @@ def reward_name(scorer: str) -> str:
     return scorer.strip()
 
 
-def reward_functions(rewards: list[RewardSpec]) -> tuple[list[RewardFunction], list[float]]:
+@dataclass
+class RewardSet:
+    """The run's TRL reward functions, their weights, and the judges they hold (`close` ends
+    them)."""
+
+    functions: list[RewardFunction] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    judges: dict[Path, JudgeReward] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """End every judge process (idempotent)."""
+        for judge in self.judges.values():
+            judge.close()
+
+
+def reward_functions(rewards: list[RewardSpec]) -> RewardSet:
     """TRL reward functions for the run's Reward nodes and their weights; every scorer is built
-    here, so a bad pattern or file fails before the model is loaded."""
-    functions: list[RewardFunction] = []
+    (and every judge file checked) here, so a bad pattern or file fails before training starts."""
+    out = RewardSet(weights=[float(r.weight) for r in rewards])
     seen: dict[str, int] = {}
     for reward in rewards:
         name = reward_name(reward.scorer)
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             name = f"{name} #{seen[name]}"
-        functions.append(_reward_function(name, scorer_for(reward)))
-    return functions, [float(r.weight) for r in rewards]
+        if reward.scorer.strip() == "judge":
+            judge = JudgeReward(reward.judge)
+            scorer: Scorer = out.judges.setdefault(judge.path, judge)
+        else:
+            scorer = scorer_for(reward)
+        out.functions.append(_reward_function(name, scorer))
+    return out
 
 
 def _reward_function(name: str, scorer: Scorer) -> RewardFunction:
@@ -75,14 +144,15 @@ def _reward_function(name: str, scorer: Scorer) -> RewardFunction:
         row: list[str] | None = None,
         **_: Any,
     ) -> list[float]:
-        scores = []
+        scores: list[float | None] = []
         for i, completion in enumerate(completions):
             data = json.loads(row[i]) if row else {}
             data["prompt_messages"] = _turns(prompts[i])
             try:
-                scores.append(scorer.score(_text(completion), answer[i] if answer else "", data))
+                value = scorer.score(_text(completion), answer[i] if answer else "", data)
             except EvalError as err:
                 raise EvalError(f"reward {name}: {err.message}", err.hint) from None
+            scores.append(value if math.isfinite(value) else None)  # None: no reward
         return scores
 
     reward.__name__ = reward.__qualname__ = name
