@@ -76,14 +76,16 @@ def cache_key(ds: DatasetSpec, method: str) -> tuple | None:
     return (str(path), stat.st_size, stat.st_mtime_ns, ds.format, columns, ds.max_rows, method)
 
 
-def check_rows_of(ds: DatasetSpec, method: str) -> None:
-    """Read every row of `ds` and convert it for `method`; DataError naming the first problem."""
+def dataset_rows(ds: DatasetSpec) -> Iterator[dict]:
+    """The rows of `ds` one by one, columns renamed per the node's mapping and cut to its
+    `max_rows`, read with plain json/csv (pyarrow for Parquet) after the checks every reader
+    needs (engine.data.formats.check_file); DataError naming the file and the line of a
+    malformed JSONL line, or the column mapping that does not fit."""
     path = Path(ds.path).expanduser()
     loader = check_file(path)
-    rows = []
     for index, row in enumerate(read_rows(path, loader)):
         if ds.max_rows and index >= ds.max_rows:
-            break
+            return
         row, absent = renamed(row, ds.columns or {})
         if absent:
             raise DataError(
@@ -92,7 +94,13 @@ def check_rows_of(ds: DatasetSpec, method: str) -> None:
                 str(path),
                 hint="Fix the Dataset node's column mapping.",
             )
-        rows.append(row)
+        yield row
+
+
+def check_rows_of(ds: DatasetSpec, method: str) -> None:
+    """Read every row of `ds` and convert it for `method`; DataError naming the first problem."""
+    path = Path(ds.path).expanduser()
+    rows = list(dataset_rows(ds))
     if not rows:
         raise DataError("the file holds no rows", str(path))
     if METHOD_FORMATS.get(method) is not None:

@@ -32,7 +32,6 @@ HISTOGRAM_BINS = 12
 HEAD_ROWS = 20
 # a .json array or a Parquet file is read whole even for its head: only small ones are read at once
 HEAD_WHOLE_FILE_BYTES = 8 << 20
-_READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # a method format's rows are converted as this method's (its pairs train dpo, orpo and simpo alike)
 _METHOD_OF_FORMAT = {"preference": "dpo", "kto": "kto"}
 
@@ -213,39 +212,11 @@ def read_all(ds: DatasetSpec) -> list[dict]:
 
 
 def iter_rows(ds: DatasetSpec) -> Iterator[dict]:
-    """The rows of `ds` one by one, columns renamed per the node's mapping and cut to its
-    `max_rows`, read with plain json/csv (pyarrow for Parquet); DataError naming the file and
-    the line of a malformed JSONL line, or the column mapping that does not fit."""
-    from engine.data.check import read_rows
-    from engine.data.formats import check_utf8
-    from engine.data.method_formats import renamed
+    """The rows of `ds` one by one, as engine.data.check reads them (plain json/csv, pyarrow for
+    Parquet; columns renamed, cut to `max_rows`); DataError naming the file and line."""
+    from engine.data.check import dataset_rows
 
-    path = Path(ds.path).expanduser()
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(
-            f"unsupported file type {path.suffix or '(none)'!r}",
-            str(path),
-            hint="Use a .jsonl, .json, .csv or .parquet file.",
-        )
-    if not path.is_file():
-        raise DataError("file not found", str(path), hint="Check the Dataset node's file path.")
-    try:
-        for index, row in enumerate(read_rows(path, reader)):
-            if ds.max_rows and index >= ds.max_rows:
-                return
-            row, absent = renamed(row, ds.columns or {})
-            if absent:
-                raise DataError(
-                    f"the column mapping names {', '.join(absent)}, which the file does not "
-                    f"have; its columns: {', '.join(sorted(row)) or '(none)'}",
-                    str(path),
-                    hint="Fix the Dataset node's column mapping.",
-                )
-            yield row
-    except UnicodeDecodeError:
-        check_utf8(path)  # names the line and byte
-        raise
+    yield from dataset_rows(ds)
 
 
 def head(ds: DatasetSpec, n: int = HEAD_ROWS) -> dict:
