@@ -56,6 +56,15 @@ def tg_home(tmp_path_factory, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def store(tg_home):
+    """The run index of the test's data folder (a real SQLite file)."""
+    from engine.store.index import Store
+
+    with Store() as index:
+        yield index
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shared_models(tmp_path_factory):
     """One models/ folder for the whole session, so builtin:tiny-llama is built once."""

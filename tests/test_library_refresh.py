@@ -19,18 +19,10 @@ from app.library_tab import LibraryTab  # noqa: E402
 from app.run_bridge import RunBridge  # noqa: E402
 from engine.export.job import ExportJob, no_progress, register  # noqa: E402
 from engine.spec import JobSpec  # noqa: E402
-from engine.store.index import Store  # noqa: E402
 from tests.app_helpers import gc_on_the_gui_thread  # noqa: E402, F401
 from tests.synthetic_runs import training_run  # noqa: E402
 
 WAIT_MS = 5000
-
-
-@pytest.fixture
-def store():
-    s = Store()
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -35,13 +35,6 @@ DESIGN_METRICS = {"loss", "grad_norm", "lr", "eval_loss", "tokens_per_s"}
 
 
 @pytest.fixture
-def store():
-    s = Store()
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def views(qtbot, store):
     window = QtWidgets.QMainWindow()
     qtbot.addWidget(window)

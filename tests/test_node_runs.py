@@ -34,13 +34,6 @@ def window(qtbot, tmp_path):
     yield from main_window_session(qtbot, tmp_path)
 
 
-@pytest.fixture
-def store():
-    s = Store()
-    yield s
-    s.close()
-
-
 def open_graph(qtbot, window, folder, base: str | None = "builtin:tiny-llama"):
     """The window shown at 1400×900 with a one-node graph in view; returns the Fine-Tune node."""
     window.open_file(make_graph(folder, {"tiny": {"max_steps": 40}}, base=base))

@@ -12,13 +12,6 @@ from engine.store.watch import RunWatcher, Series, batch_label
 from tests.synthetic_runs import SyntheticRun, make_spec, training_run
 
 
-@pytest.fixture
-def store():
-    s = Store()
-    yield s
-    s.close()
-
-
 def _run(store, name, sha="a" * 64, rows=40, **training):
     r = SyntheticRun(store, make_spec(name, **training))
     r.status("queued").status("training").data_log(rows=rows, sha=sha)

@@ -17,19 +17,11 @@ from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
 
 from app.run_row import RunRow  # noqa: E402
 from app.run_views import install_run_views  # noqa: E402
-from engine.store.index import Store  # noqa: E402
 from engine.store.timing import ordinal, queue_positions, training_clock  # noqa: E402
 from tests.app_helpers import gc_on_the_gui_thread  # noqa: E402, F401
 from tests.synthetic_runs import SyntheticRun, make_spec, training_run  # noqa: E402
 
 WAIT_MS = 5000
-
-
-@pytest.fixture
-def store():
-    s = Store()
-    yield s
-    s.close()
 
 
 @pytest.fixture

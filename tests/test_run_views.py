@@ -20,13 +20,6 @@ WAIT_MS = 5000
 
 
 @pytest.fixture
-def store():
-    s = Store()
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def views(qtbot, store):
     window = QtWidgets.QMainWindow()
     qtbot.addWidget(window)

@@ -41,12 +41,6 @@ def clock(monkeypatch) -> Clock:
     return fake
 
 
-@pytest.fixture
-def store() -> Store:
-    with Store() as s:
-        yield s
-
-
 def make_run(name: str = "alpha", run_id: str | None = None) -> Path:
     run_dir = paths.runs_dir() / (run_id or paths.new_run_id())
     run_dir.mkdir(parents=True)
