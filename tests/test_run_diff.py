@@ -139,3 +139,20 @@ def test_diff_runs_resolves_names_and_diff_json_lists_the_changes(store):
     assert out["fields"] == {"training.learning_rate": [2e-4, 1e-4]}
     assert set(out["metrics"]) == {"loss", "eval_loss", "grad_norm", "tokens_per_s"}
     json.dumps(out)
+
+
+def test_a_spec_written_before_a_field_existed_differs_only_where_settings_do():
+    """An old spec.json without `lora.full`, `upstream` or `rewards` compares equal to a new one
+    with those at their defaults: the defaults fill in, node uuids of chains are not settings."""
+    from engine.spec import JobSpec
+    from engine.store.diff import compare
+    from tests.synthetic_runs import make_spec
+
+    new = make_spec("new").to_dict()
+    new["upstream_node"] = "some-node-uuid"
+    old = JobSpec.from_dict(new).to_dict()
+    del old["lora"]["full"], old["upstream"], old["upstream_node"], old["rewards"]
+    diff = compare(
+        [{"id": "a", "name": "old", "spec": old}, {"id": "b", "name": "new", "spec": new}]
+    )
+    assert diff.changed_keys == []

@@ -14,12 +14,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import TunegraphError
 from engine.formatting import format_cell, format_delta
+from engine.spec import JobSpec
 from engine.store.index import Store
 
 # spec sections in the order they are shown; identity fields are left out (they always differ)
 SECTIONS = ("base_model", "method", "datasets", "training", "lora", "resources", "export")
-SKIPPED = ("name", "node_uuid", "origin_uuid", "graph_path", "format_version")
+SKIPPED = ("name", "node_uuid", "origin_uuid", "upstream_node", "graph_path", "format_version")
 FINAL_METRICS = ("loss", "eval_loss", "grad_norm", "tokens_per_s")
 DATA_PREFIX = "Data: "
 MISSING = None
@@ -104,7 +106,7 @@ def data_stats(events: list[dict]) -> dict | None:
 
 def config_of(run: dict, stats: dict | None = None) -> dict[str, Any]:
     """A run's comparable settings as dotted keys: its spec sections, plus data rows and hashes."""
-    spec = run.get("spec") or {}
+    spec = with_defaults(run.get("spec") or {})
     out: dict[str, Any] = {}
     for section in SECTIONS:
         if section in spec:
@@ -119,6 +121,15 @@ def config_of(run: dict, stats: dict | None = None) -> dict[str, Any]:
         if key not in SECTIONS and key not in SKIPPED:
             out.update(flatten(value, key))
     return out
+
+
+def with_defaults(spec: dict) -> dict:
+    """`spec` with the defaults of the fields it was written without (a spec.json from before
+    they existed), so an old run and a new one differ only where their settings do."""
+    try:
+        return JobSpec.from_dict(spec).to_dict()
+    except (TunegraphError, TypeError, ValueError):
+        return spec
 
 
 def compare(runs: list[dict], stats: list[dict | None] | None = None) -> RunDiff:
