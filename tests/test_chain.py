@@ -165,15 +165,19 @@ def test_run_source_loads_the_upstream_adapter_merged_into_its_base(tg_home, tmp
 def submit_chain(
     store, folder: Path, chats: Path | None = None, spoil: str = ""
 ) -> tuple[str, str]:
-    """Compile, estimate and submit the chain; `spoil` is appended to the chats file between the
-    estimate and the submission, so the upstream's worker is the first to read it."""
+    """Compile, estimate and submit the chain, the upstream first. `spoil` is appended to the
+    chats file once the upstream is accepted (its data checked whole), before its worker reads
+    it; the chained run is then submitted alone and finds its upstream's run in the store."""
     graph, _ = chain_graph(folder, chats)
     result = compile(graph)
     assert result.ok, [str(e) for e in result.errors]
     estimates = [cpu_estimate(s) for s in result.specs]
-    if spoil and chats:
+    if not spoil:
+        entries = client.submit(store, result.specs, estimates)
+    else:
+        entries = client.submit(store, result.specs[:1], estimates[:1])
         chats.write_text(chats.read_text(encoding="utf-8") + spoil, encoding="utf-8")
-    entries = client.submit(store, result.specs, estimates)
+        entries += client.submit(store, result.specs[1:], estimates[1:])
     assert [e["state"] for e in entries] == ["queued", "queued"], entries
     return entries[0]["id"], entries[1]["id"]
 
