@@ -22,8 +22,9 @@ from PySide6 import QtCore
 
 from app.decorations import HoverButtons, OwnClicks, RunCard
 from app.node_factory import decl_of
-from app.run_row import STATE_STYLE, short_id
+from app.run_row import STATE_STYLE, queue_text, short_id
 from engine.events import LIVE_STATES
+from engine.store.timing import queue_positions, waits_for_upstream
 from nodes.catalogue import FINE_TUNE
 
 # a file path in a message: only its file name is shown on the node (the tooltip has it all)
@@ -77,8 +78,9 @@ def short(text: str) -> str:
     return PATH.sub(r"\1", text)
 
 
-def summarize(run: dict) -> RunSummary:
-    """A run as its Fine-Tune node shows it."""
+def summarize(run: dict, queue: str | None = None) -> RunSummary:
+    """A run as its Fine-Tune node shows it; `queue` is where a queued run stands, as the run
+    panel says it ("2nd in queue", "waiting for sft": app.run_row.queue_text)."""
     state = run.get("state")
     colour, icon = STATE_STYLE.get(state, STATE_STYLE[None])
     metrics = run.get("metrics") or {}
@@ -91,7 +93,7 @@ def summarize(run: dict) -> RunSummary:
         detail = short(failure(run))
         tone = "error"
     elif state == "queued":
-        detail = str(run.get("reason") or "waiting for a free slot")
+        detail = queue or str(run.get("reason") or "waiting for a free slot")
     elif state in LIVE_STATES or state == "paused":
         where = f"step {step}/{total}" if total else f"step {step}" if step else ""
         detail = " · ".join(filter(None, [where] + scores[:1]))
@@ -158,6 +160,7 @@ class NodeRuns(QtCore.QObject):
         self.canvas = canvas
         self.bridge = bridge
         self.groups: dict[str, list[dict]] = {}
+        self.queue: dict[str, str] = {}  # queued run id -> where it stands
         self._items: dict[str, _NodeItems] = {}  # node id -> its items
         self.own_clicks = OwnClicks(canvas.graph.scene())  # a press on a card is not on a pipe
         canvas.compiled.connect(self.sync)
@@ -175,7 +178,14 @@ class NodeRuns(QtCore.QObject):
         return items if items is not None and items.node is node else None
 
     def on_runs(self, *_args) -> None:
-        self.groups = runs_by_node(self.bridge.runs.values())
+        runs = self.bridge.runs
+        self.groups = runs_by_node(runs.values())
+        places = queue_positions(runs)
+        self.queue = {
+            rid: queue_text(places.get(rid), waits_for_upstream(run, runs), run.get("reason"))
+            for rid, run in runs.items()
+            if run.get("state") == "queued"
+        }
         self.sync()
 
     def sync(self, *_args) -> None:
@@ -197,7 +207,8 @@ class NodeRuns(QtCore.QObject):
         if not runs:
             items.summary = None
             return
-        summary, earlier = summarize(runs[0]), earlier_text(len(runs) - 1)
+        summary = summarize(runs[0], self.queue.get(runs[0]["id"]))
+        earlier = earlier_text(len(runs) - 1)
         if (summary, earlier) != (items.summary, items.card.earlier):
             items.summary = summary
             items.card.set_content(

@@ -112,6 +112,7 @@ def test_the_pill_follows_a_run_from_queued_through_training_to_completed(
     run = node_run(store, node).status("queued")
     qtbot.waitUntil(lambda: card.isVisible() and card.pill.endswith("queued"), timeout=WAIT_MS)
     assert card.progress is None and card.colour.name() == "#7a8290"  # the run panel's grey
+    assert card.detail == "next in queue"  # where it stands, as the run panel says it
     assert card.y() + card.boundingRect().bottom() < 0  # above the node
     run.status("starting").status("training", device="cpu").metrics(10, 40)
     qtbot.waitUntil(lambda: card.pill.endswith("training"), timeout=WAIT_MS)
@@ -240,6 +241,9 @@ def test_summaries_of_every_ending():
     assert (starting.detail, starting.progress) == ("", 0.0)
     waiting = summarize(run("queued", reason="waiting for stage 1"))
     assert waiting.detail == "waiting for stage 1"
+    assert summarize(run("queued", reason="waiting for a CPU slot"), "2nd in queue").detail == (
+        "2nd in queue"
+    )
     groups = runs_by_node(
         [
             {"id": "a", "created_at": 1, "spec": {"node_uuid": "n1"}},
