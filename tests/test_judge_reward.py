@@ -129,6 +129,21 @@ def test_two_judge_rewards_with_one_file_share_one_judge(tmp_path):
     assert list(rewards.judges) == [tmp_path / "judge.gguf"]
 
 
+def test_completions_the_judge_could_not_grade_become_a_run_warning(tmp_path):
+    from engine.training.methods import CloseRewards
+
+    (tmp_path / "judge.gguf").write_bytes(b"GGUF" + bytes(60))
+    rewards = reward_functions([RewardSpec(scorer="judge", judge=str(tmp_path / "judge.gguf"))])
+    closer = CloseRewards(rewards)
+    assert closer.warnings() == []  # every completion graded (or none asked yet)
+    [judge] = rewards.judges.values()
+    judge.asked, judge.ungraded = 12, 3  # as `score` counts them
+    assert closer.warnings() == [
+        "the judge judge.gguf gave no grade for 3 of 12 completions; those were left out of "
+        "the reward means"
+    ]
+
+
 # -- a GRPO run -----------------------------------------------------------------------------------
 def judge_processes() -> list[psutil.Process]:
     """This test's chat-server children (the judge runs in one)."""

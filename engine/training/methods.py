@@ -122,3 +122,7 @@ class CloseRewards(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.rewards.close()
+
+    def warnings(self) -> list[str]:
+        """What the run should say about its rewards (engine.training.rewards.RewardSet)."""
+        return self.rewards.warnings()

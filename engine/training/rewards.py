@@ -60,12 +60,26 @@ class JudgeReward:
     def __init__(self, path: str):
         self.path = check_judge(path)  # missing, or not a GGUF: EvalError before training
         self.judge: Judge | None = None
+        self.asked = 0  # completions given to the judge
+        self.ungraded = 0  # of those, the ones it gave no grade for
 
     def score(self, output: str, reference: str, row: dict) -> float:
         """The grade of `output` for the row's prompt against `reference`, divided by 10."""
         if self.judge is None:
             self.judge = Judge(self.path, n_threads=judge_threads())
-        return JudgeScorer(self.judge).score(output, reference, row) / 10
+        grade = JudgeScorer(self.judge).score(output, reference, row) / 10
+        self.asked += 1
+        self.ungraded += math.isnan(grade)
+        return grade
+
+    def warning(self) -> str | None:
+        """What the run should say about this judge: the completions it could not grade."""
+        if not self.ungraded:
+            return None
+        return (
+            f"the judge {self.path.name} gave no grade for {self.ungraded} of {self.asked} "
+            "completions; those were left out of the reward means"
+        )
 
     def close(self) -> None:
         """End the judge's process (a later completion would start it again)."""
@@ -115,6 +129,10 @@ class RewardSet:
         """End every judge process (idempotent)."""
         for judge in self.judges.values():
             judge.close()
+
+    def warnings(self) -> list[str]:
+        """The run's warnings about its rewards: completions a judge could not grade."""
+        return [w for w in (judge.warning() for judge in self.judges.values()) if w]
 
 
 def reward_functions(rewards: list[RewardSpec]) -> RewardSet:

@@ -279,7 +279,14 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     )
     kind = "model_dir" if spec.lora.full else "adapter_dir"
     log.emit("artifact", **artifacts.describe_dir(out, kind))
-    warnings = []
+    from engine.training.methods import CloseRewards
+
+    warnings = [  # a GRPO judge that could not grade some completions
+        w
+        for cb in trainer.callback_handler.callbacks
+        if isinstance(cb, CloseRewards)
+        for w in cb.warnings()
+    ]
     if evals is not None:  # the Eval nodes' sets, on the weights just saved
         at = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps}
         warnings += evals.evaluate(model, device, {**at, "epoch": trainer.state.epoch})
