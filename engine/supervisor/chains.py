@@ -11,9 +11,7 @@ starts it again.
 
 from __future__ import annotations
 
-from engine import paths
 from engine.errors import NotFoundError
-from engine.events import run_state
 from engine.spec import JobSpec
 from engine.store.index import Store
 from engine.supervisor.scheduler import Refusal
@@ -28,6 +26,16 @@ class ChainedRuns:
     store: Store
     parked: set[str]  # queued chained runs whose upstream waits for the user
 
+    def upstream(self, run_id: str) -> tuple[str | None, str]:
+        """The upstream run's state and its `"name" (id)` from the index (which the supervisor
+        keeps current: reading the run's event logs every tick would parse a training run's
+        whole log each time); (None, id) for a run the index does not know."""
+        try:
+            run = self.store.run_json(run_id)
+        except NotFoundError:
+            return None, run_id
+        return run["state"], f'"{run["name"]}" ({run_id})'
+
     def upstream_refusal(self, spec: JobSpec) -> Refusal | None:
         """Why a chained run cannot be accepted, or None (also for a run that is not chained)."""
         if spec.upstream_node and not spec.upstream:
@@ -37,7 +45,7 @@ class ChainedRuns:
             )
         if not spec.upstream:
             return None
-        state, _ = run_state(paths.runs_dir() / spec.upstream)
+        state, label = self.upstream(spec.upstream)
         if state is None:
             return Refusal(
                 f"it starts from the run {spec.upstream}, which does not exist",
@@ -45,7 +53,7 @@ class ChainedRuns:
             )
         if state in GONE:
             return Refusal(
-                f"it starts from {self.upstream_label(spec.upstream)}, which was {state}",
+                f"it starts from {label}, which was {state}",
                 "Run the upstream Fine-Tune node again, then this one.",
             )
         return None
@@ -55,15 +63,7 @@ class ChainedRuns:
         run is not chained)."""
         if not spec.upstream:
             return None
-        state, _ = run_state(paths.runs_dir() / spec.upstream)
-        if state == "completed":
-            return None
-        reason = f"waiting for {self.upstream_label(spec.upstream)} to complete"
-        if state == "failed":
-            return reason + "; it failed: resume it to go on"
-        if state == "paused":
-            return reason + "; it is paused: resume it to go on"
-        return reason
+        return waiting_reason(*self.upstream(spec.upstream))
 
     def hold_for_upstream(self, run: dict, spec: JobSpec) -> bool:
         """True while queued `run` must wait for its upstream (saying why, once per change of
@@ -71,17 +71,16 @@ class ChainedRuns:
         self.parked.discard(run["id"])
         if not spec.upstream:
             return False
-        state, _ = run_state(paths.runs_dir() / spec.upstream)
+        state, label = self.upstream(spec.upstream)
         if state in GONE:
             self.emit(
                 run["id"],
                 "status",
                 state="cancelled",
-                reason=f"cancelled: the run it starts from, {self.upstream_label(spec.upstream)}, "
-                f"was {state}",
+                reason=f"cancelled: the run it starts from, {label}, was {state}",
             )
             return True
-        reason = self.upstream_reason(spec)
+        reason = waiting_reason(state, label)
         if reason is None:
             return False
         if state in STALLED:
@@ -90,9 +89,14 @@ class ChainedRuns:
             self.emit(run["id"], "status", state="queued", reason=reason)
         return True
 
-    def upstream_label(self, run_id: str) -> str:
-        """`"name" (id)` of a run, or its id alone when the index does not know it."""
-        try:
-            return f'"{self.store.run_json(run_id)["name"]}" ({run_id})'
-        except NotFoundError:
-            return run_id
+
+def waiting_reason(state: str | None, label: str) -> str | None:
+    """Why a chained run waits for an upstream run in `state` (None once it completed)."""
+    if state == "completed":
+        return None
+    reason = f"waiting for {label} to complete"
+    if state == "failed":
+        return reason + "; it failed: resume it to go on"
+    if state == "paused":
+        return reason + "; it is paused: resume it to go on"
+    return reason
