@@ -160,6 +160,17 @@ def test_run_source_loads_the_upstream_adapter_merged_into_its_base(tg_home, tmp
     with pytest.raises(ModelError, match="no run with that id"):
         resolve_source(BaseModelSpec(source="run:nope"))
 
+    # a chain of two: both adapters to merge and both runs, oldest first
+    second = paths.runs_dir() / "dpo-run"
+    second.mkdir()
+    dpo = JobSpec.from_dict({**spec.to_dict(), "name": "dpo"})
+    dpo.base_model.source = "run:sft-run"
+    dpo.save(second / "spec.json")
+    two = resolve_source(BaseModelSpec(source="run:dpo-run"))
+    assert two.runs == ("sft-run", "dpo-run")
+    assert two.adapters == (str(run_dir / "adapter"), str(second / "adapter"))
+    assert two.tokenizer_dir == str(second / "adapter")
+
 
 # -- the supervisor ---------------------------------------------------------------------------------
 def submit_chain(

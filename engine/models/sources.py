@@ -120,7 +120,6 @@ def resolve_run(
             "`tunegraph list` shows the runs and their ids.",
         )
     upstream = JobSpec.load(run_dir / SPEC_FILE)
-    runs = (*seen, run_id)
     model_dir = run_dir / MODEL
     if (model_dir / "config.json").is_file():  # a full fine-tuning run's delivered model
         return ResolvedSource(
@@ -128,22 +127,21 @@ def resolve_run(
             str(model_dir),
             tokenizer_dir=str(model_dir),
             origin=upstream.base_model,
-            runs=runs,
+            runs=(run_id,),
         )
     source = upstream.base_model.source.strip()
     if source.startswith("run:"):
-        base = resolve_run(source[len("run:") :].strip(), build_builtin, runs)
+        base = resolve_run(source[len("run:") :].strip(), build_builtin, (*seen, run_id))
     else:
         base = resolve_source(upstream.base_model, build_builtin)
-    adapters = base.adapters
-    if not getattr(upstream.lora, "full", False):
-        adapters = (*adapters, str(run_dir / ADAPTER))
+    # a full run not delivered yet: its base, for the shape; loading says it has no model yet
+    delivers = run_dir / (MODEL if upstream.lora.full else ADAPTER)
     return dataclasses.replace(
         base,
-        adapters=adapters,
-        tokenizer_dir=str(run_dir / ADAPTER),
+        adapters=base.adapters if upstream.lora.full else (*base.adapters, str(delivers)),
+        tokenizer_dir=str(delivers),
         origin=base.origin or upstream.base_model,
-        runs=(*base.runs, run_id) if base.runs else runs,
+        runs=(*base.runs, run_id),
     )
 
 
