@@ -3,7 +3,8 @@ metric deltas and the samples side by side. The diff itself is `engine.store.dif
 
 Each run's column names its training method; when the runs share one, a second row of charts
 overlays the method's headline metrics (the rewards' margin, the accuracy, KL, the GRPO reward…)
-and the final metrics list the method's own beside the loss."""
+and the final metrics list the method's own beside the loss. The curves of a pruned run (a sweep's
+loser, stopped early) stay, drawn faint and dashed."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ CHANGED_BG = QtGui.QColor(120, 90, 30)
 LOWER_IS_BETTER = ("loss", "eval_loss", "grad_norm")
 HIGHER_IS_BETTER = ("rewards/margins", "rewards/accuracies", "reward")
 REDRAW_MS = 100
+PRUNED_ALPHA = 110  # of 255: a pruned run's curves stay, faint
+
+
+def run_pen(colour: str, state: str | None) -> QtGui.QPen:
+    """A run's curve: its colour; a pruned run's faint and dashed."""
+    if state != "pruned":
+        return pg.mkPen(colour)
+    faint = QtGui.QColor(colour)
+    faint.setAlpha(PRUNED_ALPHA)
+    return pg.mkPen(faint, width=1, style=QtCore.Qt.PenStyle.DashLine)
 
 
 class CompareView(QtWidgets.QWidget):
@@ -37,6 +48,7 @@ class CompareView(QtWidgets.QWidget):
         self.series = {rid: Series() for rid in self.run_ids}
         self.stats: dict[str, dict | None] = {}
         self.diff: RunDiff | None = None
+        self.states: dict[str, str | None] = {}  # the state each run's pen was drawn for
         self._job = f"compare:{id(self)}"
         self.dirty = False
         split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
@@ -73,6 +85,7 @@ class CompareView(QtWidgets.QWidget):
                 self.curves.setdefault(key, {})[rid] = plot.plot(
                     pen=pg.mkPen(PALETTE[i % len(PALETTE)]), name=name if plot is first else None
                 )
+        self.style_curves()
         split.addWidget(self.plots)
         self.tabs = QtWidgets.QTabWidget()
         split.addWidget(self.tabs)
@@ -113,6 +126,23 @@ class CompareView(QtWidgets.QWidget):
         run = self.bridge.runs.get(run_id) or {}
         return run.get("name") or run_id
 
+    def style_curves(self) -> None:
+        """Each run's pen for its state: a run pruned since is greyed, in the legend too."""
+        for i, rid in enumerate(self.run_ids):
+            state = (self.bridge.runs.get(rid) or {}).get("state")
+            if self.states.get(rid, "?") == state:
+                continue
+            self.states[rid] = state
+            pen = run_pen(PALETTE[i % len(PALETTE)], state)
+            for curves in self.curves.values():
+                curves[rid].setPen(pen)
+            legend = self.plot_items["loss"].legend
+            if legend is not None:
+                for _sample, label in legend.items:
+                    if label.text in (self._name(rid), f"{self._name(rid)} (pruned)"):
+                        pruned = " (pruned)" if state == "pruned" else ""
+                        label.setText(self._name(rid) + pruned)
+
     def shared_method(self) -> str | None:
         """The training method all compared runs share (None when they differ or are unknown)."""
         methods = {(self.bridge.runs.get(rid) or {}).get("method") for rid in self.run_ids}
@@ -134,6 +164,7 @@ class CompareView(QtWidgets.QWidget):
 
     def on_runs_changed(self, runs: list) -> None:
         if any(r["id"] in self.series for r in runs):
+            self.style_curves()
             self.refresh()
 
     def on_points(self, batches: list) -> None:

@@ -133,6 +133,32 @@ def recipe_text(spec: JobSpec) -> str:
     )
 
 
+def sweep_text(spec: JobSpec) -> str:
+    """A Sweep node's search on one line: what it varies, how many trials, how it prunes."""
+    from engine.errors import SpecError
+    from engine.spec import PARTS
+
+    sweep = spec.sweep
+    assert sweep is not None
+    try:
+        dims = sweep.dimensions(PARTS)
+    except SpecError as err:  # the compiler refused it already; say so rather than fail
+        return f"cannot read its search space: {err}"
+    trials = sweep.budget(dims)
+    prune = (
+        "no pruning"
+        if sweep.pruner == "none"
+        else f"losers pruned by {sweep.pruner.replace('_', ' ')} from "
+        f"{sweep.min_fraction:.0%} of the steps"
+    )
+    goal = "minimise" if sweep.minimise() else "maximise"
+    return (
+        f"{sweep.strategy} over " + "; ".join(d.describe() for d in dims) + f" · {trials} "
+        f"trials, started as slots free · {prune} · {goal} {sweep.objective} "
+        "(the estimate below is one trial's)"
+    )
+
+
 def exports_text(spec: JobSpec) -> str:
     e = spec.export
     parts = ["fully fine-tuned model folder" if spec.lora.full else "LoRA adapter folder"]

@@ -1,7 +1,8 @@
-"""The run confirmation: totals and how the runs will be scheduled at the top, then for each run
-where it runs (this workstation or the Ray cluster), parameters, memory and device, the 4-bit
-decision and why, the time range, dataset rows (with the under-1,000 warning), the chat template
-it trains with and why, and what gets exported.
+"""The run confirmation: totals, how the runs will be scheduled and which of them share one copy of
+their base model (when Settings.share_base is on) at the top, then for each run where it runs
+(this workstation or the Ray cluster), parameters, memory and device, the 4-bit decision and why,
+the time range, dataset rows (with the under-1,000 warning), the chat template it trains with and
+why, and what gets exported.
 
 Estimates stream in from a helper process in the engine's Python (app.estimate_stream: the UI
 never imports torch), one run at a time: each card fills as its estimate arrives, under a
@@ -20,10 +21,25 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
-from app.confirm_cards import STYLE, estimate_rows, exports_text, recipe_text, target_text
-from app.confirm_plan import PlannedRun, machine_now, outcomes, schedule_sentence, totals_text
+from app.confirm_cards import (
+    STYLE,
+    estimate_rows,
+    exports_text,
+    recipe_text,
+    sweep_text,
+    target_text,
+)
+from app.confirm_plan import (
+    PlannedRun,
+    machine_now,
+    outcomes,
+    schedule_sentence,
+    sharing_groups,
+    sharing_lines,
+    totals_text,
+)
 from app.estimate_stream import CACHE, EstimateStream
-from engine import hardware
+from engine import hardware, settings
 from engine.cluster.executor import ADDRESS_HINT, resolve_address
 from engine.models.template_choice import TemplatePlan, template_plan
 from engine.spec import JobSpec
@@ -64,6 +80,7 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         self.estimate_error = ""
         self.gpus = hardware.gpus()
         self.machine = machine_now(self.gpus)
+        self.share_base = settings.load_or_defaults().share_base
         self.names = fine_tune_names(graph) | {m.node_uuid: m.name for m in self.modules}
         self.cluster = resolve_address()  # TUNEGRAPH_RAY_ADDRESS or Settings; "" when none
         self.pending: list[ModuleResult] = []  # the runs the helper estimates, in its order
@@ -74,9 +91,15 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         font.setPointSizeF(font.pointSizeF() * 1.25)
         self.totals.setFont(font)
         self.schedule = QtWidgets.QLabel(wordWrap=True)
+        self.sharing = QtWidgets.QLabel(wordWrap=True, textFormat=QtCore.Qt.TextFormat.PlainText)
+        self.sharing.setToolTip(
+            "One training process holds the base model once for these runs; each run keeps its "
+            "own adapter, optimizer, data order and results. Turn it off in Settings, or with "
+            "“Share base” on a Fine-Tune node."
+        )
         self.progress = QtWidgets.QProgressBar(textVisible=True, maximumHeight=18)
         self.status = QtWidgets.QLabel(wordWrap=True)
-        for widget in (self.totals, self.schedule, self.progress, self.status):
+        for widget in (self.totals, self.schedule, self.sharing, self.progress, self.status):
             layout.addWidget(widget)
         self.body = QtWidgets.QTextBrowser(openExternalLinks=False)
         layout.addWidget(self.body, 1)
@@ -187,10 +210,14 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
         busy = self.estimating
         count = len(self.startable())
         planned = self.planned()
+        # once the estimates are in: the runs that will train on one copy of their base
+        groups = sharing_groups(planned) if self.share_base and not busy else []
         self.totals.setText(totals_text(planned) if planned else "<b>No run to start</b>")
         self.schedule.setText(
-            schedule_sentence(outcomes(planned, self.machine, self.names), self.machine)
+            schedule_sentence(outcomes(planned, self.machine, self.names, groups), self.machine)
         )
+        self.sharing.setText("\n".join(sharing_lines(planned, groups)))
+        self.sharing.setVisible(bool(groups))
         self.progress.setVisible(busy)
         if busy:
             total = len(self.pending)
@@ -234,6 +261,13 @@ class ConfirmRunsDialog(QtWidgets.QDialog):
             ("Runs on", html.escape(target_text(spec, self.cluster))),
             ("Recipe", html.escape(recipe_text(spec))),
         ]
+        if spec.sweep is not None:
+            rows.append(("Sweep", html.escape(sweep_text(spec))))
+        if spec.data_steps:  # data recipe nodes: built before the run starts
+            from engine.store.diff import recipe_line
+
+            made = "; made first, in a CPU slot (what is made already is reused)"
+            rows.append(("Data", html.escape(recipe_line(spec.data_steps) + made)))
         if spec.upstream_node:
             upstream = self.names.get(spec.upstream_node, "another Fine-Tune node")
             rows.append(("Starts from", f"the result of “{html.escape(upstream)}”"))

@@ -5,6 +5,11 @@ The runs are placed in order with `engine.supervisor.scheduler.place`, as the su
 them: on the room the GPUs have (less what live runs hold, and after the runs already queued) or
 on the free CPU slots (`engine.hardware.cpu_slots`). A chained run (its spec names an upstream
 Fine-Tune node) waits for that node's run; a run for the cluster goes to the cluster.
+
+Runs of one base that start together may train on one copy of it (engine.plan.sharing, when
+Settings.share_base is on): `sharing_groups` says which, `sharing_lines` says so in words, and on
+a GPU a group is placed once with the group's need, as the supervisor places it. On the CPU each
+member still takes a CPU slot.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from engine import hardware
 from engine.formatting import format_rough_duration
 from engine.hardware import Gpu
+from engine.plan import sharing
 from engine.spec import JobSpec
 from engine.supervisor import scheduler
 
@@ -94,12 +100,44 @@ def machine_now(gpus: list[Gpu]) -> Machine:
     return machine
 
 
-def outcomes(runs: list[PlannedRun], machine: Machine, names: dict[str, str]) -> list[str]:
+def sharing_groups(runs: list[PlannedRun]) -> list[list[int]]:
+    """The groups (indices into `runs`, two or more each) that would train on one copy of their
+    base: estimated runs that start with the others (not refused, not waiting for an upstream
+    run) and whose specs share a key (engine.plan.sharing.share_key)."""
+    entries = [(str(i), run.spec, run.estimate) for i, run in enumerate(runs) if not run.refused]
+    return [[int(i) for i in group] for group in sharing.groups(entries)]
+
+
+def sharing_lines(runs: list[PlannedRun], groups: list[list[int]]) -> list[str]:
+    """One sentence per group: '2 runs share one copy of builtin:tiny-llama (saves 0.5 GiB), in
+    one training process: “a”, “b”.' (what it saves is the base's weights held once, and a CUDA
+    context on a GPU or a process's own memory on the CPU)."""
+    lines = []
+    for group in groups:
+        sentence = sharing.sharing_sentence(
+            len(group),
+            runs[group[0]].spec.base_model.source,
+            sharing.saving_gib([runs[i].estimate for i in group]),
+        )
+        names = ", ".join(f"“{runs[i].name}”" for i in group)
+        lines.append(f"{sentence}, in one training process: {names}.")
+    return lines
+
+
+def outcomes(
+    runs: list[PlannedRun],
+    machine: Machine,
+    names: dict[str, str],
+    groups: list[list[int]] | None = None,
+) -> list[str]:
     """What becomes of each run when submitted now, in order: NOW, CPU_SLOT (waits for a free CPU
     slot), GPU_MEMORY (waits for room on a GPU), `UPSTREAM:name` (waits for that Fine-Tune node's
     run), UNESTIMATED (a GPU run placed once estimated), CLUSTER or REFUSED. `names` maps a node
-    uuid to its Fine-Tune node's name."""
+    uuid to its Fine-Tune node's name. A group of `groups` (from `sharing_groups`) bound for a
+    GPU is placed once, at its first run, with the group's need; all its runs share the outcome."""
     held = dict(machine.held)
+    group_of = {i: tuple(group) for group in groups or [] for i in group}
+    group_outcome: dict[tuple[int, ...], str] = {}
     cpu_free = machine.cpu_slots - machine.cpu_busy
 
     def take(estimate: dict | None, gpu_count: int, wants_gpu: bool) -> bool:
@@ -121,10 +159,16 @@ def outcomes(runs: list[PlannedRun], machine: Machine, names: dict[str, str]) ->
             continue
         take(estimate, resources.get("gpu_count", 1), resources.get("device") != "cpu")
     out = []
-    for run in runs:
+    for index, run in enumerate(runs):
         spec = run.spec
         wants_gpu = spec.resources.device != "cpu" and bool(machine.gpus)
-        if run.refused:
+        group = group_of.get(index)
+        if group and wants_gpu:  # one process on one GPU for the whole group
+            if group not in group_outcome:
+                together = sharing.group_estimate([runs[i].estimate for i in group])
+                group_outcome[group] = NOW if take(together, 1, True) else GPU_MEMORY
+            out.append(group_outcome[group])
+        elif run.refused:
             out.append(REFUSED)
         elif spec.resources.target == "cluster":
             out.append(CLUSTER)

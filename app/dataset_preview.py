@@ -1,6 +1,8 @@
 """Dataset preview: stats of the selected Dataset node's file and its first rows rendered through
 the base model's chat template, with the trained tokens highlighted, so a wrong template or mask
-shows before any GPU time is spent.
+shows before any GPU time is spent. A data node (Generate, Filter, Deduplicate, Mix, Split) shows
+the file its step made the same way, with a "Dropped" tab of what the step dropped and why
+(app.data_node_preview), or says where the step stands while it is not made.
 
 The first rows as they are in the file show at once (engine.plan.preview.head reads them here,
 with plain json/csv and no tokenizer); the tokenized view and the stats follow from
@@ -14,6 +16,7 @@ import logging
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app import data_node_preview as data_view
 from app.canvas import Canvas
 from app.node_factory import decl_of
 from app.processes import JsonProcess
@@ -22,6 +25,7 @@ from engine.plan.preview import dataset_spec, head
 from engine.rundir import entry_module
 from nodes.catalogue import FINE_TUNE
 from nodes.graphfile import graph_dir, resolve_file, resolve_model_source
+from nodes.recipes import STEP_OF
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ PROMPT_FG = "#9aa0a8"
 WARN_FG = "#f0c46e"
 GOOD_FG = "#81c995"
 BAD_FG = "#f28b82"
+IDLE = "Select a Dataset or data node to see its rows as the model will see them."
+PREVIEWED = ("Dataset", *STEP_OF)  # the node kinds whose rows the preview shows
 # the method formats engine.plan.preview reports, by the name the user knows them
 FORMAT_LABELS = {"preference": "preference pairs", "kto": "answers marked good or bad"}
 
@@ -108,6 +114,8 @@ class DatasetPreview(QtWidgets.QWidget):
         self.views = QtWidgets.QTabWidget(documentMode=True)
         self.views.addTab(self.rows, "As the model sees them")
         self.views.addTab(self.raw, "As in the file")
+        self.dropped = QtWidgets.QTextBrowser()  # a data node's dropped rows, with their rule
+        self.dropped_index = self.views.addTab(self.dropped, "Dropped")
         self.views.tabBarClicked.connect(self._on_tab_clicked)
         self._tab_chosen = False  # the user picked a tab: a report arriving does not switch
         layout.addWidget(self.views, 1)
@@ -118,7 +126,8 @@ class DatasetPreview(QtWidgets.QWidget):
         self.timer.timeout.connect(self._run)
         canvas.selection_changed.connect(self._on_selection)
         canvas.node_edited.connect(self._on_edited)
-        self._idle("Select a Dataset node to see its rows as the model will see them.")
+        self._idle(IDLE)
+        self.data_view: data_view.DataNodeView | None = None  # the selected data node's step
 
     # -- state -----------------------------------------------------------------------------------
     def _idle(self, text: str) -> None:
@@ -131,7 +140,7 @@ class DatasetPreview(QtWidgets.QWidget):
         self.views.setVisible(False)
 
     def _on_selection(self, nodes: list) -> None:
-        datasets = [n for n in nodes if decl_of(n) is not None and decl_of(n).kind == "Dataset"]
+        datasets = [n for n in nodes if decl_of(n) is not None and decl_of(n).kind in PREVIEWED]
         if len(datasets) == 1 and datasets[0] is not self.node:
             self.show_node(datasets[0])
 
@@ -160,8 +169,11 @@ class DatasetPreview(QtWidgets.QWidget):
     def build_request(self, node) -> dict:
         """What engine.plan.preview needs: dataset, the base model of a Fine-Tune node it feeds."""
         base = graph_dir(self.canvas.path)
-        dataset = {p.name: node.get_property(p.name) for p in decl_of(node).parameters}
-        dataset["path"] = resolve_file(str(dataset.get("path") or ""), base)
+        if self.data_view is not None:  # a data node's made file, read as any dataset
+            dataset = {"path": self.data_view.path, "format": "auto", "columns": {}, "max_rows": 0}
+        else:
+            dataset = {p.name: node.get_property(p.name) for p in decl_of(node).parameters}
+            dataset["path"] = resolve_file(str(dataset.get("path") or ""), base)
         request = {
             "dataset": dataset,
             "base_model": {"source": DEFAULT_BASE},
@@ -196,9 +208,16 @@ class DatasetPreview(QtWidgets.QWidget):
     def _run(self) -> None:
         node = self.node
         if node is None or node.id not in {n.id for n in self.canvas.nodes()}:
-            self._idle("Select a Dataset node to see its rows as the model will see them.")
+            self._idle(IDLE)
             return
-        if not str(node.get_property("path") or "").strip():
+        self.data_view = None
+        if decl_of(node).kind in STEP_OF:  # a data node: the file its step made, if made
+            view = data_view.view_of(self.canvas.result.specs, node.get_property("uuid"))
+            if not view.made:
+                self._idle(data_view.status_text(node.name(), view))
+                return
+            self.data_view = view
+        elif not str(node.get_property("path") or "").strip():
             self._idle(f"“{node.name()}” has no file yet: choose one in Properties.")
             return
         self.request = self.build_request(node)
@@ -238,9 +257,24 @@ class DatasetPreview(QtWidgets.QWidget):
             if rows
             else f"<p style='color:{PROMPT_FG}'>{LARGE_FILE}</p>"
         )
+        self._show_dropped()
         self.views.setVisible(True)
         if not self._tab_chosen:
             self.views.setCurrentWidget(self.raw if rows else self.rows)
+
+    def _show_dropped(self) -> None:
+        """A data node's counts under the title and its dropped rows in their tab."""
+        view = self.data_view
+        self.views.setTabVisible(self.dropped_index, view is not None)
+        if view is None:
+            return
+        self.title.setText(self.title.text() + self._counts_line())
+        self.dropped.setHtml(data_view.dropped_html(view.dropped, PROMPT_FG))
+
+    def _counts_line(self) -> str:
+        """A data node's counts (in, kept, dropped by rule) as a line under the title."""
+        counts = data_view.counts_html(self.data_view.counts) if self.data_view else ""
+        return f"<br><span style='color:{PROMPT_FG}'>{counts}</span>" if counts else ""
 
     def _on_failed(self, message: str) -> None:
         self._idle(f"Preview failed: {message}")
@@ -263,6 +297,7 @@ class DatasetPreview(QtWidgets.QWidget):
             f"<b>{html.escape(name)}</b> <span style='color:{PROMPT_FG}'>as seen by "
             f"{html.escape(str(base))}</span>"
             + (f"<br><span style='color:{PROMPT_FG}'>{html.escape(note)}</span>" if note else "")
+            + self._counts_line()
         )
         self.stats.setText(stats_html(report))
         tokens = report.get("tokens") or {}

@@ -1,4 +1,5 @@
-"""Deep duplicate of a Fine-Tune module, and sweeps (one deep copy per value of one parameter).
+"""Deep duplicate of a Fine-Tune module, sweeps (one deep copy per value of one parameter), and a
+Sweep node's best trial made a plain module again (`promote_trial`).
 
 NodeGraphQt's own `duplicate_nodes` keeps a copy wired to the original feeders, so editing the
 copy's training config would change the original's. Here `nodes.duplicate.deep_duplicate` copies
@@ -18,10 +19,12 @@ from app.canvas import Canvas
 from app.node_factory import TunegraphNode, decl_of
 from app.node_placement import reveal
 from engine.formatting import format_setting
-from nodes.catalogue import FINE_TUNE, Parameter
+from nodes.catalogue import FINE_TUNE, Parameter, decl_for_type
 from nodes.duplicate import deep_duplicate as duplicate_graph
 
 SWEEP_TYPES = ("int", "float", "choice", "str", "bool", "file", "list")
+# the Fine-Tune input whose node holds a swept part's fields (`method.*`: the Fine-Tune node)
+PART_PORTS = {"training": "training_config", "lora": "lora_config", "base_model": "base_model"}
 
 
 def deep_duplicate(
@@ -132,3 +135,69 @@ def duplicate_as_sweep(
     canvas.recompile()
     reveal(canvas, created)
     return copies
+
+
+# -- a sweep's trial as a plain module --------------------------------------------------------------
+def promote_trial(
+    canvas: Canvas, module: TunegraphNode, params: dict[str, Any], name: str
+) -> TunegraphNode:
+    """A deep copy of the swept `module` and its feeders without its Sweep node, with a trial's
+    chosen values (`params` by `part.field`) set where the module keeps them: `training.*` on the
+    Training config node, `lora.*` on the LoRA config node, `base_model.*` on the Base model
+    node, `method.*` on the Fine-Tune node; named `name`. One undo step. ValueError (one sentence)
+    when a value has no node to go to (e.g. `base_model.*` on a module chained to another)."""
+    for key in params:  # every value has a node to go to, before anything is made
+        part, field = key.split(".", 1)
+        if part == "method":
+            continue
+        port = PART_PORTS.get(part)
+        feeders = module.connected_input_nodes().get(module.get_input(port)) if port else None
+        if (
+            not feeders
+            or decl_of(feeders[0]) is None
+            or decl_of(feeders[0]).parameter(field) is None
+        ):
+            raise ValueError(
+                f"{key} cannot be set on a copy of “{module.name()}”: no node on its "
+                f"{(port or part).replace('_', ' ')} input holds {field}"
+            )
+    copy = duplicate_graph(canvas.to_dict(), module.id)
+    sweeps = {node_id for node_id, node in copy.nodes.items() if _is_sweep(node)}
+    nodes = {i: n for i, n in copy.nodes.items() if i not in sweeps}
+    connections = [c for c in copy.connections if c["out"][0] not in sweeps]
+    for node in canvas.graph.all_nodes():
+        node.view.setSelected(False)
+    targets: dict[str, TunegraphNode] = {}
+    canvas.graph.begin_undo(f'add "{name}" from its sweep')
+    try:
+        created = canvas.add_graph_nodes(nodes, connections, f'copy "{module.name()}"')
+        new = created[copy.module_id]
+        for key, value in params.items():
+            part, field = key.split(".", 1)
+            target = new if part == "method" else targets.get(part)
+            if target is None:
+                target = targets[part] = new.connected_input_nodes()[
+                    new.get_input(PART_PORTS[part])
+                ][0]
+            canvas.set_param(target, field, value)
+        canvas.rename(new, canvas.unique_name(name))
+    finally:
+        canvas.graph.end_undo()
+    canvas.select([new])
+    canvas.recompile()
+    reveal(canvas, list(created.values()))
+    return new
+
+
+def swept_module(canvas: Canvas, node_uuid: str | None) -> TunegraphNode | None:
+    """The Fine-Tune node on the canvas a sweep's trials came from (their spec's node_uuid)."""
+    if not node_uuid:
+        return None
+    return next(
+        (n for n in canvas.nodes(FINE_TUNE.kind) if n.get_property("uuid") == node_uuid), None
+    )
+
+
+def _is_sweep(node: dict) -> bool:
+    decl = decl_for_type(node.get("type_"))
+    return decl is not None and decl.kind == "Sweep"

@@ -4,7 +4,8 @@ The table ranks the runs (their base as a baseline row, their GGUFs, where those
 the chosen score of one eval set: every metric with a bar, the eval loss, the training time and
 the knobs that differ, the winner marked. Below it, each eval row's outputs stand side by side
 with their scores: the smoke test, on every prompt at once. From here: open the runs in the chat
-pane side by side, export the winner, continue the winner. The board itself is
+pane side by side, export the winner, continue the winner, and (when the runs are the trials of
+one sweep) open that sweep's view (app.sweep_view). The board itself is
 `engine.store.leaderboard.build_board`; the rows come from the run folders
 (`engine.eval.run_results`), read in the bridge's command thread.
 """
@@ -17,6 +18,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.run_bridge import RunBridge
 from app.run_panel import ask_epochs
+from app.sweep_reader import study_of
 from engine.formatting import format_cell, format_duration
 from engine.store.leaderboard import (
     EVAL_LOSS,
@@ -59,6 +61,7 @@ class Leaderboard(QtWidgets.QWidget):
     """Ranks `run_ids`; `chatRequested` carries the run ids to open in the chat pane."""
 
     chatRequested = QtCore.Signal(object)  # noqa: N815 - list of run ids, best first
+    sweepRequested = QtCore.Signal(str)  # noqa: N815 - the study the runs are trials of
     ask_epochs = staticmethod(ask_epochs)
 
     def __init__(
@@ -76,6 +79,11 @@ class Leaderboard(QtWidgets.QWidget):
         self.chat_button = QtWidgets.QPushButton("Open in chat side by side")
         self.export_button = QtWidgets.QPushButton("Export the winner")
         self.continue_button = QtWidgets.QPushButton("Continue the winner…")
+        self.sweep_button = QtWidgets.QPushButton("Sweep view")
+        self.sweep_button.setToolTip(
+            "These runs are trials of one sweep: its trials, best so far, history and importances"
+        )
+        self.sweep_button.hide()
         bar = QtWidgets.QHBoxLayout()
         for widget in (
             QtWidgets.QLabel("Eval set"),
@@ -85,7 +93,12 @@ class Leaderboard(QtWidgets.QWidget):
         ):
             bar.addWidget(widget)
         bar.addStretch(1)
-        for button in (self.chat_button, self.export_button, self.continue_button):
+        for button in (
+            self.sweep_button,
+            self.chat_button,
+            self.export_button,
+            self.continue_button,
+        ):
             bar.addWidget(button)
         self.summary = QtWidgets.QLabel()
         self.summary.setTextFormat(QtCore.Qt.TextFormat.RichText)
@@ -118,6 +131,7 @@ class Leaderboard(QtWidgets.QWidget):
         self.chat_button.clicked.connect(self.open_in_chat)
         self.export_button.clicked.connect(self.export_winner)
         self.continue_button.clicked.connect(self.continue_winner)
+        self.sweep_button.clicked.connect(self.open_sweep)
         bridge.runsChanged.connect(self.on_runs_changed)
         bridge.commandDone.connect(self.on_job_done)
         bridge.commandFailed.connect(self.on_command_failed)
@@ -345,6 +359,13 @@ class Leaderboard(QtWidgets.QWidget):
         self.export_button.setEnabled(done)
         self.continue_button.setEnabled(done)
         self.chat_button.setEnabled(any(r.get("state") == "completed" for r in self.runs()))
+        self.sweep_button.setVisible(study_of(self.runs()) is not None)
+
+    def open_sweep(self) -> None:
+        """Ask for the view of the sweep these runs are trials of."""
+        study = study_of(self.runs())
+        if study:
+            self.sweepRequested.emit(study)
 
     def open_in_chat(self) -> None:
         """Ask for the runs' GGUFs in the chat pane, best first."""

@@ -1,6 +1,7 @@
 """The main window: canvas in the centre, palette, properties and dataset preview docks, the runs
 and chat docks that later parts fill, file handling and the autosaved session, Duplicate / sweep,
-Run and its confirmation, and the quit prompt."""
+a sweep's best trial added back as a Fine-Tune node, Run and its confirmation, and the quit
+prompt."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.canvas import Canvas
 from app.confirm_dialog import ConfirmRunsDialog
-from app.duplicate import deep_duplicate, duplicate_as_sweep, sweep_parameters
+from app.duplicate import (
+    deep_duplicate,
+    duplicate_as_sweep,
+    promote_trial,
+    sweep_parameters,
+    swept_module,
+)
 from app.main_window_files import FileActions
 from app.node_factory import decl_of
 from app.session import SESSION_FILE, Autosave, live_run_count
@@ -83,9 +90,14 @@ class MainWindow(FileActions, LayoutActions, QtWidgets.QMainWindow):
         self.node_runs = install_node_runs(self.canvas, self.run_views)  # runs on the nodes
         self.node_runs.runRequested.connect(self._on_run_requested)  # the nodes' hover buttons
         self.node_runs.duplicateRequested.connect(lambda node: self._ctx_duplicate(None, node))
+        self.run_views.promoteRequested.connect(self.add_trial_to_canvas)  # a sweep's best
         self._build_actions()
         self._build_menus()
         self._build_context_menus()
+        from app.data_node_cards import install_data_cards
+
+        self.data_cards = install_data_cards(self.canvas, self)  # where each data node stands
+        self.data_cards.stopRequested.connect(self.run_views.bridge.stop_data)
         self.status = QtWidgets.QLabel()
         self.statusBar().addPermanentWidget(self.status, 1)
         self.canvas.compiled.connect(self._on_compiled)
@@ -315,6 +327,22 @@ class MainWindow(FileActions, LayoutActions, QtWidgets.QMainWindow):
                 f"Created {len(copies)} copies of “{module.name()}”.", 4000
             )
 
+    def add_trial_to_canvas(self, trial: dict):
+        """A sweep's trial as a plain Fine-Tune node (app.duplicate.promote_trial), or why not."""
+        module = swept_module(self.canvas, trial.get("node_uuid"))
+        try:
+            if module is None:
+                raise ValueError(
+                    f"The swept Fine-Tune node “{trial.get('module') or '?'}” is not on this "
+                    "canvas: open its graph, then add the trial again."
+                )
+            copy = promote_trial(self.canvas, module, trial.get("params") or {}, trial["name"])
+        except ValueError as err:
+            self.statusBar().showMessage(str(err), 8000)
+            return None
+        self.statusBar().showMessage(f"Added “{copy.name()}”: the trial's values, no sweep.", 6000)
+        return copy
+
     def delete_selected(self) -> None:
         self.canvas.delete_nodes(self.canvas.selected())
 
@@ -397,8 +425,11 @@ class MainWindow(FileActions, LayoutActions, QtWidgets.QMainWindow):
                     f"{e.get('name')}: {(e.get('error') or {}).get('message')}" for e in refused
                 ),
             )
-        queued = sum(e.get("state") == "queued" for e in entries)
-        self.statusBar().showMessage(f"{queued} run(s) queued.", 5000)
+        queued = sum(e.get("state") == "queued" and not e.get("sweep") for e in entries)
+        sweeps = [e for e in entries if e.get("sweep") and e.get("state") == "queued"]
+        started = [f"{queued} run(s) queued"] if queued or not sweeps else []
+        started += [f"sweep {e['id']} started (All runs ▸ Sweeps)" for e in sweeps]
+        self.statusBar().showMessage("; ".join(started) + ".", 8000)
         self.runs_dock.raise_()
 
     def _test_in_chat(self, run_id: str) -> None:

@@ -4,8 +4,9 @@ A run records the uuid of the Fine-Tune node it came from (its spec's `node_uuid
 the `RunBridge` already polls are grouped by node here: no second reader of the store. Above each
 Fine-Tune node, a card (app.decorations.RunCard) shows the node's newest run: its state pill in
 the run panel's colours, the step and latest loss with a progress bar while it lives, the last
-result once it ended ("loss 1.23 · eval 1.31", or the reason it failed), and how many earlier runs
-the node has. Double-clicking the node or its card asks for that run (`openRequested`).
+result once it ended ("loss 1.23 · eval 1.31", the reason it failed, or the step a sweep pruned
+it at), and how many earlier runs the node has (for a sweep's trials, how many it has made).
+Double-clicking the node or its card asks for that run (`openRequested`).
 
 While the pointer is over a Fine-Tune node, two buttons beside its title ask the window to run it
 (`runRequested`) or duplicate it (`duplicateRequested`); the window connects both to its own
@@ -103,7 +104,13 @@ def summarize(run: dict, queue: str | None = None) -> RunSummary:
     elif state == "cancelled":
         detail = f"at step {step}" + (f"/{total}" if total else "")
         tone = "muted"
-    else:  # completed, pruned
+    elif state is None:  # made, being handed to the supervisor
+        detail = "submitting…"
+        tone = "muted"
+    elif state == "pruned":  # a sweep's loser, stopped at an eval point
+        detail = " · ".join([f"pruned at step {step}" + (f"/{total}" if total else "")] + scores)
+        tone = "muted"
+    else:  # completed
         detail = " · ".join(scores) or "no loss logged"
         if run.get("warnings"):
             detail += f" · ⚠ {len(run['warnings'])} warning" + "s" * (len(run["warnings"]) > 1)
@@ -132,6 +139,18 @@ def tooltip(run: dict, detail: str) -> str:
 
 def earlier_text(count: int) -> str:
     return f"+{count} earlier" if count else ""
+
+
+def others_text(runs: list[dict]) -> str:
+    """What the card says of the node's other runs: "+N earlier", or for a sweep's trial how many
+    trials its sweep has made so far ("trial 4 of a sweep")."""
+    study = ((runs[0].get("spec") or {}).get("trial") or {}).get("study")
+    if not study:
+        return earlier_text(len(runs) - 1)
+    trials = sum(
+        1 for r in runs if ((r.get("spec") or {}).get("trial") or {}).get("study") == study
+    )
+    return f"trial {trials} of a sweep"
 
 
 class _NodeItems:
@@ -208,7 +227,7 @@ class NodeRuns(QtCore.QObject):
             items.summary = None
             return
         summary = summarize(runs[0], self.queue.get(runs[0]["id"]))
-        earlier = earlier_text(len(runs) - 1)
+        earlier = others_text(runs)
         if (summary, earlier) != (items.summary, items.card.earlier):
             items.summary = summary
             items.card.set_content(

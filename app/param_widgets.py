@@ -1,6 +1,6 @@
 """One editor widget per declared parameter type: text, int, float, choice, bool, file, model
 source (a picker of the models on this machine, app.model_choices), list of target modules,
-column mapping.
+column mapping, and (app.space_editor) a Sweep node's search space.
 
 Each editor emits `committed(value)` once the user finishes an edit (Enter, focus out, a click),
 never on every keystroke, so one edit is one undo step. NodeGraphQt's own INT/FLOAT editors lose
@@ -340,6 +340,14 @@ def make_editor(param: Parameter, parent: QtWidgets.QWidget | None = None) -> Pa
         from app.eval_widgets import make_eval_editor
 
         return make_eval_editor(param, parent)
+    if param.widget == "space":  # the Sweep node's search space: a row per knob
+        from app.space_editor import SpaceEditor
+
+        return SpaceEditor(param, parent)
+    if param.widget in ("lines", "template", "files"):  # the data nodes'
+        from app.recipe_widgets import FilesEditor, MultiLineEditor
+
+        return (FilesEditor if param.widget == "files" else MultiLineEditor)(param, parent)
     if param.widget == "model":
         return ModelEditor(param, parent)
     if param.widget == "file":

@@ -199,6 +199,12 @@ class RunBridge(QtCore.QObject):
 
         self.submit_job(action, run_id, lambda store: client.control(store, action, run_id))
 
+    def stop_data(self, key: str) -> None:
+        """Stop a data step (a data node's "Stop making this data")."""
+        from engine.supervisor import client
+
+        self.submit_job("stop data", key, lambda store: client.cancel_data(store, key))
+
     def continue_run(self, run_id: str, epochs: float) -> None:
         from engine.supervisor import client
 

@@ -45,7 +45,7 @@ ACTIVE_STATES = set(LIVE_STATES) | {"paused", None}
 BUTTONS = {  # button -> states in which it shows (the text of all but "Stop", see stop_button)
     "Pause": ("starting", "training"),
     "Stop": ("training",),
-    "Resume": ("paused", "failed"),
+    "Resume": ("paused", "failed", "pruned"),  # a pruned trial kept its last checkpoint
     "Cancel": tuple(LIVE_STATES) + ("paused",),
     "Test in chat": ("completed",),
     "Continue": ("completed",),
@@ -331,11 +331,13 @@ class RunRow(QtWidgets.QFrame):
             fit_button(self.buttons["Stop"])
         self.buttons["Stop"].setToolTip(tip)
         error = run.get("error") or {}
-        note = run.get("reason") if state in ("failed", "refused", "retrying") else None
+        note = run.get("reason") if state in ("failed", "refused", "retrying", "pruned") else None
         warnings = run.get("warnings") or []
         text = "; ".join(filter(None, [error.get("message") or note] + list(warnings)))
+        # a sweep's pruned trial is no failure: why it was stopped, as a note
+        kind = "info" if state == "pruned" and not error and not warnings else "error"
         if not self.exporting and self.message.property("kind") != "success":
-            self.show_message(text)
+            self.show_message(text, kind)
 
     def _show_progress(self, state: str | None, step: int, max_steps: int | None) -> None:
         if max_steps:

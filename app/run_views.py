@@ -1,5 +1,5 @@
 """Adds the run views to a main window: the run panel dock and a "Run views" dock of tabs (all
-runs, run details, comparisons), fed by one `RunBridge`.
+runs, run details, comparisons, leaderboards, sweeps), fed by one `RunBridge`.
 
     views = install_run_views(window)        # after the window built its docks
     ...
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the chart views (pyqtgraph: ~1 s of imports) load when firs
     from app.compare_view import CompareView
     from app.leaderboard import Leaderboard
     from app.run_detail import RunDetail
+    from app.sweep_view import SweepView
 
 
 def gui_garbage_collector(parent: QtCore.QObject, interval_ms: int = 1000) -> QtCore.QTimer:
@@ -47,7 +48,11 @@ def gui_garbage_collector(parent: QtCore.QObject, interval_ms: int = 1000) -> Qt
 
 
 class RunViews(QtCore.QObject):
-    """The run panel, the runs tab and any opened detail / compare tabs of one window."""
+    """The run panel, the runs tab and any opened detail / compare tabs of one window.
+    `promoteRequested` carries a sweep's best trial to turn into a Fine-Tune node on the canvas
+    (app.sweep_view; the window, which owns the canvas, makes it)."""
+
+    promoteRequested = QtCore.Signal(object)  # noqa: N815
 
     def __init__(
         self,
@@ -91,6 +96,7 @@ class RunViews(QtCore.QObject):
         self.runs_tab.openRequested.connect(self.open_run)
         self.runs_tab.compareRequested.connect(self.open_compare)
         self.runs_tab.leaderboardRequested.connect(self.open_leaderboard)
+        self.runs_tab.sweepRequested.connect(self.open_sweep)
         self._stopped = False
         app = QtWidgets.QApplication.instance()
         if app is not None:
@@ -141,7 +147,26 @@ class RunViews(QtCore.QObject):
 
         view = Leaderboard(self.bridge, run_ids)
         view.chatRequested.connect(self._chat_runs)
+        view.sweepRequested.connect(self.open_sweep)
         self.tabs.setCurrentIndex(self.tabs.addTab(view, f"Leaderboard ({len(run_ids)})"))
+        self.views_dock.show()
+        self.views_dock.raise_()
+        return view
+
+    def open_sweep(self, study: str) -> SweepView:
+        """Show a sweep's trials, best and plots in a tab (the existing one if it is open)."""
+        from app.sweep_view import SweepView
+
+        for i in range(self.tabs.count()):
+            w = self.tabs.widget(i)
+            if isinstance(w, SweepView) and w.study == study:
+                self.tabs.setCurrentIndex(i)
+                return w
+        view = SweepView(self.bridge, study)
+        view.openRequested.connect(self.open_run)
+        view.exportRequested.connect(self.panel.open_export)
+        view.promoteRequested.connect(self.promoteRequested)
+        self.tabs.setCurrentIndex(self.tabs.addTab(view, f"Sweep {study}"))
         self.views_dock.show()
         self.views_dock.raise_()
         return view
@@ -160,7 +185,7 @@ class RunViews(QtCore.QObject):
 
     @staticmethod
     def _close_widget(w: QtWidgets.QWidget) -> None:
-        for close in ("close_detail", "close_view"):  # RunDetail, CompareView, Leaderboard
+        for close in ("close_detail", "close_view"):  # RunDetail; the other views
             if hasattr(w, close):
                 getattr(w, close)()
 

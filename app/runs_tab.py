@@ -1,6 +1,7 @@
 """The runs tab: every run, newest start first, with a state filter, text search, multi-select,
 open, compare, the leaderboard (of the selected runs, or of one run's family: the runs sharing its
-origin) and delete (the run record and folder; library artifacts stay).
+origin), the sweeps (the selected trials' study, or any study of this data folder, read off the UI
+thread by app.sweep_reader) and delete (the run record and folder; library artifacts stay).
 
 The order keeps still under the pointer: while it is over the list, a new run is added at the
 bottom and a run that starts keeps its place; the "N new" button above the list (or the pointer
@@ -15,6 +16,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.run_bridge import RunBridge
 from app.run_row import STATE_STYLE, elapsed
+from app.sweep_reader import SweepReader, study_of, trial_of
 from engine.formatting import format_duration
 from engine.store.leaderboard import family
 from engine.store.timing import training_seconds
@@ -26,6 +28,7 @@ FILTERS = {  # shown name -> states (None: all)
     "Paused": ("paused",),
     "Completed": ("completed",),
     "Failed": ("failed", "refused"),
+    "Pruned": ("pruned",),
     "Cancelled": ("cancelled",),
 }
 COLUMNS = ("Name", "State", "Started", "Step", "Loss", "Eval loss", "Training", "Device", "Id")
@@ -59,6 +62,7 @@ class RunsTab(QtWidgets.QWidget):
     openRequested = QtCore.Signal(str)  # noqa: N815
     compareRequested = QtCore.Signal(object)  # noqa: N815 - list of run ids
     leaderboardRequested = QtCore.Signal(object)  # noqa: N815 - list of run ids
+    sweepRequested = QtCore.Signal(str)  # noqa: N815 - a study's name
     confirm = staticmethod(confirm_delete)
 
     def __init__(self, bridge: RunBridge, parent: QtWidgets.QWidget | None = None):
@@ -78,6 +82,18 @@ class RunsTab(QtWidgets.QWidget):
             "Rank the selected runs (one run: it and the runs sharing its origin, such as its "
             "sweep) by their eval scores, with their outputs side by side"
         )
+        self.sweeps_button = QtWidgets.QPushButton("Sweeps ▾")
+        self.sweeps_button.setToolTip(
+            "The sweeps of this data folder (a Sweep node's studies): their trials, best so far "
+            "and plots; first the sweep of the selected trials"
+        )
+        self.sweeps_menu = QtWidgets.QMenu(self.sweeps_button)
+        self.sweeps_menu.aboutToShow.connect(self._on_sweeps_menu)
+        self.sweeps_button.setMenu(self.sweeps_menu)
+        self.sweeps: list[dict] | None = None  # engine.sweep.report.summaries, once read
+        self.reader = SweepReader(bridge.store_path, self)
+        self.reader.loaded.connect(self._on_sweeps)
+        self.reader.failed.connect(lambda _key, why: self.note.setText(f"Sweeps not read: {why}"))
         self.delete_button = QtWidgets.QPushButton("Delete…")
         self.new_button = QtWidgets.QPushButton()
         self.new_button.setToolTip(
@@ -94,6 +110,7 @@ class RunsTab(QtWidgets.QWidget):
             self.open_button,
             self.compare_button,
             self.leaderboard_button,
+            self.sweeps_button,
             self.delete_button,
             self.new_button,
         ):
@@ -235,6 +252,7 @@ class RunsTab(QtWidgets.QWidget):
                     run["id"],
                     run.get("name") or "",
                     (spec.get("base_model") or {}).get("source") or "",
+                    trial_of(run).get("study") or "",
                 ]
             ).lower()
             hidden = (states is not None and run.get("state") not in states) or (
@@ -282,6 +300,45 @@ class RunsTab(QtWidgets.QWidget):
             + (f", {n} selected" if n else "")
         )
 
+    # -- sweeps ----------------------------------------------------------------------------------
+    def selected_study(self) -> str | None:
+        """The study the selected runs are all trials of, if any."""
+        ids = self.selected()
+        runs = [self.items[i].data(0, QtCore.Qt.ItemDataRole.UserRole) for i in ids]
+        return study_of(runs) if runs else None
+
+    def _on_sweeps_menu(self) -> None:
+        self.show_sweeps()
+        self.reader.summaries()  # read again: the entries follow when it is done
+
+    def show_sweeps(self) -> None:
+        """The selected trials' sweep, then every study as last read."""
+        menu = self.sweeps_menu
+        menu.clear()
+        study = self.selected_study()
+        if study:
+            menu.addAction(
+                f"Sweep of the selected trials: {study}", lambda: self._open_sweep(study)
+            )
+            menu.addSeparator()
+        if self.sweeps is None:
+            menu.addAction("Reading the sweeps…").setEnabled(False)
+        elif not self.sweeps:
+            menu.addAction(
+                "No sweep yet: connect a Sweep node to a Fine-Tune node and run it"
+            ).setEnabled(False)
+        for line in self.sweeps or []:
+            menu.addAction(sweep_line(line), lambda s=line["study"]: self._open_sweep(s))
+
+    def _on_sweeps(self, key: str, result: object) -> None:
+        if key == "summaries":
+            self.sweeps = list(result or [])  # type: ignore[call-overload]
+            if self.sweeps_menu.isVisible():
+                self.show_sweeps()
+
+    def _open_sweep(self, study: str) -> None:
+        self.sweepRequested.emit(study)
+
     def _open(self) -> None:
         for run_id in self.selected()[:1]:
             self.openRequested.emit(run_id)
@@ -301,6 +358,24 @@ class RunsTab(QtWidgets.QWidget):
     def _on_failed(self, action: str, run_id: str, message: str) -> None:
         if action == "delete":
             self.note.setText(f"Not deleted: {message}")
+
+    def close_view(self) -> None:
+        """Stop the clock and wait for a sweep read under way (the window is closing)."""
+        self.timer.stop()
+        self.reader.wait()
+
+
+def sweep_line(line: dict) -> str:
+    """One study in the Sweeps menu: `support · support-3fa9c1 — done, 8/8 trials, best eval
+    loss 6.66`."""
+    best = "" if line.get("best") is None else f", best {score_label(line)} {line['best']:.4g}"
+    trials = f"{line.get('trials') or 0}/{line.get('budget') or '?'} trials"
+    name = line.get("name") or "sweep"
+    return f"{name} · {line['study']} — {line.get('state')}, {trials}{best}"
+
+
+def score_label(line: dict) -> str:
+    return str(line.get("objective") or "").replace("_", " ")
 
 
 def _num(value: float | None) -> str:

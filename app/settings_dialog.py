@@ -1,7 +1,8 @@
-"""The Settings dialog: data directory, offline mode, GPU policy, CPU threads, theme, the Ray
-cluster address (with a connection test in a helper process: the UI never imports Ray), and the
-Hugging Face token, which goes to the OS keyring only (engine.secrets) — never to settings.json,
-a log or a graph. Without a keyring backend the dialog says so and points to HF_TOKEN.
+"""The Settings dialog: data directory, offline mode, GPU policy, CPU threads, the speed check,
+sharing a base model between runs, theme, the Ray cluster address (with a connection test in a
+helper process: the UI never imports Ray), and the Hugging Face token, which goes to the OS
+keyring only (engine.secrets) — never to settings.json, a log or a graph. Without a keyring
+backend the dialog says so and points to HF_TOKEN.
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ class SettingsDialog(QtWidgets.QDialog):
             "instead of the size-based guess. Takes seconds to a minute, once per model."
         )
         self.speed_check.setChecked(self.current.speed_check)
+        self.share_base = QtWidgets.QCheckBox(
+            "Share one copy of a base model between runs that start together"
+        )
+        self.share_base.setToolTip(
+            "LoRA runs (SFT or pretraining) of the same base model (same source, revision, "
+            "precision, 4-bit choice and device) that start together train in one process that "
+            "holds the base once, which saves GPU memory: more runs fit at a time. Each run "
+            "keeps its own adapter, optimizer, data order, metrics and results. A Fine-Tune "
+            "node can opt out with “Share base”."
+        )
+        self.share_base.setChecked(self.current.share_base)
         self.theme = QtWidgets.QComboBox()
         self.theme.addItem("Dark", "dark")
         self.theme.addItem("Light", "light")
@@ -100,6 +112,7 @@ class SettingsDialog(QtWidgets.QDialog):
         general.addRow("When the GPUs are busy", self.gpu_policy)
         general.addRow("CPU threads per CPU run", self.cpu_threads)
         general.addRow("", self.speed_check)
+        general.addRow("", self.share_base)
         general.addRow("Theme", self.theme)
 
         self.keyring_ok = secrets.keyring_available()
@@ -132,6 +145,8 @@ class SettingsDialog(QtWidgets.QDialog):
         self.error.setStyleSheet("color: #f28b82;")
         self.error.setWordWrap(True)
         layout = QtWidgets.QVBoxLayout(self)
+        # never narrower than its rows: a checkbox's sentence is not cut off
+        layout.setSizeConstraint(QtWidgets.QLayout.SizeConstraint.SetMinimumSize)
         layout.addLayout(general)
         layout.addWidget(self._cluster_box())
         layout.addWidget(token_box)
@@ -277,6 +292,7 @@ class SettingsDialog(QtWidgets.QDialog):
             suspended_gpus=settings_mod.load().suspended_gpus,
             ray_address=self.ray_address.text().strip(),
             speed_check=self.speed_check.isChecked(),
+            share_base=self.share_base.isChecked(),
         )
 
     def save(self) -> bool:

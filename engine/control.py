@@ -1,8 +1,9 @@
 """Control requests from the supervisor to a worker: `control.json` in the run directory.
 
-`{"action": "pause" | "cancel" | "stop", "at": ts}` (stop: end training now, evaluate, and deliver
-the adapter of the checkpoint with the lowest eval loss when the run has an eval split, else the
-current weights, as for a finished run), written atomically by the supervisor and polled by the
+`{"action": "pause" | "cancel" | "stop" | "prune", "at": ts}` (stop: end training now, evaluate,
+and deliver the adapter of the checkpoint with the lowest eval loss when the run has an eval split,
+else the current weights, as for a finished run; prune: a sweep's pruner stops a losing trial,
+which saves a checkpoint and ends as `pruned`, with the pruner's `reason` from the file), written atomically by the supervisor and polled by the
 worker's training callback at every step (portable, works on Windows). SIGTERM/SIGINT only set a
 flag (no I/O inside a signal handler); the callback then treats them as a cancel.
 """
@@ -17,16 +18,17 @@ from pathlib import Path
 
 from engine.rundir import CONTROL_FILE
 
-ACTIONS = ("pause", "cancel", "stop")
+ACTIONS = ("pause", "cancel", "stop", "prune")
 
 
-def request(run_dir: Path | str, action: str) -> None:
-    """Ask the worker of `run_dir` to pause or cancel (atomic write)."""
+def request(run_dir: Path | str, action: str, reason: str = "") -> None:
+    """Ask the worker of `run_dir` to pause, cancel, stop or prune (atomic write)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown control action {action!r}")
     path = Path(run_dir) / CONTROL_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"action": action, "at": time.time()}), encoding="utf-8")
+    body = {"action": action, "at": time.time(), **({"reason": reason} if reason else {})}
+    tmp.write_text(json.dumps(body), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -43,6 +45,7 @@ class Control:
         self._signalled = False
         self._mtime = 0.0
         self._action: str | None = None
+        self.reason = ""  # why, when the request says (a prune)
 
     def install_signal_handlers(self) -> None:
         """Treat SIGTERM (and SIGBREAK on Windows) as a cancel request."""
@@ -55,7 +58,7 @@ class Control:
             signal.signal(signal.SIGBREAK, handler)
 
     def action(self) -> str | None:
-        """'pause', 'cancel', 'stop' or None. A signal counts as cancel."""
+        """'pause', 'cancel', 'stop', 'prune' or None. A signal counts as cancel."""
         if self._signalled:
             return "cancel"
         try:
@@ -65,8 +68,9 @@ class Control:
         if mtime != self._mtime:
             self._mtime = mtime
             try:
-                action = json.loads(self.path.read_text(encoding="utf-8")).get("action")
-            except (OSError, ValueError):
+                body = json.loads(self.path.read_text(encoding="utf-8"))
+                action, self.reason = body.get("action"), str(body.get("reason") or "")
+            except (OSError, ValueError, AttributeError):
                 action = None
             self._action = action if action in ACTIONS else None
         return self._action

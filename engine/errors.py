@@ -74,6 +74,10 @@ class RunCancelled(Exception):
     """Raised inside the worker when the user cancelled the run (not an error)."""
 
 
+class RunPruned(Exception):
+    """Raised inside the worker when its sweep pruned the run (a checkpoint was written)."""
+
+
 class RunPaused(Exception):
     """Raised inside the worker when the user paused the run after the checkpoint was written."""
 

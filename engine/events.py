@@ -52,7 +52,7 @@ def is_method_metric(name: str) -> bool:
 
 # run states, in lifecycle order; DESIGN.md "Lifecycle"
 LIVE_STATES = ("queued", "starting", "training", "evaluating", "exporting", "retrying")
-TERMINAL_STATES = ("completed", "failed", "cancelled", "refused")
+TERMINAL_STATES = ("completed", "failed", "cancelled", "refused", "pruned")
 STATES = LIVE_STATES + ("paused",) + TERMINAL_STATES
 
 

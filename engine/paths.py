@@ -50,6 +50,14 @@ def evals_dir() -> Path:
     return path
 
 
+def groups_dir() -> Path:
+    """The folder of group processes (runs sharing one base), one `<group_id>/` each (created
+    on first use)."""
+    path = data_dir() / "groups"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def models_dir() -> Path:
     """The folder of downloaded and built-in base models (created on first use)."""
     path = data_dir() / "models"
@@ -60,6 +68,11 @@ def models_dir() -> Path:
 def db_path() -> Path:
     """The SQLite store's file."""
     return data_dir() / "tunegraph.db"
+
+
+def sweeps_db() -> Path:
+    """Optuna's SQLite storage of the sweeps' studies, beside the index (engine.sweep)."""
+    return data_dir() / "sweeps.db"
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

@@ -37,6 +37,7 @@ class Settings:
     ray_address: str = ""
     # before a model's first run on a device, a short real run measures its speed (engine.plan.probe)
     speed_check: bool = True
+    share_base: bool = True  # runs of one base that start together train on one copy of it
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from engine.errors import SpecError
 from engine.fields import SpecPart, build_part, param
+from engine.sweep_spec import SweepSpec, loss_like
 
 FORMAT_VERSION = 1
 
@@ -376,6 +377,12 @@ class ResourceSpec(SpecPart):
         short="GPUs",
     )
     target: str = param("local", "This workstation or a Ray cluster.", choices=TARGETS)
+    share_base: bool = param(
+        True,
+        "Train in one process with other runs of the same base model that start together, on "
+        "one copy of it (each run keeps its own adapter, optimizer, data order and results).",
+        label="Share base",
+    )
 
     part: ClassVar[str] = "resources"
 
@@ -649,6 +656,15 @@ class JobSpec:
     evals: list[EvalSpec] = field(default_factory=list)  # scored when training ends
     method: MethodSpec = field(default_factory=MethodSpec)
     rewards: list[RewardSpec] = field(default_factory=list)  # GRPO's reward functions
+    # A Sweep node's search over this module's knobs (engine.sweep_spec); the trials it starts
+    # are ordinary runs whose `trial` names the study, their number and what they chose:
+    # {"study": NAME, "number": N, "params": {"training.learning_rate": 1e-4, …}}
+    sweep: SweepSpec | None = None
+    trial: dict[str, Any] = field(default_factory=dict)
+    # The data steps that make this run's datasets, in order (data recipe nodes before the
+    # Fine-Tune node: nodes.recipes): {"key", "step", "name", "node_uuid", "spec", "inputs",
+    # "outputs"}; the run waits until each has written its outputs.
+    data_steps: list[dict[str, Any]] = field(default_factory=list)
     # A chained run starts from another Fine-Tune node's result: the compiler names that node
     # (`upstream_node`, its uuid; base_model is a copy of the upstream's), and the submission
     # names its run (`upstream`, the run id; base_model.source becomes `run:<id>`).
@@ -693,6 +709,8 @@ class JobSpec:
                 value = [build_part(EvalSpec, d, f"evals[{i}]") for i, d in enumerate(value)]
             elif f.name == "rewards":
                 value = [build_part(RewardSpec, d, f"rewards[{i}]") for i, d in enumerate(value)]
+            elif f.name == "sweep" and value is not None:
+                value = build_part(SweepSpec, value, "sweep")
             kwargs[f.name] = value
         if "name" not in kwargs:
             raise SpecError("name", None, "a job spec needs a name")
@@ -734,6 +752,56 @@ class JobSpec:
         self.check_eval_rules()
         self.check_method_rules()
         self.check_chain_rules()
+        if self.sweep is not None:
+            self.check_sweep_rules(self.sweep)
+
+    def check_sweep_rules(self, sweep: SweepSpec) -> None:
+        """The Sweep node's own fields, its knobs against this module's parts, and an objective
+        this module's evaluations produce (pruning needs one measured during training)."""
+        sweep.validate("sweep")
+        sweep.dimensions(PARTS)
+        objective = sweep.objective.strip()
+        during = "a grpo run is not evaluated during training"
+        if objective == "eval_loss":
+            if self.method.method == "grpo":
+                raise SpecError(
+                    "sweep.objective",
+                    objective,
+                    f"{during}, so it has no eval_loss",
+                    "Choose a metric an Eval node scores when training ends.",
+                )
+            if self.training.eval_split == 0:
+                raise SpecError(
+                    "sweep.objective",
+                    objective,
+                    "eval_loss needs rows held out, but the training config's eval_split is 0",
+                    "Set eval_split above 0 (e.g. 0.1), or choose a metric an Eval node scores.",
+                )
+        else:
+            scored = [m for ev in self.evals for m in (ev.metrics or ["loss", "rouge_l"])]
+            if objective not in scored:
+                have = ", ".join(dict.fromkeys(["eval_loss", *scored]))
+                raise SpecError(
+                    "sweep.objective",
+                    objective,
+                    "no connected Eval node scores this metric, so no trial could report it",
+                    f"Choose one the module produces ({have}), or add it to an Eval node.",
+                )
+        if sweep.pruner != "none" and objective != "eval_loss":
+            raise SpecError(
+                "sweep.pruner",
+                sweep.pruner,
+                f"pruning compares eval_loss during training, but the objective {objective} "
+                "is scored only when training ends",
+                "Set the pruner to none, or the objective to eval_loss.",
+            )
+        if sweep.pruner != "none" and loss_like(objective) != sweep.minimise():
+            raise SpecError(
+                "sweep.direction",
+                sweep.direction,
+                "pruning on eval loss needs the objective minimised",
+                "Set direction to auto or minimize.",
+            )
 
     def check_chain_rules(self) -> None:
         """A chained run reads its upstream run's result from this machine's data directory, so
@@ -864,4 +932,5 @@ PARTS: dict[str, type] = {
     "eval": EvalSpec,
     "method": MethodSpec,
     "reward": RewardSpec,
+    "sweep": SweepSpec,
 }

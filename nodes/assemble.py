@@ -18,11 +18,16 @@ PORT_OF_PART = {CATALOGUE[p.accepts[0].kind].spec_part: p.name for p in FINE_TUN
 
 
 def assemble_spec(
-    node: GraphNode, picked: Picked, graph_path: str, upstream: JobSpec | None = None
+    node: GraphNode,
+    picked: Picked,
+    graph_path: str,
+    upstream: JobSpec | None = None,
+    datasets: list[DatasetSpec] | None = None,
 ) -> JobSpec:
     """The JobSpec of Fine-Tune `node` built from the nodes `picked` on its ports (not validated);
     `upstream` is the spec of the Fine-Tune node feeding its base_model port, for a chained run
-    (its base model is copied, and the node named: the submission turns it into `run:<id>`)."""
+    (its base model is copied, and the node named: the submission turns it into `run:<id>`);
+    `datasets` replaces the Dataset nodes' (a data node's output file: nodes.recipes)."""
 
     def part(port: str) -> Any:
         """The spec part of the one node on `port`."""
@@ -33,7 +38,9 @@ def assemble_spec(
         name=node.name,
         base_model=copy.deepcopy(upstream.base_model) if upstream else part("base_model"),
         upstream_node=upstream.node_uuid if upstream else "",
-        datasets=[DatasetSpec(**n.values) for n in picked["dataset"]],
+        datasets=datasets
+        if datasets is not None
+        else [DatasetSpec(**n.values) for n in picked["dataset"]],
         training=part("training_config"),
         lora=part("lora_config"),
         resources=FINE_TUNE.spec_class(**FINE_TUNE.part_values(node.values, FINE_TUNE.spec_class)),
@@ -41,6 +48,7 @@ def assemble_spec(
         export=part("export") if "export" in picked else ExportSpec(),
         evals=[EvalSpec(**n.values) for n in picked.get("eval", [])],
         rewards=[RewardSpec(**n.values) for n in picked.get("reward", [])],
+        sweep=part("sweep") if "sweep" in picked else None,
         node_uuid=node.uuid,
         origin_uuid=node.origin_uuid,
         graph_path=graph_path,

@@ -8,12 +8,6 @@ and coerce the values stored in a graph file.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-from dataclasses import dataclass
-from typing import Any, NamedTuple
-
 from engine.spec import (
     BaseModelSpec,
     DatasetSpec,
@@ -25,308 +19,34 @@ from engine.spec import (
     RewardSpec,
     TrainingSpec,
 )
+from engine.sweep_spec import SweepSpec
+from nodes.data_nodes import DATA_NODES, DATA_SOURCES
+from nodes.declarations import (
+    TYPE_PREFIX,
+    InputPort,
+    NodeDecl,
+    OutputPort,
+    Parameter,
+    PortRef,
+    parameters_of,
+)
 
-TYPE_PREFIX = "tunegraph."
-"""Node `type_` in graph files is TYPE_PREFIX + kind, e.g. `tunegraph.FineTune`."""
-
-PARAMETER_TYPES = ("str", "int", "float", "bool", "choice", "file", "list", "mapping")
-
-
-class PortRef(NamedTuple):
-    """An output port of a node kind, e.g. PortRef("BaseModel", "model")."""
-
-    kind: str
-    port: str
-
-    @property
-    def node_type(self) -> str:
-        """The NodeGraphQt node type holding this port, e.g. `tunegraph.BaseModel`."""
-        return TYPE_PREFIX + self.kind
-
-
-@dataclass(frozen=True)
-class InputPort:
-    """An input port: which outputs it accepts, whether it is required or takes several."""
-
-    name: str
-    label: str
-    accepts: tuple[PortRef, ...]
-    required: bool = True
-    multiple: bool = False
-    help: str = ""
+__all__ = [
+    "CATALOGUE",
+    "FINE_TUNE",
+    "KINDS",
+    "NODE_TYPES",
+    "TYPE_PREFIX",
+    "InputPort",
+    "NodeDecl",
+    "OutputPort",
+    "Parameter",
+    "PortRef",
+    "decl_for_type",
+    "parameters_of",
+]
 
 
-@dataclass(frozen=True)
-class OutputPort:
-    """An output port; every output may feed several inputs (a shared dataset)."""
-
-    name: str
-    label: str
-    multiple: bool = True
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One editable value of a node, stored in the node's `custom` dict under `name`."""
-
-    name: str
-    type: str  # one of PARAMETER_TYPES
-    default: Any
-    help: str
-    label: str  # in the properties panel, e.g. "Learning rate"
-    short: str  # in one-line summaries (lineage, sweep copy names), e.g. "lr"
-    widget: str  # the spec's widget hint, else the type name ("file", "model", "modules", ...)
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] | None = None
-    # (other parameter, values): shown only while that parameter holds one of the values
-    visible_if: tuple[str, tuple[str, ...]] | None = None
-
-    def visible(self, values: dict[str, Any]) -> bool:
-        """Whether the parameter matters for a node holding `values` (a method's knobs matter
-        only for that method); a missing controlling value counts as its default."""
-        if self.visible_if is None:
-            return True
-        name, allowed = self.visible_if
-        return values.get(name) in allowed
-
-    def default_value(self) -> Any:
-        """A fresh copy of the default (lists and mappings are never shared)."""
-        return (
-            type(self.default)(self.default)
-            if isinstance(self.default, (list, dict))
-            else self.default
-        )
-
-    def coerce(self, value: Any) -> Any:
-        """Convert a stored value to the declared type; raise ValueError saying what is wrong.
-
-        Graph files may hold numbers as strings (NodeGraphQt's spinbox stores text), lists as
-        comma-separated text and mappings as JSON text. Range, choices and the rules between
-        fields are not checked here: that is the spec's job (`engine.fields.check_field`, and each
-        part's `validate`).
-        """
-        return _COERCE[self.type](value)
-
-
-@dataclass(frozen=True)
-class NodeDecl:
-    """A node kind: its label, colour, ports and parameters, and the spec part it fills."""
-
-    kind: str
-    label: str
-    help: str
-    colour: tuple[int, int, int]
-    inputs: tuple[InputPort, ...]
-    outputs: tuple[OutputPort, ...]
-    parameters: tuple[Parameter, ...]
-    spec_class: type
-    spec_part: str  # the JobSpec attribute this node fills: base_model, datasets, training, ...
-    # further spec parts whose fields are parameters of this node too (Fine-Tune: its method)
-    extra_parts: tuple[tuple[type, str], ...] = ()
-
-    @property
-    def parts(self) -> tuple[tuple[type, str], ...]:
-        """Every (spec class, JobSpec attribute) whose fields are this node's parameters."""
-        return ((self.spec_class, self.spec_part), *self.extra_parts)
-
-    def part_of(self, name: str) -> tuple[type, str]:
-        """The (spec class, JobSpec attribute) declaring parameter `name`."""
-        for cls, part in self.parts:
-            if any(f.name == name for f in dataclasses.fields(cls)):
-                return cls, part
-        return self.spec_class, self.spec_part
-
-    def part_values(self, values: dict[str, Any], cls: type) -> dict[str, Any]:
-        """The entries of `values` that are fields of spec class `cls`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return {k: v for k, v in values.items() if k in names}
-
-    @property
-    def type_(self) -> str:
-        """The NodeGraphQt node type, e.g. `tunegraph.FineTune`."""
-        return TYPE_PREFIX + self.kind
-
-    def parameter(self, name: str) -> Parameter | None:
-        """The parameter called `name`, or None."""
-        return next((p for p in self.parameters if p.name == name), None)
-
-    def input(self, name: str) -> InputPort | None:
-        """The input port called `name`, or None."""
-        return next((p for p in self.inputs if p.name == name), None)
-
-    def output(self, name: str) -> OutputPort | None:
-        """The output port called `name`, or None."""
-        return next((p for p in self.outputs if p.name == name), None)
-
-    def custom_defaults(self) -> dict[str, Any]:
-        """Every key a node of this kind keeps in `custom`, with its default.
-
-        The app's generated NodeGraphQt class must create exactly these properties: NodeGraphQt's
-        deserializer refuses a custom key the class does not declare.
-        """
-        values: dict[str, Any] = {"uuid": ""}
-        if self.kind == "FineTune":
-            values["origin_uuid"] = ""
-        # the name the app gave a copy (nodes.autoname); a name that differs was typed by the user
-        values["auto_name"] = ""
-        values.update((p.name, p.default_value()) for p in self.parameters)
-        return values
-
-
-# -- parameters from engine.spec field metadata -------------------------------------------------
-def parameters_of(spec_class: type) -> tuple[Parameter, ...]:
-    """Node parameters generated from a spec dataclass's fields and their metadata."""
-    params = []
-    for f in dataclasses.fields(spec_class):
-        meta = f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        ptype = _type_of(default, meta)
-        params.append(
-            Parameter(
-                name=f.name,
-                type=ptype,
-                default=default,
-                help=meta.get("help") or "",
-                label=meta.get("label") or _plain_label(f.name),
-                short=meta.get("short") or _plain_short(f.name),
-                widget=meta.get("widget") or ptype,
-                min=meta.get("min"),
-                max=meta.get("max"),
-                choices=meta.get("choices"),
-                visible_if=meta.get("visible_if"),
-            )
-        )
-    return tuple(params)
-
-
-def _type_of(default: Any, meta: Any) -> str:
-    if isinstance(default, bool):
-        return "bool"
-    if isinstance(default, int):
-        return "int"
-    if isinstance(default, float):
-        return "float"
-    if isinstance(default, list):
-        return "list"
-    if isinstance(default, dict):
-        return "mapping"
-    if meta.get("choices"):
-        return "choice"
-    if meta.get("widget") in ("file", "gguf"):  # gguf: a model file (the Eval node's judge)
-        return "file"
-    return "str"
-
-
-def _plain_short(name: str) -> str:
-    return name.replace("_", " ")
-
-
-def _plain_label(name: str) -> str:
-    text = _plain_short(name)
-    return text[:1].upper() + text[1:]
-
-
-# -- coercion -----------------------------------------------------------------------------------
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0", ""}
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"must be true or false, got {value!r}")
-
-
-def _as_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"must be a finite number, got {value!r}")
-    return number
-
-
-def _as_int(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    try:
-        number = _as_number(value)
-    except ValueError:
-        raise ValueError(f"must be a whole number, got {value!r}") from None
-    if number != int(number):
-        raise ValueError(f"must be a whole number, got {value!r}")
-    return int(number)
-
-
-def _as_float(value: Any) -> float:
-    return _as_number(value)
-
-
-def _as_str(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ValueError(f"must be text, got {value!r}")
-
-
-def _as_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"is not a valid JSON list ({e.msg}): {value!r}") from None
-        else:
-            return [part.strip() for part in text.split(",") if part.strip()]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value if v.strip()]
-    raise ValueError(f"must be a list of names or comma-separated text, got {value!r}")
-
-
-def _as_mapping(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        if not value.strip():
-            return {}
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f'must be a JSON object such as {{"messages": "chat"}} ({e.msg}), got {value!r}'
-            ) from None
-    if isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        return dict(value)
-    raise ValueError(f'must map names to names, such as {{"messages": "chat"}}, got {value!r}')
-
-
-_COERCE = {
-    "str": _as_str,
-    "file": _as_str,
-    "choice": _as_str,
-    "int": _as_int,
-    "float": _as_float,
-    "bool": _as_bool,
-    "list": _as_list,
-    "mapping": _as_mapping,
-}
-
-
-# -- the catalogue ------------------------------------------------------------------------------
 def _feeder(
     kind: str,
     label: str,
@@ -426,6 +146,18 @@ _FEEDERS = (
         RewardSpec,
         "rewards",
     ),
+    _feeder(
+        "Sweep",
+        "Sweep",
+        "A search over the knobs of the Fine-Tune node it feeds: Optuna picks each trial's values "
+        "(grid, random or TPE), the trials run as ordinary runs, losers are pruned at eval points, "
+        "and the study ends with its best trial.",
+        (70, 120, 70),
+        "sweep",
+        "sweep",
+        SweepSpec,
+        "sweep",
+    ),
 )
 _BY_KIND = {d.kind: d for d in _FEEDERS}
 
@@ -447,6 +179,11 @@ CHAIN_HELP = (
     "starts from its result (its base with its adapter merged in), e.g. SFT, then DPO."
 )
 
+DATA_HELP = (
+    "Or a data node's output (Generate, Filter, Deduplicate, Mix, Split): that data is built "
+    "first, then the run trains on it."
+)
+
 FINE_TUNE = NodeDecl(
     kind="FineTune",
     label="Fine-Tune",
@@ -460,12 +197,19 @@ FINE_TUNE = NodeDecl(
             accepts=(PortRef("BaseModel", "model"), PortRef("FineTune", "model")),
             help=_BY_KIND["BaseModel"].help + " " + CHAIN_HELP,
         ),
-        _input("dataset", "Dataset", multiple=True),
+        InputPort(
+            name="dataset",
+            label=_BY_KIND["Dataset"].label,
+            accepts=DATA_SOURCES,
+            multiple=True,
+            help=_BY_KIND["Dataset"].help + " " + DATA_HELP,
+        ),
         _input("training_config", "TrainingConfig"),
         _input("lora_config", "LoraConfig"),
         _input("export", "Export", required=False),
         _input("eval", "Eval", required=False, multiple=True),
         _input("reward", "Reward", required=False, multiple=True),
+        _input("sweep", "Sweep", required=False),
     ),
     outputs=(OutputPort("model", "Model"),),
     parameters=parameters_of(ResourceSpec) + parameters_of(MethodSpec),
@@ -474,8 +218,12 @@ FINE_TUNE = NodeDecl(
     extra_parts=((MethodSpec, "method"),),
 )
 
-CATALOGUE: dict[str, NodeDecl] = {FINE_TUNE.kind: FINE_TUNE, **_BY_KIND}
-"""Every node kind by name, Fine-Tune first."""
+CATALOGUE: dict[str, NodeDecl] = {
+    FINE_TUNE.kind: FINE_TUNE,
+    **_BY_KIND,
+    **{d.kind: d for d in DATA_NODES},
+}
+"""Every node kind by name, Fine-Tune first, the data recipe nodes last."""
 
 KINDS: tuple[str, ...] = tuple(CATALOGUE)
 NODE_TYPES: tuple[str, ...] = tuple(d.type_ for d in CATALOGUE.values())

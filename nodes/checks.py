@@ -31,6 +31,23 @@ def file_problem(value: Any) -> str:
     return ""
 
 
+def document_problem(value: Any) -> str:
+    """Why a Generate node's document cannot be read ("" when it can): a missing file, or a PDF
+    whose structure pypdf cannot open (its text is read by the data step's worker)."""
+    problem = file_problem(value)
+    if problem or not isinstance(value, str) or Path(value).suffix.lower() != ".pdf":
+        return problem
+    if not Path(value).is_absolute():
+        return ""
+    try:
+        from pypdf import PdfReader
+
+        pages = len(PdfReader(value).pages)
+    except Exception as err:  # noqa: BLE001 - pypdf raises many kinds for a broken file
+        return f"{Path(value).name} cannot be read as a PDF ({type(err).__name__}: {err})"
+    return "" if pages else f"{Path(value).name} has no pages"
+
+
 def model_problem(value: Any) -> str:
     """Why a resolved base-model source naming a local file or folder cannot be used ("" when it
     can, or is a hub id, a builtin or a GGUF shipped in a package)."""

@@ -22,7 +22,7 @@ from engine.fields import check_field
 from engine.spec import DatasetSpec, JobSpec
 from nodes.assemble import Picked, assemble_spec, owner_of
 from nodes.catalogue import CATALOGUE, FINE_TUNE, NODE_TYPES, PortRef, decl_for_type
-from nodes.checks import file_problem, model_problem, spec_reason
+from nodes.checks import document_problem, file_problem, model_problem, spec_reason
 from nodes.eval_checks import (
     judge_problem,
     metrics_problem,
@@ -31,6 +31,7 @@ from nodes.eval_checks import (
 )
 from nodes.graphfile import graph_dir, resolve_file, resolve_model_source
 from nodes.method_checks import data_problem, resolve_reward, reward_problem
+from nodes.recipes import RecipeSteps, is_data_node, ordered
 from nodes.results import CompileError, CompileResult, ErrorKind, ModuleResult
 from nodes.structure import GraphNode, ports_text, read_ends, read_pos, strongly_connected
 
@@ -49,8 +50,9 @@ def compile(
     return _Compiler(graph, graph_path, data_check).run()
 
 
-class _Compiler:
-    """One walk over a graph: nodes, then connections and cycles, then each Fine-Tune module."""
+class _Compiler(RecipeSteps):
+    """One walk over a graph: nodes, then connections and cycles, then each Fine-Tune module
+    (with the data steps its datasets need: nodes.recipes)."""
 
     def __init__(
         self, graph: dict, graph_path: str | Path | None, data_check: DataCheck | None = None
@@ -62,6 +64,7 @@ class _Compiler:
         self.graph_path = str(Path(graph_path).expanduser().resolve()) if graph_path else ""
         self.nodes: dict[str, GraphNode] = {}
         self.incoming: dict[str, dict[str, list[str]]] = {}
+        self.sources: dict[str, dict[str, list[tuple[str, str]]]] = {}
         self.edges: dict[str, set[str]] = {}
         # module node id -> input port -> ids of enabled nodes of unknown type connected to it
         self.unknown_feeders: dict[str, dict[str, list[str]]] = {}
@@ -171,6 +174,8 @@ class _Compiler:
                 continue
             if param.widget == "file":
                 value = resolve_file(value, self.base)
+            elif param.widget == "files":
+                value = [resolve_file(v, self.base) for v in value]
             elif param.widget == "model":
                 value = resolve_model_source(value, self.base)
             elif param.widget == "gguf":
@@ -212,6 +217,8 @@ class _Compiler:
             value = node.values.get(param.name)
             if param.widget == "file":
                 problem = file_problem(value)
+            elif param.widget == "files":
+                problem = next((p for p in map(document_problem, value) if p), "")
             elif param.widget == "model":
                 problem = model_problem(value)
             elif param.widget == "gguf":
@@ -292,6 +299,9 @@ class _Compiler:
         sources = self.incoming.setdefault(in_id, {}).setdefault(in_port, [])
         if out_id not in sources:
             sources.append(out_id)
+        ends = self.sources.setdefault(in_id, {}).setdefault(in_port, [])
+        if (out_id, out_port) not in ends:
+            ends.append((out_id, out_port))
 
     def check_ports(self, src: GraphNode, out_port: str, dst: GraphNode, in_port: str) -> bool:
         """Report ports the two nodes lack or an input that refuses the output; True if none."""
@@ -394,6 +404,9 @@ class _Compiler:
         """The errors so far on a module's node, on the nodes picked to feed it and on the nodes
         of unknown type connected to it (a module never runs without a node it was given)."""
         feeders = [n for nodes in picked.values() for n in nodes]
+        feeders += [
+            d for n in picked.get("dataset", []) if is_data_node(n) for d in self.data_deps(n)
+        ]
         # an upstream Fine-Tune node answers for itself: make_spec says when it cannot run
         ids = {node.id} | {n.id for n in feeders if n.decl is not FINE_TUNE}
         ids |= {i for unknown in self.unknown_feeders.get(node.id, {}).values() for i in unknown}
@@ -414,7 +427,11 @@ class _Compiler:
                     "invalid_value",
                 )
                 return None
-        spec = assemble_spec(node, picked, self.graph_path, upstream)
+        datasets, steps = self.module_datasets(node)
+        if datasets is None:
+            return None
+        spec = assemble_spec(node, picked, self.graph_path, upstream, datasets)
+        spec.data_steps = steps
         try:
             spec.validate()
         except SpecError as e:
@@ -423,6 +440,8 @@ class _Compiler:
             return None
         fits = True
         for feeder, ds in zip(picked["dataset"], spec.datasets, strict=True):
+            if is_data_node(feeder):  # made by its data steps before the run starts
+                continue
             problem = data_problem(ds, spec.method.method, spec.rewards)
             if not problem and self.data_check is not None:
                 problem = self.data_check(ds, spec.method.method)
@@ -430,6 +449,36 @@ class _Compiler:
                 self.error(feeder, "path", problem, "invalid_value")
                 fits = False
         return spec if fits else None
+
+    def module_datasets(self, node: GraphNode) -> tuple[list[DatasetSpec] | None, list[dict]]:
+        """The datasets of Fine-Tune `node` (a data node's as its output file) and the data steps
+        that make them, in order; None when a data node on the way has an error."""
+        datasets: list[DatasetSpec] = []
+        steps: list[dict] = []
+        for source_id, port in self.sources.get(node.id, {}).get("dataset", []):
+            source = self.nodes[source_id]
+            if source.disabled:
+                continue
+            if not is_data_node(source):
+                datasets.append(DatasetSpec(**source.values))
+                continue
+            path, before, _ = self.feed(source, port)
+            if path is None:
+                return None, []
+            datasets.append(DatasetSpec(path=path))
+            steps += before
+        return datasets, ordered(steps)
+
+    def data_deps(self, node: GraphNode) -> list[GraphNode]:
+        """Every node data node `node` reads from, recursively (their errors stop the module)."""
+        out = []
+        for source_id, _ in self.sources.get(node.id, {}).get("dataset", []):
+            source = self.nodes[source_id]
+            if not source.disabled:
+                out.append(source)
+                if is_data_node(source):
+                    out += self.data_deps(source)
+        return out
 
 
 def upstream_first(specs: list[JobSpec]) -> list[JobSpec]:

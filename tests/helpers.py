@@ -288,3 +288,15 @@ GPU_RUN = {
 def gpu_of_holds(store: Store) -> dict[str, str]:
     """Run id -> the GPU(s) it holds memory on."""
     return {h["run_id"]: str(h["gpu"]) for h in store.holds()}
+
+
+def interruptible() -> None:
+    """A child process's `preexec_fn`: SIGINT delivered and handled as on a terminal. The
+    whole suite's pytest process can hand its children SIGINT blocked or ignored (seen only in
+    a full run: Ctrl-C tests then never see their signal), so a test that sends Ctrl-C to a
+    command it started sets its child up as a shell would."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+

@@ -19,7 +19,7 @@ from app.cli.common import run_guarded
 from engine import paths
 from engine.events import read_events, run_state
 from engine.rundir import SUPERVISOR_LOG
-from tests.helpers import cli, wait_until
+from tests.helpers import cli, interruptible, wait_until
 from tests.test_export import make_run
 
 RUN_ID = "20261201-120000-c11e7a"
@@ -167,6 +167,7 @@ def test_ctrl_c_cancels_the_eval_and_its_worker(sup, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     lines = []
     try:

@@ -23,6 +23,7 @@ CORE = {
     "hardware",
     "rundir",
     "formatting",
+    "sweep_spec",  # the Sweep node's part of a job spec (JobSpec.sweep)
 }
 WINGS = {
     "data",
@@ -36,6 +37,8 @@ WINGS = {
     "store",
     "cluster",
     "setup",
+    "sweep",  # Optuna studies of the Sweep nodes
+    "recipes",  # the data recipe steps (Generate, Filter, Deduplicate, Mix, Split)
 }
 
 

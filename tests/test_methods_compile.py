@@ -63,7 +63,7 @@ def errors_by_node(result) -> dict[str, list[tuple[str, str]]]:
 # -- the node and the spec -----------------------------------------------------------------------
 def test_method_and_its_knobs_are_fine_tune_parameters_shown_only_for_their_method():
     names = [p.name for p in FINE_TUNE.parameters]
-    assert names[:4] == ["device", "gpu_count", "target", "method"]
+    assert names[:5] == ["device", "gpu_count", "target", "share_base", "method"]
     assert FINE_TUNE.parameter("method").choices == (
         "sft",
         "dpo",
@@ -77,7 +77,7 @@ def test_method_and_its_knobs_are_fine_tune_parameters_shown_only_for_their_meth
         method: {p.name for p in FINE_TUNE.parameters if p.visible({"method": method})}
         for method in ("sft", "dpo", "kto", "simpo", "grpo", "pretrain")
     }
-    base = {"device", "gpu_count", "target", "method"}
+    base = {"device", "gpu_count", "target", "share_base", "method"}
     assert shown["sft"] == shown["pretrain"] == base
     assert shown["dpo"] == base | {"beta", "loss_type"}
     assert shown["simpo"] == base | {"beta", "simpo_gamma"}

@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 
 from tests.app_helpers import gc_on_the_gui_thread, main_window_session  # noqa: E402, F401
 
-BASE = {"device", "gpu_count", "target", "method"}
+BASE = {"device", "gpu_count", "target", "share_base", "method"}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine import spec as spec_module
+from engine.recipes import specs as recipe_specs
 from nodes import (
     CATALOGUE,
     FINE_TUNE,
@@ -36,6 +37,12 @@ SPEC_OF = {
     "Export": spec_module.ExportSpec,
     "Eval": spec_module.EvalSpec,
     "Reward": spec_module.RewardSpec,
+    "Sweep": spec_module.SweepSpec,
+    "Generate": recipe_specs.GenerateSpec,
+    "Filter": recipe_specs.FilterSpec,
+    "Deduplicate": recipe_specs.DedupSpec,
+    "Mix": recipe_specs.MixSpec,
+    "Split": recipe_specs.SplitSpec,
 }
 # a node's parameters are the fields of its spec part, then of its extra parts (Fine-Tune: method)
 EXTRA_PARTS_OF = {"FineTune": (spec_module.MethodSpec,)}
@@ -86,7 +93,14 @@ def test_parameter_types():
     assert types[("BaseModel", "source")] == "str"
     assert CATALOGUE["BaseModel"].parameter("source").widget == "model"
     assert CATALOGUE["BaseModel"].parameter("source").label == "Model"
-    assert [p.name for p in FINE_TUNE.parameters][:4] == ["device", "gpu_count", "target", "method"]
+    assert [p.name for p in FINE_TUNE.parameters][:5] == [
+        "device",
+        "gpu_count",
+        "target",
+        "share_base",
+        "method",
+    ]
+    assert types[("FineTune", "share_base")] == "bool"
     assert types[("FineTune", "method")] == "choice"
     assert types[("Reward", "scorer")] == "str"
 
@@ -107,10 +121,16 @@ def test_ports():
         "export",
         "eval",
         "reward",
+        "sweep",
     ]
     assert [(p.name, p.label) for p in FINE_TUNE.outputs] == [("model", "Model")]  # chains
     assert [p.name for p in FINE_TUNE.inputs if p.multiple] == ["dataset", "eval", "reward"]
-    assert [p.name for p in FINE_TUNE.inputs if not p.required] == ["export", "eval", "reward"]
+    assert [p.name for p in FINE_TUNE.inputs if not p.required] == [
+        "export",
+        "eval",
+        "reward",
+        "sweep",
+    ]
     outputs = {k: [p.name for p in d.outputs] for k, d in CATALOGUE.items() if k != "FineTune"}
     assert outputs == {
         "BaseModel": ["model"],
@@ -120,6 +140,12 @@ def test_ports():
         "Export": ["export"],
         "Eval": ["eval"],
         "Reward": ["reward"],
+        "Sweep": ["sweep"],
+        "Generate": ["dataset"],
+        "Filter": ["dataset"],
+        "Deduplicate": ["dataset"],
+        "Mix": ["dataset"],
+        "Split": ["train", "eval"],
     }
     assert all(p.multiple for d in CATALOGUE.values() for p in d.outputs)
     accepts = {p.name: [(r.kind, r.port, r.node_type) for r in p.accepts] for p in FINE_TUNE.inputs}
@@ -127,8 +153,24 @@ def test_ports():
         ("BaseModel", "model", "tunegraph.BaseModel"),
         ("FineTune", "model", "tunegraph.FineTune"),
     ]
-    assert accepts["dataset"] == [("Dataset", "dataset", "tunegraph.Dataset")]
-    assert all(not d.inputs for k, d in CATALOGUE.items() if k != "FineTune")
+    assert accepts["dataset"][0] == ("Dataset", "dataset", "tunegraph.Dataset")
+    assert [(k, p) for k, p, _ in accepts["dataset"][1:]] == [
+        ("Generate", "dataset"),
+        ("Filter", "dataset"),
+        ("Deduplicate", "dataset"),
+        ("Mix", "dataset"),
+        ("Split", "train"),
+        ("Split", "eval"),
+    ]
+    # the data nodes take rows (Generate makes its own); the Fine-Tune's feeders take nothing
+    takes = {k: [p.name for p in d.inputs] for k, d in CATALOGUE.items() if k != "FineTune"}
+    assert {k: v for k, v in takes.items() if v} == {
+        "Filter": ["dataset"],
+        "Deduplicate": ["dataset"],
+        "Mix": ["dataset"],
+        "Split": ["dataset"],
+    }
+    assert CATALOGUE["Mix"].input("dataset").multiple
 
 
 def test_custom_defaults_hold_uuid_origin_and_every_parameter():

@@ -23,6 +23,7 @@ from openai import OpenAI
 from engine.chat.serving import ServeProcess, check_port, examples, needs_key, new_api_key
 from engine.errors import NotFoundError
 from engine.export import gguf_tools
+from tests.helpers import interruptible
 from tests.test_export import build_exported_run
 
 HELLO = [{"role": "user", "content": "Hello, can you help me with my bill?"}]
@@ -159,6 +160,7 @@ def test_cli_serve_json_then_ctrl_c_stops_the_endpoint(gguf_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         info = json.loads(proc.stdout.readline())

@@ -33,9 +33,11 @@ def follow_runs(store: Store, run_ids: list[str], quiet: bool = False) -> dict[s
                 run = store.run_json(run_id)
                 state = run["state"] or "submitted"
                 states[run_id] = state
-                if announced.get(run_id) != state and not sys.stderr.isatty():
-                    announced[run_id] = state
-                    print(f"{run['name']}: {state}", file=sys.stderr, flush=True)
+                # a queued run says why it waits (its data being made, rows so far)
+                said = f"{state}: {run['reason']}" if state == "queued" and run["reason"] else state
+                if announced.get(run_id) != said and not sys.stderr.isatty():
+                    announced[run_id] = said
+                    print(f"{run['name']}: {said}", file=sys.stderr, flush=True)
                 if quiet:
                     continue
                 bar = bars.get(run_id)

@@ -4,7 +4,7 @@ Each command group lives in its own module with an `add_parsers(sub)` that regis
 `submit` (run, estimate), `manage` (runs, show, diff, logs, run controls, continue,
 rebuild-index), `tools` (supervisor, preview, make-tiny-model, cluster, demo), `export` (export,
 chat), `eval` (score and rank models on an eval set), `serve` (an OpenAI-compatible endpoint),
-`push` (to the Hugging Face Hub) and `engine` (engine status/setup). A failing command prints one clear sentence on stderr (no
+`push` (to the Hugging Face Hub), `sweep` (a sweep's trials and best), `datasets` (what data nodes made) and `engine` (engine status/setup). A failing command prints one clear sentence on stderr (no
 traceback unless --debug) and exits non-zero. Commands that list or report take --json and print
 the shapes DESIGN.md fixes.
 """
@@ -14,13 +14,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.cli import datasets, export, manage, push, serve, submit, sweep, tools
 from app.cli import engine as engine_commands
 from app.cli import eval as eval_command
-from app.cli import export, manage, push, serve, submit, tools
 from app.cli.common import run_guarded
 from engine import __version__
 
-COMMAND_GROUPS = (submit, manage, tools, export, eval_command, serve, push, engine_commands)
+COMMAND_GROUPS = (
+    submit,
+    manage,
+    sweep,
+    datasets,
+    tools,
+    export,
+    eval_command,
+    serve,
+    push,
+    engine_commands,
+)
 
 # commands that import torch/transformers in-process; a frozen app runs them in the engine's Python
 # eval: reads the eval set and a model's config (for its estimate) before handing it to the supervisor

@@ -20,6 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add `runs`, `show`, `diff`, `logs`, the run controls, `continue` and `rebuild-index`."""
     p = sub.add_parser("runs", help="all runs, newest first")
     p.add_argument("--state", help="only runs in this state (or a comma-separated list)")
+    p.add_argument("--sweep", metavar="STUDY", help="only the trials of this sweep")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
 
@@ -60,6 +61,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_runs(args: argparse.Namespace) -> int:
     """`tunegraph runs`: all runs, newest first, as a table or JSON."""
     runs = open_store().list_runs(state=args.state)
+    if args.sweep:
+        from app.cli.sweep import resolve_study
+
+        study = resolve_study(args.sweep)
+        runs = [r for r in runs if ((r.get("spec") or {}).get("trial") or {}).get("study") == study]
     if args.json:
         print_json([run_out(run) for run in runs])
         return 0

@@ -28,6 +28,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster", metavar="ADDR", help="a Ray cluster address")
     p.add_argument("--detach", action="store_true", help="submit and return at once")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--only-data", action="store_true", help="build the graph's data nodes, train nothing"
+    )
+    p.add_argument(
+        "--no-share-base",
+        action="store_true",
+        help="train every run in a process of its own (by default runs of one base model that "
+        "start together share one copy of it)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
@@ -98,16 +107,23 @@ def describe_estimate(name: str, est: dict) -> str:
 
 # -- the steps of `tunegraph run` --------------------------------------------------------------
 def prepare_runs(
-    graph: str, only: list[str] | None = None, device: str = "auto", quiet: bool = False
+    graph: str,
+    only: list[str] | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+    share_base: bool = True,
 ) -> tuple[list[JobSpec], list[dict], list[dict]]:
-    """Compile `graph` for `device` and estimate each run, printing the estimates (unless quiet)
-    and the refused modules on stderr; returns (specs, estimates, refused entries)."""
+    """Compile `graph` for `device` and estimate each run, printing the estimates and the runs
+    that will share a base model (unless quiet) and the refused modules on stderr; returns
+    (specs, estimates, refused entries). `share_base` False: every run trains alone."""
     from engine.plan.report import estimate_specs
 
     specs, errors = compile_graph(graph, only)
     for spec in specs:
         if device != "auto":
             spec.resources.device = device
+        if not share_base:
+            spec.resources.share_base = False
     entries = [
         {
             "id": None,
@@ -121,9 +137,35 @@ def prepare_runs(
     for spec, est in zip(specs, estimates, strict=True):
         if not quiet:
             print(describe_estimate(spec.name, est), file=sys.stderr)
+    if not quiet:
+        for line in sharing_lines(specs, estimates):
+            print(line, file=sys.stderr)
     for entry in entries:
         print(f"refused: {entry['name']}: {entry['error']['message']}", file=sys.stderr)
     return specs, estimates, entries
+
+
+def sharing_lines(specs: list[JobSpec], estimates: list[dict]) -> list[str]:
+    """'2 runs share one copy of <base> (saves 1.2 GiB): a, b' for each group the runs would
+    form when they start together (nothing when the setting share_base is off)."""
+    from engine import settings
+    from engine.plan import sharing
+
+    if not settings.load_or_defaults().share_base:
+        return []
+    by_id = {
+        str(i): (spec, est) for i, (spec, est) in enumerate(zip(specs, estimates, strict=True))
+    }
+    lines = []
+    for group in sharing.groups([(i, spec, est) for i, (spec, est) in by_id.items()]):
+        members = [by_id[i] for i in group]
+        sentence = sharing.sharing_sentence(
+            len(group),
+            members[0][0].base_model.source,
+            sharing.saving_gib([est for _, est in members]),
+        )
+        lines.append(f"{sentence}: " + ", ".join(spec.name for spec, _ in members))
+    return lines
 
 
 def confirm(count: int) -> bool:
@@ -147,8 +189,24 @@ def submit_runs(
 
 
 def queued_ids(entries: list[dict]) -> list[str]:
-    """The ids of the runs the supervisor queued."""
-    return [e["id"] for e in entries if e["state"] == "queued"]
+    """The ids of the runs the supervisor queued (not the sweeps)."""
+    return [e["id"] for e in entries if e["state"] == "queued" and not e.get("sweep")]
+
+
+def follow_graph_sweeps(
+    store: Store, sweeps: list[str], run_ids: list[str], entries: list[dict], as_json: bool
+) -> int:
+    """Follow a graph's sweeps (their trials as they come) and plain runs to their end; 0 when
+    every plain run completed, every sweep ended with a best trial and nothing was refused."""
+    from app.cli.sweep import follow_sweeps
+    from engine.sweep import report as reports
+
+    states, followed = follow_sweeps(store, sweeps, run_ids, quiet=as_json)
+    if as_json:
+        print_json([run_out(store.run_json(r)) for r in followed])
+    plain = {r: states.get(r) for r in run_ids}
+    best = all(reports.report(name, store)["best"] for name in sweeps)
+    return 0 if best and run_exit_code(plain, entries) == 0 else 1
 
 
 def run_exit_code(states: dict[str, str], entries: list[dict]) -> int:
@@ -163,7 +221,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`tunegraph run`: compile, estimate, confirm, submit, then follow the runs to their end."""
     from app.cli.follow import follow_runs
 
-    specs, estimates, entries = prepare_runs(args.graph, args.only, args.device, quiet=args.json)
+    if args.only_data:
+        from app.cli.datasets import cmd_only_data
+
+        specs, errors = compile_graph(args.graph, args.only)
+        for name, errs in errors:
+            print(f"refused: {name}: " + "; ".join(map(str, errs)), file=sys.stderr)
+        return cmd_only_data(specs, args.json) or (1 if errors else 0)
+    specs, estimates, entries = prepare_runs(
+        args.graph, args.only, args.device, quiet=args.json, share_base=not args.no_share_base
+    )
     if specs and not args.yes and sys.stdin.isatty() and not confirm(len(specs)):
         print("Nothing submitted.", file=sys.stderr)
         return 1
@@ -171,8 +238,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     submitted = submit_runs(store, specs, estimates, cluster=args.cluster)
     entries += submitted
     run_ids = queued_ids(submitted)
+    sweeps = [e["id"] for e in submitted if e.get("sweep") and e["state"] != "refused"]
     if args.detach:
-        return _report_detached(entries, run_ids, args.json)
+        return _report_detached(entries, run_ids + sweeps, args.json)
+    if sweeps:
+        return follow_graph_sweeps(store, sweeps, run_ids, entries, args.json)
     if not run_ids:
         return 1
     states = follow_runs(store, run_ids, quiet=args.json)

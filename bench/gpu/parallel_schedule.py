@@ -1,8 +1,10 @@
-"""Two runs on one GPU through our supervisor (or one DDP run over every GPU with --ddp): their
-VRAM holds, placements, overlap in time, and the GPU's peak memory against the holds.
+"""Runs on one GPU through our supervisor (or one DDP run over every GPU with --ddp): their
+VRAM holds, placements, overlap in time, and the GPU's peak memory against the holds. With
+--share-base on, the runs (one base, submitted together) train as one group process on one copy
+of the base (engine.supervisor.groups); off, each has a worker of its own.
 
     python bench/gpu/parallel_schedule.py --out $OUT/parallel.json [--model config:0.5b]
-        [--steps 150] [--ddp]
+        [--steps 150] [--runs 2] [--share-base off|on] [--ddp]
 
 TUNEGRAPH_HOME is $OUT/home (or --home), so the run directories, event logs and the store come
 back with the results. The GPU's used memory is sampled through NVML every 0.2 s while the runs
@@ -42,7 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=2, help="how many runs to submit together")
+    parser.add_argument(
+        "--share-base",
+        choices=("off", "on"),
+        default="off",
+        help="on: the runs share one copy of the base in one group process",
+    )
     parser.add_argument("--ddp", action="store_true", help="one run over every GPU instead")
+    parser.add_argument(
+        "--wait", type=float, default=480, help="seconds to wait for the runs before reporting"
+    )
     parser.add_argument("--home", help="TUNEGRAPH_HOME (default: OUT/home)")
     parser.add_argument("--out", required=True, help="the JSON result file")
     args = parser.parse_args(argv)
@@ -71,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     source = common.model_source(args.model, "cuda")
     data = common.write_jsonl(home / "chats.jsonl", common.varied_chats(1000, long_tail=4))
-    names = ["ddp"] if args.ddp else ["first", "second"]
+    names = ["ddp"] if args.ddp else [f"variant {i}" for i in range(args.runs)]
     specs = []
     for name in names:
         spec = common.bench_spec(source, data, "cuda", args.steps, args.batch, args.seq, name=name)
         spec.resources.gpu_count = count if args.ddp else 1
+        spec.resources.share_base = args.share_base == "on"
         spec.export.adapter_zip = True
         specs.append(spec)
     estimates = [estimate_spec(s, "cuda") for s in specs]
@@ -89,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         entries = client.submit(store, specs, estimates)
         ids = [e["id"] for e in entries]
-        deadline = t0 + 480
+        deadline = t0 + args.wait
         while time.time() < deadline:
             holds_seen.append({"t": round(time.time() - t0, 1), "holds": store.holds()})
             runs = [store.run_json(i) for i in ids]
@@ -97,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(1.0)
         runs = [store.run_json(i) for i in ids]
+        for run in runs:  # out of time: the next measurement gets the GPU to itself
+            if run["state"] not in TERMINAL:
+                client.control(store, "cancel", run["id"])
     finally:
         stop.set()
         sampler.join(timeout=5)
@@ -124,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 "device": run["device"],
                 "estimate_vram_gib": est["vram_gib"],
                 "schedule": schedule,
+                "group": next((e.get("group") for e in reversed(schedule)), None),
                 "training_from": statuses.get("training"),
                 "training_to": statuses.get("evaluating"),
                 "peak_reserved_gib": max(peaks) if peaks else None,
@@ -132,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     spans = [(r["training_from"], r["training_to"]) for r in result_runs]
-    overlap = None
-    if len(spans) == 2 and all(a and b for a, b in spans):
-        overlap = max(0.0, min(spans[0][1], spans[1][1]) - max(spans[0][0], spans[1][0]))
+    overlap = None  # the time every run was training at once
+    if len(spans) > 1 and all(a and b for a, b in spans):
+        overlap = max(0.0, min(b for _, b in spans) - max(a for a, _ in spans))
     peak_used = max((max(u) for _, u in samples), default=None)
     result = {
         "benchmark": "ddp" if args.ddp else "parallel_schedule",
@@ -148,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for r in result_runs:
         print(
-            f"{r['name']}: {r['state']} on {r['device']}, estimate {r['estimate_vram_gib']}, "
+            f"{r['name']}: {r['state']} on {r['device']} ({r['group'] or 'own worker'}), "
+            f"estimate {r['estimate_vram_gib']}, "
             f"peak reserved {r['peak_reserved_gib']} GiB, {r['tokens_per_s']} tokens/s"
         )
     print(

@@ -259,8 +259,9 @@ class RayExecutor:
             write_state(run_dir, **where)
         return Poll(alive=answer.get("alive", True), returncode=answer.get("returncode"))
 
-    def request(self, run_id: str, run_dir: Path, action: str) -> None:
-        """Pass a control action to the worker on the cluster."""
+    def request(self, run_id: str, run_dir: Path, action: str, reason: str = "") -> None:
+        """Pass a control action to the worker on the cluster (a prune's reason is the
+        supervisor's log line there)."""
         try:
             self.call(
                 "control", run_id=run_id, actor=read_state(run_dir).get("actor"), action=action

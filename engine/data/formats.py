@@ -256,7 +256,7 @@ def detect_format(rows: list[dict], path: str | Path | None = None) -> str:
     its first turn). Raises DataError listing the known formats and the keys seen."""
     row = rows[0] if rows else {}
     for key in ("messages", "conversations"):
-        turns = _parse_json_text(row.get(key))
+        turns = parse_json_text(row.get(key))
         if isinstance(turns, list) and turns and isinstance(turns[0], dict):
             if "from" in turns[0] and "value" in turns[0]:
                 return "sharegpt"
@@ -281,7 +281,7 @@ def _present(row: dict, key: str) -> bool:
     return row.get(key) is not None
 
 
-def _parse_json_text(value: Any) -> Any:
+def parse_json_text(value: Any) -> Any:
     """Turn lists stored as JSON text (CSV cells) into lists; anything else is returned as is."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
@@ -374,7 +374,7 @@ def to_messages(row: dict, fmt: str) -> list[dict]:
 
 def _turns(row: dict, keys: tuple[str, ...]) -> list:
     for key in keys:
-        value = _parse_json_text(row.get(key))
+        value = parse_json_text(row.get(key))
         if value is not None:
             if not isinstance(value, list) or not value:
                 raise DataError(f"'{key}' must be a non-empty list of turns")
@@ -416,8 +416,8 @@ def _with_system(row: dict, messages: list[dict]) -> list[dict]:
 
 
 def _prompt_completion(row: dict) -> list[dict]:
-    prompt = _parse_json_text(row.get("prompt"))
-    completion = _parse_json_text(row.get("completion"))
+    prompt = parse_json_text(row.get("prompt"))
+    completion = parse_json_text(row.get("completion"))
     if isinstance(prompt, list) and isinstance(completion, list):  # TRL's conversational form
         turns = prompt + completion
         return [

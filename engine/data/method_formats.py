@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.data.formats import ROLES
+from engine.data.formats import ROLES, parse_json_text
 from engine.errors import DataError
 
 # the row format each method trains on, and the columns that format needs
@@ -117,7 +117,7 @@ def missing_columns(row: dict, method: str) -> list[str]:
     if fmt is None:
         return []
     needed = list(FORMAT_COLUMNS[fmt])
-    if fmt == "preference" and isinstance(_parse(row.get("chosen")), list):
+    if fmt == "preference" and isinstance(parse_json_text(row.get("chosen")), list):
         needed.remove("prompt")  # whole conversations: the prompt is their shared turns
     if fmt == "prompt" and "messages" in row:
         needed.remove("prompt")
@@ -209,16 +209,6 @@ def step_text(row: dict) -> tuple[str, int]:
     return "\n".join(prompt + answers), len(prompt) + len(answers)
 
 
-def _parse(value: Any) -> Any:
-    """Turn lists stored as JSON text (CSV cells) into lists."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def _turns(value: Any, what: str) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise DataError(f"'{what}' must be text or a non-empty list of turns")
@@ -243,7 +233,7 @@ def _system(row: dict, turns: list[dict]) -> list[dict]:
 
 
 def _prompt(row: dict) -> list[dict]:
-    prompt = _parse(row.get("prompt"))
+    prompt = parse_json_text(row.get("prompt"))
     if isinstance(prompt, str):
         if not prompt.strip():
             raise DataError("'prompt' must be non-empty text")
@@ -254,7 +244,7 @@ def _prompt(row: dict) -> list[dict]:
 
 
 def _answer(row: dict, key: str) -> list[dict]:
-    value = _parse(row.get(key))
+    value = parse_json_text(row.get(key))
     if isinstance(value, str):
         if not value.strip():
             raise DataError(f"'{key}' must be non-empty text")
@@ -293,7 +283,7 @@ def _prompt_row(row: dict) -> dict:
     if row.get("prompt") is not None:
         prompt = _prompt(row)
     else:
-        turns = _system(row, _turns(_parse(row.get("messages")), "messages"))
+        turns = _system(row, _turns(parse_json_text(row.get("messages")), "messages"))
         if turns[-1]["role"] == "assistant":  # the last answer is the reference, not the prompt
             answer = turns[-1]["content"] if answer is None else answer
             turns = turns[:-1]

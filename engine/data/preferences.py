@@ -16,13 +16,12 @@ first, so the file stays one JSON object per line.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine import paths
+from engine.data.jsonl import append_rows
 from engine.data.method_formats import first_row, method_row, row_format
 from engine.errors import DataError
 
@@ -113,20 +112,14 @@ def append_pairs(path: Path | str, pairs: list[Pair]) -> int:
             str(path),
         )
     conversational_file = existing is not None and isinstance(existing.get("prompt"), list)
-    lines = []
+    rows = []
     for pair in pairs:
         row = pair.row(conversational_file or pair.conversational)
         method_row(row, "dpo")  # raises DataError for a row the trainer would refuse
-        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    if lines:
+        rows.append(row)
+    if rows:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _drop_torn_tail(path)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, "".join(lines).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_rows(path, rows)
     return count_pairs(path)
 
 
@@ -193,29 +186,3 @@ def _has_data(path: Path) -> bool:
         return path.stat().st_size > 0 and count_pairs(path) > 0
     except OSError:
         return False
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """End the file with a newline: a last line without one that is a whole JSON object gets its
-    newline; one that is not (an append cut short) is removed."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return
-    if size == 0:
-        return
-    with open(path, "rb+") as f:
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        data = f.read()
-        start = data.rfind(b"\n") + 1
-        try:
-            json.loads(data[start:])
-            f.seek(size)
-            f.write(b"\n")
-        except ValueError:
-            f.truncate(start)
-        f.flush()
-        os.fsync(f.fileno())

@@ -11,21 +11,18 @@ Exit codes: 0 completed, 1 failed, 4 cancelled.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.rundir import WORKER_LOG, log_to_file, write_pid
+from engine.rundir import EXIT_OK, WORKER_LOG, end_with, exit_now, log_to_file, write_pid
 
 if TYPE_CHECKING:
     from engine.events import EventLog
 
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 4
 PROGRESS_EVERY_S = 0.5
 
 
@@ -48,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     eval_dir = Path(argv[0]).resolve()
     from engine.control import Control
-    from engine.errors import RunCancelled, TunegraphError
     from engine.events import EventLog
 
     logger = log_to_file(eval_dir, "tunegraph.eval")
@@ -59,23 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         log.emit("status", state="starting", pid=os.getpid())
         try:
             warnings = run(eval_dir, log, lambda: control.action() == "cancel")
-        except RunCancelled:
-            log.emit("status", state="cancelled", reason="cancelled by the user")
-            return EXIT_CANCELLED
-        except TunegraphError as err:
-            logger.error("eval failed: %s\n%s", err, traceback.format_exc())
-            log.emit("error", **err.as_dict())
-            log.emit("status", state="failed", reason=str(err))
-            return EXIT_FAILED
         except BaseException as exc:  # noqa: BLE001 - the eval must end in a readable state
-            logger.error("eval crashed:\n%s", traceback.format_exc())
-            lines = str(exc).strip().splitlines()
-            name = type(exc).__name__
-            message = f"{name}: {lines[0]}" if lines else name
-            hint = "The full traceback is in the eval's worker.log."
-            log.emit("error", **{"class": name, "message": message, "hint": hint})
-            log.emit("status", state="failed", reason=message)
-            return EXIT_FAILED
+            return end_with(exc, log, logger, "eval")
         log.emit("status", state="completed", warnings=warnings)
         return EXIT_OK
 
@@ -127,8 +108,4 @@ def run(eval_dir: Path, log: EventLog, cancel: Callable[[], bool]) -> list[str]:
 
 
 if __name__ == "__main__":
-    code = main()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip torch's slow interpreter teardown
+    exit_now(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.errors import DataError, ModelError, TunegraphError
 from engine.formatting import format_count
@@ -138,6 +139,11 @@ def full_reason(shape: ModelShape | None) -> str:
     return f"full fine-tuning: all {format_count(shape.params)} parameters train"
 
 
+def made_by_steps(spec: JobSpec) -> set[str]:
+    """The dataset files the spec's data steps write (nodes.recipes)."""
+    return {p for step in spec.data_steps for p in step["outputs"].values()}
+
+
 def estimate(
     spec: JobSpec,
     device: str = "cpu",
@@ -180,8 +186,18 @@ def estimate(
             + (" in one padding-free row" if spec.training.packing else "")
             + "; flash_attention_2 (training.attention) needs none, or lower the micro-batch"
         )
+    unmade = [d.path for d in spec.datasets if d.path in made_by_steps(spec)]
+    unmade = [p for p in unmade if not Path(p).is_file()]
     try:
-        rows, lengths = row_lengths(spec)
+        if unmade:  # its data steps make it first: rows and time are known once it is there
+            rows, lengths = None, []
+            names = ", ".join(s["name"] for s in spec.data_steps if s["outputs"])
+            warnings.append(
+                f"its data is made first (data nodes {names}): the time range counts its rows "
+                "once they are there"
+            )
+        else:
+            rows, lengths = row_lengths(spec)
     except DataError:
         raise  # the data cannot be read: the run would fail, so the estimate says so now
     except TunegraphError as err:  # e.g. no tokenizer at hand: the estimate goes on without rows

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ class SimulatedPeak:
     weights_bytes: int  # parameters and buffers before the first step
 
 
-class _LiveBytes(TorchDispatchMode):
+class LiveBytes(TorchDispatchMode):
     """Counts the bytes of every storage an op returns until the storage is freed."""
 
     def __init__(self) -> None:
@@ -108,21 +109,35 @@ def _model(config, spec: JobSpec, checkpointing: bool, mode: FakeTensorMode | No
         model = model.float()
     if mode is None:
         return model
+    return fake_tensors(
+        model, mode, fp32=lambda p: p.requires_grad, trainable=lambda p: p.requires_grad
+    )
+
+
+def fake_tensors(
+    model: Any,
+    mode: FakeTensorMode,
+    fp32: Callable[[Any], bool],
+    trainable: Callable[[Any], bool],
+) -> Any:
+    """Make every parameter and buffer of `model` (built on the meta device) a fake CPU tensor
+    under `mode`: a parameter in fp32 where `fp32(param)`, requiring gradients where
+    `trainable(param)`; tied weights stay one tensor. Returns the model."""
     device = torch.device("cpu")
     converter = mode.fake_tensor_converter
-    fakes: dict[int, torch.Tensor] = {}  # tied weights stay one tensor
+    fakes: dict[int, torch.Tensor] = {}
 
-    def fake(tensor: torch.Tensor, trainable: bool) -> torch.Tensor:
+    def fake(tensor: torch.Tensor) -> torch.Tensor:
         if id(tensor) not in fakes:
-            meta = tensor.detach().float() if trainable else tensor.detach()
+            meta = tensor.detach().float() if fp32(tensor) else tensor.detach()
             made = converter.from_meta_and_device(mode, meta, device)
-            fakes[id(tensor)] = torch.nn.Parameter(made, requires_grad=trainable)
+            fakes[id(tensor)] = torch.nn.Parameter(made, requires_grad=trainable(tensor))
         return fakes[id(tensor)]
 
     for module in model.modules():
         for name, param in list(module._parameters.items()):
             if param is not None:
-                module._parameters[name] = fake(param, param.requires_grad)
+                module._parameters[name] = fake(param)
         for name, buffer in list(module._buffers.items()):
             if buffer is not None:
                 module._buffers[name] = converter.from_meta_and_device(mode, buffer, device)
@@ -146,7 +161,7 @@ def simulate_peak(
     mode = FakeTensorMode() if fake else None
     model = _model(config, spec, checkpointing, mode)
     model.train()
-    counter = _LiveBytes()
+    counter = LiveBytes()
     for tensor in list(model.parameters()) + list(model.buffers()):
         counter.track(tensor)
     weights = counter.now

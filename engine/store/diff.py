@@ -21,7 +21,15 @@ from engine.store.index import Store
 
 # spec sections in the order they are shown; identity fields are left out (they always differ)
 SECTIONS = ("base_model", "method", "datasets", "training", "lora", "resources", "export")
-SKIPPED = ("name", "node_uuid", "origin_uuid", "upstream_node", "graph_path", "format_version")
+SKIPPED = (
+    "name",
+    "node_uuid",
+    "origin_uuid",
+    "upstream_node",
+    "graph_path",
+    "format_version",
+    "data_steps",  # shown as one line, `data.recipe`
+)
 FINAL_METRICS = ("loss", "eval_loss", "grad_norm", "tokens_per_s")
 DATA_PREFIX = "Data: "
 MISSING = None
@@ -120,7 +128,31 @@ def config_of(run: dict, stats: dict | None = None) -> dict[str, Any]:
     for key, value in spec.items():
         if key not in SECTIONS and key not in SKIPPED:
             out.update(flatten(value, key))
+    if spec.get("data_steps"):
+        out["data.recipe"] = recipe_line(spec["data_steps"])
     return out
+
+
+def recipe_line(steps: list[dict]) -> str:
+    """A run's data steps on one line: `generate "synthetic" (24 rows, teacher X.gguf, seed 1)
+    → dedup "near dups" (near 0.8) → split "hold out" (4 eval rows)`."""
+    parts = []
+    for step in steps:
+        spec = step.get("spec") or {}
+        what = []
+        if step.get("step") == "generate":
+            teacher = str(spec.get("teacher") or "").replace("\\", "/").rsplit("/", 1)[-1]
+            what = [f"{spec.get('rows')} rows", f"teacher {teacher}", f"seed {spec.get('seed')}"]
+        elif step.get("step") == "dedup":
+            what = [f"near {spec.get('near_threshold')}"]
+        elif step.get("step") == "split":
+            rows = spec.get("eval_rows")
+            what = [f"{rows} eval rows" if rows else f"eval {spec.get('eval_fraction')}"]
+        elif step.get("step") == "mix":
+            what = [spec.get("ratios") or spec.get("counts") or "all rows"]
+        detail = f" ({', '.join(map(str, what))})" if what else ""
+        parts.append(f'{step.get("step")} "{step.get("name")}"{detail}')
+    return " → ".join(parts)
 
 
 def with_defaults(spec: dict) -> dict:

@@ -276,12 +276,22 @@ class Store(RunQueries):
     # -- commands (clients -> supervisor) ----------------------------------------------------
     def add_command(self, action: str, run_id: str | None = None, **args: Any) -> int:
         """Queue a command for the supervisor; returns its id."""
+        return self.add_commands([(action, run_id, args)])[0]
+
+    def add_commands(self, commands: list[tuple[str, str | None, dict]]) -> list[int]:
+        """Queue several (action, run_id, args) commands in one transaction, so the supervisor
+        takes them in the same round (runs submitted together are scheduled together)."""
+        now = time.time()
         with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO commands (ts, action, run_id, args) VALUES (?, ?, ?, ?)",
-                (time.time(), action, run_id, json.dumps(args, default=str)),
-            )
-            return int(cursor.lastrowid)
+            return [
+                int(
+                    conn.execute(
+                        "INSERT INTO commands (ts, action, run_id, args) VALUES (?, ?, ?, ?)",
+                        (now, action, run_id, json.dumps(args, default=str)),
+                    ).lastrowid
+                )
+                for action, run_id, args in commands
+            ]
 
     def take_commands(self) -> list[dict]:
         """Claim every untaken command, oldest first; one statement, so no two takers share one."""

@@ -65,29 +65,59 @@ def submit(
     Settings, recorded with the submission. A spec without an estimate (None) is estimated by
     the supervisor, which refuses the run when that fails: no run is placed blind. Returns one
     entry per spec: {"id", "name", "state"} with state queued or refused (then also "error"), as
-    `tunegraph run --detach --json` prints.
+    `tunegraph run --detach --json` prints. A swept spec (a Sweep node) starts a study instead
+    of one run: its entry's id is the study's name, with `"sweep": true` (engine.supervisor.sweeps
+    starts its trials).
     """
     from engine.cluster.executor import resolve_address
     from engine.training.launch import create_run
 
     estimates = estimates or [None] * len(specs)
+    submit_data_steps(store, specs)  # the data recipe steps first: the runs wait for them
     entries = []
+    runs: list[tuple[dict, dict | None, dict | None]] = []  # entry, estimate, refusal
     submitted: dict[str, str] = {}  # Fine-Tune node uuid -> its run id in this submission
     for spec, est in zip(specs, estimates, strict=True):
         if cluster and not chained(spec):
             spec.resources.target = "cluster"
         link_upstream(store, spec, submitted)
+        if spec.sweep is not None:
+            entries.append(submit_sweep(store, spec, est))
+            continue
         run_id = create_run(spec, store, parent=parent, estimate=est)
         if spec.node_uuid:
             submitted[spec.node_uuid] = run_id
         if spec.resources.target == "cluster":
             record_cluster(paths.runs_dir() / run_id, resolve_address(cluster))
-        result = send_submit(store, run_id, est, refuse=data_refusal(spec))
-        entry = {"id": run_id, "name": spec.name, "state": result.get("state", "queued")}
+        entries.append({"id": run_id, "name": spec.name, "state": "queued"})
+        runs.append((entries[-1], est, data_refusal(spec)))
+    results = send_submits(store, [(entry["id"], est, refuse) for entry, est, refuse in runs])
+    for (entry, _, _), result in zip(runs, results, strict=True):
+        entry["state"] = result.get("state", "queued")
         if entry["state"] == "refused":
             entry["error"] = result.get("error")
-        entries.append(entry)
     return entries
+
+
+def submit_sweep(store: Store, spec: JobSpec, estimate: dict | None) -> dict:
+    """Hand a swept spec to the supervisor, which starts its study; the entry of `submit`."""
+    entry = {"id": None, "name": spec.name, "state": "refused", "sweep": True}
+    refusal = data_refusal(spec)
+    if refusal:
+        return {**entry, "error": {"class": "DataError", **refusal}}
+    result = send(store, "sweep", spec=spec.to_dict(), estimate=estimate)
+    if not result.get("ok", True):
+        message = result.get("error") or "the supervisor refused the sweep"
+        return {**entry, "error": {"class": "SpecError", "message": message, "hint": None}}
+    return {**entry, "id": result.get("study"), "state": result.get("state", "queued")}
+
+
+def cancel_sweep(store: Store, study: str) -> dict:
+    """Stop a study: no new trials, and its live trials cancelled."""
+    result = send(store, "cancel_sweep", study=study)
+    if not result.get("ok", True):
+        raise TunegraphError(result.get("error") or f"cannot cancel the sweep {study}")
+    return result
 
 
 def chained(spec: JobSpec) -> bool:
@@ -119,13 +149,44 @@ def link_upstream(store: Store, spec: JobSpec, submitted: dict[str, str]) -> Non
         spec.base_model.source = f"run:{run_id}"
 
 
+def data_steps_of(specs: list[JobSpec]) -> list[dict]:
+    """The data steps of `specs`, once each, in order (nodes.recipes)."""
+    steps: dict[str, dict] = {}
+    for spec in specs:
+        for step in spec.data_steps:
+            steps.setdefault(step["key"], step)
+    return list(steps.values())
+
+
+def submit_data_steps(store: Store, specs: list[JobSpec]) -> dict:
+    """Queue the data steps of `specs` that are not made yet; {key: state} of each."""
+    steps = data_steps_of(specs)
+    if not steps:
+        return {}
+    result = send(store, "submit_data", steps=steps)
+    if not result.get("ok", True):
+        raise TunegraphError(result.get("error") or "the supervisor refused the data steps")
+    return result.get("steps") or {}
+
+
+def cancel_data(store: Store, key: str) -> dict:
+    """Stop a data step (a Generate step keeps its rows for the next time it runs)."""
+    result = send(store, "cancel_data", key=key)
+    if not result.get("ok", True):
+        raise TunegraphError(result.get("error") or f"cannot cancel the data step {key}")
+    return result
+
+
 def data_refusal(spec: JobSpec) -> dict | None:
     """Why the supervisor must refuse `spec` for its data ({"message", "hint"}), or None: each
     dataset is read whole here (engine.data.check, cached per file size and time), so a data
     error never becomes a failed run."""
     from engine.data.check import check_dataset
 
+    made = {p for step in spec.data_steps for p in step["outputs"].values()}
     for ds in spec.datasets:
+        if ds.path in made and not Path(ds.path).is_file():
+            continue  # a data step makes it: the worker reads it once it is there
         problem = check_dataset(ds, spec.method.method)
         if problem:
             return {
@@ -138,17 +199,31 @@ def data_refusal(spec: JobSpec) -> dict | None:
 def send_submit(
     store: Store, run_id: str, estimate: dict | None, refuse: dict | None = None
 ) -> dict:
-    """Send one submit command and wait for its result; without an estimate, long enough for
-    the supervisor's estimate helper to answer or time out. `refuse` ({"message", "hint"}):
-    the supervisor refuses the run with that sentence instead of queueing it."""
+    """Send one submit command and wait for its result (`send_submits` of one run)."""
+    return send_submits(store, [(run_id, estimate, refuse)])[0]
+
+
+def send_submits(store: Store, runs: list[tuple[str, dict | None, dict | None]]) -> list[dict]:
+    """Send the submit commands of (run_id, estimate, refuse) together, so the supervisor takes
+    them in one round (runs of one base may then share it), and wait for each result; without
+    an estimate, long enough for the supervisor's estimate helper to answer or time out.
+    `refuse` ({"message", "hint"}): the supervisor refuses that run with that sentence instead
+    of queueing it."""
     from engine.supervisor.commands import ESTIMATE_TIMEOUT_S
 
-    if refuse:
-        cmd_id = send(store, "submit", run_id, wait=False, estimate=estimate, refuse=refuse)["id"]
-        return await_result(store, cmd_id, "submit")
-    cmd_id = send(store, "submit", run_id, wait=False, estimate=estimate)["id"]
-    wait_s = WAIT_S if estimate is not None else ESTIMATE_TIMEOUT_S + WAIT_S
-    return await_result(store, cmd_id, "submit", wait_s)
+    if not runs:
+        return []
+    commands = [
+        ("submit", run_id, {"estimate": est, **({"refuse": refuse} if refuse else {})})
+        for run_id, est, refuse in runs
+    ]
+    cmd_ids = store.add_commands(commands)
+    ensure_supervisor()
+    results = []
+    for cmd_id, (_, est, refuse) in zip(cmd_ids, runs, strict=True):
+        wait_s = WAIT_S if est is not None or refuse else ESTIMATE_TIMEOUT_S + WAIT_S
+        results.append(await_result(store, cmd_id, "submit", wait_s))
+    return results
 
 
 def record_cluster(run_dir: Path, address: str) -> None:

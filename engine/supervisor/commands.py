@@ -31,6 +31,7 @@ from engine.training.executors import Executor
 from engine.training.launch import read_submission
 
 ESTIMATE_TIMEOUT_S = 300.0
+RESUMABLE = ("paused", "failed", "pruned")  # a pruned trial kept its last checkpoint
 log = logging.getLogger("tunegraph.supervisor")
 
 
@@ -73,6 +74,14 @@ class ClientCommands:
             return self.submit_eval(args["eval_id"], args.get("estimate") or {})
         if action == "cancel_eval":
             return self.cancel_eval(args["eval_id"])
+        if action == "submit_data":  # engine.supervisor.data_steps
+            return self.submit_data(args["steps"])
+        if action == "cancel_data":
+            return self.cancel_data(args["key"])
+        if action == "sweep":  # engine.supervisor.sweeps
+            return self.submit_sweep(args)
+        if action == "cancel_sweep":
+            return self.cancel_sweep(args["study"])
         if action == "cancel":
             return self.cancel(run_id)
         if action == "pause":
@@ -183,15 +192,15 @@ class ClientCommands:
                 )
         if refused:
             return self.refuse(run_id, spec, meta, refused)
-        cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
+        # with the runs accepted earlier in this round, which start before it
         why = self.upstream_reason(spec) or scheduler.waiting(
             estimate,
             gpus,
-            self.held(),
+            self.held_with_queue(gpus),
             self.suspended,
             spec.resources.gpu_count,
             spec.resources.device != "cpu",
-            hardware.cpu_slots() - cpu_busy,
+            hardware.cpu_slots() - self.cpu_busy() - self.queued_on_cpu(gpus),
         )
         return self.queue(run_id, meta, estimate, **({"reason": why} if why else {}))
 
@@ -211,6 +220,16 @@ class ClientCommands:
             for gpu in spot.gpus if spot else []:
                 held[gpu] = held.get(gpu, 0.0) + spot.hold_gib
         return held
+
+    def queued_on_cpu(self, gpus: list[hardware.Gpu]) -> int:
+        """Queued local runs not started yet that will take a CPU slot."""
+        count = 0
+        for run in self.store.list_runs(state="queued"):
+            resources = (run.get("spec") or {}).get("resources") or {}
+            if run["id"] in self.procs or resources.get("target") == "cluster":
+                continue
+            count += resources.get("device") == "cpu" or not gpus
+        return count
 
     def refuse_unestimated(self, run_id: str, why: str, hint: str) -> dict:
         """Refuse a run that has no estimate (`why` says what became of it): no run is placed
@@ -290,14 +309,14 @@ class ClientCommands:
         return {"ok": True}
 
     def resume(self, run_id: str) -> dict:
-        """Queue a paused or failed run again: from its last checkpoint, or from step 0 when it
-        has none (and the run says so). Its attempts keep why it stopped before."""
+        """Queue a paused, failed or pruned run again: from its last checkpoint, or from step 0
+        when it has none (and the run says so). Its attempts keep why it stopped before."""
         state = self.state(run_id)
         run_dir = paths.runs_dir() / run_id
-        if state not in ("paused", "failed"):
+        if state not in RESUMABLE:
             return {
                 "ok": False,
-                "error": f"only a paused or failed run can be resumed (it is {state})",
+                "error": f"only a paused, failed or pruned run can be resumed (it is {state})",
             }
         control.clear(run_dir)
         drop_torn_checkpoints(run_dir)

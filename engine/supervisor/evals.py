@@ -25,9 +25,10 @@ from pathlib import Path
 from engine import control, hardware, paths, settings
 from engine.errors import EngineMissingError
 from engine.events import LIVE_STATES, TERMINAL_STATES, EventLog, read_events, run_state
-from engine.rundir import SUPERVISOR_LOG, entry_command
+from engine.rundir import SUPERVISOR_LOG
 from engine.store.index import Store
 from engine.supervisor import scheduler
+from engine.supervisor.jobs import job_ended, start_job
 from engine.training import launch as runs
 
 HOLD_PREFIX = "eval:"
@@ -144,10 +145,7 @@ class EvalJobs:
             device=place.device,
         )
         try:
-            from engine.setup.interpreters import engine_python
-
-            command = entry_command(engine_python(), "eval_worker", str(folder))
-            work.proc = runs.start_detached(command, folder, env)
+            work.proc = start_job("eval_worker", folder, env)
         except (EngineMissingError, OSError) as err:
             self.release_eval(work.eval_id)
             self.emit_eval(work.eval_id, "status", state="failed", reason=str(err))
@@ -163,17 +161,10 @@ class EvalJobs:
     def watch_evals(self) -> None:
         """Settle the eval workers that have ended."""
         for work in list(self.evals.values()):
-            if not work.started:
-                continue
-            if work.proc is not None:
-                code = work.proc.poll()
-                if code is None:
-                    continue
-            elif runs.worker_alive(eval_dir(work.eval_id)):
-                continue
-            else:
-                code = None
-            self.finish_eval(work, code)
+            if work.started:
+                ended, code = job_ended(work.proc, eval_dir(work.eval_id))
+                if ended:
+                    self.finish_eval(work, code)
 
     def finish_eval(self, work: EvalWork, code: int | None) -> None:
         """An eval worker ended: release its hold, settle its state, ingest the runs it scored."""

@@ -32,18 +32,23 @@ from engine.supervisor import scheduler
 from engine.supervisor.chains import ChainedRuns
 from engine.supervisor.cluster_runs import ClusterRuns
 from engine.supervisor.commands import ClientCommands
+from engine.supervisor.data_steps import DataSteps, DataWork
 from engine.supervisor.evals import EvalJobs, EvalWork
+from engine.supervisor.groups import SharedBases
 from engine.supervisor.recovery import MAX_RETRIES, nothing_left, oom_fallback
+from engine.supervisor.sweeps import SweepStudies
 from engine.training import launch as runs
 from engine.training.checkpoints import drop_torn_checkpoints, has_checkpoint
-from engine.training.executors import Executor, LocalExecutor
+from engine.training.executors import Executor, GroupExecutor, LocalExecutor
 
 TICK_S = 0.25
 HOLD_MARGIN = 1.1
 log = logging.getLogger("tunegraph.supervisor")
 
 
-class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
+class Supervisor(
+    ClientCommands, ClusterRuns, EvalJobs, ChainedRuns, SweepStudies, DataSteps, SharedBases
+):
     """The queue and the workers of one data directory (run by engine.supervisor.process)."""
 
     def __init__(self, store: Store | None = None, idle_exit_s: float | None = None):
@@ -54,6 +59,7 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
             else float(os.environ.get("TUNEGRAPH_SUPERVISOR_IDLE", "180"))
         )
         self.local = LocalExecutor()
+        self.grouped = GroupExecutor()  # runs sharing one base in a group process (groups.py)
         self.clusters: dict[str, Executor] = {}  # address -> Ray executor, made on first use
         self.procs: dict[str, Executor] = {}  # live workers we watch -> what runs them
         self.lost: dict[str, float] = {}  # cluster runs out of reach -> since when
@@ -66,6 +72,9 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
         self.suspended: set[int] = set(settings.load_or_defaults().suspended_gpus)
         self.evals: dict[str, EvalWork] = {}  # queued and running eval jobs (evals.py)
         self.eval_cancelling: set[str] = set()
+        self.studies: dict = {}  # running sweeps by study name (sweeps.py)
+        self.pruning: dict[str, str] = {}  # trial runs asked to prune -> why
+        self.data_jobs: dict[str, DataWork] = {}  # queued and running data steps (data_steps.py)
         self._stop = False
         self._last_busy = time.time()
 
@@ -86,6 +95,8 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.reconcile()
         self.reconcile_evals()
+        self.reconcile_sweeps()
+        self.reconcile_data()
         try:
             while not self._stop:
                 try:
@@ -106,7 +117,10 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
                 executor.close()
 
     def tick(self) -> bool:
-        """One round: commands, workers, scheduling. Returns True while anything is live."""
+        """One round: commands, workers, scheduling. Returns True while anything is live.
+        Commands are answered once the round has scheduled: a client whose runs were submitted
+        together finds them placed (or waiting) when its answers come."""
+        answers = []
         for cmd in self.store.take_commands():
             try:
                 result = self.handle(cmd)
@@ -114,22 +128,32 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
                 log.exception("command %s failed", cmd)
                 result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             if result is not None:  # None: answered later (a submit waiting for its estimate)
-                self.store.finish_command(cmd["id"], result)
-        self.watch_estimates()
-        self.watch_workers()
-        self.schedule()
+                answers.append((cmd["id"], result))
+        try:
+            self.watch_estimates()
+            self.watch_workers()
+            sweeping = self.drive_sweeps()  # before scheduling: a trial asked now starts now
+            self.watch_data()
+            self.schedule_data()  # data steps first: the runs that read them wait for them
+            self.schedule()
+        finally:
+            for cmd_id, result in answers:
+                self.store.finish_command(cmd_id, result)
         self.watch_evals()
         self.schedule_evals()  # after the runs: a run waiting for memory goes first
         queued = [r for r in self.store.list_runs(state="queued") if r["id"] not in self.parked]
-        return bool(self.procs or queued or self.estimating or self.evals)
+        live = self.procs or queued or self.estimating or self.evals or self.data_jobs
+        return bool(live or sweeping)
 
     # -- workers ---------------------------------------------------------------------------------
     def schedule(self) -> None:
-        """Start the queued runs that fit now, oldest first (cluster runs go to their cluster)."""
+        """Start the queued runs that fit now, oldest first (cluster runs go to their cluster);
+        runs of one base start together in one process when they can (engine.supervisor.groups)."""
         queued = sorted(
             self.store.list_runs(state="queued"), key=lambda r: (r["created_at"] or 0, r["id"])
         )
         gpus = hardware.gpus()
+        ready: list[tuple[dict, JobSpec]] = []  # the local runs that may start now, oldest first
         for run in queued:
             run_id = run["id"]
             if run_id in self.procs:
@@ -150,23 +174,45 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
                 continue
             if self.hold_for_upstream(run, spec):
                 continue  # a chained run waits for the run it starts from
+            if self.hold_for_data(run, spec):
+                continue  # its data steps have not written its datasets yet
             if spec.resources.target == "cluster":
                 self.start_cluster(run_id, spec, run["estimate"])
                 continue  # the cluster queues it: Ray places it when it has the resources
-            held = self.held()
-            cpu_busy = sum(1 for p in self.placements.values() if p.device == "cpu")
-            place = scheduler.place(
-                run["estimate"],
-                gpus,
-                held,
-                self.suspended,
-                spec.resources.gpu_count,
-                spec.resources.device != "cpu",
-                hardware.cpu_slots() - cpu_busy,
-            )
+            ready.append((run, spec))
+        started: set[str] = set()
+        sharing = len(ready) > 1 and settings.load_or_defaults().share_base
+        for run, spec in ready:
+            run_id = run["id"]
+            if run_id in started:
+                continue
+            waiting = [r for r in ready if r[0]["id"] not in started]
+            group = self.group_for((run, spec), waiting, gpus) if sharing else None
+            if group is not None:  # it and later runs of its base share one process
+                members, place = group
+                self.start_group(members, place, gpus)
+                started.update(r["id"] for r, _ in members)
+                continue
+            place = self.place_now(run["estimate"], spec, gpus)
             if place is None:
                 continue  # FIFO per resource: later, smaller runs may still fit elsewhere
             self.start(run_id, place, gpus)
+            started.add(run_id)
+
+    def place_now(
+        self, estimate: dict | None, spec: JobSpec, gpus, slots: int = 1
+    ) -> scheduler.Placement | None:
+        """Where a run of `spec` with `estimate` would start now, after what live runs hold
+        (`slots`: the CPU slots it takes there, a group's one per member)."""
+        return scheduler.place(
+            estimate,
+            gpus,
+            self.held(),
+            self.suspended,
+            spec.resources.gpu_count,
+            spec.resources.device != "cpu",
+            hardware.cpu_slots() - self.cpu_busy() - (slots - 1),
+        )
 
     def held(self) -> dict[int, float]:
         """GiB held on each GPU index by the live runs."""
@@ -180,15 +226,29 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
     def start(self, run_id: str, place: scheduler.Placement, gpus) -> None:
         """Hold the placement's memory and start the run's worker on it."""
         run_dir = paths.runs_dir() / run_id
+        self.prepare(run_id)
+        self.hold(run_id, place)
+        env = self.worker_env(place, gpus)
+        processes = JobSpec.load(run_dir / SPEC_FILE).resources.gpu_count
+        if processes > 1 and place.device == "cpu":  # DDP on the CPU (gloo): split the cores
+            env["TUNEGRAPH_THREADS"] = str(max(1, int(env["TUNEGRAPH_THREADS"]) // processes))
+        try:
+            self.local.start(run_id, run_dir, env, processes)
+        except EngineMissingError as err:  # a frozen app without an engine: fail, never loop
+            self.no_engine(run_id, err)
+            return
+        self.procs[run_id] = self.local
+
+    def prepare(self, run_id: str) -> None:
+        """Before a run's worker starts: no stale control request, no torn checkpoint (no
+        worker of this run is alive here)."""
+        run_dir = paths.runs_dir() / run_id
         control.clear(run_dir)
-        drop_torn_checkpoints(run_dir)  # no worker of this run is alive here
-        prefs = settings.load_or_defaults()
-        env = settings.worker_env({}, prefs)  # offline mode, threads
-        env["TUNEGRAPH_THREADS"] = str(prefs.cpu_threads or hardware.cpu_threads_per_run())
-        if place.device == "cuda":
-            env["TUNEGRAPH_GPU_IDS"] = ",".join(str(i) for i in place.gpus)
-            if not any(g.fake for g in gpus):
-                env["CUDA_VISIBLE_DEVICES"] = env["TUNEGRAPH_GPU_IDS"]
+        drop_torn_checkpoints(run_dir)
+
+    def hold(self, run_id: str, place: scheduler.Placement, **extra) -> None:
+        """Hold the placement's memory for the run and say where it goes (its `schedule` event,
+        with `extra` keys)."""
         gpu_key = ",".join(str(i) for i in place.gpus) if place.gpus else "cpu"
         self.store.set_hold(run_id, gpu_key, place.hold_gib)
         self.emit(
@@ -198,25 +258,36 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
             gpus=place.gpus,
             hold_gib=place.hold_gib,
             device=place.device,
+            **extra,
         )
         self.placements[run_id] = place
-        processes = JobSpec.load(run_dir / SPEC_FILE).resources.gpu_count
-        if processes > 1 and place.device == "cpu":  # DDP on the CPU (gloo): split the cores
-            env["TUNEGRAPH_THREADS"] = str(max(1, int(env["TUNEGRAPH_THREADS"]) // processes))
-        try:
-            self.local.start(run_id, run_dir, env, processes)
-        except EngineMissingError as err:  # a frozen app without an engine: fail, never loop
-            self.placements.pop(run_id, None)
-            self.store.release_hold(run_id)
-            hint = "Set it up with Help > Set up training engine, or `tunegraph engine setup`."
-            self.emit(
-                run_id, "error", **{"class": type(err).__name__, "message": str(err), "hint": hint}
-            )
-            self.emit(
-                run_id, "status", state="failed", reason=str(err), resumable=has_checkpoint(run_dir)
-            )
-            return
-        self.procs[run_id] = self.local
+
+    def worker_env(self, place: scheduler.Placement, gpus, slots: int = 1) -> dict:
+        """A worker's environment: offline mode and threads from the settings (the threads of
+        `slots` CPU slots), and the GPUs of its placement."""
+        prefs = settings.load_or_defaults()
+        env = settings.worker_env({}, prefs)  # offline mode, threads
+        threads = prefs.cpu_threads or hardware.cpu_threads_per_run()
+        env["TUNEGRAPH_THREADS"] = str(threads * slots)
+        if place.device == "cuda":
+            env["TUNEGRAPH_GPU_IDS"] = ",".join(str(i) for i in place.gpus)
+            if not any(g.fake for g in gpus):
+                env["CUDA_VISIBLE_DEVICES"] = env["TUNEGRAPH_GPU_IDS"]
+        return env
+
+    def no_engine(self, run_id: str, err: EngineMissingError) -> None:
+        """A worker could not start for want of an engine: the run fails, saying how to set
+        one up (never retried in a loop)."""
+        run_dir = paths.runs_dir() / run_id
+        self.placements.pop(run_id, None)
+        self.store.release_hold(run_id)
+        hint = "Set it up with Help > Set up training engine, or `tunegraph engine setup`."
+        self.emit(
+            run_id, "error", **{"class": type(err).__name__, "message": str(err), "hint": hint}
+        )
+        self.emit(
+            run_id, "status", state="failed", reason=str(err), resumable=has_checkpoint(run_dir)
+        )
 
     def kill(self, run_id: str) -> None:
         """Kill the run's worker through whatever runs it."""
@@ -244,8 +315,8 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
     def tighten_hold(self, run_id: str) -> None:
         """Lower a GPU run's hold to its measured peak (with HOLD_MARGIN) once it is known."""
         place = self.placements.get(run_id)
-        if not place or place.device != "cuda":
-            return
+        if not place or place.device != "cuda" or self.procs.get(run_id) is self.grouped:
+            return  # a group member's peak is the whole group's
         if not str(self.store.run_json(run_id)["device"] or "").startswith("cuda"):
             return  # a worker on the CPU (fake GPUs) measures RAM, not VRAM
         peaks = [m.get("peak_mem_gib") for m in self.store.metrics(run_id)[-5:]]
@@ -270,6 +341,9 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
         run_dir = paths.runs_dir() / run_id
         self.store.ingest(run_dir)
         executor = self.procs.pop(run_id, None) or self.local
+        if executor is self.grouped:
+            self.regroup_holds(run_id)  # before it is forgotten: the others keep the base held
+        left = self.left_group(run_id) if executor is self.grouped else None
         executor.release(run_id, run_dir)
         place = self.placements.pop(run_id, None)
         self.store.release_hold(run_id)
@@ -279,11 +353,16 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
             if state != "cancelled":
                 self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
             return
+        if self.settle_pruned(run_id, state):
+            return
         if state in TERMINAL_STATES or state == "paused":
             if state == "completed" and executor is self.local:
                 self.record_timing(run_id)
             if state == "failed" and self.out_of_memory(run_id):
                 self.after_out_of_memory(run_id, place.device if place else "cpu")
+            return
+        if left is not None:  # split from its group (an out-of-memory there), or cannot share
+            self.train_alone(run_id, left)
             return
         # the worker died without saying why (killed, crashed hard)
         reason = why or (
@@ -377,7 +456,9 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
 
     # -- crash recovery --------------------------------------------------------------------------
     def reconcile(self) -> None:
-        """On start: re-adopt live workers, settle dead ones, restore holds."""
+        """On start: re-adopt live workers (and group processes), settle dead ones, restore
+        holds."""
+        self.grouped.adopt_groups(paths.groups_dir())
         for run_dir in sorted(paths.runs_dir().iterdir()):
             if not (run_dir / SPEC_FILE).is_file():
                 continue
@@ -396,6 +477,7 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
                 self.emit(run_id, "status", state="queued", reason="retrying")
                 continue
             if runs.worker_alive(run_dir):
+                worker = self.grouped if self.grouped.adopt(run_id, run_dir) else self.local
                 hold = next((h for h in self.store.holds() if h["run_id"] == run_id), None)
                 gpus = [int(g) for g in str(hold["gpu"]).split(",") if g.isdigit()] if hold else []
                 self.placements[run_id] = scheduler.Placement(
@@ -404,8 +486,9 @@ class Supervisor(ClientCommands, ClusterRuns, EvalJobs, ChainedRuns):
                     float(hold["gib"]) if hold else 0.0,
                     "re-adopted",
                 )
-                self.local.adopt(run_id, run_dir)
-                self.procs[run_id] = self.local
+                if worker is self.local:
+                    self.local.adopt(run_id, run_dir)
+                self.procs[run_id] = worker
                 self.emit(
                     run_id,
                     "log",

@@ -48,15 +48,21 @@ class BestCheckpoint(TrainerCallback):
 
 
 def deliver_best(
-    trainer: Trainer, model: Any, run_dir: Path, log: EventLog, current: dict, full: bool = False
+    trainer: Trainer,
+    model: Any,
+    run_dir: Path,
+    log: EventLog,
+    current: dict,
+    full: bool = False,
+    adapter: str | None = None,
 ) -> dict:
     """After a `stop`: put the weights with the lowest eval loss seen into `model`.
 
     `current` is the evaluation at the stop step. The candidates are the evaluations of this run
     (its resumed attempts included) whose step still has a complete checkpoint; a lower loss
     than the current weights' loads that checkpoint's adapter (`full`: the whole model's
-    weights). A `log` event says which checkpoint is delivered and its eval loss; returns that
-    evaluation's metrics.
+    weights; `adapter`: the run's named adapter in a base several runs share). A `log` event
+    says which checkpoint is delivered and its eval loss; returns that evaluation's metrics.
     """
     step = trainer.state.global_step
     saved = {step_of(path): path for path in checkpoints(run_dir)}
@@ -90,7 +96,8 @@ def deliver_best(
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(path / ADAPTER_WEIGHTS))
+        named = {"adapter_name": adapter} if adapter else {}  # a base shared by several runs
+        set_peft_model_state_dict(model, load_file(path / ADAPTER_WEIGHTS), **named)
     log.emit(
         "log",
         level="info",

@@ -2,8 +2,8 @@
 
 `EventCallback` writes `status` (training), `progress` (with an ETA from the last 20 steps),
 `metric` (loss, learning rate, tokens/s, peak memory) and `eval` events, and after each step obeys
-the run's control file: pause (save a checkpoint, then stop), cancel, or stop early as a finished
-run. It also asks for a checkpoint when `save_minutes` have passed since the last one, so a crash
+the run's control file: pause (save a checkpoint, then stop), cancel, stop early as a finished
+run, or prune (a sweep's loser: save a checkpoint, then stop, delivering nothing). It also asks for a checkpoint when `save_minutes` have passed since the last one, so a crash
 loses at most that much work. Under DDP every rank takes rank 0's decision (`agree`), so all stop
 and save at the same step.
 
@@ -88,6 +88,10 @@ class EventCallback(TrainerCallback):
         elif action == "cancel":
             control.should_training_stop = True
             self.stopped = "cancel"
+        elif action == "prune":  # a sweep's losing trial: keep a checkpoint, deliver nothing
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped = "prune"
         elif action == "stop" and self.stopped != "stop":  # end early, as a finished run
             control.should_training_stop = True
             control.should_save = True
@@ -147,7 +151,7 @@ def method_metrics(logs: dict) -> dict:
     return {k: v for k, v in logs.items() if is_method_metric(k) and isinstance(v, (int, float))}
 
 
-ACTION_CODES = (None, "pause", "cancel", "stop")
+ACTION_CODES = (None, "pause", "cancel", "stop", "prune")
 
 
 def agree(action: str | None, device: torch.device | str) -> str | None:

@@ -38,16 +38,21 @@ class RunIndex(Protocol):
 
 
 def create_run(
-    spec: JobSpec, store: RunIndex, parent: str | None = None, estimate: dict | None = None
+    spec: JobSpec,
+    store: RunIndex,
+    parent: str | None = None,
+    estimate: dict | None = None,
+    run_id: str | None = None,
 ) -> str:
-    """Freeze the spec into a new run directory and index it; returns the run id.
+    """Freeze the spec into a new run directory and index it; returns the run id (`run_id`, when
+    the caller named it first: a sweep's trial).
 
     The run becomes `queued` (or `refused`) when the supervisor takes its submit command: only
     the supervisor writes supervisor.jsonl.
     """
-    run_id = paths.new_run_id()
+    run_id = run_id or paths.new_run_id()
     run_dir = paths.runs_dir() / run_id
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     spec.save(run_dir / SPEC_FILE)
     meta = {"parent": parent, "created_at": time.time(), "estimate": estimate}
     (run_dir / "submission.json").write_text(json.dumps(meta), encoding="utf-8")

