@@ -42,7 +42,12 @@ def estimate_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
         ),
     ]
     rows_count = est.get("dataset_rows")
-    data = f"{rows_count:,} rows" if isinstance(rows_count, int) else "unknown"
+    if isinstance(rows_count, int):
+        data = f"{rows_count:,} rows"
+    elif est.get("data_pending"):
+        data = "not made yet: its data nodes make the rows first"
+    else:
+        data = "unknown"
     if isinstance(rows_count, int) and rows_count < FEW_ROWS:
         data += (
             " <span class='warn'>⚠ under 1,000 examples: expect the model to pick up "

@@ -56,6 +56,13 @@ TERMINAL_STATES = ("completed", "failed", "cancelled", "refused", "pruned")
 STATES = LIVE_STATES + ("paused",) + TERMINAL_STATES
 
 
+def cancel_overrides(state: str | None) -> bool:
+    """Whether a stop the user asked for makes a worker that has ended `cancelled`: yes unless it
+    had completed before the stop reached it (its outputs are written and stay), or already said
+    cancelled. One that failed while being stopped is cancelled: the kill is the likely cause."""
+    return state not in ("completed", "cancelled")
+
+
 @dataclass
 class Event:
     """One line of an event log: sequence number, time, kind and the kind's fields."""

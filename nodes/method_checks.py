@@ -22,8 +22,9 @@ def resolve_reward(value: Any, base: Path | None) -> Any:
 
 def reward_problem(value: Any) -> str:
     """Why a reward scorer cannot be built ("" when it can, or cannot be told here): its file is
-    missing or does not compile (length:N is checked by the spec)."""
-    if not isinstance(value, str) or value.strip().startswith("length:"):
+    missing or does not compile (length:N, and an empty one, are checked by the spec: a Reward
+    node must name a scorer, a Filter node's empty scorer means none)."""
+    if not isinstance(value, str) or not value.strip() or value.strip().startswith("length:"):
         return ""
     return metrics_problem([value.strip()])
 

@@ -8,8 +8,9 @@ Split) instead of a Dataset node. Each data node becomes one step, in the order 
 
 `key` is the sha256 (first 20 hex digits) of the step, its spec and what it reads: a file by its
 path, size and modification time, another step's output by that step's key and port, and a
-teacher or judge model file the same way, so the same recipe on the same files compiles to the
-same key, and any change to them to a new one. A step writes its outputs to
+teacher or judge model file the same way, and RECIPE_VERSION (raised when the code makes other
+rows from the same inputs), so the same recipe on the same files compiles to the same key, and
+any change to them to a new one. A step writes its outputs to
 `<data_dir>/recipes/<key>/<port>.jsonl` (engine.recipes.job), paths known here, so the run's
 dataset is an ordinary file the run waits for (its spec's `data_steps`) and the diff and the
 confirmation read like any dataset's.
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import paths
+from engine.recipes.specs import RECIPE_VERSION
 from nodes.structure import GraphNode
 
 STEP_OF = {
@@ -48,6 +50,7 @@ def step_key(step: str, spec: dict, inputs: list[str]) -> str:
     files = [spec[f] for f in FILE_FIELDS if f in spec]
     named = [x for f in files for x in (f if isinstance(f, list) else [f]) if x]
     payload = {
+        "recipe_version": RECIPE_VERSION,
         "step": step,
         "spec": spec,
         "inputs": [identity(i) for i in inputs],

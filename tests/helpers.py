@@ -300,3 +300,16 @@ def interruptible() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+
+def a_run_whose_worker_said(store: Store, data: Path, state: str) -> tuple[str, Path]:
+    """A run (id, folder) whose worker's own log ends with `state`: what the supervisor finds
+    when it settles a worker that has ended."""
+    from engine.events import EventLog
+    from engine.rundir import WORKER_LOG
+    from engine.training.launch import create_run
+
+    run_id = create_run(make_spec(data, "ended"), store)
+    run_dir = Path(store.run_json(run_id)["run_dir"])
+    with EventLog(run_dir / WORKER_LOG) as log:
+        log.emit("status", state=state)
+    return run_id, run_dir

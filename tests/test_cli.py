@@ -28,6 +28,7 @@ ESTIMATE_KEYS = {
     "time_basis",
     "work",
     "calibration_key",
+    "data_pending",  # its data nodes make its rows first: dataset_rows is null until then
 }
 
 

@@ -13,12 +13,17 @@ on the train part, and submitting again reuses the made data (no step runs twice
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from engine.rundir import CONTROL_FILE
 from engine.supervisor import client
-from engine.supervisor.data_steps import step_progress
+from engine.supervisor.data_steps import step_dir, step_progress
+from engine.training.launch import read_pid
 from nodes import GraphBuilder, compile, load_graph, save_graph
 from tests.helpers import (
     FAST_EXPORT,
@@ -128,6 +133,63 @@ def test_a_recipe_compiles_into_ordered_data_steps_and_a_dataset_file(tg_home, t
     graph["nodes"][ids["generate"]]["custom"]["rows"] = 7
     changed = compile(graph).specs[0].data_steps
     assert all(a["key"] != b["key"] for a, b in zip(changed, steps, strict=True))
+
+
+def test_a_recipe_made_by_older_code_is_made_again(tg_home, tmp_path, monkeypatch):
+    """RECIPE_VERSION is raised when a step makes other rows from the same inputs: it is in
+    each step's key and each artifact's cache key, so nothing made before is reused."""
+    import nodes.recipes
+    from engine.recipes import manifest
+
+    graph, _ = recipe_graph(tmp_path)
+    before = [s["key"] for s in compile(graph).specs[0].data_steps]
+    cached = manifest.cache_key("split", {"eval_rows": 2}, [{"sha256": "0" * 64}])
+    monkeypatch.setattr(nodes.recipes, "RECIPE_VERSION", nodes.recipes.RECIPE_VERSION + 1)
+    monkeypatch.setattr(manifest, "RECIPE_VERSION", manifest.RECIPE_VERSION + 1)
+    after = [s["key"] for s in compile(graph).specs[0].data_steps]
+    assert all(a != b for a, b in zip(before, after, strict=True))
+    assert manifest.cache_key("split", {"eval_rows": 2}, [{"sha256": "0" * 64}]) != cached
+
+
+def test_the_estimate_of_a_run_whose_rows_are_not_made_yet_says_so(tg_home, tmp_path):
+    """`tunegraph estimate` and the confirm dialog's card say the rows are made first, not
+    "None rows" or "unknown"."""
+    from app.confirm_cards import estimate_rows
+
+    graph, _ = recipe_graph(tmp_path)
+    path = save_graph(graph, tmp_path / "recipe.json")
+    text = cli("estimate", str(path), timeout=180)
+    assert text.returncode == 0, text.stderr
+    assert "rows not made yet" in text.stdout and "None rows" not in text.stdout
+    (entry,) = json.loads(cli("estimate", str(path), "--json", timeout=180).stdout)
+    est = entry["estimate"]
+    assert est["dataset_rows"] is None and est["data_pending"] is True
+    assert dict(estimate_rows(est))["Dataset"].startswith("not made yet")
+    made = {**est, "dataset_rows": 1234, "data_pending": False}
+    assert dict(estimate_rows(made))["Dataset"].startswith("1,234 rows")
+
+
+def test_a_filter_s_empty_scorer_means_none_and_a_reward_s_is_an_error(tg_home, tmp_path):
+    """A Filter node as dropped on the canvas (no scorer) compiles; a Reward node must name one."""
+    g = GraphBuilder(seed=27)
+    data = g.add_node("Dataset", "chats", path=str(write_chats(tmp_path / "chats.jsonl")))
+    keep = g.add_node("Filter", "keep all")  # every field at its default: scorer ""
+    base = g.add_node("BaseModel", "base", source="builtin:tiny-llama")
+    train = g.add_node("TrainingConfig", "train", **FAST_TRAINING)
+    lora = g.add_node("LoraConfig", "lora", **FAST_LORA)
+    ft = g.add_node("FineTune", "student", device="cpu")
+    g.connect(data, keep, "dataset")
+    g.connect(keep, ft, "dataset")
+    for node, port in ((base, "base_model"), (train, "training_config"), (lora, "lora_config")):
+        g.connect(node, ft, port)
+    graph = g.to_dict()
+    assert errors_on(graph, keep) == []
+    assert compile(graph).ok, [str(e) for e in compile(graph).errors]
+
+    reward = g.add_node("Reward", "no scorer", scorer="")
+    g.connect(reward, ft, "reward")
+    (error,) = errors_on(g.to_dict(), reward)
+    assert error[0] == "scorer" and "is not a reward scorer" in error[1]
 
 
 def test_bad_recipe_input_is_one_sentence_on_the_node_that_has_it(tg_home, tmp_path):
@@ -281,8 +343,25 @@ def test_a_generate_step_cancelled_half_way_goes_on_without_losing_a_row(sup, tm
         return int((step_progress(generate["key"]) or "0/").split("/")[0])
 
     wait_until(lambda: rows_made() >= 2, 120, "2 generated rows")
-    cancelled = cli("datasets", "--cancel", generate["key"][:8])
-    assert cancelled.returncode == 0, cancelled.stderr
+    # the teacher writes a row in a fraction of a second, the CLI takes a second or two to start:
+    # the worker is frozen while the stop travels (CLI, supervisor, control.json), so it stops
+    # half way on any machine, and thawed once the request is on disk
+    folder = step_dir(generate["key"])
+    worker = psutil.Process(read_pid(folder)["pid"])
+    worker.suspend()
+    try:
+        stopping = subprocess.Popen(
+            [sys.executable, "-m", "app", "datasets", "--cancel", generate["key"][:8]],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until((folder / CONTROL_FILE).exists, 60, "the stop request on disk")
+    finally:
+        worker.resume()
+    _, stderr = stopping.communicate(timeout=60)
+    assert stopping.returncode == 0, stderr
     states = json.loads(cli("datasets", "--steps", "--json").stdout)
     assert [s["state"] for s in states if s["key"] == generate["key"]] == ["cancelled"]
     assert not out.exists()
@@ -296,6 +375,30 @@ def test_a_generate_step_cancelled_half_way_goes_on_without_losing_a_row(sup, tm
     assert after[: len(before)] == before
     attempts = [json.loads(line)["origin"]["attempt"] for line in after]
     assert len(after) == 6 and len(set(attempts)) == 6
+
+
+@pytest.mark.parametrize(
+    ("worker_said", "ends_as"),
+    [("completed", "completed"), ("failed", "cancelled"), ("training", "cancelled")],
+)
+def test_a_stop_that_lands_after_a_step_completed_leaves_it_completed(store, worker_said, ends_as):
+    """A step that wrote its output before the stop reached it stays completed (the runs that
+    read it can go on); one that failed while being stopped, or died silently, is cancelled."""
+    from engine.events import EventLog, run_state
+    from engine.rundir import WORKER_LOG
+    from engine.supervisor.data_steps import DataWork
+    from engine.supervisor.service import Supervisor
+
+    supervisor = Supervisor(store, idle_exit_s=0)
+    key = "0123456789abcdef0123"
+    folder = step_dir(key)
+    folder.mkdir(parents=True)
+    with EventLog(folder / WORKER_LOG) as log:
+        log.emit("status", state=worker_said)
+    work = DataWork(key, 0.0, started=True)
+    supervisor.data_jobs[key] = work
+    supervisor.finish_data(work, 0, cancelled=True)
+    assert run_state(folder)[0] == ends_as and key not in supervisor.data_jobs
 
 
 def tg_library() -> Path:

@@ -171,6 +171,27 @@ def test_refused_at_submission_with_the_numbers_while_the_valid_module_is_queued
 
 
 # -- cancel, pause, resume ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("worker_said", "ends_as"),
+    [("completed", "completed"), ("failed", "cancelled"), ("training", "cancelled")],
+)
+def test_a_cancel_that_lands_after_the_run_completed_leaves_it_completed(
+    store, data, worker_said, ends_as
+):
+    """The user's stop reaches a worker that may have finished first: its adapter and exports
+    are written, so the run stays completed. One that failed while being stopped, or was killed
+    before writing a state, ends cancelled, as the user asked."""
+    from engine.events import run_state
+    from engine.supervisor.service import Supervisor
+    from tests.helpers import a_run_whose_worker_said
+
+    supervisor = Supervisor(store, idle_exit_s=0)
+    run_id, folder = a_run_whose_worker_said(store, data, worker_said)
+    supervisor.cancelling[run_id] = time.time()
+    supervisor.finish(run_id, 0)
+    assert run_state(folder)[0] == ends_as and run_id not in supervisor.cancelling
+
+
 def test_cancel_mid_run_kills_the_worker_tree_and_keeps_metrics(sup, data):
     spec = make_spec(data, "to cancel", max_steps=2000)
     [entry] = client.submit(sup, [spec])  # no estimate: the supervisor gets one from a helper

@@ -287,20 +287,15 @@ def test_a_prune_read_too_late_leaves_the_run_as_it_ended(tg_home, data, worker_
     """The prune comes near a trial's last step and its worker may finish first: then the run
     stays completed (Optuna was told its value); one that died before writing a state ends
     pruned, with the supervisor's reason."""
-    from engine.events import EventLog, run_state
-    from engine.rundir import WORKER_LOG
+    from engine.events import run_state
     from engine.store.index import Store
     from engine.supervisor.service import Supervisor
-    from engine.training.launch import create_run
-    from tests.helpers import make_spec
+    from tests.helpers import a_run_whose_worker_said
 
     store = Store()
     supervisor = Supervisor(store, idle_exit_s=0)
     try:
-        run_id = create_run(make_spec(data, "trial"), store)
-        run_dir = Path(store.run_json(run_id)["run_dir"])
-        with EventLog(run_dir / WORKER_LOG) as log:
-            log.emit("status", state=worker_said, reason="pruned by its sweep")
+        run_id, run_dir = a_run_whose_worker_said(store, data, worker_said)
         supervisor.pruning[run_id] = "pruned at step 8 of 10 by successive halving"
         supervisor.finish(run_id, 0)
         state, data_ = run_state(run_dir)

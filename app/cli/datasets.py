@@ -114,8 +114,11 @@ def cancel_step(ref: str) -> int:
             f"{ref!r} names {len(found)} data steps",
             "`tunegraph datasets --steps` lists them with their keys.",
         )
-    client.cancel_data(open_store(), found[0])
-    print(f"Stopped the data step {found[0]}; running the graph again goes on from its rows.")
+    result = client.cancel_data(open_store(), found[0])
+    if result.get("state") == "completed":
+        print(f"The data step {found[0]} had already ended (completed) when the stop reached it.")
+    else:
+        print(f"Stopped the data step {found[0]}; running the graph again goes on from its rows.")
     return 0
 
 

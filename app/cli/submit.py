@@ -86,6 +86,14 @@ def compile_graph(
     return specs, refused
 
 
+def rows_text(est: dict) -> str:
+    """`1,234 rows`, or why the estimate has no count: its data nodes make the rows first."""
+    rows = est.get("dataset_rows")
+    if isinstance(rows, int):
+        return f"{rows:,} rows"
+    return "rows not made yet" if est.get("data_pending") else "rows unknown"
+
+
 def describe_estimate(name: str, est: dict) -> str:
     """One run's estimate as the lines `tunegraph run` and `estimate` print."""
     vram, t = est["vram_gib"], est["time_s"]
@@ -94,8 +102,7 @@ def describe_estimate(name: str, est: dict) -> str:
     text = (
         f"{name}: {params} params ({trainable} trainable), "
         f"VRAM ~{vram['bf16']} GiB 16-bit / ~{vram['4bit']} GiB 4-bit, mode {est['mode']} "
-        f"({est['mode_reason']}), device {est['device']}, time {low} – {high}, "
-        f"{est['dataset_rows']} rows"
+        f"({est['mode_reason']}), device {est['device']}, time {low} – {high}, " + rows_text(est)
     )
     parts = est.get("vram_parts_gib")
     if parts:

@@ -59,6 +59,7 @@ class Estimate:
     time_basis: str = ""  # what the time range comes from: this machine's runs, or the model
     work: dict | None = None  # what the time range predicted the run computes (for calibration)
     calibration_key: str | None = None  # the device and shape its measured time is kept under
+    data_pending: bool = False  # its data nodes have not made its rows yet (dataset_rows None)
 
     def to_dict(self) -> dict:
         """The estimate as a plain dict (JSON for the store and the UI)."""
@@ -230,6 +231,7 @@ def estimate(
         calibration_key=key,
         dataset_rows=rows,
         warnings=warnings,
+        data_pending=bool(unmade),
     )
 
 

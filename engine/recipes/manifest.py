@@ -15,9 +15,9 @@ without one is unfinished. The manifest uses the library's keys (`id`, `kind` "d
   contamination when only reported), `warnings`;
 - `steps`: this step and every step before it, oldest first (step, id, spec, counts, teacher,
   judge, seed), so the last dataset of a recipe says how it was made; `rows`, `format`, `name`;
-- `cache_key`: sha256 of the step, its spec, the inputs' sha256 and the teacher's sha256. The
-  folder is named after it, so running a step again on the same inputs finds the finished
-  artifact (`find_cached`) instead of making it again.
+- `cache_key`: sha256 of the step, its spec, the inputs' sha256, the teacher's sha256 and
+  RECIPE_VERSION (engine.recipes.specs). The folder is named after it, so running a step again
+  on the same inputs finds the finished artifact (`find_cached`) instead of making it again.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from engine.data.formats import detect_format
 from engine.data.method_formats import row_format
 from engine.errors import DataError
 from engine.recipes.rows import write_rows
+from engine.recipes.specs import RECIPE_VERSION
 
 FORMAT_VERSION = 1
 DATA_FILE = "data.jsonl"
@@ -125,6 +126,7 @@ def cache_key(step: str, spec: Any, inputs: list[dict], model: dict | None = Non
     (in order) and the model's (a Generate node's teacher, a Filter node's judge)."""
     payload = {
         "format_version": FORMAT_VERSION,
+        "recipe_version": RECIPE_VERSION,
         "step": step,
         "spec": spec_dict(spec),
         "inputs": [i["sha256"] for i in inputs],

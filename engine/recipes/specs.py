@@ -22,6 +22,11 @@ from engine.fields import SpecPart, param
 from engine.recipes.checks import TEACHER_HELP, check_suffix, check_teacher, parse_numbers
 from engine.spec import RewardSpec
 
+# raised whenever a step makes different rows from the same inputs and spec (a fix in how rows
+# are generated, filtered, deduplicated, mixed or split): it is part of each step's key and each
+# artifact's cache key, so a recipe made by older code is made again instead of silently reused
+RECIPE_VERSION = 1
+
 TASKS = ("conversations", "qa", "preferences")
 DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown", ".pdf")
 SEED_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".parquet")

@@ -27,7 +27,14 @@ from pathlib import Path
 
 from engine import control, hardware, paths, settings
 from engine.errors import EngineMissingError
-from engine.events import LIVE_STATES, TERMINAL_STATES, EventLog, read_events, run_state
+from engine.events import (
+    LIVE_STATES,
+    TERMINAL_STATES,
+    EventLog,
+    cancel_overrides,
+    read_events,
+    run_state,
+)
 from engine.rundir import SUPERVISOR_LOG, WORKER_LOG
 from engine.spec import JobSpec
 from engine.store.index import Store
@@ -131,10 +138,10 @@ class DataSteps:
                 time.sleep(0.05)
             runs.kill_worker_tree(step_dir(key), grace=CANCEL_GRACE_S)
             self.finish_data(work, work.proc.poll() if work.proc else None, cancelled=True)
-            return {"ok": True}
+            return {"ok": True, "state": run_state(step_dir(key))[0]}
         self.release_data(key)
         self.emit_step(key, "status", state="cancelled", reason="cancelled by the user")
-        return {"ok": True}
+        return {"ok": True, "state": "cancelled"}
 
     # -- each tick ---------------------------------------------------------------------------------
     def schedule_data(self) -> None:
@@ -207,7 +214,7 @@ class DataSteps:
         """A step worker ended: free its slot and settle a state it could not write."""
         self.release_data(work.key)
         state, _ = run_state(step_dir(work.key))
-        if cancelled and state != "cancelled":
+        if cancelled and cancel_overrides(state):
             self.emit_step(work.key, "status", state="cancelled", reason="cancelled by the user")
         elif state not in TERMINAL_STATES:
             why = f"the data worker exited with code {code}" if code is not None else "it died"

@@ -24,7 +24,14 @@ from pathlib import Path
 
 from engine import control, hardware, paths, settings
 from engine.errors import EngineMissingError
-from engine.events import LIVE_STATES, TERMINAL_STATES, EventLog, read_events, run_state
+from engine.events import (
+    LIVE_STATES,
+    TERMINAL_STATES,
+    EventLog,
+    cancel_overrides,
+    read_events,
+    run_state,
+)
 from engine.rundir import SUPERVISOR_LOG
 from engine.store.index import Store
 from engine.supervisor import scheduler
@@ -173,7 +180,7 @@ class EvalJobs:
         state, _ = run_state(folder)
         if work.eval_id in self.eval_cancelling:
             self.eval_cancelling.discard(work.eval_id)
-            if state != "cancelled":
+            if cancel_overrides(state):
                 self.emit_eval(work.eval_id, "status", state="cancelled", reason="cancelled")
         elif state not in TERMINAL_STATES:
             why = f"the eval worker exited with code {code}" if code is not None else "it died"

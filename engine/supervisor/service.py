@@ -23,7 +23,7 @@ import time
 
 from engine import control, hardware, paths, settings
 from engine.errors import EngineMissingError, TunegraphError
-from engine.events import LIVE_STATES, TERMINAL_STATES, EventLog, run_state
+from engine.events import LIVE_STATES, TERMINAL_STATES, EventLog, cancel_overrides, run_state
 from engine.plan import calibration
 from engine.rundir import SPEC_FILE, SUPERVISOR_LOG
 from engine.spec import JobSpec
@@ -350,7 +350,7 @@ class Supervisor(
         state, data = run_state(run_dir)
         if run_id in self.cancelling:
             self.cancelling.pop(run_id)
-            if state != "cancelled":
+            if cancel_overrides(state):
                 self.emit(run_id, "status", state="cancelled", reason="cancelled by the user")
             return
         if self.settle_pruned(run_id, state):
