@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import control, hardware, paths, settings
-from engine.errors import EngineMissingError
 from engine.events import (
     LIVE_STATES,
     TERMINAL_STATES,
@@ -39,7 +38,7 @@ from engine.rundir import SUPERVISOR_LOG, WORKER_LOG
 from engine.spec import JobSpec
 from engine.store.index import Store
 from engine.supervisor import scheduler
-from engine.supervisor.jobs import job_ended, start_job
+from engine.supervisor.jobs import DetachedJobs
 from engine.training import launch as runs
 
 HOLD_PREFIX = "data:"
@@ -90,7 +89,7 @@ def step_progress(key: str) -> str:
     return f"{last.get('step', 0)}/{last['max_steps']} rows"
 
 
-class DataSteps:
+class DataSteps(DetachedJobs):
     """Mixed into engine.supervisor.service.Supervisor (it provides store, placements, held,
     emit, cpu_busy, …)."""
 
@@ -137,8 +136,8 @@ class DataSteps:
             while time.time() < deadline and runs.worker_alive(step_dir(key)):
                 time.sleep(0.05)
             runs.kill_worker_tree(step_dir(key), grace=CANCEL_GRACE_S)
-            self.finish_data(work, work.proc.poll() if work.proc else None, cancelled=True)
-            return {"ok": True, "state": run_state(step_dir(key))[0]}
+            state = self.finish_data(work, work.proc.poll() if work.proc else None, cancelled=True)
+            return {"ok": True, "state": state}
         self.release_data(key)
         self.emit_step(key, "status", state="cancelled", reason="cancelled by the user")
         return {"ok": True, "state": "cancelled"}
@@ -188,37 +187,35 @@ class DataSteps:
         self.store.set_hold(hold, "cpu", place.hold_gib)
         self.placements[hold] = place
         self.emit_step(work.key, "schedule", message=place.message, device=place.device)
-        try:
-            work.proc = start_job("recipe_worker", folder, env)
-        except (EngineMissingError, OSError) as err:
+
+        def failed(why: str) -> None:
             self.release_data(work.key)
-            self.emit_step(work.key, "status", state="failed", reason=str(err))
-            return
-        work.started = True
+            self.emit_step(work.key, "status", state="failed", reason=why)
+
+        self.start_worker(work, "recipe_worker", folder, env, failed)
 
     def release_data(self, key: str) -> None:
         """Forget a step and free its slot."""
-        self.data_jobs.pop(key, None)
-        self.placements.pop(HOLD_PREFIX + key, None)
-        self.store.release_hold(HOLD_PREFIX + key)
+        self.forget_job(self.data_jobs, key, HOLD_PREFIX + key)
 
     def watch_data(self) -> None:
         """Settle the step workers that have ended."""
-        for work in list(self.data_jobs.values()):
-            if work.started:
-                ended, code = job_ended(work.proc, step_dir(work.key))
-                if ended:
-                    self.finish_data(work, code)
+        for work, code in self.ended_jobs(self.data_jobs, lambda w: step_dir(w.key)):
+            self.finish_data(work, code)
 
-    def finish_data(self, work: DataWork, code: int | None, cancelled: bool = False) -> None:
-        """A step worker ended: free its slot and settle a state it could not write."""
+    def finish_data(self, work: DataWork, code: int | None, cancelled: bool = False) -> str:
+        """A step worker ended: free its slot and settle a state it could not write; the step's
+        state now."""
         self.release_data(work.key)
         state, _ = run_state(step_dir(work.key))
         if cancelled and cancel_overrides(state):
             self.emit_step(work.key, "status", state="cancelled", reason="cancelled by the user")
-        elif state not in TERMINAL_STATES:
+            return "cancelled"
+        if state not in TERMINAL_STATES:
             why = f"the data worker exited with code {code}" if code is not None else "it died"
             self.emit_step(work.key, "status", state="failed", reason=f"interrupted: {why}")
+            return "failed"
+        return state
 
     def reconcile_data(self) -> None:
         """On start: re-adopt live step workers (and their slots), re-queue steps still waiting,

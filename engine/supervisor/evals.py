@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import control, hardware, paths, settings
-from engine.errors import EngineMissingError
 from engine.events import (
     LIVE_STATES,
     TERMINAL_STATES,
@@ -35,7 +34,7 @@ from engine.events import (
 from engine.rundir import SUPERVISOR_LOG
 from engine.store.index import Store
 from engine.supervisor import scheduler
-from engine.supervisor.jobs import job_ended, start_job
+from engine.supervisor.jobs import DetachedJobs
 from engine.training import launch as runs
 
 HOLD_PREFIX = "eval:"
@@ -64,7 +63,7 @@ def wants_gpu(estimate: dict) -> bool:
     return bool(estimate.get("uses_gpu"))
 
 
-class EvalJobs:
+class EvalJobs(DetachedJobs):
     """Mixed into engine.supervisor.service.Supervisor (it provides store, placements, held, …)."""
 
     store: Store
@@ -151,27 +150,21 @@ class EvalJobs:
             hold_gib=place.hold_gib,
             device=place.device,
         )
-        try:
-            work.proc = start_job("eval_worker", folder, env)
-        except (EngineMissingError, OSError) as err:
+
+        def failed(why: str) -> None:
             self.release_eval(work.eval_id)
-            self.emit_eval(work.eval_id, "status", state="failed", reason=str(err))
-            return
-        work.started = True
+            self.emit_eval(work.eval_id, "status", state="failed", reason=why)
+
+        self.start_worker(work, "eval_worker", folder, env, failed)
 
     def release_eval(self, eval_id: str) -> None:
         """Forget an eval and free what it held."""
-        self.evals.pop(eval_id, None)
-        self.placements.pop(HOLD_PREFIX + eval_id, None)
-        self.store.release_hold(HOLD_PREFIX + eval_id)
+        self.forget_job(self.evals, eval_id, HOLD_PREFIX + eval_id)
 
     def watch_evals(self) -> None:
         """Settle the eval workers that have ended."""
-        for work in list(self.evals.values()):
-            if work.started:
-                ended, code = job_ended(work.proc, eval_dir(work.eval_id))
-                if ended:
-                    self.finish_eval(work, code)
+        for work, code in self.ended_jobs(self.evals, lambda w: eval_dir(w.eval_id)):
+            self.finish_eval(work, code)
 
     def finish_eval(self, work: EvalWork, code: int | None) -> None:
         """An eval worker ended: release its hold, settle its state, ingest the runs it scored."""
