@@ -147,6 +147,30 @@ def make_graph(
     return save_graph(g.to_dict(), folder / filename)
 
 
+def tiny_module(
+    g: GraphBuilder,
+    name: str = "student",
+    pos: tuple[float, float] = (600, 0),
+    export: bool = True,
+    **training,
+) -> str:
+    """A Fine-Tune node `name` on the CPU with its tiny feeders (builtin:tiny-llama, a fast
+    training config with `training` over it, LoRA, and an Export node writing only the adapter
+    folder unless `export` is off), wired; its node id. The data and eval inputs are the
+    caller's."""
+    ft = g.add_node("FineTune", name, pos, device="cpu")
+    feeders = [
+        ("BaseModel", "base", {"source": "builtin:tiny-llama"}, "base_model"),
+        ("TrainingConfig", "train", {**FAST_TRAINING, **training}, "training_config"),
+        ("LoraConfig", "lora", FAST_LORA, "lora_config"),
+    ]
+    if export:
+        feeders.append(("Export", "export", {**FAST_EXPORT, "adapter_zip": False}, "export"))
+    for kind, label, values, port in feeders:
+        g.connect(g.add_node(kind, label, **values), ft, port)
+    return ft
+
+
 def wait_for(
     store: Store,
     run_id: str,

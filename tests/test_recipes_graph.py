@@ -26,12 +26,10 @@ from engine.supervisor.data_steps import step_dir, step_progress
 from engine.training.launch import read_pid
 from nodes import GraphBuilder, compile, load_graph, save_graph
 from tests.helpers import (
-    FAST_EXPORT,
-    FAST_LORA,
-    FAST_TRAINING,
     cli,
     cpu_estimate,
     make_spec,
+    tiny_module,
     wait_for,
     wait_until,
     write_chats,
@@ -72,23 +70,10 @@ def recipe_graph(
     )
     dedup = g.add_node("Deduplicate", "dedup", near_threshold=0.9)
     split = g.add_node("Split", "split", eval_rows=2, seed=1)
-    base = g.add_node("BaseModel", "base", source="builtin:tiny-llama")
-    train = g.add_node(
-        "TrainingConfig", "train", **{**FAST_TRAINING, "max_steps": 2, "eval_split": 0.0}
-    )
-    lora = g.add_node("LoraConfig", "lora", **FAST_LORA)
-    export = g.add_node("Export", "export", **{**FAST_EXPORT, "adapter_zip": False})
-    ft = g.add_node("FineTune", "student", (600, 0), device="cpu")
+    ft = tiny_module(g, max_steps=2, eval_split=0.0)
     g.connect(gen, dedup, "dataset")
     g.connect(dedup, split, "dataset")
     g.connect(split, ft, "dataset", "train")
-    for node, port in (
-        (base, "base_model"),
-        (train, "training_config"),
-        (lora, "lora_config"),
-        (export, "export"),
-    ):
-        g.connect(node, ft, port)
     ids = {"generate": gen, "dedup": dedup, "split": split, "ft": ft}
     if mix is not None:
         other = folder / "other.jsonl"
@@ -174,14 +159,9 @@ def test_a_filter_s_empty_scorer_means_none_and_a_reward_s_is_an_error(tg_home, 
     g = GraphBuilder(seed=27)
     data = g.add_node("Dataset", "chats", path=str(write_chats(tmp_path / "chats.jsonl")))
     keep = g.add_node("Filter", "keep all")  # every field at its default: scorer ""
-    base = g.add_node("BaseModel", "base", source="builtin:tiny-llama")
-    train = g.add_node("TrainingConfig", "train", **FAST_TRAINING)
-    lora = g.add_node("LoraConfig", "lora", **FAST_LORA)
-    ft = g.add_node("FineTune", "student", device="cpu")
+    ft = tiny_module(g, export=False)
     g.connect(data, keep, "dataset")
     g.connect(keep, ft, "dataset")
-    for node, port in ((base, "base_model"), (train, "training_config"), (lora, "lora_config")):
-        g.connect(node, ft, port)
     graph = g.to_dict()
     assert errors_on(graph, keep) == []
     assert compile(graph).ok, [str(e) for e in compile(graph).errors]
