@@ -146,9 +146,8 @@ class FileEditor(TextEditor):
     def __init__(self, param: Parameter, parent=None):
         super().__init__(param, parent)
         held_out = "held-out split" in param.help  # an Eval node's set: empty is allowed
-        self.edit.setPlaceholderText(
-            "empty: the held-out split" if held_out else "path/to/data.jsonl"
-        )
+        self.placeholder = "empty: the held-out split" if held_out else "path/to/data.jsonl"
+        self.edit.setPlaceholderText(self.placeholder)
         button = QtWidgets.QToolButton(text="Browse…")
         button.setToolTip("Choose a .jsonl, .json, .csv or .parquet file")
         button.clicked.connect(self._browse)
@@ -161,6 +160,13 @@ class FileEditor(TextEditor):
         if path:
             self.edit.setText(path)
             self._commit()
+
+    def show_rows_from(self, source: str) -> None:
+        """Say what an empty field means while an Eval node's Eval set input is connected
+        (`source`: `"hold out 4" (eval)`; "" for the field's own placeholder)."""
+        self.edit.setPlaceholderText(
+            f"empty: the rows from {source}" if source else self.placeholder
+        )
 
 
 class _PickerCombo(QtWidgets.QComboBox):

@@ -1,6 +1,7 @@
 """The properties panel: the selected node's name and parameters, generated from its declaration,
-with its compile errors, (for a duplicated Fine-Tune module) what differs from its origin, and
-(for a Base model node) which chat template its runs will train with and why."""
+with its compile errors, (for a duplicated Fine-Tune module) what differs from its origin, (for a
+Base model node) which chat template its runs will train with and why, and (for an Eval node fed
+on its Eval set input) where the rows it scores come from."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from PySide6 import QtCore, QtWidgets
 
 from app.canvas import Canvas
 from app.node_factory import TunegraphNode, decl_of, error_text
-from app.param_widgets import ParamEditor, make_editor
+from app.param_widgets import FileEditor, ParamEditor, make_editor
 from engine.models.template_choice import template_plan
 from engine.spec import BaseModelSpec
 from nodes.catalogue import CATALOGUE, FINE_TUNE
+from nodes.eval_sets import EVAL_SET, source_label
 from nodes.graphfile import graph_dir, resolve_model_source
 
 BASE_MODEL = CATALOGUE["BaseModel"]
+EVAL = CATALOGUE["Eval"]
 
 
 class PropertiesPanel(QtWidgets.QScrollArea):
@@ -144,6 +147,13 @@ class PropertiesPanel(QtWidgets.QScrollArea):
             parts.append(f"<span style='color:#f0c46e'>Δ vs origin:<br>{lines}</span>")
         if decl_of(node) is BASE_MODEL:
             parts.append(self._template_text(node))
+        if decl_of(node) is EVAL:
+            source = self._eval_source(node)
+            if source:
+                line = html.escape(f"Scores the rows from {source}")
+                parts.append(f"<span style='color:#a8adb5'>{line}</span>")
+            if isinstance(self.editors.get("path"), FileEditor):
+                self.editors["path"].show_rows_from(source)
         self.state.setText("<br>".join(parts))
         self.state.setVisible(bool(parts))
 
@@ -162,6 +172,17 @@ class PropertiesPanel(QtWidgets.QScrollArea):
                 f"{html.escape(plan.problem)}. {html.escape(plan.hint)}</div>"
             )
         return f"<span style='color:#a8adb5'>{html.escape(plan.summary)}</span>"
+
+    @staticmethod
+    def _eval_source(node: TunegraphNode) -> str:
+        """The output on an Eval node's Eval set input, `"hold out 4" (eval)` ("" when none)."""
+        port = node.get_input(EVAL_SET)
+        ends = port.connected_ports() if port is not None else []
+        if not ends:
+            return ""
+        source = ends[0].node()
+        decl = decl_of(source)
+        return source_label(source.name(), decl.kind if decl else "", ends[0].name())
 
     def _on_run_clicked(self) -> None:
         if self.node is not None:

@@ -25,6 +25,7 @@ def param(
     short: str | None = None,
     widget: str | None = None,
     visible_if: tuple[str, tuple[str, ...]] | None = None,
+    node: bool = True,
 ) -> Any:
     """A dataclass field with the metadata the node catalogue and validation use.
 
@@ -32,7 +33,8 @@ def param(
     `lr 2e-4 → 1e-4`, sweep copy names); give them only where the field's name, with spaces for
     underscores, will not do (the catalogue capitalises it for `label`). `visible_if` =
     (other field, values): the field matters only while that field of the same part holds one of
-    those values (a method's knobs), so the properties panel shows it only then.
+    those values (a method's knobs), so the properties panel shows it only then. `node=False`:
+    the compiler sets the field, so it is no parameter of the node (an EvalSpec's set name).
     """
     meta = {
         "help": help,
@@ -43,6 +45,7 @@ def param(
         "short": short,
         "widget": widget,
         "visible_if": visible_if,
+        "node": node,
     }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)

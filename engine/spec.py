@@ -412,8 +412,10 @@ class EvalSpec(SpecPart):
         "",
         "The eval set: a .jsonl, .json, .csv or .parquet file in any format the Dataset node "
         "reads; each row's last assistant turn is the reference answer, the turns before it the "
-        "prompt. Empty: the run's held-out split (the training config's eval_split).",
-        label="Eval set",
+        "prompt. Empty: the rows connected to the node's Eval set input (a Dataset node, or a "
+        "data node such as a Split's eval output), else the run's held-out split (the training "
+        "config's eval_split).",
+        label="Eval set file",
         short="eval set",
         widget="file",
     )
@@ -447,6 +449,13 @@ class EvalSpec(SpecPart):
         "Also score the exported GGUF after it is written, so what quantization costs shows as "
         "a number (needs GGUF on in the Export node).",
         label="Also score the GGUF",
+    )
+    name: str = param(
+        "",
+        "How the scores name the set; empty: by its file's name. Set by the compiler, not on "
+        "the node: rows from a node on the Eval set input go by that node's name (and port), "
+        "e.g. hold out 4 (eval).",
+        node=False,
     )
 
     part: ClassVar[str] = "eval"

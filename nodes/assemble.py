@@ -23,11 +23,13 @@ def assemble_spec(
     graph_path: str,
     upstream: JobSpec | None = None,
     datasets: list[DatasetSpec] | None = None,
+    evals: list[EvalSpec] | None = None,
 ) -> JobSpec:
     """The JobSpec of Fine-Tune `node` built from the nodes `picked` on its ports (not validated);
     `upstream` is the spec of the Fine-Tune node feeding its base_model port, for a chained run
     (its base model is copied, and the node named: the submission turns it into `run:<id>`);
-    `datasets` replaces the Dataset nodes' (a data node's output file: nodes.recipes)."""
+    `datasets` replaces the Dataset nodes' (a data node's output file: nodes.recipes), `evals`
+    the Eval nodes' own (with the rows on their Eval set input: nodes.eval_sets)."""
 
     def part(port: str) -> Any:
         """The spec part of the one node on `port`."""
@@ -46,7 +48,9 @@ def assemble_spec(
         resources=FINE_TUNE.spec_class(**FINE_TUNE.part_values(node.values, FINE_TUNE.spec_class)),
         method=MethodSpec(**FINE_TUNE.part_values(node.values, MethodSpec)),
         export=part("export") if "export" in picked else ExportSpec(),
-        evals=[EvalSpec(**n.values) for n in picked.get("eval", [])],
+        evals=evals
+        if evals is not None
+        else [EvalSpec(**n.values) for n in picked.get("eval", [])],
         rewards=[RewardSpec(**n.values) for n in picked.get("reward", [])],
         sweep=part("sweep") if "sweep" in picked else None,
         node_uuid=node.uuid,

@@ -56,13 +56,14 @@ def _feeder(
     output_label: str,
     spec_class: type,
     spec_part: str,
+    inputs: tuple[InputPort, ...] = (),
 ) -> NodeDecl:
     return NodeDecl(
         kind=kind,
         label=label,
         help=help,
         colour=colour,
-        inputs=(),
+        inputs=inputs,
         outputs=(OutputPort(output, output_label),),
         parameters=parameters_of(spec_class),
         spec_class=spec_class,
@@ -127,12 +128,25 @@ _FEEDERS = (
         "Eval",
         "Eval",
         "An eval set the run scores itself on when training ends (its adapter, and the base "
-        "or the GGUF when asked), with the metrics to compute; connect several for several sets.",
+        "or the GGUF when asked), with the metrics to compute: a file, the rows on its Eval set "
+        "input (such as a Split's eval part) or the run's held-out split; connect several for "
+        "several sets.",
         (40, 110, 130),
         "eval",
         "eval",
         EvalSpec,
         "evals",
+        (
+            InputPort(
+                name="eval_set",
+                label="Eval set",
+                accepts=DATA_SOURCES,
+                required=False,
+                help="The rows to score: a Dataset node, or a data node's output such as a "
+                "Split's eval part (made before the run starts, like its training data). Leave "
+                "it empty to score the Eval set file, or else the run's held-out split.",
+            ),
+        ),
     ),
     _feeder(
         "Reward",

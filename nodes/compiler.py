@@ -29,6 +29,7 @@ from nodes.eval_checks import (
     resolve_judge,
     resolve_metric_files,
 )
+from nodes.eval_sets import EvalSets
 from nodes.graphfile import graph_dir, resolve_file, resolve_model_source
 from nodes.method_checks import data_problem, resolve_reward, reward_problem
 from nodes.recipes import RecipeSteps, is_data_node, ordered
@@ -50,9 +51,9 @@ def compile(
     return _Compiler(graph, graph_path, data_check).run()
 
 
-class _Compiler(RecipeSteps):
+class _Compiler(RecipeSteps, EvalSets):
     """One walk over a graph: nodes, then connections and cycles, then each Fine-Tune module
-    (with the data steps its datasets need: nodes.recipes)."""
+    (with the data steps its datasets and eval sets need: nodes.recipes, nodes.eval_sets)."""
 
     def __init__(
         self, graph: dict, graph_path: str | Path | None, data_check: DataCheck | None = None
@@ -326,7 +327,7 @@ class _Compiler(RecipeSteps):
             )
             return False
         if PortRef(src.decl.kind, out_port) not in port.accepts:
-            wanted = " or ".join(CATALOGUE[r.kind].label for r in port.accepts)
+            wanted = " or ".join(dict.fromkeys(CATALOGUE[r.kind].label for r in port.accepts))
             self.error(
                 dst,
                 in_port,
@@ -407,6 +408,7 @@ class _Compiler(RecipeSteps):
         feeders += [
             d for n in picked.get("dataset", []) if is_data_node(n) for d in self.data_deps(n)
         ]
+        feeders += self.eval_deps(picked.get("eval", []))
         # an upstream Fine-Tune node answers for itself: make_spec says when it cannot run
         ids = {node.id} | {n.id for n in feeders if n.decl is not FINE_TUNE}
         ids |= {i for unknown in self.unknown_feeders.get(node.id, {}).values() for i in unknown}
@@ -428,10 +430,11 @@ class _Compiler(RecipeSteps):
                 )
                 return None
         datasets, steps = self.module_datasets(node)
-        if datasets is None:
+        evals, eval_steps = self.module_evals(picked.get("eval", []))
+        if datasets is None or evals is None:
             return None
-        spec = assemble_spec(node, picked, self.graph_path, upstream, datasets)
-        spec.data_steps = steps
+        spec = assemble_spec(node, picked, self.graph_path, upstream, datasets, evals)
+        spec.data_steps = ordered(steps + eval_steps)  # the training data's first, each once
         try:
             spec.validate()
         except SpecError as e:

@@ -164,10 +164,13 @@ class NodeDecl:
 
 # -- parameters from engine.spec field metadata -------------------------------------------------
 def parameters_of(spec_class: type) -> tuple[Parameter, ...]:
-    """Node parameters generated from a spec dataclass's fields and their metadata."""
+    """Node parameters generated from a spec dataclass's fields and their metadata, less the
+    fields the compiler sets (`param(..., node=False)`: an EvalSpec's set name)."""
     params = []
     for f in dataclasses.fields(spec_class):
         meta = f.metadata
+        if meta.get("node") is False:
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         ptype = _type_of(default, meta)
         params.append(

@@ -587,6 +587,37 @@ def test_ports_only_accept_their_kind(canvas):
     assert ft.get_input("dataset").view.multi_connection  # several datasets may connect
 
 
+def test_an_eval_node_scores_a_split_s_eval_part_and_the_panel_says_so(window, qtbot):
+    canvas, panel = window.canvas, window.properties
+    nodes = build_module(canvas)
+    split = canvas.add_node("Split", "hold out 4", (0, 480), eval_rows=4)
+    ev = canvas.add_node("Eval", "scores", (200, 480))
+    lora_out = nodes["lora"].output_ports()[0].view
+    eval_set = ev.get_input("eval_set")
+    assert canvas.viewer._validate_accept_connection(split.get_output("eval").view, eval_set.view)
+    assert not canvas.viewer._validate_accept_connection(lora_out, eval_set.view)
+    assert not eval_set.view.multi_connection  # one eval set per Eval node
+    canvas.connect_nodes(nodes["data"], split, "dataset")
+    canvas.connect_nodes(ev, nodes["ft"], "eval")
+    canvas.select([ev])
+    path = panel.editors["path"]
+    assert path.edit.placeholderText() == "empty: the held-out split"
+    assert "Scores the rows" not in panel.state.text()
+
+    with qtbot.waitSignal(canvas.compiled, timeout=3000):  # live, debounced re-compile
+        split.get_output("eval").connect_to(eval_set)
+    assert "Scores the rows from &quot;hold out 4&quot; (eval)" in panel.state.text()
+    assert not panel.state.isHidden()
+    assert path.edit.placeholderText() == 'empty: the rows from "hold out 4" (eval)'
+    (spec,) = canvas.result.specs
+    assert spec.evals[0].name == "hold out 4 (eval)" and spec.evals[0].path.endswith("eval.jsonl")
+
+    with qtbot.waitSignal(canvas.compiled, timeout=3000):
+        split.get_output("eval").disconnect_from(eval_set)
+    assert "Scores the rows" not in panel.state.text()
+    assert path.edit.placeholderText() == "empty: the held-out split"
+
+
 def test_nodes_created_by_nodegraphqt_itself_get_a_uuid(canvas):
     node = canvas.graph.create_node("tunegraph.Export", pos=(0, 0))  # e.g. from Tab search
     assert node.get_property("uuid")

@@ -64,7 +64,9 @@ def test_catalogue_has_the_six_kinds_with_their_node_types():
 def test_parameters_come_from_the_spec_field_metadata(kind):
     decl = CATALOGUE[kind]
     classes = (SPEC_OF[kind], *EXTRA_PARTS_OF.get(kind, ()))
-    fields = [f for cls in classes for f in dataclasses.fields(cls)]
+    every = [f for cls in classes for f in dataclasses.fields(cls)]
+    fields = [f for f in every if f.metadata["node"]]  # the rest the compiler sets
+    assert [f.name for f in every if not f.metadata["node"]] == (["name"] if kind == "Eval" else [])
     assert decl.spec_class is SPEC_OF[kind]
     assert [cls for cls, _ in decl.parts] == list(classes)
     assert [p.name for p in decl.parameters] == [f.name for f in fields]
@@ -162,9 +164,11 @@ def test_ports():
         ("Split", "train"),
         ("Split", "eval"),
     ]
-    # the data nodes take rows (Generate makes its own); the Fine-Tune's feeders take nothing
+    # the data nodes take rows (Generate makes its own), and an Eval node the rows it scores;
+    # the Fine-Tune's other feeders take nothing
     takes = {k: [p.name for p in d.inputs] for k, d in CATALOGUE.items() if k != "FineTune"}
     assert {k: v for k, v in takes.items() if v} == {
+        "Eval": ["eval_set"],
         "Filter": ["dataset"],
         "Deduplicate": ["dataset"],
         "Mix": ["dataset"],

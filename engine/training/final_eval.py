@@ -1,7 +1,8 @@
 """A run's Eval nodes: each eval set scored on the run itself (DESIGN.md "Lifecycle").
 
-`RunEvals.prepare` reads every Eval node's set (its file, or the run's held-out split), checks
-its metrics and judge before training starts, so bad input fails the run before any step. While
+`RunEvals.prepare` reads every Eval node's set (its file, or the run's held-out split) and names
+it (the spec's `name` for rows the compiler took from a node, else the file's name), checks its
+metrics and judge before training starts, so bad input fails the run before any step. While
 training, each evaluation adds the loss of every set that asks for `loss` to its `eval` event
 (`set_loss`, on at most DURING_TRAINING_ROWS rows; the Trainer's own eval split stays
 `eval_loss`) and, for a node whose `during_training_rows` is set, the scores of its metrics
@@ -97,6 +98,7 @@ class RunEvals:
             max_rows = ev.max_rows or None
             if ev.path.strip():
                 eval_set = load_eval_set(ev.path, max_rows)
+                eval_set.name = ev.name.strip() or eval_set.name  # a node's rows: its name
             elif held_out:
                 eval_set = rows_eval_set(HELD_OUT, held_out, max_rows)
             else:

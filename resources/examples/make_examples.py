@@ -98,7 +98,8 @@ def build_sweep_search() -> dict:
 
 def build_synthetic_data() -> dict:
     """Seed questions → Generate (the SmolLM2-135M-Instruct GGUF from PyPI as teacher) →
-    Deduplicate → Split → a Fine-Tune node on the tiny model that trains on the train part."""
+    Deduplicate → Split → a Fine-Tune node on the tiny model that trains on the train part and,
+    through an Eval node, scores itself on the held-out part when training ends."""
     g = GraphBuilder(seed=20261207)
     generate = g.add_node(
         "Generate", "synthetic support chats", (0, 0), seeds_file="../datasets/support_seeds.txt",
@@ -113,12 +114,15 @@ def build_synthetic_data() -> dict:
                       target_modules=["q_proj", "v_proj"])
     training = g.add_node("TrainingConfig", "train", (640, 460),
                           **{**QUICK_TRAINING, "eval_split": 0.0, "max_steps": 20})
-    module = g.add_node("FineTune", "student", (960, 200))
+    module = g.add_node("FineTune", "student", (1280, 200))
+    held_out = g.add_node("Eval", "score on held out", (960, 0), metrics=["loss", "rouge_l"],
+                          max_rows=0)
     g.connect(generate, dedup, "dataset")
     g.connect(dedup, split, "dataset")
     g.connect(split, module, "dataset", "train")
+    g.connect(split, held_out, "eval_set", "eval")
     for node, port in ((model, "base_model"), (lora, "lora_config"),
-                       (training, "training_config")):
+                       (training, "training_config"), (held_out, "eval")):
         g.connect(node, module, port)
     return g.to_dict()
 
