@@ -67,7 +67,7 @@ class _Compiler(RecipeSteps, EvalSets):
         self.incoming: dict[str, dict[str, list[str]]] = {}
         self.sources: dict[str, dict[str, list[tuple[str, str]]]] = {}
         self.edges: dict[str, set[str]] = {}
-        # module node id -> input port -> ids of enabled nodes of unknown type connected to it
+        # node id -> input port -> ids of enabled nodes of unknown type connected to it
         self.unknown_feeders: dict[str, dict[str, list[str]]] = {}
         self.result = CompileResult()
         self._seen: set[tuple[str, str, str]] = set()
@@ -291,8 +291,9 @@ class _Compiler(RecipeSteps, EvalSets):
             return
         self.edges.setdefault(out_id, set()).add(in_id)
         if src.decl is None or dst.decl is None:
-            # already reported as an unknown node type; the module it would feed is refused
-            if src.decl is None and dst.decl is FINE_TUNE and not src.disabled:
+            # already reported as an unknown node type; the module it would feed (directly, or
+            # through an Eval or data node) is refused
+            if src.decl is None and dst.decl is not None and not src.disabled:
                 self.unknown_feeders.setdefault(in_id, {}).setdefault(in_port, []).append(out_id)
             return
         if not self.check_ports(src, out_port, dst, in_port):
@@ -411,7 +412,13 @@ class _Compiler(RecipeSteps, EvalSets):
         feeders += self.eval_deps(picked.get("eval", []))
         # an upstream Fine-Tune node answers for itself: make_spec says when it cannot run
         ids = {node.id} | {n.id for n in feeders if n.decl is not FINE_TUNE}
-        ids |= {i for unknown in self.unknown_feeders.get(node.id, {}).values() for i in unknown}
+        ids |= {
+            i
+            for fed in [node, *feeders]
+            if fed.decl is not FINE_TUNE or fed is node
+            for unknown in self.unknown_feeders.get(fed.id, {}).values()
+            for i in unknown
+        }
         return [e for e in self.result.errors if e.node_id in ids]
 
     def make_spec(self, node: GraphNode, picked: Picked) -> JobSpec | None:

@@ -234,6 +234,21 @@ def test_an_error_on_a_data_node_that_only_feeds_the_eval_side_stops_the_run(tg_
     assert field == "drop_regex", message
 
 
+def test_a_node_of_unknown_type_on_the_eval_set_input_stops_the_run(tg_home, tmp_path):
+    """A node from a newer Tunegraph (or a typo) on the Eval set input is not dropped for the
+    run's held-out split: the module is refused with that node's error, as on its own ports."""
+    g, ids = split_graph(tmp_path)
+    ev = g.add_node("Eval", "on alien rows", metrics=["loss"])
+    g.connect(ev, ids["ft"], "eval")
+    graph = g.to_dict()
+    graph["nodes"]["0xalien"] = {"type_": "tunegraph.Synthesize", "name": "alien", "custom": {}}
+    graph["connections"].append({"out": ["0xalien", "dataset"], "in": [ev, "eval_set"]})
+    result = compile(graph)
+    assert not result.specs
+    (module,) = result.modules
+    assert [(e.node_id, e.kind) for e in module.errors] == [("0xalien", "unknown_type")]
+
+
 # -- for real ------------------------------------------------------------------------------------
 def test_the_run_trains_on_the_train_part_and_scores_exactly_the_eval_part(sup, tmp_path):
     store = sup
