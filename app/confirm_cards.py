@@ -8,13 +8,12 @@ import html
 from pathlib import Path
 
 from engine.formatting import format_count, format_rough_duration, format_setting
-from engine.plan.estimate import vram_parts_text
+from engine.plan.memory import PROCESS_GIB, ram_parts, vram_parts_text
 from engine.spec import JobSpec
 
 FEW_ROWS = 1000
 # what a training process takes beyond the model and its training (shared/NOTES.md: peak RSS
 # ~480 MiB for a tiny model)
-PROCESS_GIB = 0.5
 
 
 def estimate_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
@@ -71,7 +70,7 @@ def memory_rows(est: dict, gpus: list | None = None) -> list[tuple[str, str]]:
     device = str(est.get("device") or "?")
     parts = dict(est.get("vram_parts_gib") or {})
     if device == "cpu":
-        parts.pop("context_and_slack", None)
+        parts = ram_parts(parts)
         if not parts:
             return []
         where = (

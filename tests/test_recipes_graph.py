@@ -146,6 +146,9 @@ def test_the_estimate_of_a_run_whose_rows_are_not_made_yet_says_so(tg_home, tmp_
     text = cli("estimate", str(path), timeout=180)
     assert text.returncode == 0, text.stderr
     assert "rows not made yet" in text.stdout and "None rows" not in text.stdout
+    # a CPU run: its memory in RAM words, without the GPU's CUDA context
+    assert "GiB of RAM" in text.stdout and "VRAM" not in text.stdout
+    assert "\n  RAM: weights" in text.stdout and "CUDA context" not in text.stdout
     (entry,) = json.loads(cli("estimate", str(path), "--json", timeout=180).stdout)
     est = entry["estimate"]
     assert est["dataset_rows"] is None and est["data_pending"] is True

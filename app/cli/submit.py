@@ -99,16 +99,21 @@ def describe_estimate(name: str, est: dict) -> str:
     vram, t = est["vram_gib"], est["time_s"]
     params, trainable = format_count(est["params"]), format_count(est["trainable_params"])
     low, high = format_rough_duration(t["low"]), format_rough_duration(t["high"])
+    from engine.plan.memory import PROCESS_GIB, ram_parts, vram_parts_text
+
+    parts = est.get("vram_parts_gib") or {}
+    on_cpu = est["device"] == "cpu"
+    if on_cpu:  # RAM, without the GPU's share (the mode's reason says why not 4-bit)
+        parts = ram_parts(parts)
+        memory = f"~{sum(parts.values()):.2f} GiB of RAM (the process ~{PROCESS_GIB} GiB more)"
+    else:
+        memory = f"VRAM ~{vram['bf16']} GiB 16-bit / ~{vram['4bit']} GiB 4-bit"
     text = (
-        f"{name}: {params} params ({trainable} trainable), "
-        f"VRAM ~{vram['bf16']} GiB 16-bit / ~{vram['4bit']} GiB 4-bit, mode {est['mode']} "
+        f"{name}: {params} params ({trainable} trainable), {memory}, mode {est['mode']} "
         f"({est['mode_reason']}), device {est['device']}, time {low} – {high}, " + rows_text(est)
     )
-    parts = est.get("vram_parts_gib")
     if parts:
-        from engine.plan.estimate import vram_parts_text
-
-        text += "\n  VRAM: " + vram_parts_text(parts)
+        text += f"\n  {'RAM' if on_cpu else 'VRAM'}: " + vram_parts_text(parts)
     return text + "".join(f"\n  warning: {w}" for w in est["warnings"])
 
 

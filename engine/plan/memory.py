@@ -244,6 +244,15 @@ def peak_vram_gib(
     return round(total * ALLOCATOR_SLACK / GIB + CUDA_CONTEXT_GIB, 2)
 
 
+PROCESS_GIB = 0.5  # what a training process on the CPU takes besides the run (Python, torch)
+
+
+def ram_parts(parts: dict) -> dict:
+    """A CPU run's memory parts: the estimate's `vram_parts_gib` without the GPU's own share
+    (the CUDA context and allocator slack)."""
+    return {k: v for k, v in parts.items() if k != "context_and_slack"}
+
+
 def vram_parts_text(parts: dict) -> str:
     """'weights 0.9, LoRA 0.01, activations 2.1, logits 1.4, CUDA context + slack 0.9 GiB'."""
     labels = {
