@@ -178,7 +178,7 @@ class RecipeSteps:
                 used += deps
             else:  # a Dataset node: its file
                 used.append(source)
-                path = source.values.get("path") or None
+                path = self.read_whole(source, node)
             if path is None:
                 ok = False
             else:
@@ -196,6 +196,28 @@ class RecipeSteps:
             return None, steps, used
         step = build_step(node, inputs)
         return step["outputs"][port], [*steps, step], used
+
+    def read_whole(self, source: GraphNode, node: GraphNode) -> str | None:
+        """The file of Dataset node `source` as data node `node` reads it: whole, with the
+        format's own column names. None, with the error on the Dataset node, when it asks for a
+        column mapping or a row limit, which would otherwise be dropped without a word."""
+        reader = f'the data node "{node.name}"'
+        for name, what in (
+            (
+                "columns",
+                f"maps columns, but {reader} reads the file with its format's own column names; "
+                "clear the mapping, or rename the columns in the file",
+            ),
+            (
+                "max_rows",
+                f"limits its rows, but {reader} reads the whole file; set it to 0 and cut the "
+                "rows with a Mix node's row count or a Split",
+            ),
+        ):
+            if source.values.get(name):
+                self.error(source, name, what, "invalid_value")
+                return None
+        return source.values.get("path") or None
 
     def has_error(self, node: GraphNode) -> bool:
         """An error was reported on `node` (its values, its files, its part's rules)."""

@@ -175,6 +175,32 @@ def test_a_filter_s_empty_scorer_means_none_and_a_reward_s_is_an_error(tg_home, 
     assert error[0] == "scorer" and "is not a reward scorer" in error[1]
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("columns", {"messages": "chat"}, 'maps columns, but the data node "keep all" reads'),
+        ("max_rows", 5, 'limits its rows, but the data node "keep all" reads the whole file'),
+    ],
+)
+def test_a_dataset_node_setting_a_data_node_cannot_apply_is_an_error_on_it(
+    tg_home, tmp_path, field, value, words
+):
+    """A Dataset node before a data node gives it the whole file, as it is: a column mapping or
+    a row limit on it is one sentence on that field, not dropped without a word."""
+    g = GraphBuilder(seed=28)
+    data = g.add_node(
+        "Dataset", "chats", path=str(write_chats(tmp_path / "chats.jsonl")), **{field: value}
+    )
+    keep = g.add_node("Filter", "keep all")
+    ft = tiny_module(g, export=False)
+    g.connect(data, keep, "dataset")
+    g.connect(keep, ft, "dataset")
+    result = compile(g.to_dict())
+    assert not result.specs
+    ((where, message),) = errors_on(g.to_dict(), data)
+    assert where == field and message.startswith(words), message
+
+
 def test_bad_recipe_input_is_one_sentence_on_the_node_that_has_it(tg_home, tmp_path):
     not_gguf = tmp_path / "teacher.bin"
     not_gguf.write_bytes(b"nope")
