@@ -132,3 +132,18 @@ def data(tmp_path) -> Path:
     from tests.helpers import write_chats
 
     return write_chats(tmp_path / "chats.jsonl")
+
+
+@pytest.fixture
+def canvas(qtbot):
+    """A Canvas in a holder widget for the Qt tests (pytest-qt's qtbot), its undo stack left
+    clean so closing it asks nothing."""
+    from PySide6 import QtWidgets
+
+    from app.canvas import Canvas
+
+    holder = QtWidgets.QWidget()
+    qtbot.addWidget(holder)
+    canvas = Canvas(holder)
+    yield canvas
+    canvas.graph.undo_stack().setClean()

@@ -34,15 +34,6 @@ DATA = ROOT / "resources" / "datasets" / "support_chats.jsonl"
 
 
 @pytest.fixture
-def canvas(qtbot):
-    holder = QtWidgets.QWidget()
-    qtbot.addWidget(holder)
-    canvas = Canvas(holder)
-    yield canvas
-    canvas.graph.undo_stack().setClean()
-
-
-@pytest.fixture
 def window(qtbot, tmp_path):
     yield from main_window_session(qtbot, tmp_path)
 

@@ -11,22 +11,11 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6 import QtWidgets  # noqa: E402
 
-from app.canvas import Canvas  # noqa: E402
 from app.dataset_preview import DatasetPreview  # noqa: E402
 from engine.recipes import worker  # noqa: E402
 from tests.app_helpers import gc_on_the_gui_thread  # noqa: E402, F401
 from tests.test_recipes_graph import recipe_graph  # noqa: E402
-
-
-@pytest.fixture
-def canvas(qtbot):
-    holder = QtWidgets.QWidget()
-    qtbot.addWidget(holder)
-    canvas = Canvas(holder)
-    yield canvas
-    canvas.graph.undo_stack().setClean()
 
 
 def make_step(step: dict) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+from PySide6 import QtCore, QtGui  # noqa: E402
 
 from app.canvas import Canvas  # noqa: E402
 from app.chat_pane import ChatPane  # noqa: E402
@@ -57,15 +57,6 @@ def pane(qtbot):
     pane.show()
     yield pane
     pane.close_all()
-
-
-@pytest.fixture
-def canvas(qtbot):
-    holder = QtWidgets.QWidget()
-    qtbot.addWidget(holder)
-    canvas = Canvas(holder)
-    yield canvas
-    canvas.graph.undo_stack().setClean()
 
 
 def _load(qtbot, pane, *paths):

@@ -12,9 +12,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6 import QtWidgets  # noqa: E402
 
-from app.canvas import Canvas  # noqa: E402
 from app.dataset_preview import DatasetPreview  # noqa: E402
 from engine.data.formats import read_rows  # noqa: E402
 from engine.plan import preview  # noqa: E402
@@ -22,15 +20,6 @@ from engine.spec import DatasetSpec  # noqa: E402
 from tests.app_helpers import gc_on_the_gui_thread  # noqa: E402, F401
 
 DATA = Path(__file__).resolve().parents[1] / "resources" / "datasets" / "support_chats.jsonl"
-
-
-@pytest.fixture
-def canvas(qtbot):
-    holder = QtWidgets.QWidget()
-    qtbot.addWidget(holder)
-    canvas = Canvas(holder)
-    yield canvas
-    canvas.graph.undo_stack().setClean()
 
 
 def test_the_preview_shows_the_first_rows_before_the_stats(qtbot, canvas):
