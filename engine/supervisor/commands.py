@@ -173,63 +173,58 @@ class ClientCommands:
             spec.resources.device != "cpu",
             requires_gpu=spec.resources.device == "cuda",
         )
-        wants_gpu = spec.resources.device != "cpu" and bool(gpus)
-        if not refused and wants_gpu and settings.load_or_defaults().gpu_policy == "refuse":
-            free_now = scheduler.place(
-                estimate,
-                gpus,
-                self.held_with_queue(gpus),
-                self.suspended,
-                spec.resources.gpu_count,
-                True,
-                0,
-            )
-            if free_now is None:
-                refused = scheduler.Refusal(
-                    "every GPU is busy and the GPU policy is to refuse rather than queue",
-                    "Start it again when a GPU is free, or set the GPU policy to queue in "
-                    "Settings.",
-                )
         if refused:
             return self.refuse(run_id, spec, meta, refused)
         # with the runs accepted earlier in this round, which start before it
+        held, on_cpu = self.queued_load(gpus)
+        wants_gpu = spec.resources.device != "cpu" and bool(gpus)
+        if wants_gpu and settings.load_or_defaults().gpu_policy == "refuse":
+            free_now = scheduler.place(
+                estimate, gpus, held, self.suspended, spec.resources.gpu_count, True, 0
+            )
+            if free_now is None:
+                return self.refuse(
+                    run_id,
+                    spec,
+                    meta,
+                    scheduler.Refusal(
+                        "every GPU is busy and the GPU policy is to refuse rather than queue",
+                        "Start it again when a GPU is free, or set the GPU policy to queue in "
+                        "Settings.",
+                    ),
+                )
         why = self.upstream_reason(spec) or scheduler.waiting(
             estimate,
             gpus,
-            self.held_with_queue(gpus),
+            held,
             self.suspended,
             spec.resources.gpu_count,
             spec.resources.device != "cpu",
-            hardware.cpu_slots() - self.cpu_busy() - self.queued_on_cpu(gpus),
+            hardware.cpu_slots() - self.cpu_busy() - on_cpu,
         )
         return self.queue(run_id, meta, estimate, **({"reason": why} if why else {}))
 
-    def held_with_queue(self, gpus: list[hardware.Gpu]) -> dict[int, float]:
-        """GiB held per GPU by live runs, plus where the queued GPU runs not started yet would go
-        (accepted in this same round): the refuse policy must not accept two runs for one place."""
+    def queued_load(self, gpus: list[hardware.Gpu]) -> tuple[dict[int, float], int]:
+        """What the queued local runs not started yet (accepted in this same round) will take,
+        in one pass over them: GiB held per GPU by live runs plus where the queued GPU runs would
+        go (the refuse policy must not accept two runs for one place), and how many CPU slots."""
         held = dict(self.held())
+        on_cpu = 0
         for run in self.store.list_runs(state="queued"):
             resources = (run.get("spec") or {}).get("resources") or {}
-            if run["id"] in self.procs or not run["estimate"]:
+            if run["id"] in self.procs or resources.get("target") == "cluster":
                 continue
-            if resources.get("device") == "cpu" or resources.get("target") == "cluster":
+            if resources.get("device") == "cpu" or not gpus:
+                on_cpu += 1
+                continue
+            if not run["estimate"]:
                 continue
             spot = scheduler.place(
                 run["estimate"], gpus, held, self.suspended, resources.get("gpu_count", 1), True, 0
             )
             for gpu in spot.gpus if spot else []:
                 held[gpu] = held.get(gpu, 0.0) + spot.hold_gib
-        return held
-
-    def queued_on_cpu(self, gpus: list[hardware.Gpu]) -> int:
-        """Queued local runs not started yet that will take a CPU slot."""
-        count = 0
-        for run in self.store.list_runs(state="queued"):
-            resources = (run.get("spec") or {}).get("resources") or {}
-            if run["id"] in self.procs or resources.get("target") == "cluster":
-                continue
-            count += resources.get("device") == "cpu" or not gpus
-        return count
+        return held, on_cpu
 
     def refuse_unestimated(self, run_id: str, why: str, hint: str) -> dict:
         """Refuse a run that has no estimate (`why` says what became of it): no run is placed
